@@ -1,0 +1,236 @@
+"""The artifact manifest: the one contract between `recon.export` and `recon.runtime`.
+
+An artifact is a directory holding `manifest.json` plus the files it lists. Layout of manifest.json
+(format version 1; every key below is required unless marked optional):
+
+    {
+      "format_version": 1,
+      "recon_version": "0.1.0",
+      "name": "resunet-deblur",
+      "task": "deblur" | "ct",
+      "model": {"name": "resunet", "config": {...}, "weights_sha256": "<hex>" | null},
+      "input":  {"name": "measurement", "shape": ["batch", 1, H_in, W_in], "dtype": "float32",
+                 "layout": "NCHW" (deblur: an image) | "N1AD" (ct: (B, 1, n_angles, n_detectors)),
+                 "value_range": [lo, hi] | null},           # null: unbounded (sinograms)
+      "output": {"name": "image", "shape": ["batch", 1, H, W], "dtype": "float32",
+                 "value_range": [0.0, 1.0], "clip": true},  # runtime clips to value_range when clip
+      "physics": {...},                                     # blur kernel or CT geometry, as exported
+      "batch": {"min": 1, "opt": 8, "max": 32},             # the dynamic-batch profile
+      "files": {
+        "model.onnx":      {"sha256": "<hex>", "size": n, "kind": "onnx", "precision": "fp32"},
+        "model.fp16.onnx": {"sha256": "<hex>", "size": n, "kind": "onnx", "precision": "fp16"},
+        "model.int8.onnx": {"sha256": "<hex>", "size": n, "kind": "onnx", "precision": "int8"},
+        "model.plan":      {"sha256": "<hex>", "size": n, "kind": "tensorrt", "precision": "fp16",
+                            "tensorrt": {"version": "11.4.0", "compute_capability": "9.0",
+                                         "version_compatible": false, "device_name": "..."}},
+        "parity.json":     {"sha256": "<hex>", "size": n, "kind": "report"}
+      },
+      "parity": {"passed": true, ...summary...}             # optional
+    }
+
+Integer inputs are scaled to [0, 1] by their dtype's maximum before they reach the graph; float inputs are
+taken as they are. Everything here is plain JSON and numpy-free, so any host (C++ included) can read it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+FORMAT_VERSION = 1
+MANIFEST_NAME = "manifest.json"
+TASKS = ("deblur", "ct")
+FILE_KINDS = ("onnx", "tensorrt", "report")
+PRECISIONS = ("fp32", "fp16", "int8")
+
+
+class ArtifactError(ValueError):
+    """An artifact cannot be used as it is; the message says why and what to do."""
+
+
+def sha256_of(path: str | os.PathLike, chunk_size: int = 1 << 20) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        while block := handle.read(chunk_size):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def write_json_atomic(path: str | os.PathLike, data: Any) -> None:
+    """Write JSON to a temp file beside `path`, then rename: readers never see half a file."""
+    path = Path(path)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w") as handle:
+            json.dump(data, handle, indent=2, sort_keys=False)
+            handle.write("\n")
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+@dataclass
+class FileEntry:
+    sha256: str
+    size: int
+    kind: str
+    precision: str | None = None
+    tensorrt: dict[str, Any] | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        data: dict[str, Any] = {"sha256": self.sha256, "size": self.size, "kind": self.kind}
+        if self.precision is not None:
+            data["precision"] = self.precision
+        if self.tensorrt is not None:
+            data["tensorrt"] = self.tensorrt
+        return data
+
+
+@dataclass
+class Manifest:
+    name: str
+    task: str
+    model: dict[str, Any]
+    input: dict[str, Any]
+    output: dict[str, Any]
+    physics: dict[str, Any]
+    batch: dict[str, int]
+    files: dict[str, FileEntry] = field(default_factory=dict)
+    parity: dict[str, Any] | None = None
+    recon_version: str = "0.1.0"
+    format_version: int = FORMAT_VERSION
+
+    # -- serialization -------------------------------------------------------------------------------
+    def to_json(self) -> dict[str, Any]:
+        data: dict[str, Any] = {
+            "format_version": self.format_version,
+            "recon_version": self.recon_version,
+            "name": self.name,
+            "task": self.task,
+            "model": self.model,
+            "input": self.input,
+            "output": self.output,
+            "physics": self.physics,
+            "batch": self.batch,
+            "files": {name: entry.to_json() for name, entry in self.files.items()},
+        }
+        if self.parity is not None:
+            data["parity"] = self.parity
+        return data
+
+    @classmethod
+    def from_json(cls, data: Any, source: str = "manifest.json") -> Manifest:
+        if not isinstance(data, dict):
+            raise ArtifactError(f"{source}: expected a JSON object, got {type(data).__name__}")
+        version = data.get("format_version")
+        if version != FORMAT_VERSION:
+            raise ArtifactError(
+                f"{source}: artifact format version {version!r} is not known to this recon "
+                f"(it reads version {FORMAT_VERSION}); re-export the model with this recon version or "
+                f"install the recon version that wrote it ({data.get('recon_version', 'unknown')})"
+            )
+        required = ("name", "task", "model", "input", "output", "physics", "batch", "files")
+        missing = [key for key in required if key not in data]
+        if missing:
+            raise ArtifactError(f"{source}: missing keys {missing}; the artifact is damaged, re-export it")
+        if data["task"] not in TASKS:
+            raise ArtifactError(f"{source}: task must be one of {TASKS}, got {data['task']!r}")
+        files = {}
+        for name, entry in data["files"].items():
+            if Path(name).name != name or name in ("", ".", ".."):
+                raise ArtifactError(f"{source}: file name {name!r} must be a plain name inside the artifact")
+            try:
+                files[name] = FileEntry(
+                    sha256=str(entry["sha256"]),
+                    size=int(entry["size"]),
+                    kind=str(entry["kind"]),
+                    precision=entry.get("precision"),
+                    tensorrt=entry.get("tensorrt"),
+                )
+            except (KeyError, TypeError, ValueError) as error:
+                raise ArtifactError(f"{source}: file entry {name!r} is malformed ({error})") from None
+        return cls(
+            name=data["name"],
+            task=data["task"],
+            model=data["model"],
+            input=data["input"],
+            output=data["output"],
+            physics=data["physics"],
+            batch={k: int(v) for k, v in data["batch"].items()},
+            files=files,
+            parity=data.get("parity"),
+            recon_version=data.get("recon_version", "unknown"),
+            format_version=version,
+        )
+
+    # -- files ---------------------------------------------------------------------------------------
+    def add_file(self, directory: str | os.PathLike, name: str, kind: str, precision: str | None = None,
+                 tensorrt: dict[str, Any] | None = None) -> FileEntry:
+        """Hash a file already written into `directory` and list it."""
+        path = Path(directory) / name
+        entry = FileEntry(sha256=sha256_of(path), size=path.stat().st_size, kind=kind, precision=precision,
+                          tensorrt=tensorrt)
+        self.files[name] = entry
+        return entry
+
+    def onnx_file(self, precision: str) -> str | None:
+        """Name of the ONNX file of that precision, or None."""
+        for name, entry in self.files.items():
+            if entry.kind == "onnx" and entry.precision == precision:
+                return name
+        return None
+
+    def plan_file(self) -> str | None:
+        for name, entry in self.files.items():
+            if entry.kind == "tensorrt":
+                return name
+        return None
+
+    def save(self, directory: str | os.PathLike) -> Path:
+        path = Path(directory) / MANIFEST_NAME
+        write_json_atomic(path, self.to_json())
+        return path
+
+
+def load_manifest(directory: str | os.PathLike, verify: bool = True) -> Manifest:
+    """Read `directory/manifest.json`; with `verify`, check that every listed file is there and whole."""
+    directory = Path(directory)
+    path = directory / MANIFEST_NAME
+    if not directory.is_dir():
+        raise ArtifactError(f"{directory}: not an artifact directory (expected a folder made by recon-export)")
+    if not path.is_file():
+        raise ArtifactError(f"{directory}: no {MANIFEST_NAME}; this is not a recon artifact, run recon-export")
+    try:
+        data = json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as error:
+        raise ArtifactError(f"{path}: not valid JSON ({error}); the artifact is damaged, re-export it") from None
+    manifest = Manifest.from_json(data, source=str(path))
+    if verify:
+        verify_files(directory, manifest)
+    return manifest
+
+
+def verify_files(directory: str | os.PathLike, manifest: Manifest, names: list[str] | None = None) -> None:
+    directory = Path(directory)
+    for name in names if names is not None else list(manifest.files):
+        entry = manifest.files[name]
+        path = directory / name
+        if not path.is_file():
+            raise ArtifactError(f"{path}: listed in the manifest but missing; re-export the artifact")
+        size = path.stat().st_size
+        if size != entry.size:
+            raise ArtifactError(
+                f"{path}: {size} bytes, the manifest says {entry.size}; the file is damaged or truncated, "
+                "re-export the artifact"
+            )
+        if sha256_of(path) != entry.sha256:
+            raise ArtifactError(
+                f"{path}: sha256 does not match the manifest; the file was changed or damaged, "
+                "re-export the artifact"
+            )
