@@ -1,0 +1,68 @@
+"""Small building blocks shared by the model families: activations by name, pad-to-multiple and crop."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+# Layers are chosen by name (MONAI habit) so that a model's config stays plain JSON.
+_ACTIVATIONS: dict[str, type[nn.Module]] = {
+    "none": nn.Identity,
+    "identity": nn.Identity,
+    "relu": nn.ReLU,
+    "leaky_relu": nn.LeakyReLU,
+    "gelu": nn.GELU,
+    "silu": nn.SiLU,
+    "tanh": nn.Tanh,
+    "sigmoid": nn.Sigmoid,
+}
+
+# The output activations the course discusses: none (unbounded), relu (non-negative images),
+# sigmoid (images in [0, 1]), tanh.
+FINAL_ACTIVATIONS = ("none", "relu", "sigmoid", "tanh")
+
+
+def make_activation(name: str) -> nn.Module:
+    """Return a fresh activation module for `name` (e.g. "relu"); ValueError for unknown names."""
+    try:
+        return _ACTIVATIONS[name]()
+    except KeyError:
+        raise ValueError(f"unknown activation {name!r}; choose one of {sorted(_ACTIVATIONS)}") from None
+
+
+def make_final_activation(name: str) -> nn.Module:
+    """The activation applied to the model output; only the ones in FINAL_ACTIVATIONS make sense there."""
+    if name not in FINAL_ACTIVATIONS:
+        raise ValueError(f"unknown final_activation {name!r}; choose one of {list(FINAL_ACTIVATIONS)}")
+    return make_activation(name)
+
+
+def check_positive(**values: int) -> None:
+    """Raise ValueError naming the first hyperparameter that is not a positive integer."""
+    for key, value in values.items():
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise ValueError(f"{key} must be a positive integer, got {value!r}")
+
+
+def pad_to_multiple(x: torch.Tensor, multiple: int) -> tuple[torch.Tensor, tuple[int, int]]:
+    """Pad (B, C, H, W) at the bottom/right up to multiples of `multiple`; return it and the original (H, W).
+
+    Reflection keeps image statistics at the seam (zeros would look like a dark frame to a network trained on
+    full images). Reflection needs pad < size, so tiny inputs fall back to replicate. The amounts come from
+    static shapes: exported graphs get fixed Pad nodes and keep a dynamic batch axis.
+    """
+    height, width = int(x.shape[-2]), int(x.shape[-1])
+    pad_h, pad_w = -height % multiple, -width % multiple
+    if pad_h == 0 and pad_w == 0:
+        return x, (height, width)
+    mode = "reflect" if pad_h < height and pad_w < width else "replicate"
+    return F.pad(x, (0, pad_w, 0, pad_h), mode=mode), (height, width)
+
+
+def crop(x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """Undo pad_to_multiple: keep the top-left (H, W)."""
+    height, width = size
+    if x.shape[-2] == height and x.shape[-1] == width:
+        return x
+    return x[..., :height, :width]
