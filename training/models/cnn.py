@@ -12,7 +12,7 @@ from .registry import register_model
 
 @register_model("cnn")
 class SimpleCNN(nn.Module):
-    """SimpleCNN: `n_layers` "same" convolutions with an activation between them.
+    """SimpleCNN: "same" convolutions with an activation between them (course: three 3×3).
 
     in `channels` → n_filters → … → n_filters → `channels`. With the defaults (three 3×3 layers, 64 filters)
     it has 640 + 36928 + 577 = 38145 parameters and a receptive field of 7 pixels.
@@ -71,7 +71,7 @@ class SimpleCNN(nn.Module):
 
 @register_model("rescnn")
 class ResCNN(SimpleCNN):
-    """ResCNN: SimpleCNN whose output is tanh(last conv) + input (course: residual learning).
+    """ResCNN: SimpleCNN with output tanh(last conv) + input (residual learning).
 
     Same hyperparameters as SimpleCNN.
     """

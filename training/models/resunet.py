@@ -67,7 +67,7 @@ class AttentionGate(nn.Module):
     default_preset="small",
 )
 class ResUNet(nn.Module):
-    """Residual UNet with G strided downsamplings (G+1 levels) and n residual blocks per level.
+    """Residual UNet: G strided downsamplings, n residual blocks per level, additive skips.
 
     Inputs of any size are reflect-padded to a multiple of 2^G and cropped back.
 

@@ -21,12 +21,14 @@ def count_flops(model: nn.Module, size: tuple[int, int], channels: int | None = 
 
     torch's FlopCounterMode counts convolutions, transposed convolutions, linear layers and matmuls as
     2 × multiply-accumulates; element-wise ops (activations, norms, adds, padding) are not counted.
+    A model built under `torch.device("meta")` is counted without computing anything (what recon-info does).
     """
     if channels is None:
         channels = int(getattr(model, "config", {}).get("channels", 1))
+    device = next(model.parameters()).device
     was_training = model.training
     model.eval()
-    x = torch.zeros(1, channels, *size)
+    x = torch.zeros(1, channels, *size, device=device)
     try:
         with torch.no_grad(), FlopCounterMode(display=False) as counter:
             model(x)

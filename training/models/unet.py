@@ -27,7 +27,9 @@ from .resunet import conv_bn_act
     default_preset="small",
 )
 class UNet(nn.Module):
-    """UNet with max-pool downsampling and concatenation skips; pads to a multiple of 2^S internally.
+    """UNet: max-pool downsampling and concatenated skips (the course's IPPy UNet).
+
+    Pads to a multiple of 2^S internally.
 
     Args:
         channels: image channels (input = output).
