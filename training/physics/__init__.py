@@ -1,0 +1,41 @@
+"""Forward operators of the two inverse problems (blur, parallel-beam CT), noise, and their configs."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from .blur import Blur, gaussian_kernel, motion_kernel
+from .noise import add_relative_noise
+from .operator import LinearOperator
+from .radon import FILTERS, default_n_detectors, parallel_beam_angles, ramp_filter_taps
+from .tomography import FBP, ParallelBeamCT
+
+__all__ = [
+    "FBP",
+    "FILTERS",
+    "Blur",
+    "LinearOperator",
+    "ParallelBeamCT",
+    "add_relative_noise",
+    "default_n_detectors",
+    "gaussian_kernel",
+    "motion_kernel",
+    "parallel_beam_angles",
+    "physics_from_config",
+    "ramp_filter_taps",
+]
+
+_OPERATORS = {"blur": Blur, "parallel_beam_ct": ParallelBeamCT}
+
+
+def physics_from_config(cfg: dict[str, Any]) -> LinearOperator:
+    """Rebuild an operator from its ``to_config()`` dict (``{"type": "blur" | "parallel_beam_ct", ...}``)."""
+    cfg = dict(cfg)
+    kind = cfg.pop("type", None)
+    if kind not in _OPERATORS:
+        raise ValueError(f"unknown physics type {kind!r}; expected one of {sorted(_OPERATORS)}")
+    if kind == "blur" and "kernel" in cfg:
+        import torch
+
+        return Blur(torch.tensor(cfg["kernel"], dtype=torch.float32))
+    return _OPERATORS[kind](**cfg)

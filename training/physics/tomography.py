@@ -1,0 +1,132 @@
+"""Parallel-beam CT: the operator (Radon / its adjoint) and the exportable FBP module.
+
+Sinogram layout, everywhere in recon: ``(B, 1, n_angles, n_detectors)``, one row per projection angle,
+angles ``θ_a = a · angle_range / n_angles`` (endpoint excluded), detector bin ``D // 2`` on the rotation
+axis. See ``radon.py`` for the full geometry (it is scikit-image's, with the sinogram transposed).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import torch
+from torch import nn
+
+from .operator import LinearOperator, check_image_batch
+from .radon import (
+    FILTERS,
+    FilterName,
+    backproject,
+    default_n_detectors,
+    parallel_beam_angles,
+    radon,
+    radon_adjoint,
+    ramp_filter_matrix,
+)
+
+
+class ParallelBeamCT(LinearOperator):
+    """Parallel-beam CT on an ``image_size²`` grid: ``A`` = Radon transform, ``A_adjoint`` = its transpose.
+
+    Args:
+        image_size: side ``N`` of the square image.
+        n_angles: number of projections, equispaced over ``[0, angle_range)``.
+        n_detectors: detector bins (unit spacing); default ``ceil(√2·N)`` so that every ray through the
+            square image hits the detector (363 for N = 256).
+        angle_range: angular span in radians (π for a full parallel-beam scan).
+
+    ``A`` is ray-driven (bilinear samples along each ray, like ``skimage.transform.radon``) and also
+    accepts an image ``k`` times finer than ``N`` over the same field of view (``tasks.simulate`` uses
+    k = 2 against the inverse crime). ``A_adjoint`` is its exact transpose. ``fbp`` is the
+    pixel-driven filtered backprojection of ``iradon`` (its backprojection is a different
+    discretisation of the same continuous operator as ``A_adjoint``).
+    """
+
+    def __init__(
+        self,
+        image_size: int,
+        n_angles: int,
+        n_detectors: int | None = None,
+        angle_range: float = math.pi,
+    ) -> None:
+        super().__init__()
+        if image_size < 2 or n_angles < 1:
+            raise ValueError(f"need image_size >= 2 and n_angles >= 1, got {image_size}, {n_angles}")
+        self.image_size = int(image_size)
+        self.n_angles = int(n_angles)
+        self.n_detectors = int(n_detectors) if n_detectors is not None else default_n_detectors(image_size)
+        self.angle_range = float(angle_range)
+        self._fbp: dict[tuple, FBP] = {}
+
+    @property
+    def sinogram_shape(self) -> tuple[int, int]:
+        return (self.n_angles, self.n_detectors)
+
+    def angles(self, dtype: torch.dtype = torch.float64, device=None) -> torch.Tensor:
+        return parallel_beam_angles(self.n_angles, self.angle_range, dtype=dtype, device=device)
+
+    def A(self, x: torch.Tensor) -> torch.Tensor:  # noqa: N802
+        check_image_batch(x)
+        return radon(x, self.angles(device=x.device), self.n_detectors, self.image_size)
+
+    def A_adjoint(self, y: torch.Tensor) -> torch.Tensor:  # noqa: N802
+        self._check_sinogram(y)
+        return radon_adjoint(y, self.angles(device=y.device), self.image_size)
+
+    def fbp(self, y: torch.Tensor, filter: FilterName = "ram-lak") -> torch.Tensor:
+        """Filtered backprojection of a sinogram ``(B, 1, A, D)`` -> image ``(B, 1, N, N)``."""
+        key = (filter, y.device)
+        if key not in self._fbp:
+            self._fbp[key] = FBP(self, filter).to(y.device)
+        return self._fbp[key](y)
+
+    def _check_sinogram(self, y: torch.Tensor) -> None:
+        if y.ndim != 4 or tuple(y.shape[1:]) != (1, *self.sinogram_shape):
+            raise ValueError(
+                f"sinogram must have shape (B, 1, {self.n_angles}, {self.n_detectors}), got {tuple(y.shape)}"
+            )
+
+    def to_config(self) -> dict[str, Any]:
+        return {
+            "type": "parallel_beam_ct",
+            "image_size": self.image_size,
+            "n_angles": self.n_angles,
+            "n_detectors": self.n_detectors,
+            "angle_range": self.angle_range,
+        }
+
+
+class FBP(nn.Module):
+    """Filtered backprojection as an exportable module: sinogram ``(B, 1, A, D)`` -> image ``(B, 1, N, N)``.
+
+    Filtering is a real convolution with ``iradon``'s filter taps (a Toeplitz matrix product, no FFT, so
+    it runs in TensorRT and ORT-CUDA); backprojection gathers the two neighbouring bins per pixel and
+    angle with linear interpolation, coordinates computed in the graph from the angles' cos/sin; the
+    result is scaled by ``π / (2A)``. It reproduces ``skimage.transform.iradon`` (``circle=False``) to
+    float32 rounding. Computes in float32 (float64 for float64 input) even after ``.half()``: FP16
+    sampling coordinates cost ~1% error.
+    """
+
+    def __init__(self, ct: ParallelBeamCT, filter: FilterName = "ram-lak") -> None:
+        super().__init__()
+        if filter not in FILTERS:
+            raise ValueError(f"unknown filter {filter!r}; expected one of {FILTERS}")
+        self.image_size, self.n_angles, self.n_detectors = ct.image_size, ct.n_angles, ct.n_detectors
+        self.angle_range = ct.angle_range
+        self.filter = filter
+        self.register_buffer("filter_matrix", ramp_filter_matrix(ct.n_detectors, filter))
+
+    def _apply(self, fn, recurse=True):
+        # keep the filter FP32 when a surrounding model is cast with .half() / .bfloat16()
+        super()._apply(fn, recurse)
+        if self.filter_matrix.dtype in (torch.float16, torch.bfloat16):
+            self.filter_matrix = self.filter_matrix.float()
+        return self
+
+    def forward(self, sinogram: torch.Tensor) -> torch.Tensor:
+        dtype = torch.float64 if sinogram.dtype == torch.float64 else torch.float32
+        y = sinogram.to(dtype)
+        filtered = torch.matmul(y, self.filter_matrix.to(dtype))
+        image = backproject(filtered, self.image_size, self.angle_range)
+        return image * (math.pi / (2 * self.n_angles))
