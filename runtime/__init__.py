@@ -1,5 +1,20 @@
-"""recon's lean runtime: numpy + onnxruntime (+ TensorRT). It never imports torch or the training code."""
+"""recon's lean runtime: numpy + onnxruntime (+ TensorRT). It never imports torch or the training code.
 
+from recon.runtime import Reconstructor
+with Reconstructor.from_artifact("artifacts/resunet-deblur") as reconstructor:
+    images = reconstructor.run(blurred)          # (H, W), (B, H, W) or (B, 1, H, W)
+"""
+
+from recon.runtime.backends import BACKENDS, BackendError
 from recon.runtime.manifest import FORMAT_VERSION, ArtifactError, Manifest, load_manifest
+from recon.runtime.reconstructor import Reconstructor
 
-__all__ = ["FORMAT_VERSION", "ArtifactError", "Manifest", "load_manifest"]
+__all__ = [
+    "BACKENDS",
+    "FORMAT_VERSION",
+    "ArtifactError",
+    "BackendError",
+    "Manifest",
+    "Reconstructor",
+    "load_manifest",
+]

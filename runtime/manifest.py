@@ -170,12 +170,23 @@ class Manifest:
         )
 
     # -- files ---------------------------------------------------------------------------------------
-    def add_file(self, directory: str | os.PathLike, name: str, kind: str, precision: str | None = None,
-                 tensorrt: dict[str, Any] | None = None) -> FileEntry:
+    def add_file(
+        self,
+        directory: str | os.PathLike,
+        name: str,
+        kind: str,
+        precision: str | None = None,
+        tensorrt: dict[str, Any] | None = None,
+    ) -> FileEntry:
         """Hash a file already written into `directory` and list it."""
         path = Path(directory) / name
-        entry = FileEntry(sha256=sha256_of(path), size=path.stat().st_size, kind=kind, precision=precision,
-                          tensorrt=tensorrt)
+        entry = FileEntry(
+            sha256=sha256_of(path),
+            size=path.stat().st_size,
+            kind=kind,
+            precision=precision,
+            tensorrt=tensorrt,
+        )
         self.files[name] = entry
         return entry
 
@@ -203,13 +214,19 @@ def load_manifest(directory: str | os.PathLike, verify: bool = True) -> Manifest
     directory = Path(directory)
     path = directory / MANIFEST_NAME
     if not directory.is_dir():
-        raise ArtifactError(f"{directory}: not an artifact directory (expected a folder made by recon-export)")
+        raise ArtifactError(
+            f"{directory}: not an artifact directory (expected a folder made by recon-export)"
+        )
     if not path.is_file():
-        raise ArtifactError(f"{directory}: no {MANIFEST_NAME}; this is not a recon artifact, run recon-export")
+        raise ArtifactError(
+            f"{directory}: no {MANIFEST_NAME}; this is not a recon artifact, run recon-export"
+        )
     try:
         data = json.loads(path.read_text())
     except (json.JSONDecodeError, UnicodeDecodeError) as error:
-        raise ArtifactError(f"{path}: not valid JSON ({error}); the artifact is damaged, re-export it") from None
+        raise ArtifactError(
+            f"{path}: not valid JSON ({error}); the artifact is damaged, re-export it"
+        ) from None
     manifest = Manifest.from_json(data, source=str(path))
     if verify:
         verify_files(directory, manifest)

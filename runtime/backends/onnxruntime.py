@@ -1,0 +1,222 @@
+"""ONNX Runtime backends: CPU, CUDA and TensorRT execution providers.
+
+A GPU provider asked for by name never falls back to the CPU in silence: the session is created with
+`session.disable_cpu_ep_fallback` = "1" and its providers are checked after creation.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from recon.runtime.backends.base import Backend, BackendError
+from recon.runtime.manifest import ArtifactError, Manifest
+
+# selection name → the ONNX Runtime providers in priority order
+PROVIDERS = {
+    "onnxruntime-cpu": ["CPUExecutionProvider"],
+    "onnxruntime-cuda": ["CUDAExecutionProvider"],
+    # nodes TensorRT cannot take go to CUDA, never to the CPU
+    "onnxruntime-tensorrt": ["TensorrtExecutionProvider", "CUDAExecutionProvider"],
+}
+
+
+def import_onnxruntime() -> Any:
+    try:
+        import onnxruntime
+    except ImportError:
+        raise BackendError(
+            "onnxruntime is not installed; install it with `pip install recon[cpu]` "
+            "(or `recon[gpu]` for onnxruntime-gpu)"
+        ) from None
+    return onnxruntime
+
+
+def available_providers() -> list[str]:
+    try:
+        return list(import_onnxruntime().get_available_providers())
+    except BackendError:
+        return []
+
+
+def choose_onnx_file(manifest: Manifest, precision: str, gpu: bool) -> tuple[str, str]:
+    """The artifact file for a precision: "auto" is FP32 on the CPU, FP16 (else FP32) on a GPU."""
+    order = (["fp16", "fp32"] if gpu else ["fp32"]) if precision == "auto" else [precision]
+    for candidate in order:
+        name = manifest.onnx_file(candidate)
+        if name is not None:
+            return name, candidate
+    have = sorted(e.precision or "?" for e in manifest.files.values() if e.kind == "onnx")
+    wanted = " or ".join(order)
+    raise ArtifactError(
+        f"artifact {manifest.name!r} has no {wanted} ONNX file (it has: {', '.join(have) or 'none'}); "
+        f"choose one of those precisions or re-export with the {wanted} graph"
+    )
+
+
+def _profile_shape(manifest: Manifest, name: str, batch: int) -> str:
+    dims = [str(batch)] + [str(d) for d in manifest.input["shape"][1:]]
+    return f"{name}:{'x'.join(dims)}"
+
+
+class OnnxRuntimeBackend(Backend):
+    """One `onnxruntime.InferenceSession` (thread-safe for `run`) over one ONNX file of the artifact."""
+
+    def __init__(
+        self,
+        directory: str | os.PathLike,
+        manifest: Manifest,
+        name: str = "onnxruntime-cpu",
+        precision: str = "auto",
+        threads: int | None = None,
+        device_id: int = 0,
+        provider_options: dict[str, Any] | None = None,
+        optimization_level: str = "all",
+        trt_cache_dir: str | os.PathLike | None = None,
+        log_severity_level: int = 3,
+    ) -> None:
+        super().__init__()
+        if name not in PROVIDERS:
+            raise ValueError(f"unknown ONNX Runtime backend {name!r}; expected one of {sorted(PROVIDERS)}")
+        self.name = name
+        self.directory = Path(directory)
+        self.manifest = manifest
+        self.gpu = name != "onnxruntime-cpu"
+        self.file, self.precision = choose_onnx_file(manifest, precision, self.gpu)
+        self.onnx_path = self.directory / self.file
+        self.threads = threads
+        self.device_id = device_id
+        self.extra_provider_options = dict(provider_options or {})
+        self.optimization_level = optimization_level
+        self.trt_cache_dir = trt_cache_dir
+        self.log_severity_level = log_severity_level
+        self.session: Any = None
+        self._input_name = manifest.input["name"]
+        self._output_name = manifest.output["name"]
+
+    # -- configuration (also used by recon-bench to build a bare session with the same options) --------
+    def session_options(self) -> Any:
+        ort = import_onnxruntime()
+        options = ort.SessionOptions()
+        levels = {
+            "disable": ort.GraphOptimizationLevel.ORT_DISABLE_ALL,
+            "basic": ort.GraphOptimizationLevel.ORT_ENABLE_BASIC,
+            "extended": ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED,
+            "all": ort.GraphOptimizationLevel.ORT_ENABLE_ALL,  # NCHWc layouts: ~2x on CPU convs
+        }
+        if self.optimization_level not in levels:
+            raise ValueError(
+                f"optimization_level must be one of {sorted(levels)}, got {self.optimization_level!r}"
+            )
+        options.graph_optimization_level = levels[self.optimization_level]
+        if self.threads is not None:
+            if self.threads < 0:
+                raise ValueError(f"threads must be >= 0 (0: one per core), got {self.threads}")
+            options.intra_op_num_threads = self.threads
+        options.log_severity_level = self.log_severity_level
+        if self.gpu:
+            options.add_session_config_entry("session.disable_cpu_ep_fallback", "1")
+        return options
+
+    def providers(self) -> list[tuple[str, dict[str, Any]]]:
+        """(provider, options) in priority order, every option spelled out."""
+        result: list[tuple[str, dict[str, Any]]] = []
+        for provider in PROVIDERS[self.name]:
+            if provider == "CPUExecutionProvider":
+                options: dict[str, Any] = {}
+            elif provider == "CUDAExecutionProvider":
+                options = {
+                    "device_id": str(self.device_id),
+                    "arena_extend_strategy": "kSameAsRequested",
+                    # EXHAUSTIVE picks the fastest conv per shape; warm every batch size up once
+                    "cudnn_conv_algo_search": "EXHAUSTIVE",
+                    # TF32 would cost FP32 graphs ~1e-3 parity against the CPU
+                    "use_tf32": "0",
+                    "do_copy_in_default_stream": "1",
+                }
+            else:  # TensorrtExecutionProvider
+                cache = Path(self.trt_cache_dir or Path.home() / ".cache" / "recon" / "ort-trt")
+                batch = self.manifest.batch
+                options = {
+                    "device_id": str(self.device_id),
+                    # the FP16 graph carries its own precision (FP32 islands); no weak-typing flag
+                    "trt_fp16_enable": "False",
+                    "trt_engine_cache_enable": "True",
+                    "trt_engine_cache_path": str(cache / self.manifest.name),
+                    "trt_timing_cache_enable": "True",
+                    "trt_profile_min_shapes": _profile_shape(self.manifest, self._input_name, batch["min"]),
+                    "trt_profile_opt_shapes": _profile_shape(self.manifest, self._input_name, batch["opt"]),
+                    "trt_profile_max_shapes": _profile_shape(self.manifest, self._input_name, batch["max"]),
+                }
+            if provider == PROVIDERS[self.name][0]:
+                options.update({k: str(v) for k, v in self.extra_provider_options.items()})
+            result.append((provider, options))
+        return result
+
+    # -- lifecycle -------------------------------------------------------------------------------------
+    def activate_impl(self) -> None:
+        ort = import_onnxruntime()
+        wanted = [provider for provider, _ in self.providers()]
+        available = ort.get_available_providers()
+        missing = [p for p in wanted if p not in available]
+        if missing:
+            raise BackendError(
+                f"backend {self.name!r} needs {', '.join(missing)} but this onnxruntime "
+                f"({ort.__version__}) offers only {', '.join(available)}; install onnxruntime-gpu "
+                "(`pip install recon[gpu]`) on a machine with an NVIDIA GPU, or choose --backend cpu"
+            )
+        if self.gpu and self.trt_cache_dir is None and self.name == "onnxruntime-tensorrt":
+            Path(self.providers()[0][1]["trt_engine_cache_path"]).mkdir(parents=True, exist_ok=True)
+        providers = self.providers()
+        try:
+            session = ort.InferenceSession(
+                str(self.onnx_path),
+                sess_options=self.session_options(),
+                providers=[p for p, _ in providers],
+                provider_options=[o for _, o in providers],
+            )
+        except Exception as error:  # ORT raises its own Fail/InvalidArgument/RuntimeException types
+            message = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+            if self.gpu:
+                raise BackendError(
+                    f"backend {self.name!r} could not start on this machine ({message}); "
+                    f"providers offered: {', '.join(available)}; check the GPU and driver "
+                    "(nvidia-smi) or choose --backend cpu"
+                ) from None
+            raise ArtifactError(
+                f"{self.onnx_path}: onnxruntime cannot load it ({message}); re-export"
+            ) from None
+        got = session.get_providers()
+        if got[0] != wanted[0]:
+            raise BackendError(
+                f"backend {self.name!r} asked for {wanted[0]} but onnxruntime gave {', '.join(got)}; "
+                "refusing to run on another provider"
+            )
+        inputs = [i.name for i in session.get_inputs()]
+        outputs = [o.name for o in session.get_outputs()]
+        if inputs != [self._input_name] or self._output_name not in outputs:
+            raise ArtifactError(
+                f"{self.onnx_path}: graph inputs {inputs} / outputs {outputs} do not match the manifest's "
+                f"{self._input_name!r} → {self._output_name!r}; re-export the artifact"
+            )
+        self.session = session
+        self._output_names = [self._output_name]
+
+    def infer_impl(self, batch: np.ndarray, timings: dict[str, float]) -> np.ndarray:
+        # Plain run (no IOBinding): on the CPU ORT wraps the numpy buffer without a copy.
+        start = time.perf_counter()
+        output = self.session.run(self._output_names, {self._input_name: batch})[0]
+        timings["compute"] = time.perf_counter() - start
+        return output
+
+    def deactivate_impl(self) -> None:
+        self.session = None
+
+    def describe(self) -> dict[str, Any]:
+        info = super().describe()
+        info["providers"] = self.session.get_providers() if self.session is not None else None
+        info["threads"] = self.threads
+        return info

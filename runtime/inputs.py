@@ -1,0 +1,93 @@
+"""Turning what callers pass into what a graph takes, and back, with as few copies as possible.
+
+A float32, C-contiguous, native-endian array passes through without a copy; everything else costs one.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+
+def spatial_shape(shape: list[Any]) -> tuple[int | None, int | None]:
+    """(H, W) from a manifest shape ["batch", 1, H, W]; a symbolic dim (string/null) accepts any size."""
+    if len(shape) != 4:
+        raise ValueError(f"manifest shape {shape} is not [batch, 1, H, W]")
+    return tuple(d if isinstance(d, int) else None for d in shape[2:])  # type: ignore[return-value]
+
+
+def _shape_text(hw: tuple[int | None, int | None], rank: int) -> str:
+    h, w = ("H" if hw[0] is None else hw[0]), ("W" if hw[1] is None else hw[1])
+    return {2: f"({h}, {w})", 3: f"(B, {h}, {w})"}.get(rank, f"(B, 1, {h}, {w})")
+
+
+def prepare_batch(
+    images: Any, hw: tuple[int | None, int | None], what: str = "image"
+) -> tuple[np.ndarray, int]:
+    """(B, 1, H, W) float32 C-contiguous and the caller's rank (2, 3 or 4).
+
+    Accepts (H, W), (B, H, W), (B, 1, H, W); floats as they are (float16/64 converted), integers scaled
+    to [0, 1] by their dtype's maximum. Raises ValueError naming what was expected.
+    """
+    x = images if isinstance(images, np.ndarray) else np.asarray(images)
+    given = tuple(x.shape)
+    expected = f"(H, W), (B, H, W) or (B, 1, H, W) with (H, W) = {_shape_text(hw, 2)}"
+    if x.dtype == np.bool_:
+        raise ValueError(
+            f"boolean {what}s are not accepted; pass floats (taken as they are) or integers "
+            "(scaled to [0, 1] by their dtype's maximum)"
+        )
+    if x.dtype.kind not in "fiu":
+        raise ValueError(f"{what}s must be a numeric array, got dtype {x.dtype}")
+    rank = x.ndim
+    if rank == 2:
+        x = x[None, None]
+    elif rank == 3:
+        x = x[:, None]
+    elif rank != 4 or x.shape[1] != 1:
+        raise ValueError(f"{what} array has shape {tuple(x.shape)}; expected {expected}")
+    if x.shape[0] == 0:
+        raise ValueError(f"empty batch: got {what} shape {given}; pass at least one {what}")
+    for got, want in zip(x.shape[2:], hw, strict=True):
+        if want is not None and got != want:
+            raise ValueError(
+                f"{what} shape {given} does not fit this artifact; expected "
+                f"{_shape_text(hw, rank)} (that is {expected})"
+            )
+    if x.dtype.kind in "ui":
+        # one pass: cast, scale and make contiguous together
+        scale = np.float32(1.0 / np.iinfo(x.dtype).max)
+        return np.multiply(x, scale, dtype=np.float32), rank
+    if x.dtype != np.float32:  # float16/float64, or float32 of the other byte order
+        x = x.astype(np.float32)
+    if not x.flags.c_contiguous:  # negative strides, slices, transposes
+        x = np.ascontiguousarray(x)
+    # min/max propagate NaN and see ±Inf without allocating a mask; the mask only when reporting
+    if not (np.isfinite(x.min()) and np.isfinite(x.max())):
+        bad = int(np.count_nonzero(~np.isfinite(x)))
+        raise ValueError(
+            f"{what} holds {bad} NaN/Inf value(s) (after conversion to float32); "
+            "replace them before reconstruction"
+        )
+    return x, rank
+
+
+def finish_batch(output: np.ndarray, rank: int, value_range: tuple[float, float] | None) -> np.ndarray:
+    """Clip in place to `value_range` (when given) and return the caller's rank."""
+    if value_range is not None:
+        np.clip(output, value_range[0], value_range[1], out=output)
+    if rank == 2:
+        return output[0, 0]
+    if rank == 3:
+        return output[:, 0]
+    return output
+
+
+def as_float_images(data: np.ndarray) -> np.ndarray:
+    """Integers scaled to [0, 1] by their dtype's maximum (as `prepare_batch` does); floats unchanged."""
+    if data.dtype == np.bool_:
+        raise ValueError("boolean images are not accepted")
+    if data.dtype.kind in "ui":
+        return np.multiply(data, np.float32(1.0 / np.iinfo(data.dtype).max), dtype=np.float32)
+    return data

@@ -1,0 +1,235 @@
+"""Latency of a Reconstructor: warm-up, N timed runs, percentiles, throughput, per-stage times.
+
+`profile_against_bare` also times a bare `onnxruntime.InferenceSession.run` on the same graph with the same
+options, interleaved run for run with the Reconstructor so that load from elsewhere hits both alike.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from recon.runtime.backends.base import STAGES
+
+
+@dataclass
+class LatencyReport:
+    """Per-run latencies (seconds) of one backend at one batch size, and what they summarise to."""
+
+    label: str
+    batch_size: int
+    latencies_s: list[float]
+    stages_s: dict[str, list[float]] = field(default_factory=dict)
+    warmup: int = 0
+    meta: dict[str, Any] = field(default_factory=dict)
+
+    def _ms(self, q: float) -> float:
+        return float(np.percentile(self.latencies_s, q) * 1e3)
+
+    @property
+    def iters(self) -> int:
+        return len(self.latencies_s)
+
+    @property
+    def p50_ms(self) -> float:
+        return self._ms(50)
+
+    @property
+    def p90_ms(self) -> float:
+        return self._ms(90)
+
+    @property
+    def p95_ms(self) -> float:
+        return self._ms(95)
+
+    @property
+    def p99_ms(self) -> float:
+        return self._ms(99)
+
+    @property
+    def mean_ms(self) -> float:
+        return float(np.mean(self.latencies_s) * 1e3)
+
+    @property
+    def std_ms(self) -> float:
+        return float(np.std(self.latencies_s) * 1e3)
+
+    @property
+    def throughput(self) -> float:
+        """Images per second at this batch size (from the mean latency)."""
+        return float(self.batch_size / np.mean(self.latencies_s))
+
+    def stage_ms(self) -> dict[str, float]:
+        """Mean milliseconds per stage, in pipeline order, for the stages the backend told apart."""
+        order = [s for s in STAGES if s in self.stages_s] + [s for s in self.stages_s if s not in STAGES]
+        return {s: float(np.mean(self.stages_s[s]) * 1e3) for s in order}
+
+    def summary(self) -> dict[str, Any]:
+        return {
+            "label": self.label,
+            "batch_size": self.batch_size,
+            "iters": self.iters,
+            "warmup": self.warmup,
+            "p50_ms": self.p50_ms,
+            "p90_ms": self.p90_ms,
+            "p95_ms": self.p95_ms,
+            "p99_ms": self.p99_ms,
+            "mean_ms": self.mean_ms,
+            "std_ms": self.std_ms,
+            "throughput_img_s": self.throughput,
+            "stages_ms": self.stage_ms(),
+            **self.meta,
+        }
+
+    def to_json(self) -> dict[str, Any]:
+        """The summary plus every run's latency (ms), JSON-ready."""
+        return {**self.summary(), "latencies_ms": [t * 1e3 for t in self.latencies_s]}
+
+    def save_json(self, path: str | os.PathLike) -> None:
+        Path(path).write_text(json.dumps(self.to_json(), indent=2) + "\n")
+
+
+def random_batch(reconstructor: Any, batch_size: int, seed: int = 0) -> np.ndarray:
+    """(B, 1, H, W) float32 in [0, 1] of the artifact's input shape (symbolic sizes: 256)."""
+    h, w = (d or 256 for d in reconstructor.input_hw)
+    return np.random.default_rng(seed).random((batch_size, 1, h, w), dtype=np.float32)
+
+
+def _meta(reconstructor: Any) -> dict[str, Any]:
+    return {
+        "backend": reconstructor.backend_name,
+        "precision": reconstructor.precision,
+        "artifact": reconstructor.manifest.name,
+    }
+
+
+def profile(
+    reconstructor: Any,
+    batch_size: int = 1,
+    iters: int = 100,
+    warmup: int = 10,
+    batch: np.ndarray | None = None,
+) -> LatencyReport:
+    """Time `reconstructor.run` on one batch `iters` times after `warmup` untimed runs."""
+    if batch_size < 1 or iters < 1 or warmup < 0:
+        raise ValueError(
+            f"need batch_size >= 1, iters >= 1, warmup >= 0; got {batch_size}, {iters}, {warmup}"
+        )
+    batch = random_batch(reconstructor, batch_size) if batch is None else batch
+    for _ in range(warmup):
+        reconstructor.run(batch)
+    latencies: list[float] = []
+    stages: dict[str, list[float]] = {}
+    for _ in range(iters):
+        start = time.perf_counter()
+        reconstructor.run(batch)
+        latencies.append(time.perf_counter() - start)
+        for stage, seconds in reconstructor.last_timings.items():
+            if stage != "total":
+                stages.setdefault(stage, []).append(seconds)
+    return LatencyReport(
+        reconstructor.backend_name, batch_size, latencies, stages, warmup, _meta(reconstructor)
+    )
+
+
+def bare_session(reconstructor: Any) -> Any:
+    """A plain `onnxruntime.InferenceSession` on the Reconstructor's graph with its options and providers."""
+    backend = reconstructor.backend
+    if not hasattr(backend, "session_options"):
+        raise ValueError(
+            f"backend {backend.name!r} does not run through onnxruntime; no bare session to compare"
+        )
+    import onnxruntime
+
+    providers = backend.providers()
+    return onnxruntime.InferenceSession(
+        str(backend.onnx_path),
+        sess_options=backend.session_options(),
+        providers=[p for p, _ in providers],
+        provider_options=[o for _, o in providers],
+    )
+
+
+def profile_against_bare(
+    reconstructor: Any,
+    batch_size: int = 1,
+    iters: int = 100,
+    warmup: int = 10,
+) -> tuple[LatencyReport, LatencyReport]:
+    """(runtime, bare) reports; the two alternate run for run on the same float32 batch."""
+    batch = random_batch(reconstructor, batch_size)
+    session = bare_session(reconstructor)
+    feed_name, output_name = reconstructor.manifest.input["name"], reconstructor.manifest.output["name"]
+    # the bare loop gets what ORT needs and nothing else: no validation, no splitting, no clipping
+    top = reconstructor.max_batch
+    chunks = [batch[i : i + top] for i in range(0, batch_size, top)]
+
+    def bare() -> None:
+        for chunk in chunks:
+            session.run([output_name], {feed_name: chunk})
+
+    for _ in range(warmup):
+        reconstructor.run(batch)
+        bare()
+    ours: list[float] = []
+    theirs: list[float] = []
+    stages: dict[str, list[float]] = {}
+    for i in range(iters):
+        # alternate which goes first, so neither always inherits the other's warm caches
+        for which in (0, 1) if i % 2 == 0 else (1, 0):
+            start = time.perf_counter()
+            if which == 0:
+                reconstructor.run(batch)
+                ours.append(time.perf_counter() - start)
+                for stage, seconds in reconstructor.last_timings.items():
+                    if stage != "total":
+                        stages.setdefault(stage, []).append(seconds)
+            else:
+                bare()
+                theirs.append(time.perf_counter() - start)
+    meta = _meta(reconstructor)
+    runtime_report = LatencyReport(reconstructor.backend_name, batch_size, ours, stages, warmup, meta)
+    bare_report = LatencyReport(
+        "bare onnxruntime",
+        batch_size,
+        theirs,
+        {},
+        warmup,
+        {**meta, "backend": "bare onnxruntime " + reconstructor.backend_name},
+    )
+    ratio = runtime_report.p50_ms / bare_report.p50_ms
+    runtime_report.meta["overhead_vs_bare"] = ratio
+    return runtime_report, bare_report
+
+
+def save_histogram(reports: LatencyReport | list[LatencyReport], path: str | os.PathLike) -> Path:
+    """A latency histogram PNG, one series per report. Needs matplotlib (`pip install recon[plot]`)."""
+    try:
+        from matplotlib.backends.backend_agg import FigureCanvasAgg
+        from matplotlib.figure import Figure
+    except ImportError:
+        raise RuntimeError("the latency histogram needs matplotlib: `pip install recon[plot]`") from None
+    reports = [reports] if isinstance(reports, LatencyReport) else list(reports)
+    figure = Figure(figsize=(7, 4), dpi=120)  # no pyplot: leaves a host application's state alone
+    FigureCanvasAgg(figure)
+    axes = figure.add_subplot()
+    for report in reports:
+        ms = np.asarray(report.latencies_s) * 1e3
+        axes.hist(
+            ms,
+            bins=min(50, max(5, len(ms) // 4)),
+            alpha=0.6,
+            label=f"{report.label} ×{report.batch_size}: p50 {report.p50_ms:.2f} ms",
+        )
+    axes.set_xlabel("latency per run (ms)")
+    axes.set_ylabel("runs")
+    axes.legend(fontsize=8)
+    figure.tight_layout()
+    path = Path(path)
+    figure.savefig(path)
+    return path

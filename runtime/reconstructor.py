@@ -1,0 +1,170 @@
+"""`Reconstructor`: an artifact directory in, images out, on the best backend this machine has."""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from recon.runtime.backends import Backend, select_backend
+from recon.runtime.inputs import finish_batch, prepare_batch, spatial_shape
+from recon.runtime.manifest import ArtifactError, Manifest, load_manifest
+
+log = logging.getLogger("recon.runtime")
+
+
+class Reconstructor:
+    """Runs an exported artifact: `Reconstructor.from_artifact(path).run(images)`.
+
+    Thread-safe for `run`: one instance may serve many threads (ONNX Runtime sessions are re-entrant;
+    the TensorRT backend keeps one execution context per thread).
+    """
+
+    def __init__(
+        self,
+        directory: str | os.PathLike,
+        manifest: Manifest,
+        backend: Backend,
+        reason: str = "",
+        clip: bool | None = None,
+    ) -> None:
+        self.directory = Path(directory)
+        self.manifest = manifest
+        self.backend = backend
+        self.backend_reason = reason
+        self.input_hw = spatial_shape(manifest.input["shape"])
+        self.output_hw = spatial_shape(manifest.output["shape"])
+        value_range = manifest.output.get("value_range")
+        clip = bool(manifest.output.get("clip", True)) if clip is None else clip
+        self.value_range: tuple[float, float] | None = (
+            (float(value_range[0]), float(value_range[1])) if clip and value_range is not None else None
+        )
+        self.min_batch = max(1, int(manifest.batch.get("min", 1)))
+        self.max_batch = int(manifest.batch["max"])
+        if self.max_batch < self.min_batch:
+            raise ArtifactError(f"manifest batch profile {manifest.batch} has max < min; re-export")
+        self._local = threading.local()
+        self._what = "sinogram" if manifest.task == "ct" else "image"
+
+    @classmethod
+    def from_artifact(
+        cls,
+        path: str | os.PathLike,
+        backend: str = "auto",
+        *,
+        precision: str = "auto",
+        threads: int | None = None,
+        clip: bool | None = None,
+        **options: Any,
+    ) -> Reconstructor:
+        """Load and verify an artifact (format version, every file's sha256) and start a backend.
+
+        Args:
+            path: the artifact directory (holds manifest.json).
+            backend: "auto", "onnxruntime-cpu"/"cpu", "onnxruntime-cuda"/"cuda", "onnxruntime-tensorrt",
+                "tensorrt". Only "auto" may fall back; `backend_reason` says what it chose and why.
+            precision: "auto" (FP32 on the CPU; plan or FP16 on a GPU), "fp32", "fp16" or "int8".
+            threads: ONNX Runtime intra-op threads (None: ORT's default, one per core).
+            clip: clip outputs to the manifest's output value range (default: the manifest's "clip").
+            options: backend options (device_id, provider_options, optimization_level, trt_cache_dir).
+        """
+        manifest = load_manifest(path, verify=True)
+        chosen, reason = select_backend(
+            path, manifest, backend, precision=precision, threads=threads, **options
+        )
+        log.info("recon.runtime: %s (file %s, %s)", reason, chosen.file, chosen.precision)
+        return cls(path, manifest, chosen, reason, clip=clip)
+
+    # -- properties ------------------------------------------------------------------------------------
+    @property
+    def backend_name(self) -> str:
+        return self.backend.name
+
+    @property
+    def precision(self) -> str | None:
+        return self.backend.precision
+
+    @property
+    def last_timings(self) -> dict[str, float]:
+        """Seconds per stage of this thread's last `run`: prepare, [h2d], compute, [d2h], finish, total."""
+        return getattr(self._local, "timings", {})
+
+    # -- running -----------------------------------------------------------------------------------------
+    def run(self, images: Any) -> np.ndarray:
+        """Reconstruct a batch of any size: (H, W), (B, H, W) or (B, 1, H, W) in, the same rank out.
+
+        Inputs: floats as they are, integers scaled to [0, 1] by their dtype's maximum. Output: float32,
+        clipped to the manifest's output value range when clipping is on. Raises ValueError on bad input.
+        """
+        if not self.backend.is_active:
+            raise RuntimeError("this Reconstructor is closed; create a new one with from_artifact()")
+        start = time.perf_counter()
+        batch, rank = prepare_batch(images, self.input_hw, self._what)
+        timings: dict[str, float] = {"prepare": time.perf_counter() - start}
+        infer = self.backend.infer
+        n = batch.shape[0]
+        if self.min_batch <= n <= self.max_batch:
+            output = infer(batch)
+            for stage, seconds in self.backend.last_timings.items():
+                if stage != "total":
+                    timings[stage] = seconds
+        else:
+            output = None
+            for first in range(0, n, self.max_batch):
+                chunk = batch[first : first + self.max_batch]
+                size = chunk.shape[0]
+                if size < self.min_batch:  # pad up to the profile's minimum, drop the padding after
+                    pad = np.zeros((self.min_batch - size, *chunk.shape[1:]), np.float32)
+                    chunk = np.concatenate([chunk, pad])
+                result = infer(chunk)
+                if output is None:
+                    output = np.empty((n, *result.shape[1:]), np.float32)
+                output[first : first + size] = result[:size]
+                for stage, seconds in self.backend.last_timings.items():
+                    if stage != "total":
+                        timings[stage] = timings.get(stage, 0.0) + seconds
+        mark = time.perf_counter()
+        output = finish_batch(output, rank, self.value_range)
+        end = time.perf_counter()
+        timings["finish"] = end - mark
+        timings["total"] = end - start
+        self._local.timings = timings
+        return output
+
+    __call__ = run
+
+    def warmup(self, batch_sizes: tuple[int, ...] = (1,)) -> None:
+        """Run zeros once per batch size (first runs allocate memory and, on GPUs, pick kernels)."""
+        h, w = (d or 64 for d in self.input_hw)
+        for size in batch_sizes:
+            self.run(np.zeros((size, 1, h, w), np.float32))
+
+    def describe(self) -> dict[str, Any]:
+        return {
+            "artifact": str(self.directory),
+            "name": self.manifest.name,
+            "task": self.manifest.task,
+            "reason": self.backend_reason,
+            "input": self.manifest.input,
+            "output": self.manifest.output,
+            "batch": self.manifest.batch,
+            **self.backend.describe(),
+        }
+
+    # -- lifecycle ---------------------------------------------------------------------------------------
+    def close(self) -> None:
+        self.backend.deactivate()
+
+    def __enter__(self) -> Reconstructor:
+        return self
+
+    def __exit__(self, *exc_info: Any) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        name, backend, precision = self.manifest.name, self.backend_name, self.precision
+        return f"Reconstructor({name!r}, backend={backend!r}, precision={precision!r})"

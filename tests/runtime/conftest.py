@@ -1,0 +1,26 @@
+"""Fixtures: small artifacts (see runtime_artifacts.py) and a CPU Reconstructor shared by the tests."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from runtime_artifacts import build_artifact
+
+
+@pytest.fixture(scope="session")
+def deblur_artifact(tmp_path_factory) -> Path:
+    return build_artifact(tmp_path_factory.mktemp("art") / "deblur", "deblur", with_fp16=True, with_int8=True)
+
+
+@pytest.fixture(scope="session")
+def ct_artifact(tmp_path_factory) -> Path:
+    return build_artifact(tmp_path_factory.mktemp("art") / "ct", "ct")
+
+
+@pytest.fixture(scope="session")
+def deblur(deblur_artifact):
+    from recon.runtime import Reconstructor
+
+    with Reconstructor.from_artifact(deblur_artifact, backend="cpu", threads=1) as reconstructor:
+        yield reconstructor
