@@ -64,8 +64,9 @@ def read_image(path: str | os.PathLike, dicom_window: tuple[float, float] | None
     except ImportError as error:
         raise ImageIOError(f"{path}: {error}") from None
     except Exception as error:  # each library raises its own types for damaged files
+        reason = (str(error).strip().splitlines() or [""])[0]  # one line, whatever the library says
         raise ImageIOError(
-            f"{path}: not a readable {fmt.upper()} file ({type(error).__name__}: {error})"
+            f"{path}: not a readable {fmt.upper()} file ({type(error).__name__}: {reason})"
         ) from None
     if image.data.ndim not in (2, 3) or 0 in image.data.shape:
         raise ImageIOError(f"{path}: expected a 2-D image (or a stack of them), got shape {image.data.shape}")

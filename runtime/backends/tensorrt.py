@@ -187,8 +187,10 @@ class TensorRTBackend(Backend):
             raise ArtifactError(f"{path}: sha256 does not match the manifest; refusing to load it, re-export")
         self._logger = trt.Logger(trt.Logger.WARNING)
         self._runtime = trt.Runtime(self._logger)
-        if (self.entry.tensorrt or {}).get("version_compatible"):
-            self._runtime.engine_host_code_allowed = True  # version-compatible plans embed their lean runtime
+        info = self.entry.tensorrt or {}
+        if info.get("version_compatible") and not info.get("lean_runtime_excluded"):
+            # the plan embeds its own lean runtime (host code); its sha256 was checked just above
+            self._runtime.engine_host_code_allowed = True
         self._engine = self._runtime.deserialize_cuda_engine(data)
         if self._engine is None:
             raise ArtifactError(
