@@ -9,9 +9,11 @@
 The course configuration (p 8, d 128, depth 4, heads 4, MLP 256, 256² positions) has 1,249,089 parameters.
 
 Other sizes: the input is reflect-padded to a multiple of p and cropped back, and the position grid is
-resized bicubically (timm habit) to the padded token grid. The resize amounts come from static shapes, so an
-export at a fixed H × W has a constant (folded) position tensor and a dynamic batch axis; a model exported at
-its training size uses the stored positions exactly.
+resized bilinearly to the padded token grid. The target size comes from static shapes, so an export at a
+fixed H × W has one Resize node on the (constant) position grid and a dynamic batch axis; an export at the
+training size has no Resize at all. Bilinear rather than timm's bicubic: every ONNX consumer runs a "linear"
+Resize (TensorRT's parser has long known it; "cubic" came later), and the resize touches a 128 × 32 × 32
+parameter grid, not the image.
 """
 
 from __future__ import annotations
@@ -132,7 +134,7 @@ class ViT(nn.Module):
         """Learned positions for a grid_h × grid_w token grid: (1, d, grid_h, grid_w)."""
         if (grid_h, grid_w) == tuple(self.positions.shape[-2:]):
             return self.positions
-        return F.interpolate(self.positions, size=(grid_h, grid_w), mode="bicubic", align_corners=False)
+        return F.interpolate(self.positions, size=(grid_h, grid_w), mode="bilinear", align_corners=False)
 
     def features(self, x: torch.Tensor) -> torch.Tensor:
         """(n, c, H, W) with H, W multiples of p -> tokens as a grid (n, d, H/p, W/p)."""
