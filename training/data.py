@@ -227,7 +227,7 @@ def simulate_pairs(clean: torch.Tensor, task_cfg: dict, seed: int, chunk: int = 
     gen = torch.Generator().manual_seed(seed)
     meas, inputs = [], []
     for i in range(0, len(clean), chunk):
-        y = tasks.simulate(clean[i : i + chunk], task_cfg, gen)
+        y = tasks.simulate(clean[i : i + chunk], task_cfg, gen, physics=physics)
         meas.append(y)
         inputs.append(tasks.network_input(y, task_cfg, physics))
     return EvalSet(torch.cat(inputs).float(), clean, torch.cat(meas).float())
@@ -335,5 +335,5 @@ class TrainingPairs(Dataset):
             self._physics = tasks.build_physics(self.task_cfg)
         gen = torch.Generator().manual_seed(int(rng.integers(2**62)))
         with torch.no_grad():
-            y = tasks.simulate(x[None], self.task_cfg, gen)
+            y = tasks.simulate(x[None], self.task_cfg, gen, physics=self._physics)
             return tasks.network_input(y, self.task_cfg, self._physics)[0].float(), x

@@ -10,9 +10,8 @@ import re
 
 import torch
 import torch.nn.functional as F
-from torch import nn
-
 from recon.training.metrics import ssim
+from torch import nn
 
 _TERMS = {
     "mse": lambda x, y: F.mse_loss(x, y),
