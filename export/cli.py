@@ -1,0 +1,255 @@
+"""`recon-export`: a trained network → an artifact directory (ONNX, FP16 ONNX, INT8 ONNX, TensorRT plan)."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+import click
+from recon.export.errors import ExportError
+
+EXAMPLES = """
+\b
+Examples:
+  recon-export --model resunet --fp16                # deblur, shipped weights → artifacts/resunet-deblur
+  recon-export --model resunet --task ct --fp16 --out art/ct   # sinogram in, image out (FBP in the graph)
+  recon-export --model cnn --weights runs/cnn-deblur.safetensors --int8
+  recon-export --model unet --random-init --size 64 --batch 1:4:8 --engine none --json
+  recon-export --model resunet --fp16 --engine trt --lean --batch 1:8:32 --triton-repo models/
+\b
+The artifact is written atomically: a temp folder beside --out, renamed into place when every check passed.
+Parity (torch vs onnxruntime at batch 1, 3 and OPT; TensorRT too when built) must pass, or nothing is written.
+"""
+
+
+def _parse_batch(ctx: click.Context, param: click.Parameter, value: str) -> tuple[int, int, int]:
+    try:
+        parts = tuple(int(p) for p in value.split(":"))
+    except ValueError:
+        parts = ()
+    if len(parts) != 3:
+        raise click.BadParameter(f"expected MIN:OPT:MAX (three integers, e.g. 1:8:32), got {value!r}")
+    return parts  # type: ignore[return-value]
+
+
+def _parse_task_options(values: tuple[str, ...]) -> dict[str, Any]:
+    options: dict[str, Any] = {}
+    for item in values:
+        key, sep, raw = item.partition("=")
+        if not sep or not key:
+            raise click.BadParameter(f"expected KEY=VALUE, got {item!r}", param_hint="--task-option")
+        try:
+            options[key.strip()] = json.loads(raw)
+        except json.JSONDecodeError:
+            options[key.strip()] = raw  # a bare word: a string option such as kind=gaussian
+    return options
+
+
+class _Steps:
+    """Progress for the long steps: a tqdm line on a terminal, plain lines on stderr otherwise."""
+
+    def __init__(self, enabled: bool) -> None:
+        self.enabled = enabled
+        self.bar = None
+        if enabled and sys.stderr.isatty():
+            from tqdm import tqdm
+
+            self.bar = tqdm(
+                total=None, bar_format="recon-export: {desc} [{elapsed}]", file=sys.stderr, leave=False
+            )
+
+    def __call__(self, step: str) -> None:
+        if not self.enabled:
+            return
+        if self.bar is not None:
+            self.bar.set_description_str(step)
+            self.bar.update(1)
+        else:
+            click.echo(f"recon-export: {step}…", err=True)
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+
+
+@click.command(
+    name="recon-export",
+    epilog=EXAMPLES,
+    context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 110},
+)
+@click.option("--model", default="resunet", show_default=True, help="Registered model name (see recon-info).")
+@click.option(
+    "--task",
+    type=click.Choice(["deblur", "ct"]),
+    default="deblur",
+    show_default=True,
+    help="deblur: image in, image out; ct: sinogram in, image out (FBP inside the graph).",
+)
+@click.option(
+    "--weights",
+    type=click.Path(path_type=Path),
+    help="Trained weights (.safetensors or .json card, or "
+    "a folder holding MODEL-TASK.*); default: the shipped weights.",
+)
+@click.option("--random-init", is_flag=True, help="Export an untrained (randomly initialised) network.")
+@click.option("--preset", help="Model preset, with --random-init (e.g. small, paper).")
+@click.option(
+    "--out", "-o", type=click.Path(path_type=Path), help="Artifact directory [artifacts/MODEL-TASK]."
+)
+@click.option("--force", is_flag=True, help="Replace an existing artifact (atomically).")
+@click.option(
+    "--fp16", is_flag=True, help="Also write model.fp16.onnx (FP32 islands, FP32 I/O); engines are FP16."
+)
+@click.option("--int8", is_flag=True, help="Also write model.int8.onnx (static QDQ, CPU) and time it.")
+@click.option(
+    "--engine",
+    type=click.Choice(["auto", "trt", "none"]),
+    default="auto",
+    show_default=True,
+    help="TensorRT engine: auto builds where TensorRT and a GPU exist; trt requires it.",
+)
+@click.option(
+    "--batch",
+    default="1:8:32",
+    show_default=True,
+    callback=_parse_batch,
+    help="Dynamic batch profile MIN:OPT:MAX.",
+)
+@click.option("--size", type=int, help="Image size N (N×N); task default 256.")
+@click.option("--angles", type=int, help="CT: number of projection angles.")
+@click.option("--detectors", type=int, help="CT: number of detector bins.")
+@click.option(
+    "--task-option",
+    multiple=True,
+    metavar="KEY=VALUE",
+    help="Any other task setting (repeatable), e.g. kernel_size=9, angle=20, noise_level=0.02.",
+)
+@click.option("--opset", type=int, default=18, show_default=True, help="ONNX opset (≤ 19 with GridSample).")
+@click.option("--workspace-mb", type=int, default=4096, show_default=True, help="TensorRT workspace limit.")
+@click.option(
+    "--opt-level",
+    type=click.IntRange(0, 5),
+    default=3,
+    show_default=True,
+    help="TensorRT builder optimization level.",
+)
+@click.option(
+    "--timing-cache",
+    type=click.Path(path_type=Path),
+    help="TensorRT timing cache file [~/.cache/recon/tensorrt-timing.cache].",
+)
+@click.option(
+    "--lean", is_flag=True, help="Version-compatible engine for the lean runtime (lean runtime excluded)."
+)
+@click.option(
+    "--triton-repo", type=click.Path(path_type=Path), help="Also write a Triton model repository here."
+)
+@click.option("--allow-mismatch", is_flag=True, help="Write the artifact even when parity fails (recorded).")
+@click.option("--atol", type=float, default=1e-4, show_default=True, help="FP32 parity: max abs difference.")
+@click.option(
+    "--fp16-min-psnr", type=float, default=50.0, show_default=True, help="FP16 parity: PSNR vs torch (dB)."
+)
+@click.option(
+    "--int8-min-psnr", type=float, default=35.0, show_default=True, help="INT8 parity: PSNR vs torch (dB)."
+)
+@click.option(
+    "--trt-atol", type=float, default=5e-2, show_default=True, help="TensorRT parity: max abs difference."
+)
+@click.option(
+    "--threads", type=click.IntRange(1, 256), help="onnxruntime intra-op threads for parity and timing."
+)
+@click.option(
+    "--calibration-images",
+    type=click.IntRange(1, 4096),
+    default=16,
+    show_default=True,
+    help="INT8: simulated measurements to calibrate on.",
+)
+@click.option(
+    "--seed", type=int, default=0, show_default=True, help="Seed of the simulated test/calibration data."
+)
+@click.option("--json", "as_json", is_flag=True, help="Print a machine-readable summary on stdout.")
+@click.option("--quiet", "-q", is_flag=True, help="No progress output.")
+def cli(**kw: Any) -> None:
+    """Export a reconstruction network to an artifact: ONNX (+ FP16, INT8, TensorRT), checked for parity."""
+    from recon.export.exporter import ExportOptions, export_artifact
+    from recon.export.parity import DEFAULT_TOLERANCES, Tolerance
+
+    tolerances = dict(DEFAULT_TOLERANCES)
+    tolerances["onnxruntime-fp32"] = Tolerance(atol=kw["atol"])
+    tolerances["onnxruntime-fp16"] = Tolerance(min_psnr=kw["fp16_min_psnr"])
+    tolerances["onnxruntime-int8"] = Tolerance(min_psnr=kw["int8_min_psnr"])
+    tolerances["tensorrt"] = Tolerance(atol=kw["trt_atol"], min_psnr=DEFAULT_TOLERANCES["tensorrt"].min_psnr)
+    overrides = _parse_task_options(kw["task_option"])
+    for key, option in (("image_size", "size"), ("n_angles", "angles"), ("n_detectors", "detectors")):
+        if kw[option] is not None:
+            overrides[key] = kw[option]
+    if kw["task"] != "ct" and (kw["angles"] is not None or kw["detectors"] is not None):
+        raise ExportError("--angles/--detectors apply to --task ct only")
+    passed_through = ("model", "task", "out", "weights", "random_init", "preset", "fp16", "int8", "engine",
+                      "batch", "opset", "workspace_mb", "opt_level", "timing_cache", "lean", "triton_repo",
+                      "force", "allow_mismatch", "threads", "calibration_images", "seed")  # fmt: skip
+    options = ExportOptions(
+        **{key: kw[key] for key in passed_through}, task_overrides=overrides, tolerances=tolerances
+    )
+    steps = _Steps(enabled=not kw["quiet"])
+    try:
+        summary = export_artifact(options, progress=steps)
+    finally:
+        steps.close()
+    if kw["as_json"]:
+        click.echo(json.dumps(summary, indent=2))
+        return
+    click.echo(
+        f"wrote {summary['artifact']}  ({summary['task']}, input {summary['input_shape']} → "
+        f"output {summary['output_shape']}, batch {summary['batch']})"
+    )
+    for name, entry in summary["files"].items():
+        click.echo(f"  {name:18} {entry['size'] / 1e6:8.2f} MB  {entry.get('precision', entry['kind'])}")
+    for key, value in summary["parity"].items():
+        if isinstance(value, dict):
+            status = "ok" if value["passed"] else "FAILED"
+            click.echo(
+                f"  parity {key:28} max abs {value['max_abs']:.2e}  PSNR {value['psnr']:7.2f} dB  {status}"
+            )
+    if "int8_cpu_speedup" in summary["parity"]:
+        click.echo(f"  INT8 speed-up on the CPU: {summary['parity']['int8_cpu_speedup']:.2f}×")
+    for note in summary["notes"]:
+        click.echo(f"  note: {note}")
+    for folder in summary.get("triton_models", []):
+        click.echo(f"  triton model {folder}")
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Entry point: user mistakes print one `error: …` line and exit non-zero, never a traceback."""
+    try:
+        code = cli.main(args=argv, prog_name="recon-export", standalone_mode=False)
+    except click.exceptions.Exit as done:
+        code = done.exit_code
+    except click.exceptions.Abort:
+        click.echo("error: aborted", err=True)
+        code = 130
+    except click.ClickException as error:
+        click.echo(f"error: {error.format_message()}", err=True)
+        code = error.exit_code
+    except ExportError as error:
+        click.echo(f"error: {error}", err=True)
+        code = 1
+    except KeyboardInterrupt:
+        click.echo("error: interrupted; nothing was written", err=True)
+        code = 130
+    except Exception as error:  # a bug, not a user mistake: still one line unless asked for the traceback
+        if os.environ.get("RECON_DEBUG"):
+            raise
+        first = str(error).strip().splitlines()[0] if str(error).strip() else ""
+        name = type(error).__name__
+        click.echo(f"error: internal error {name}: {first} (RECON_DEBUG=1 shows the traceback)", err=True)
+        code = 1
+    sys.exit(code or 0)
+
+
+if __name__ == "__main__":
+    main()
