@@ -69,6 +69,16 @@ class LatencyReport:
         order = [s for s in STAGES if s in self.stages_s] + [s for s in self.stages_s if s not in STAGES]
         return {s: float(np.mean(self.stages_s[s]) * 1e3) for s in order}
 
+    @property
+    def own_ms(self) -> float:
+        """Mean milliseconds per run spent outside the backend's own stages (h2d, compute, d2h): the
+        runtime's cost of validating, converting, splitting and clipping. 0 when stages are unknown."""
+        inner = [self.stages_s[s] for s in ("h2d", "compute", "d2h") if s in self.stages_s]
+        if not inner or any(len(v) != len(self.latencies_s) for v in inner):
+            return 0.0
+        backend = np.sum(inner, axis=0)
+        return float(np.mean(np.asarray(self.latencies_s) - backend) * 1e3)
+
     def summary(self) -> dict[str, Any]:
         return {
             "label": self.label,
@@ -83,6 +93,7 @@ class LatencyReport:
             "std_ms": self.std_ms,
             "throughput_img_s": self.throughput,
             "stages_ms": self.stage_ms(),
+            "own_ms": self.own_ms,
             **self.meta,
         }
 
@@ -160,10 +171,18 @@ def profile_against_bare(
     batch_size: int = 1,
     iters: int = 100,
     warmup: int = 10,
+    new_session: bool = False,
 ) -> tuple[LatencyReport, LatencyReport]:
-    """(runtime, bare) reports; the two alternate run for run on the same float32 batch."""
+    """(runtime, bare) reports; the two alternate run for run on the same float32 batch.
+
+    By default "bare" calls the Reconstructor's own InferenceSession directly, so the difference is the
+    runtime's own cost and nothing else; `new_session` builds a second session with the same options
+    (adds session-to-session variance, which on a shared CPU can exceed the overhead being measured).
+    """
     batch = random_batch(reconstructor, batch_size)
-    session = bare_session(reconstructor)
+    session = bare_session(reconstructor) if new_session else getattr(reconstructor.backend, "session", None)
+    if session is None:
+        raise ValueError(f"backend {reconstructor.backend_name!r} has no onnxruntime session to compare with")
     feed_name, output_name = reconstructor.manifest.input["name"], reconstructor.manifest.output["name"]
     # the bare loop gets what ORT needs and nothing else: no validation, no splitting, no clipping
     top = reconstructor.max_batch

@@ -49,3 +49,8 @@ def test_the_overhead_against_bare_onnxruntime_is_measured(deblur):
 def test_bad_arguments_are_refused(deblur):
     with pytest.raises(ValueError, match="iters >= 1"):
         profile(deblur, batch_size=1, iters=0)
+
+
+def test_the_bare_comparison_can_use_a_second_session_with_the_same_options(deblur):
+    ours, bare = profile_against_bare(deblur, batch_size=1, iters=4, warmup=0, new_session=True)
+    assert ours.own_ms >= 0 and bare.iters == 4
