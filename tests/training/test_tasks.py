@@ -7,6 +7,8 @@ import json
 import numpy as np
 import pytest
 import torch
+from torch import nn
+
 from recon.training.physics import Blur, ParallelBeamCT
 from recon.training.tasks import (
     TASK_DEFAULTS,
@@ -16,7 +18,6 @@ from recon.training.tasks import (
     simulate,
     task_config,
 )
-from torch import nn
 
 
 def test_defaults_describe_the_course_setups():

@@ -130,7 +130,10 @@ class FBP(nn.Module):
         dtype = torch.float64 if sinogram.dtype == torch.float64 else torch.float32
         y = sinogram.to(dtype)
         filtered = torch.matmul(y, self.filter_matrix.to(dtype))
-        image = backproject(filtered, self.image_size, self.angle_range, self._plan(dtype, y.device))
+        plan = self._plan(dtype, y.device)
+        # eager: blocks of ~2^20 (pixel, angle) pairs per image; traced: one block, a dozen ONNX nodes
+        chunk = None if plan is None else max(1, (1 << 20) // (self.n_angles * y.shape[0]))
+        image = backproject(filtered, self.image_size, self.angle_range, plan, chunk)
         return image * (math.pi / (2 * self.n_angles))
 
     def _plan(self, dtype: torch.dtype, device: torch.device) -> tuple[torch.Tensor, torch.Tensor] | None:
