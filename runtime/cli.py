@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import click
+
 from recon.runtime.backends.base import BackendError
 from recon.runtime.imageio import ImageIOError
 from recon.runtime.manifest import ArtifactError
@@ -182,10 +183,11 @@ def run_command(
     INPUTS are files or folders. CT artifacts take sinograms (NPY/TIFF, n_angles × n_detectors).
     """
     import numpy as np
+    from tqdm import tqdm
+
     from recon.runtime.imageio import read_image, write_image
     from recon.runtime.inputs import as_float_images
     from recon.runtime.reconstructor import Reconstructor
-    from tqdm import tqdm
 
     started = time.perf_counter()
     window = _window(dicom_window)
@@ -284,8 +286,9 @@ def torch_rows(
     It needs the training extra; import it here, never at module level (the runtime stays torch-free).
     """
     try:
-        import recon.training  # noqa: F401
         import torch  # noqa: F401
+
+        import recon.training  # noqa: F401
     except ImportError:
         raise click.ClickException(
             "--compare-torch needs the training extra: `pip install recon[train]`"

@@ -28,6 +28,10 @@ An artifact is a directory holding `manifest.json` plus the files it lists. Layo
       "parity": {"passed": true, ...summary...}             # optional
     }
 
+Optional keys of a plan's "tensorrt" entry: "hardware_compatibility_level" ("none" | "ampere_plus": then any
+GPU of compute capability >= 8.0 may run it) and "lean_runtime_excluded" (a version-compatible plan built with
+EXCLUDE_LEAN_RUNTIME: it carries no host code, so the runtime need not allow any).
+
 Integer inputs are scaled to [0, 1] by their dtype's maximum before they reach the graph; float inputs are
 taken as they are. Everything here is plain JSON and numpy-free, so any host (C++ included) can read it.
 """

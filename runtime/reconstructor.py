@@ -10,11 +10,28 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+
 from recon.runtime.backends import Backend, select_backend
 from recon.runtime.inputs import finish_batch, prepare_batch, spatial_shape
 from recon.runtime.manifest import ArtifactError, Manifest, load_manifest
 
 log = logging.getLogger("recon.runtime")
+
+
+def check_io(manifest: Manifest) -> None:
+    """The input/output/batch entries the runtime relies on, as ArtifactError rather than KeyError."""
+    for side in ("input", "output"):
+        spec = getattr(manifest, side)
+        shape = spec.get("shape") if isinstance(spec, dict) else None
+        if not isinstance(spec.get("name") if isinstance(spec, dict) else None, str) or not (
+            isinstance(shape, list) and len(shape) == 4
+        ):
+            raise ArtifactError(
+                f"manifest of {manifest.name!r}: {side} needs a name and a shape [batch, 1, H, W], got "
+                f"{spec!r}; re-export the artifact"
+            )
+    if "max" not in manifest.batch or manifest.batch["max"] < 1:
+        raise ArtifactError(f"manifest of {manifest.name!r}: batch profile {manifest.batch} has no max >= 1")
 
 
 class Reconstructor:
@@ -34,6 +51,7 @@ class Reconstructor:
     ) -> None:
         self.directory = Path(directory)
         self.manifest = manifest
+        check_io(manifest)
         self.backend = backend
         self.backend_reason = reason
         self.input_hw = spatial_shape(manifest.input["shape"])
@@ -139,7 +157,7 @@ class Reconstructor:
 
     def warmup(self, batch_sizes: tuple[int, ...] = (1,)) -> None:
         """Run zeros once per batch size (first runs allocate memory and, on GPUs, pick kernels)."""
-        h, w = (d or 64 for d in self.input_hw)
+        h, w = (d or 256 for d in self.input_hw)
         for size in batch_sizes:
             self.run(np.zeros((size, 1, h, w), np.float32))
 

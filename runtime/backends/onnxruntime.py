@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+
 from recon.runtime.backends.base import Backend, BackendError
 from recon.runtime.manifest import ArtifactError, Manifest
 
@@ -168,9 +169,9 @@ class OnnxRuntimeBackend(Backend):
                 f"({ort.__version__}) offers only {', '.join(available)}; install onnxruntime-gpu "
                 "(`pip install recon[gpu]`) on a machine with an NVIDIA GPU, or choose --backend cpu"
             )
-        if self.gpu and self.trt_cache_dir is None and self.name == "onnxruntime-tensorrt":
-            Path(self.providers()[0][1]["trt_engine_cache_path"]).mkdir(parents=True, exist_ok=True)
         providers = self.providers()
+        if self.name == "onnxruntime-tensorrt":  # the provider does not create its cache folder
+            Path(providers[0][1]["trt_engine_cache_path"]).mkdir(parents=True, exist_ok=True)
         try:
             session = ort.InferenceSession(
                 str(self.onnx_path),

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+
 from recon.runtime.backends.base import Backend, BackendError
 from recon.runtime.manifest import ArtifactError, Manifest
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
+
 from recon.runtime.manifest import Manifest
 
 H = W = 16  # deblur image size

@@ -8,11 +8,12 @@ import sys
 
 import numpy as np
 import pytest
+from runtime_artifacts import H, W, build_artifact
+
 from recon.runtime import ArtifactError, BackendError, Reconstructor
 from recon.runtime.backends import create_backend, resolve_name, select_backend
 from recon.runtime.backends.tensorrt import check_engine_compatible
 from recon.runtime.manifest import load_manifest
-from runtime_artifacts import H, W, build_artifact
 
 PLAN = {"version": "11.4.0", "compute_capability": "9.0", "version_compatible": False, "device_name": "H100"}
 
@@ -149,3 +150,12 @@ def test_the_backend_interface_guards_its_state(deblur_artifact):
         with pytest.raises(ValueError, match="C-contiguous float32"):
             backend.infer(x.astype(np.float64))
     assert not backend.is_active
+
+
+def test_a_manifest_without_usable_shapes_is_an_artifact_error(tmp_path):
+    artifact = build_artifact(tmp_path / "a")
+    data = json.loads((artifact / "manifest.json").read_text())
+    del data["input"]["shape"]
+    (artifact / "manifest.json").write_text(json.dumps(data))
+    with pytest.raises(ArtifactError, match=r"input needs a name and a shape \[batch, 1, H, W\]"):
+        Reconstructor.from_artifact(artifact)

@@ -156,3 +156,26 @@ def test_recon_inspect_summarises_and_verifies(deblur_artifact):
 def test_every_command_has_help_with_examples(command):
     result = cli(*command, "--help")
     assert result.returncode == 0 and "Examples:" in result.stdout
+
+
+def test_recon_run_writes_dicom_as_a_derived_dicom(deblur_artifact, tmp_path):
+    pydicom = pytest.importorskip("pydicom")
+    from test_imageio import _dicom
+
+    pixels = np.random.default_rng(2).integers(0, 4096, (H, W), dtype=np.uint16)
+    source = _dicom(tmp_path / "slice.dcm", pixels)
+    result = cli(
+        "recon-run",
+        deblur_artifact,
+        tmp_path / "slice.dcm",
+        "--out",
+        tmp_path / "o",
+        "--dicom-window",
+        "-1024,3071",
+    )
+    assert result.returncode == 0, result.stderr
+    out = pydicom.dcmread(tmp_path / "o" / "slice.dcm")
+    assert out.SOPInstanceUID != source.SOPInstanceUID and out.StudyInstanceUID == source.StudyInstanceUID
+    unit = np.clip(conv_reference((pixels / 4095.0)[None, None]), 0, 1)[0, 0]
+    physical = out.pixel_array * float(out.RescaleSlope) + float(out.RescaleIntercept)
+    np.testing.assert_allclose(physical, -1024 + unit * 4095, atol=0.1)

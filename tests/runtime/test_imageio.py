@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+
 from recon.runtime.imageio import ImageIOError, detect_format, read_image, write_image
 
 rng = np.random.default_rng(0)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 import pytest
+
 from recon.runtime.profiling import LatencyReport, profile, profile_against_bare, save_histogram
 
 

@@ -6,7 +6,6 @@ import threading
 
 import numpy as np
 import pytest
-from recon.runtime import Reconstructor
 from runtime_artifacts import (
     ANGLES,
     DETECTORS,
@@ -18,6 +17,8 @@ from runtime_artifacts import (
     conv_reference,
     ct_reference,
 )
+
+from recon.runtime import Reconstructor
 
 
 def expected(x: np.ndarray) -> np.ndarray:

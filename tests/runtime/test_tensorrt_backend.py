@@ -12,10 +12,11 @@ from types import SimpleNamespace
 
 import numpy as np
 import pytest
+from runtime_artifacts import MAX_BATCH, H, W, build_artifact
+
 from recon.runtime import ArtifactError, Reconstructor
 from recon.runtime.backends import tensorrt as trt_backend
 from recon.runtime.manifest import load_manifest
-from runtime_artifacts import MAX_BATCH, H, W, build_artifact
 
 PLAN = {"version": "11.4.0", "compute_capability": "9.0", "version_compatible": False}
 PLAN_BYTES = b"not a real engine"  # what runtime_artifacts writes as model.plan
