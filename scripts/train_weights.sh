@@ -10,6 +10,8 @@ set -u
 cd "$(dirname "$0")/.."
 PY=${PY:-.venv/bin/python}
 THREADS=${THREADS:-2}
+# The machine is shared: passive OpenMP waits keep a descheduled peer thread from stalling the spinning one.
+export OMP_WAIT_POLICY=${OMP_WAIT_POLICY:-PASSIVE}
 COMMON=(--threads "$THREADS" --amp bf16 --loss "0.9*l1+0.1*ssim" --crop 128 --batch-size 8 --pool 512
         --steps-per-epoch 200 --heldout 32 --seed 0)
 

@@ -44,7 +44,12 @@ def _hardware() -> dict:
                 break
     except OSError:
         pass
-    hw = {"cpu": cpu, "cpu_count": os.cpu_count(), "torch_threads": torch.get_num_threads(), "torch": torch.__version__}
+    hw = {
+        "cpu": cpu,
+        "cpu_count": os.cpu_count(),
+        "torch_threads": torch.get_num_threads(),
+        "torch": torch.__version__,
+    }
     if torch.cuda.is_available():
         hw["gpu"] = torch.cuda.get_device_name()
     return hw
@@ -54,7 +59,9 @@ def _hardware() -> dict:
 @click.command(context_settings={"help_option_names": ["-h", "--help"], "show_default": True})
 @click.option("--model", "model_name", required=True, help="cnn, rescnn, resunet, unet, vit")
 @click.option("--task", type=click.Choice(["deblur", "ct"]), required=True)
-@click.option("--data", type=click.Path(exists=True, file_okay=False), help="DIR/{train,test}/<patient>/*.png etc.")
+@click.option(
+    "--data", type=click.Path(exists=True, file_okay=False), help="DIR/{train,test}/<patient>/*.png etc."
+)
 @click.option("--epochs", type=int, default=10)
 @click.option("--steps", type=int, help="total optimizer steps (overrides --epochs)")
 @click.option("--steps-per-epoch", type=int, default=200, help="validation / checkpoint cadence")
@@ -62,8 +69,12 @@ def _hardware() -> dict:
 @click.option("--crop", type=int, default=128, help="training crop side")
 @click.option("--lr", type=float, default=1e-3)
 @click.option("--loss", default="mse", help="mse, l1, ssim or a mix: '0.8*l1+0.2*ssim'")
-@click.option("--amp", type=click.Choice(["auto", "bf16", "fp16", "off"]), default="auto",
-              help="mixed precision (auto: bf16/fp16 on CUDA, off on CPU; bf16 also speeds up AVX512-BF16 CPUs)")  # fmt: skip
+@click.option(
+    "--amp",
+    type=click.Choice(["auto", "bf16", "fp16", "off"]),
+    default="auto",
+    help="mixed precision (auto: bf16/fp16 on CUDA, off on CPU; bf16 also speeds up AVX512-BF16 CPUs)",
+)
 @click.option("--time-budget", type=float, help="minutes of training; stops gracefully, then evaluates")
 @click.option("--pool", type=int, default=512, help="synthetic training images (half phantoms, half crops)")
 @click.option("--model-opt", "model_opts", multiple=True, help="model hyperparameter KEY=VALUE (repeatable)")
@@ -72,8 +83,27 @@ def _hardware() -> dict:
 @click.option("--out", type=click.Path(file_okay=False), help="run folder [runs/<model>-<task>]")
 @click.option("--resume", is_flag=True, help="continue from <out>/last.pt exactly")
 @click.option("--threads", type=int, help="torch CPU threads")
-def train_main(model_name, task, data, epochs, steps, steps_per_epoch, batch_size, crop, lr, loss, amp,
-               time_budget, pool, model_opts, heldout_n, seed, out, resume, threads):  # fmt: skip
+def train_main(
+    model_name,
+    task,
+    data,
+    epochs,
+    steps,
+    steps_per_epoch,
+    batch_size,
+    crop,
+    lr,
+    loss,
+    amp,
+    time_budget,
+    pool,
+    model_opts,
+    heldout_n,
+    seed,
+    out,
+    resume,
+    threads,
+):
     """Train a reconstruction network and write <out>/<model>-<task>.safetensors + .json card.
 
     \b
@@ -104,10 +134,20 @@ def train_main(model_name, task, data, epochs, steps, steps_per_epoch, batch_siz
         out = Path(out or f"runs/{model_name}-{task}")
         t0 = time.time()
         clean, inputs = data_mod.training_pool(task_cfg, pool, size, seed, data, cache_dir=Path("runs/cache"))
-        cfg = FitConfig(epochs=epochs, steps=steps, steps_per_epoch=steps_per_epoch, batch_size=batch_size,
-                        lr=lr, loss=loss, amp=amp, time_budget=time_budget, seed=seed)  # fmt: skip
+        cfg = FitConfig(
+            epochs=epochs,
+            steps=steps,
+            batch_size=batch_size,
+            lr=lr,
+            loss=loss,
+            amp=amp,
+            time_budget=time_budget,
+            seed=seed,
+        )
         world = torch.distributed.get_world_size() if torch.distributed.is_initialized() else 1
-        train = data_mod.TrainingPairs(clean, task_cfg, crop, steps_per_epoch * batch_size * world, seed, inputs)
+        train = data_mod.TrainingPairs(
+            clean, task_cfg, crop, steps_per_epoch * batch_size * world, seed, inputs
+        )
         valid = data_mod.validation_set(task_cfg, 8, size, seed, data)
         data_seconds = time.time() - t0
         result = fit(model, train, valid, cfg, out, resume=resume)
@@ -128,21 +168,30 @@ def train_main(model_name, task, data, epochs, steps, steps_per_epoch, batch_siz
             "source": f"folder {data}" if data else "synthetic phantoms + scikit-image crops",
             "train_images": None if data else list(data_mod.TRAIN_IMAGES),
             "heldout_images": list(data_mod.HELDOUT_IMAGES),
-            "pool": len(clean), "image_size": size, "crop": crop, "seed": seed,
-            "augment": "random crop, dihedral (8), phantoms/crops at random rotations; deblur noise per sample",
-        },  # fmt: skip
+            "pool": len(clean),
+            "image_size": size,
+            "crop": crop,
+            "seed": seed,
+            "augment": "random crops, dihedral (8), random rotations; deblur: fresh noise per sample",
+        },
         "training": {
-            "fit": {k: v for k, v in vars(cfg).items()},
-            "steps": result.steps, "world_size": world, "train_seconds": round(result.train_seconds, 1),
-            "data_seconds": round(data_seconds, 1), "best_validation": result.best,
-            "hardware": _hardware(), "command": shlex.join(["recon-train", *sys.argv[1:]]),
-        },  # fmt: skip
+            "fit": {**vars(cfg), "steps_per_epoch": steps_per_epoch},
+            "steps": result.steps,
+            "world_size": world,
+            "train_seconds": round(result.train_seconds, 1),
+            "data_seconds": round(data_seconds, 1),
+            "best_validation": result.best,
+            "hardware": _hardware(),
+            "command": shlex.join(["recon-train", *sys.argv[1:]]),
+        },
         "metrics": {"heldout": heldout},
     }
     st, card_path = save_trained(model, card, out / f"{model_name}-{task}")
     m, b = heldout["model"], heldout["baseline"]
-    click.echo(f"held-out ({heldout['n']} images): {model_name} PSNR {m['psnr']:.2f} dB SSIM {m['ssim']:.4f} "
-               f"| baseline PSNR {b['psnr']:.2f} dB SSIM {b['ssim']:.4f} → {st} ({st.stat().st_size / 1e6:.1f} MB)")  # fmt: skip
+    click.echo(
+        f"held-out ({heldout['n']} images): {model_name} PSNR {m['psnr']:.2f} dB SSIM {m['ssim']:.4f} "
+        f"| baseline PSNR {b['psnr']:.2f} dB SSIM {b['ssim']:.4f} → {st} ({st.stat().st_size / 1e6:.1f} MB)"
+    )
     if st.stat().st_size > MAX_BYTES:
         click.echo(f"warning: {st} is larger than {MAX_BYTES >> 20} MB, too big to ship", err=True)
     distributed.cleanup()
@@ -197,8 +246,12 @@ def eval_main(model_name, task, weights, as_json, threads):
 @click.option("--task", type=click.Choice(["deblur", "ct"]), required=True)
 @click.argument("inputs", nargs=-1, type=click.Path(exists=True, dir_okay=False))
 @click.option("--out", type=click.Path(file_okay=False), required=True)
-@click.option("--phantoms", "--n-phantoms", "n_phantoms", type=int, default=0, help="add K training-style phantoms")
-@click.option("--heldout", "n_heldout", type=int, default=0, help="add the first K images of the held-out set")
+@click.option(
+    "--phantoms", "--n-phantoms", "n_phantoms", type=int, default=0, help="add K training-style phantoms"
+)
+@click.option(
+    "--heldout", "n_heldout", type=int, default=0, help="add the first K images of the held-out set"
+)
 @click.option("--seed", type=int, default=0, help="noise seed (and phantom seed)")
 def simulate_main(task, inputs, out, n_phantoms, n_heldout, seed):
     """Degrade clean images into measurements the runtime can reconstruct, with their ground truth.
@@ -241,15 +294,23 @@ def simulate_main(task, inputs, out, n_phantoms, n_heldout, seed):
         out = Path(out)
         for sub in ("measurements", "targets"):
             (out / sub).mkdir(parents=True, exist_ok=True)
-        for name, img in zip(names, images):
-            y = tasks.simulate(img[None, None].float(), cfg, gen, physics=physics)[0, 0].numpy().astype(np.float32)
+        for name, img in zip(names, images, strict=True):
+            y = (
+                tasks.simulate(img[None, None].float(), cfg, gen, physics=physics)[0, 0]
+                .numpy()
+                .astype(np.float32)
+            )
             np.save(out / "measurements" / f"{name}.npy", y)
             if task == "ct":
                 tifffile.imwrite(out / "measurements" / f"{name}.tif", y)
             else:
-                Image.fromarray((np.clip(y, 0, 1) * 65535).round().astype(np.uint16)).save(out / "measurements" / f"{name}.png")
+                Image.fromarray((np.clip(y, 0, 1) * 65535).round().astype(np.uint16)).save(
+                    out / "measurements" / f"{name}.png"
+                )
             np.save(out / "targets" / f"{name}.npy", img.numpy())
-            Image.fromarray((img.numpy() * 65535).round().astype(np.uint16)).save(out / "targets" / f"{name}.png")
+            Image.fromarray((img.numpy() * 65535).round().astype(np.uint16)).save(
+                out / "targets" / f"{name}.png"
+            )
         (out / "simulate.json").write_text(json.dumps({"task": cfg, "files": names, "seed": seed}, indent=1))
     except _USER_ERRORS as err:
         _fail(err)

@@ -1,10 +1,10 @@
-"""Training and evaluation data: synthetic phantoms, natural-image crops, user folders, simulated measurements.
+"""Training and evaluation data: synthetic phantoms, image crops, user folders, simulated measurements.
 
 Every image is float32 in [0, 1]. Randomness is always a function of explicit seeds, so a sample is a pure
 function of (seed, epoch, index): that is what makes resume exact and DDP ranks agree.
 
 Seeds are namespaced (`_TRAIN`, `_VALID`, `_HELDOUT` streams) and the held-out set is built from source
-images that training never reads (`HELDOUT_IMAGES`), so the test set is disjoint from training by construction.
+images that training never reads (`HELDOUT_IMAGES`), so the test set is disjoint from training by design.
 """
 
 from __future__ import annotations
@@ -22,9 +22,20 @@ from torch.utils.data import Dataset
 
 # skimage.data images available offline (bundled with the wheel). `cat` is `chelsea` again, so it is absent.
 TRAIN_IMAGES = (
-    "astronaut", "coffee", "chelsea", "brick", "grass", "gravel", "moon", "text",
-    "rocket", "hubble_deep_field", "immunohistochemistry", "retina", "cell",
-)  # fmt: skip
+    "astronaut",
+    "coffee",
+    "chelsea",
+    "brick",
+    "grass",
+    "gravel",
+    "moon",
+    "text",
+    "rocket",
+    "hubble_deep_field",
+    "immunohistochemistry",
+    "retina",
+    "cell",
+)
 HELDOUT_IMAGES = ("camera", "coins", "clock", "page")
 
 # Seed streams: the first word of every SeedSequence entropy, so streams can never collide.
@@ -34,8 +45,8 @@ IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".npy", ".tif", ".tiff", ".dcm")
 
 # --------------------------------------------------------------------------------------------------- sources
 def phantom(size: int, rng: np.random.Generator) -> np.ndarray:
-    """A CT-like phantom (size, size) in [0, 1]: a body ellipse, random inner ellipses with random intensities,
-    a smooth low-frequency texture, and small high-contrast dots and thin lines (the hard cases for a network).
+    """A CT-like phantom (size, size) in [0, 1]: a body ellipse, random inner ellipses of random intensity,
+    a smooth low-frequency texture, small high-contrast dots and thin lines (the hard cases for a network).
     """
     from scipy.ndimage import gaussian_filter
     from skimage.draw import line_aa
@@ -48,13 +59,23 @@ def phantom(size: int, rng: np.random.Generator) -> np.ndarray:
         u, v = (xx - cx) * ct + (yy - cy) * st, -(xx - cx) * st + (yy - cy) * ct
         return (u / a) ** 2 + (v / b) ** 2 <= 1
 
-    body = ellipse(rng.uniform(-0.05, 0.05), rng.uniform(-0.05, 0.05), rng.uniform(0.7, 0.95),
-                   rng.uniform(0.55, 0.9), rng.uniform(0, math.pi))  # fmt: skip
+    body = ellipse(
+        rng.uniform(-0.05, 0.05),
+        rng.uniform(-0.05, 0.05),
+        rng.uniform(0.7, 0.95),
+        rng.uniform(0.55, 0.9),
+        rng.uniform(0, math.pi),
+    )
     img = body * rng.uniform(0.2, 0.5)
     for _ in range(rng.integers(6, 16)):
         r, phi = rng.uniform(0, 0.6), rng.uniform(0, 2 * math.pi)
-        e = ellipse(r * math.cos(phi), r * math.sin(phi), rng.uniform(0.03, 0.35), rng.uniform(0.03, 0.25),
-                    rng.uniform(0, math.pi))  # fmt: skip
+        e = ellipse(
+            r * math.cos(phi),
+            r * math.sin(phi),
+            rng.uniform(0.03, 0.35),
+            rng.uniform(0.03, 0.25),
+            rng.uniform(0, math.pi),
+        )
         img = img + e * body * rng.uniform(-0.3, 0.4)
     texture = gaussian_filter(rng.standard_normal((size, size)), sigma=size / rng.uniform(12, 40))
     img = img + body * texture / (np.abs(texture).max() + 1e-8) * rng.uniform(0.02, 0.1)
@@ -190,7 +211,7 @@ def _rng(*words: int) -> np.random.Generator:
 
 
 def clean_images(stream: int, seed: int, n: int, size: int, sources: tuple[str, ...]) -> torch.Tensor:
-    """``n`` clean images (n, 1, size, size): even indices phantoms, odd ones crops of ``sources`` (round robin).
+    """``n`` clean images (n, 1, size, size): even indices phantoms, odd ones crops of ``sources`` in turn.
 
     ``sources=()`` gives phantoms only. Image i uses the seed (stream, seed, i) alone.
     """
@@ -220,7 +241,7 @@ class EvalSet:
 
 @torch.no_grad()
 def simulate_pairs(clean: torch.Tensor, task_cfg: dict, seed: int, chunk: int = 16) -> EvalSet:
-    """Simulate measurements (forward + relative noise) and network inputs for clean images, deterministically."""
+    """Measurements (forward + relative noise) and network inputs for clean images, deterministically."""
     from recon.training import tasks
 
     physics = tasks.build_physics(task_cfg)
@@ -258,8 +279,14 @@ def validation_set(
     return simulate_pairs(clean, task_cfg, seed=1000 + seed)
 
 
-def training_pool(task_cfg: dict, n: int, size: int, seed: int = 0, data: str | None = None,
-                  cache_dir: str | Path | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:  # fmt: skip
+def training_pool(
+    task_cfg: dict,
+    n: int,
+    size: int,
+    seed: int = 0,
+    data: str | None = None,
+    cache_dir: str | Path | None = None,
+) -> tuple[torch.Tensor, torch.Tensor | None]:
     """Clean training images (n, 1, size, size), and for CT their precomputed FBP inputs (else None).
 
     CT measurements are expensive (sinogram from a finer grid, then FBP), so they are simulated once per pool
@@ -302,11 +329,18 @@ def _dihedral(t: torch.Tensor, k: int) -> torch.Tensor:
 class TrainingPairs(Dataset):
     """Random (crop, crop) training pairs (network input, target); sample (epoch, i) is a pure function of
     (seed, epoch, i). Crops are taken from the pool; deblur pairs get a fresh dihedral transform, blur and
-    noise per sample; CT pairs crop the cached FBP and target together (the 8 dihedral maps keep a parallel-beam
-    angle set with an even count of views invariant, so the artifacts stay realistic)."""
+    noise per sample; CT pairs crop the cached FBP and target together (the 8 dihedral maps keep a parallel
+    beam's angle set with an even count of views invariant, so the artifacts stay realistic)."""
 
-    def __init__(self, clean: torch.Tensor, task_cfg: dict, crop: int, length: int, seed: int = 0,
-                 inputs: torch.Tensor | None = None):  # fmt: skip
+    def __init__(
+        self,
+        clean: torch.Tensor,
+        task_cfg: dict,
+        crop: int,
+        length: int,
+        seed: int = 0,
+        inputs: torch.Tensor | None = None,
+    ):
         if crop > clean.shape[-1]:
             raise ValueError(f"crop {crop} larger than the pool images ({clean.shape[-1]})")
         self.clean, self.inputs, self.task_cfg = clean, inputs, task_cfg

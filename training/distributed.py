@@ -1,6 +1,6 @@
 """torch.distributed set-up for `recon-train` under torchrun: gloo on CPU, nccl on GPU. Nothing home-made.
 
-    torchrun --nproc-per-node 2 -m recon.training.cli --model resunet --task deblur ...
+torchrun --nproc-per-node 2 -m recon.training.cli --model resunet --task deblur ...
 """
 
 from __future__ import annotations

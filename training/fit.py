@@ -33,12 +33,11 @@ from recon.training.metrics import image_metrics
 
 @dataclass
 class FitConfig:
-    """What a run needs beyond the model and data. ``steps`` wins over ``epochs``; with ``time_budget`` (minutes)
-    and no ``steps`` the cosine length is calibrated on the measured speed, and the run stops at the budget."""
+    """What a run needs beyond the model and data. ``steps`` wins over ``epochs``; with ``time_budget``
+    (minutes) and no ``steps`` the cosine length follows the measured speed; the run stops at the budget."""
 
-    epochs: int = 10
+    epochs: int = 10  # an epoch is one pass over the TrainingPairs dataset (its length sets the cadence)
     steps: int | None = None
-    steps_per_epoch: int = 200
     batch_size: int = 8  # per process
     lr: float = 1e-3
     loss: str = "mse"
@@ -110,14 +109,18 @@ def predict(model: nn.Module, inputs: torch.Tensor, batch_size: int = 4, device:
     device = device or next(model.parameters()).device
     was_training = model.training
     model.eval()
-    out = torch.cat([model(inputs[i : i + batch_size].to(device)).float().cpu()
-                     for i in range(0, len(inputs), batch_size)])  # fmt: skip
+    out = torch.cat(
+        [
+            model(inputs[i : i + batch_size].to(device)).float().cpu()
+            for i in range(0, len(inputs), batch_size)
+        ]
+    )
     model.train(was_training)
     return out
 
 
 def evaluate(model: nn.Module, data: EvalSet, batch_size: int = 4) -> dict:
-    """Metrics (metrics.image_metrics) of the model and of the no-learning baseline (its input) on ``data``."""
+    """image_metrics of the model and of the no-learning baseline (its input) on ``data``."""
     return {
         "model": image_metrics(predict(model, data.inputs, batch_size), data.targets),
         "baseline": image_metrics(data.inputs, data.targets),
@@ -141,11 +144,11 @@ def fit(
     progress: bool = True,
     load_best: bool = True,
 ) -> FitResult:
-    """Train ``model`` on ``train``, validate on ``valid`` each epoch, write ``out``/{last.pt,best.pt,log.json}.
+    """Train ``model`` on ``train``, validate on ``valid`` each epoch, write ``out``/{last,best}.pt, log.json.
 
     ``stop_at_step`` ends this call early (as an interruption would) after saving ``last.pt``; a later call
-    with ``resume=True`` continues from it. ``load_best`` puts the best-validation weights in the returned model
-    (else it keeps the last ones).
+    with ``resume=True`` continues from it. ``load_best`` puts the best-validation weights in the
+    returned model (else it keeps the last ones).
     """
     out = Path(out)
     ddp = dist.is_available() and dist.is_initialized()
@@ -158,13 +161,25 @@ def fit(
     # channels_last lets oneDNN/cuDNN pick their fast bf16/fp16 convolution kernels (≈1.3× on CPU).
     memory_format = torch.channels_last if amp_dtype is not None else torch.contiguous_format
     model = model.to(device, memory_format=memory_format)
-    net = nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None) \
-        if ddp else model  # fmt: skip
+    net = (
+        nn.parallel.DistributedDataParallel(
+            model, device_ids=[device.index] if device.type == "cuda" else None
+        )
+        if ddp
+        else model
+    )
     criterion = parse_loss(cfg.loss)
     scaler = torch.amp.GradScaler(device.type, enabled=amp_dtype == torch.float16)
     opt = torch.optim.Adam(model.parameters(), lr=cfg.lr)
     calibrate = auto_length = cfg.time_budget is not None and cfg.steps is None
-    total = cfg.steps or cfg.epochs * cfg.steps_per_epoch
+    sampler = DistributedSampler(train, num_replicas=world, rank=rank, shuffle=True, seed=cfg.seed)
+    per_rank = len(train) // world
+    steps_per_epoch = per_rank // cfg.batch_size
+    if steps_per_epoch < 1:
+        raise ValueError(
+            f"the epoch has {per_rank} samples per process, fewer than one batch of {cfg.batch_size}"
+        )
+    total = cfg.steps or cfg.epochs * steps_per_epoch
     if calibrate:
         total = 10**9  # set from the measured speed after a few steps
     schedule = WarmupCosine(min(cfg.warmup, max(1, total // 10)), total)
@@ -188,17 +203,34 @@ def fit(
             return
         out.mkdir(parents=True, exist_ok=True)
         state = {
-            "model": model.state_dict(), "optimizer": opt.state_dict(), "scheduler": sched.state_dict(),
-            "scaler": scaler.state_dict(), "rng": _rng_state(), "step": step, "history": history, "best": best,
-            "train_seconds": train_seconds, "calibrating": calibrate, "fit_config": asdict(cfg), **extra,
-        }  # fmt: skip
+            "model": model.state_dict(),
+            "optimizer": opt.state_dict(),
+            "scheduler": sched.state_dict(),
+            "scaler": scaler.state_dict(),
+            "rng": _rng_state(),
+            "step": step,
+            "history": history,
+            "best": best,
+            "train_seconds": train_seconds,
+            "calibrating": calibrate,
+            "fit_config": asdict(cfg),
+            **extra,
+        }
         torch.save(state, out / f"{name}.tmp")
         (out / f"{name}.tmp").replace(out / name)
 
     def write_log() -> None:
         if rank == 0:
-            log = {"fit_config": asdict(cfg), "world_size": world, "device": str(device), "steps": step,
-                   "total_steps": total, "train_seconds": round(train_seconds, 1), "best": best, "epochs": history}  # fmt: skip
+            log = {
+                "fit_config": asdict(cfg),
+                "world_size": world,
+                "device": str(device),
+                "steps": step,
+                "total_steps": total,
+                "train_seconds": round(train_seconds, 1),
+                "best": best,
+                "epochs": history,
+            }
             (out / "log.json").write_text(json.dumps(log, indent=1))
 
     def agreed(flag: bool) -> bool:
@@ -210,7 +242,7 @@ def fit(
         return bool(t.item())
 
     def retarget(elapsed: float, seconds_per_step: float) -> None:
-        # Fit the cosine's length to the time left; re-run every epoch since the speed of a shared machine drifts.
+        # Fit the cosine's length to the time left; re-run each epoch: a shared machine's speed drifts.
         nonlocal total
         left = cfg.time_budget * 60 * 0.97 - elapsed
         t = torch.tensor([float(step + max(1, int(left / seconds_per_step / 1.03)))])  # ~3% for validation
@@ -219,13 +251,14 @@ def fit(
         total = schedule.total = max(step + 1, int(t.item()))
         schedule.warmup = min(schedule.warmup, max(1, total // 10))
 
-    sampler = DistributedSampler(train, num_replicas=world, rank=rank, shuffle=True, seed=cfg.seed)
-    per_rank = len(train) // world
-    steps_per_epoch = per_rank // cfg.batch_size
-    if steps_per_epoch < 1:
-        raise ValueError(f"the epoch has {per_rank} samples per process, fewer than one batch of {cfg.batch_size}")
-    bar = tqdm(total=total if not calibrate else None, initial=step, disable=not progress or rank != 0,
-               desc="train", mininterval=5, dynamic_ncols=True)  # fmt: skip
+    bar = tqdm(
+        total=total if not calibrate else None,
+        initial=step,
+        disable=not progress or rank != 0,
+        desc="train",
+        mininterval=5,
+        dynamic_ncols=True,
+    )
     t0 = time.perf_counter() - train_seconds
     calib_start: tuple[int, float] | None = None
     model.train()
@@ -276,9 +309,14 @@ def fit(
         finished_epoch = step % steps_per_epoch == 0 or step >= total or stop
         if finished_epoch:
             metrics = image_metrics(predict(model, valid.inputs), valid.targets) if rank == 0 else {}
-            record = {"epoch": epoch, "step": step, "loss": float(np.mean(losses)) if losses else None,
-                      "lr": sched.get_last_lr()[0], "seconds": round(train_seconds, 1),
-                      **{f"val_{k}": v for k, v in metrics.items()}}  # fmt: skip
+            record = {
+                "epoch": epoch,
+                "step": step,
+                "loss": float(np.mean(losses)) if losses else None,
+                "lr": sched.get_last_lr()[0],
+                "seconds": round(train_seconds, 1),
+                **{f"val_{k}": v for k, v in metrics.items()},
+            }
             history.append(record)
             if rank == 0:
                 bar.write(json.dumps(record))

@@ -10,8 +10,9 @@ import re
 
 import torch
 import torch.nn.functional as F
-from recon.training.metrics import ssim
 from torch import nn
+
+from recon.training.metrics import ssim
 
 _TERMS = {
     "mse": lambda x, y: F.mse_loss(x, y),

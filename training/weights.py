@@ -64,8 +64,10 @@ def resolve(model_name: str, task: str, weights: str | Path | None = None) -> tu
     st_path, card_path = stem.with_suffix(".safetensors"), stem.with_suffix(".json")
     if not card_path.exists():
         where = "shipped" if weights is None else "given"
-        raise WeightsError(f"no {where} weights card {card_path} for {model_name}-{task}; "
-                           f"train them with `recon-train --model {model_name} --task {task}`")  # fmt: skip
+        raise WeightsError(
+            f"no {where} weights card {card_path} for {model_name}-{task}; "
+            f"train them with `recon-train --model {model_name} --task {task}`"
+        )
     return st_path, card_path
 
 
@@ -87,15 +89,19 @@ def load_trained(model_name: str, task: str, weights: str | Path | None = None) 
     st_path, card_path = resolve(model_name, task, weights)
     card = json.loads(card_path.read_text())
     if card.get("model", {}).get("name") != model_name or card.get("task_name") != task:
-        raise WeightsError(f"{card_path} is a card for {card.get('model', {}).get('name')}-{card.get('task_name')}, "
-                           f"not {model_name}-{task}")  # fmt: skip
+        raise WeightsError(
+            f"{card_path} is a card for {card.get('model', {}).get('name')}-{card.get('task_name')}, "
+            f"not {model_name}-{task}"
+        )
     if not st_path.exists():
         raise WeightsError(f"{st_path} is missing (its card {card_path.name} is there)")
     digest = file_sha256(st_path)
     if digest != card.get("sha256"):
-        raise WeightsError(f"{st_path} does not match its card: sha256 {digest[:12]}… but the card says "
-                           f"{str(card.get('sha256'))[:12]}…; the file is corrupt or was replaced — restore it "
-                           f"(git checkout) or retrain")  # fmt: skip
+        raise WeightsError(
+            f"{st_path} does not match its card: sha256 {digest[:12]}… but the card says "
+            f"{str(card.get('sha256'))[:12]}…; the file is corrupt or was replaced — restore it "
+            f"(git checkout) or retrain"
+        )
     model = create_model(**card["model"])
     model.load_state_dict(load_file(str(st_path)), strict=True)
     return model.eval(), card
