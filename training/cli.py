@@ -156,7 +156,8 @@ def train_main(
     if not distributed.is_main():
         distributed.cleanup()
         return
-    model = result.model.cpu().eval()
+    # Contiguous FP32 on the CPU: the layout recon-eval rebuilds, so both evaluate with the same kernels.
+    model = result.model.cpu().to(memory_format=torch.contiguous_format).eval()
     heldout = evaluate(model, data_mod.heldout_set(task_cfg, heldout_n, size))
     card = {
         "name": f"{model_name}-{task}",
