@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
+import torch
+
 from .blur import Blur, gaussian_kernel, motion_kernel
 from .noise import add_relative_noise
 from .operator import LinearOperator
@@ -35,7 +37,5 @@ def physics_from_config(cfg: dict[str, Any]) -> LinearOperator:
     if kind not in _OPERATORS:
         raise ValueError(f"unknown physics type {kind!r}; expected one of {sorted(_OPERATORS)}")
     if kind == "blur" and "kernel" in cfg:
-        import torch
-
         return Blur(torch.tensor(cfg["kernel"], dtype=torch.float32))
     return _OPERATORS[kind](**cfg)

@@ -105,11 +105,11 @@ class Blur(LinearOperator):
         # (left, right, top, bottom) so that the output has the input's shape
         self._pad = ((kw - 1) // 2, kw // 2, (kh - 1) // 2, kh // 2)
 
-    def A(self, x: torch.Tensor) -> torch.Tensor:  # noqa: N802
+    def A(self, x: torch.Tensor) -> torch.Tensor:
         check_image_batch(x)
         return F.conv2d(F.pad(x, self._pad), self.kernel.to(x.dtype))
 
-    def A_adjoint(self, y: torch.Tensor) -> torch.Tensor:  # noqa: N802
+    def A_adjoint(self, y: torch.Tensor) -> torch.Tensor:
         check_image_batch(y, "y")
         # the transpose of "pad then valid correlation" is "full convolution then crop the padding"
         full = F.conv_transpose2d(y, self.kernel.to(y.dtype))

@@ -17,10 +17,10 @@ class LinearOperator(nn.Module):
     ``physics_from_config`` turns back into the same operator.
     """
 
-    def A(self, x: torch.Tensor) -> torch.Tensor:  # noqa: N802 - the maths' name
+    def A(self, x: torch.Tensor) -> torch.Tensor:
         raise NotImplementedError
 
-    def A_adjoint(self, y: torch.Tensor) -> torch.Tensor:  # noqa: N802
+    def A_adjoint(self, y: torch.Tensor) -> torch.Tensor:
         raise NotImplementedError
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

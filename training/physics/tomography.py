@@ -27,6 +27,12 @@ from .radon import (
 )
 
 
+def check_sinogram(y: torch.Tensor, n_angles: int, n_detectors: int) -> None:
+    """Raise a ValueError unless ``y`` is a batch of sinograms ``(B, 1, n_angles, n_detectors)``."""
+    if y.ndim != 4 or tuple(y.shape[1:]) != (1, n_angles, n_detectors):
+        raise ValueError(f"sinogram must have shape (B, 1, {n_angles}, {n_detectors}), got {tuple(y.shape)}")
+
+
 class ParallelBeamCT(LinearOperator):
     """Parallel-beam CT on an ``image_size²`` grid: ``A`` = Radon transform, ``A_adjoint`` = its transpose.
 
@@ -67,12 +73,12 @@ class ParallelBeamCT(LinearOperator):
     def angles(self, dtype: torch.dtype = torch.float64, device=None) -> torch.Tensor:
         return parallel_beam_angles(self.n_angles, self.angle_range, dtype=dtype, device=device)
 
-    def A(self, x: torch.Tensor) -> torch.Tensor:  # noqa: N802
+    def A(self, x: torch.Tensor) -> torch.Tensor:
         check_image_batch(x)
         return radon(x, self.angles(device=x.device), self.n_detectors, self.image_size)
 
-    def A_adjoint(self, y: torch.Tensor) -> torch.Tensor:  # noqa: N802
-        self._check_sinogram(y)
+    def A_adjoint(self, y: torch.Tensor) -> torch.Tensor:
+        check_sinogram(y, self.n_angles, self.n_detectors)
         return radon_adjoint(y, self.angles(device=y.device), self.image_size)
 
     def fbp(self, y: torch.Tensor, filter: FilterName = "ram-lak") -> torch.Tensor:
@@ -82,11 +88,9 @@ class ParallelBeamCT(LinearOperator):
             self._fbp[key] = FBP(self, filter).to(y.device)
         return self._fbp[key](y)
 
-    def _check_sinogram(self, y: torch.Tensor) -> None:
-        if y.ndim != 4 or tuple(y.shape[1:]) != (1, *self.sinogram_shape):
-            raise ValueError(
-                f"sinogram must have shape (B, 1, {self.n_angles}, {self.n_detectors}), got {tuple(y.shape)}"
-            )
+    def __getstate__(self) -> dict[str, Any]:
+        # the FBP cache holds sampling plans (tens of MB): rebuilt on demand, never pickled or deep-copied
+        return {**self.__dict__, "_fbp": {}}
 
     def to_config(self) -> dict[str, Any]:
         return {
@@ -126,7 +130,11 @@ class FBP(nn.Module):
             self.filter_matrix = self.filter_matrix.float()
         return self
 
+    def __getstate__(self) -> dict[str, Any]:
+        return {**self.__dict__, "_plans": {}}  # see ParallelBeamCT.__getstate__
+
     def forward(self, sinogram: torch.Tensor) -> torch.Tensor:
+        check_sinogram(sinogram, self.n_angles, self.n_detectors)
         dtype = torch.float64 if sinogram.dtype == torch.float64 else torch.float32
         y = sinogram.to(dtype)
         filtered = torch.matmul(y, self.filter_matrix.to(dtype))
