@@ -135,6 +135,8 @@ class _ThreadState:
     stream: Any
     d_input: int
     d_output: int
+    input_capacity: int
+    output_capacity: int
     events: list[Any] = field(default_factory=list)
 
 
@@ -202,9 +204,28 @@ class TensorRTBackend(Backend):
             raise ArtifactError(f"{path}: engine tensors {names} do not match the manifest; re-export")
         self._in_dtype = np.dtype(trt.nptype(self._engine.get_tensor_dtype(self._input)))
         self._out_dtype = np.dtype(trt.nptype(self._engine.get_tensor_dtype(self._output)))
-        top = self.manifest.batch["max"]
-        self._in_bytes = top * int(np.prod(self.manifest.input["shape"][1:])) * self._in_dtype.itemsize
-        self._out_bytes = top * int(np.prod(self.manifest.output["shape"][1:])) * self._out_dtype.itemsize
+        # buffers for the profile's max batch up front; symbolic sizes grow them on demand
+        self._in_bytes = self._max_bytes(self.manifest.input["shape"], self._in_dtype)
+        self._out_bytes = self._max_bytes(self.manifest.output["shape"], self._out_dtype)
+
+    def _max_bytes(self, shape: list[Any], dtype: np.dtype) -> int:
+        dims = shape[1:]
+        if not all(isinstance(d, int) for d in dims):
+            return 0
+        return self.manifest.batch["max"] * int(np.prod(dims)) * dtype.itemsize
+
+    def _ensure(self, state: _ThreadState, side: str, nbytes: int) -> None:
+        """Grow a thread's device buffer (and re-point the context at it) when a batch needs more."""
+        if nbytes <= getattr(state, f"{side}_capacity"):
+            return
+        cudart = import_cudart()
+        old = getattr(state, f"d_{side}")
+        if old:
+            _check(cudart.cudaFree(old), "cudaFree")
+        pointer = int(_check(cudart.cudaMalloc(nbytes), "cudaMalloc"))
+        setattr(state, f"d_{side}", pointer)
+        setattr(state, f"{side}_capacity", nbytes)
+        state.context.set_tensor_address(self._input if side == "input" else self._output, pointer)
 
     def _thread_state(self) -> _ThreadState:
         state = getattr(self._tls, "state", None)
@@ -218,12 +239,14 @@ class TensorRTBackend(Backend):
             state = _ThreadState(
                 context=context,
                 stream=stream,
-                d_input=int(_check(cudart.cudaMalloc(self._in_bytes), "cudaMalloc")),
-                d_output=int(_check(cudart.cudaMalloc(self._out_bytes), "cudaMalloc")),
+                d_input=0,
+                d_output=0,
+                input_capacity=0,
+                output_capacity=0,
                 events=[_check(cudart.cudaEventCreate(), "cudaEventCreate") for _ in range(4)],
             )
-            context.set_tensor_address(self._input, state.d_input)
-            context.set_tensor_address(self._output, state.d_output)
+            self._ensure(state, "input", self._in_bytes)
+            self._ensure(state, "output", self._out_bytes)
             with self._lock:
                 self._states.append(state)
             self._tls.state = state
@@ -234,7 +257,7 @@ class TensorRTBackend(Backend):
         state = self._thread_state()
         if batch.dtype != self._in_dtype:
             batch = batch.astype(self._in_dtype)
-        if batch.nbytes > self._in_bytes:
+        if batch.shape[0] > self.manifest.batch["max"]:
             raise ValueError(
                 f"batch of {batch.shape[0]} exceeds the engine profile's max {self.manifest.batch['max']}"
             )
@@ -244,6 +267,8 @@ class TensorRTBackend(Backend):
                 f"the engine refuses input shape {tuple(batch.shape)} (profile {self.manifest.batch})"
             )
         output = np.empty(tuple(context.get_tensor_shape(self._output)), dtype=self._out_dtype)
+        self._ensure(state, "input", batch.nbytes)
+        self._ensure(state, "output", output.nbytes)
         h2d, d2h = cudart.cudaMemcpyKind.cudaMemcpyHostToDevice, cudart.cudaMemcpyKind.cudaMemcpyDeviceToHost
         _check(cudart.cudaEventRecord(events[0], stream), "cudaEventRecord")
         _check(
@@ -270,8 +295,9 @@ class TensorRTBackend(Backend):
             states, self._states = self._states, []
         for state in states:
             state.context = None
-            cudart.cudaFree(state.d_input)
-            cudart.cudaFree(state.d_output)
+            for pointer in (state.d_input, state.d_output):
+                if pointer:
+                    cudart.cudaFree(pointer)
             for event in state.events:
                 cudart.cudaEventDestroy(event)
             cudart.cudaStreamDestroy(state.stream)
