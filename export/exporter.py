@@ -102,7 +102,10 @@ def load_network(options: ExportOptions) -> tuple[torch.nn.Module, dict[str, Any
             "weights_sha256": card.get("sha256"),
             "card_metrics": card.get("metrics"),
         }
-    base = {k: v for k, v in dict(card.get("task") or {}).items() if k in TASK_DEFAULTS[options.task]}
+    # The physics the weights were trained for, then the user's overrides (a fully convolutional network runs
+    # at any size; the manifest records the geometry actually exported).
+    trained = dict(card.get("task") or {})
+    base = {k: v for k, v in trained.items() if k in TASK_DEFAULTS[options.task] and k != "task"}
     if "image_size" in overrides and "n_detectors" not in overrides:
         base.pop("n_detectors", None)  # re-derive the detector count from the new image size
     try:

@@ -1,0 +1,33 @@
+"""Every registered model exports, for both tasks, and passes parity on the CPU."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from recon.training.models import list_models
+
+TASKS = ("deblur", "ct")
+
+
+@pytest.mark.parametrize("task", TASKS)
+@pytest.mark.parametrize("model", list_models())
+def test_every_model_and_task_exports_and_passes_parity(exported, model, task):
+    from recon.runtime.manifest import load_manifest
+
+    directory, summary = exported(model, task, weights=False)
+    manifest = load_manifest(directory)  # every file is there and matches its sha256
+    assert summary["parity"]["passed"]
+    assert manifest.parity["onnxruntime-fp32"]["max_abs"] <= 1e-4
+    assert manifest.parity["onnxruntime-fp16"]["psnr"] >= 50
+    assert set(manifest.files) == {"model.onnx", "model.fp16.onnx", "parity.json"}
+    assert manifest.input["shape"][0] == "batch" and manifest.output["shape"][0] == "batch"
+    assert manifest.output["shape"][2:] == [32, 32]
+    if task == "ct":
+        assert manifest.input["shape"][1:] == [1, 20, manifest.physics["n_detectors"]]
+        assert manifest.input["layout"] == "N1AD"
+    report = json.loads((directory / "parity.json").read_text())
+    assert report["inputs"]["batch_sizes"] == [1, 2, 3]
+    assert all(key.endswith(":fp16") for key in report["fp16"]["compute_ops"])
+    assert report["fp16"]["island_nodes_in_fp16"] == []
