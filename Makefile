@@ -28,10 +28,14 @@ test-all: venv
 	$(PY) -m pytest -q
 
 demo: venv
-	$(VENV)/bin/recon-info resunet --size 256 256
+	BIN=$(VENV)/bin bash scripts/demo.sh
+
+soak: venv
+	$(PY) scripts/soak.py
 
 bench: venv
 	$(PY) bench/fbp.py
+	$(PY) bench/runtime.py
 
 lint: venv
 	$(VENV)/bin/ruff check .
