@@ -129,6 +129,26 @@ def evaluate(model: nn.Module, data: EvalSet, batch_size: int = 4) -> dict:
     }
 
 
+def zero_init_residual(model: nn.Module) -> bool:
+    """Zero the last layer of a global-residual model's branch, so training starts at the identity (the
+    degraded input, already a fair estimate) instead of input + a random residual: the first hundreds of steps
+    are otherwise spent undoing the random residual. Returns whether the model has such a branch."""
+    cfg = getattr(model, "config", {})
+    residual = cfg.get("name") in ("resunet", "vit") or cfg.get("residual") or cfg.get("name") == "rescnn"
+    convs = [
+        m
+        for m in getattr(model, "head", nn.Identity()).modules()
+        if isinstance(m, nn.Conv2d | nn.ConvTranspose2d)
+    ]
+    if not residual or not convs:
+        return False
+    with torch.no_grad():
+        convs[-1].weight.zero_()
+        if convs[-1].bias is not None:
+            convs[-1].bias.zero_()
+    return True
+
+
 def _unwrap(model: nn.Module) -> nn.Module:
     return model.module if isinstance(model, nn.parallel.DistributedDataParallel) else model
 
