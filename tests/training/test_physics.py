@@ -114,6 +114,29 @@ def test_ct_rejects_a_sinogram_of_the_wrong_geometry():
         ParallelBeamCT(32, 10).A_adjoint(torch.zeros(1, 1, 11, 46))
 
 
+@pytest.mark.parametrize("name", sorted(OPERATORS))
+def test_operators_create_no_tensor_off_the_input_device(name):
+    # the meta device refuses to mix with CPU tensors, so a stray CPU constant fails here
+    op = OPERATORS[name]().to("meta")
+    x = torch.zeros(_image_shape(op), device="meta")
+    y = op.A(x)
+    assert y.device.type == op.A_adjoint(y).device.type == "meta"
+    if isinstance(op, ParallelBeamCT):
+        assert op.fbp(y).device.type == "meta"
+        assert add_relative_noise(y, 0.1, torch.Generator().manual_seed(0)).device.type == "meta"
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_ct_on_cuda_matches_cpu():
+    ct = ParallelBeamCT(64, 30)
+    x = torch.rand(2, 1, 64, 64)
+    y = ct.A(x)
+    torch.testing.assert_close(ct.A(x.cuda()).cpu(), y, rtol=1e-4, atol=1e-3)
+    torch.testing.assert_close(ct.A_adjoint(y.cuda()).cpu(), ct.A_adjoint(y), rtol=1e-4, atol=1e-3)
+    torch.testing.assert_close(ct.fbp(y.cuda()).cpu(), ct.fbp(y), rtol=1e-4, atol=1e-4)
+
+
 # --- scikit-image cross-checks on Shepp-Logan 256² -------------------------------------------------
 
 skimage_transform = pytest.importorskip("skimage.transform")

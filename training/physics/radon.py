@@ -52,7 +52,7 @@ def _ray_grid(
     n_samples = factor * n_detectors
     s = torch.arange(n_detectors, dtype=dtype, device=device) - n_detectors // 2
     t = (torch.arange(n_samples, dtype=dtype, device=device) - n_samples // 2) / factor
-    base = torch.stack(torch.broadcast_tensors(s[None, :], t[:, None], torch.ones((), dtype=dtype)), -1)
+    base = torch.stack(torch.broadcast_tensors(s[None, :], t[:, None], s.new_ones(())), -1)
     # coarse pixel -> index on the fine grid (pixel centres) -> [-1, 1] with align_corners=True
     scale = 2 * factor / (factor * image_size - 1)
     shift = (factor * (image_size // 2) + (factor - 1) / 2) * 2 / (factor * image_size - 1) - 1
