@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import click
+
 from recon.export.errors import ExportError
 
 EXAMPLES = """

@@ -20,6 +20,7 @@ from recon.export.parity import DEFAULT_TOLERANCES, Tolerance
 
 if TYPE_CHECKING:
     import torch
+
     from recon.runtime.manifest import Manifest
 
 INPUT_NAME, OUTPUT_NAME = "measurement", "image"
@@ -281,6 +282,7 @@ def export_artifact(options: ExportOptions, progress: Progress | None = None) ->
     import numpy as np
     import onnx
     import torch
+
     from recon.export import int8 as int8_mod
     from recon.export import parity as par
     from recon.export.onnx_export import export_onnx

@@ -207,6 +207,7 @@ def simulated_inputs(
     """
     import numpy as np
     import torch
+
     from recon.training.data import phantom
     from recon.training.tasks import simulate
 

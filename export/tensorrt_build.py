@@ -230,7 +230,7 @@ def _precision_of(text: str) -> str:
 
 
 def _name_patterns(names: set[str] | frozenset[str]) -> list[re.Pattern[str]]:
-    return [re.compile(rf"(?<![\w.]){re.escape(name)}(?![\w.])") for name in names]
+    return [re.compile(rf"(?<!\w){re.escape(name)}(?!\w)") for name in names]
 
 
 def summarize_layers(

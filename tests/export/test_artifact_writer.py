@@ -62,7 +62,9 @@ def test_two_directories_swap_atomically(tmp_path):
 
 def test_temp_folders_of_dead_exports_are_removed_and_live_ones_kept(tmp_path):
     target = tmp_path / "art"
-    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    dead = subprocess.run(
+        [sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True
+    )
     dead_dir = tmp_path / f".art.partial-{int(dead.stdout)}-abc"
     live_dir = tmp_path / f".art.partial-{os.getpid()}-def"
     other = tmp_path / f".other.partial-{int(dead.stdout)}-abc"

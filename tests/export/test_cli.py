@@ -84,18 +84,32 @@ def test_engine_auto_exports_without_an_engine_and_says_why_in_json(capsys, tmp_
     if not has_builder:
         assert any(note.startswith("no TensorRT engine: ") for note in summary["notes"])
 
-    config = text_format.Parse((repo / "cnn-deblur" / "config.pbtxt").read_text(), model_config_pb2.ModelConfig())
+    config = text_format.Parse(
+        (repo / "cnn-deblur" / "config.pbtxt").read_text(), model_config_pb2.ModelConfig()
+    )
     assert config.platform == "onnxruntime_onnx" and config.max_batch_size == 4
     assert (repo / "cnn-deblur" / "1" / "model.onnx").read_bytes() == (art / "model.fp16.onnx").read_bytes()
 
     # A second run on the same target needs --force.
-    code, _, err = run(capsys, "--model", "cnn", "--random-init", "--out", str(art), "--engine", "none", *SMALL)
+    code, _, err = run(
+        capsys, "--model", "cnn", "--random-init", "--out", str(art), "--engine", "none", *SMALL
+    )
     assert_one_line_error(code, err, "already exists", "--force")
 
 
 def test_failed_parity_writes_nothing_unless_allowed(capsys, tmp_path):
     art = tmp_path / "art"
-    strict = ["--model", "cnn", "--random-init", "--fp16", "--fp16-min-psnr", "1000", "--engine", "none", *SMALL]
+    strict = [
+        "--model",
+        "cnn",
+        "--random-init",
+        "--fp16",
+        "--fp16-min-psnr",
+        "1000",
+        "--engine",
+        "none",
+        *SMALL,
+    ]
     code, _, err = run(capsys, *strict, "--out", str(art))
     assert_one_line_error(code, err, "parity failed", "onnxruntime-fp16", "< 1000 dB")
     assert not art.exists() and list(tmp_path.iterdir()) == []
