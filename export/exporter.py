@@ -95,7 +95,9 @@ def load_network(options: ExportOptions) -> tuple[torch.nn.Module, dict[str, Any
                     f"(a recon-train output) or --random-init to export an untrained network"
                 ) from None
             raise ExportError(str(error)) from None
-        except (OSError, RuntimeError) as error:  # unreadable file, state dict that does not fit
+        except (
+            Exception
+        ) as error:  # unreadable or foreign file, a state dict that does not fit: the user's file
             first = str(error).splitlines()[0] if str(error) else type(error).__name__
             raise ExportError(f"cannot load weights for {options.model}-{options.task}: {first}") from None
         source = {

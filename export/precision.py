@@ -95,6 +95,16 @@ def island_node_names(model: onnx.ModelProto, scopes: Iterable[str]) -> set[str]
 
 
 # -- FP16 conversion --------------------------------------------------------------------------------------
+def _infer(model: onnx.ModelProto) -> onnx.ModelProto:
+    """Strict shape/type inference: every value's dtype must be known to assign it a precision."""
+    import onnx
+
+    try:
+        return onnx.shape_inference.infer_shapes(model, strict_mode=True, data_prop=True)
+    except (onnx.shape_inference.InferenceError, onnx.checker.ValidationError) as error:
+        raise ExportError(f"FP16: ONNX type inference failed: {str(error).splitlines()[0]}") from None
+
+
 def _dtypes(model: onnx.ModelProto) -> dict[str, int]:
     graph = model.graph
     dtypes = {}
@@ -223,7 +233,7 @@ def convert_to_fp16(
     import onnx
     from onnx import helper
 
-    model = onnx.shape_inference.infer_shapes(model, strict_mode=True, data_prop=True)
+    model = _infer(model)
     graph = model.graph
     opset = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), 18)
     dtypes = _dtypes(model)
@@ -341,7 +351,7 @@ def convert_to_fp16(
     del graph.node[:]
     graph.node.extend(new_nodes)
     del graph.value_info[:]
-    model = onnx.shape_inference.infer_shapes(model, strict_mode=True, data_prop=True)
+    model = _infer(model)
     try:
         onnx.checker.check_model(model, full_check=True)
     except onnx.checker.ValidationError as error:
