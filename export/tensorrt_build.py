@@ -154,7 +154,9 @@ def build_engine(
     cache_path = Path(options.timing_cache) if options.timing_cache else None
     cache_bytes = cache_path.read_bytes() if cache_path is not None and cache_path.is_file() else b""
     cache = config.create_timing_cache(cache_bytes)
-    config.set_timing_cache(cache, False)  # ignore_mismatch=False: a foreign cache is not used
+    # ignore_mismatch=False: a cache from another GPU / TensorRT is refused; start an empty one then.
+    if cache is None or not config.set_timing_cache(cache, False):
+        config.set_timing_cache(config.create_timing_cache(b""), False)
 
     serialized = builder.build_serialized_network(network, config)
     if serialized is None:

@@ -84,3 +84,86 @@ def test_an_fp16_ct_engine_builds_with_fp16_convs_and_passes_parity(exported, tm
     folders = write_triton_repository(tmp_path / "repo", directory, manifest.to_json(), onnx_precision="fp16")
     config = text_format.Parse((folders[1] / "config.pbtxt").read_text(), model_config_pb2.ModelConfig())
     assert config.platform == "tensorrt_plan" and config.max_batch_size == 4
+
+
+class _Recorder:
+    """A stand-in for the `tensorrt` module that records how the builder is driven (no GPU needed). It proves
+    our flags, profile and cache handling; the real API is exercised by the @gpu test above."""
+
+    def __init__(self, version: str) -> None:
+        import types
+
+        self.__version__ = version
+        self.calls: list[tuple] = []
+        enum = types.SimpleNamespace
+        self.NetworkDefinitionCreationFlag = enum(STRONGLY_TYPED=0)
+        self.MemoryPoolType = enum(WORKSPACE="WORKSPACE")
+        self.ProfilingVerbosity = enum(DETAILED="DETAILED")
+        self.BuilderFlag = enum(VERSION_COMPATIBLE="VERSION_COMPATIBLE", EXCLUDE_LEAN_RUNTIME="EXCLUDE_LEAN")
+        self.LayerInformationFormat = enum(JSON="JSON")
+        rec = self
+
+        class Obj:
+            def __init__(self, *args):
+                rec.calls.append((type(self).__name__, args))
+
+            def __getattr__(self, name):
+                def method(*args):
+                    rec.calls.append((name, args))
+                    answers = {
+                        "parse_from_file": True,
+                        "set_timing_cache": True,
+                        "build_serialized_network": b"PLAN",
+                        "serialize": b"CACHE",
+                        "get_engine_information": json.dumps({"Layers": LAYERS}),
+                    }
+                    return answers.get(name, Obj())
+
+                return method
+
+        class Logger(Obj):
+            ERROR = "ERROR"
+
+        self.Logger = Logger
+        self.Builder = self.OnnxParser = self.Runtime = Obj
+
+
+@pytest.mark.parametrize(("version", "lean"), [("10.13.0", False), ("11.4.0", True)])
+def test_the_builder_is_driven_as_documented(monkeypatch, tmp_path, version, lean):
+    from recon.export import tensorrt_build as tb
+
+    fake = _Recorder(version)
+    device = {"name": "Test GPU", "compute_capability": "9.0"}
+    monkeypatch.setattr(tb, "tensorrt_builder_status", lambda device_id=0: (fake, device, ""))
+    options = tb.EngineOptions(
+        batch=(1, 4, 16), workspace_mb=256, opt_level=2, timing_cache=tmp_path / "c", version_compatible=lean
+    )
+    info = tb.build_engine(
+        tmp_path / "m.onnx",
+        tmp_path / "m.plan",
+        input_name="measurement",
+        input_chw=(1, 8, 8),
+        options=options,
+        fp32_island_nodes={"node_Conv_fbp"},
+        conv_nodes={"node_Conv_7", "node_conv2d_2"},
+    )
+    calls = dict(fake.calls)
+    assert calls["create_network"] == ((1,) if version.startswith("10") else (0,))  # STRONGLY_TYPED below 11
+    assert calls["set_memory_pool_limit"] == ("WORKSPACE", 256 << 20)
+    assert calls["set_shape"] == ("measurement", (1, 1, 8, 8), (4, 1, 8, 8), (16, 1, 8, 8))
+    assert calls["set_input_shape"] == ("measurement", (4, 1, 8, 8))  # the inspector sees the opt shape
+    flags = [args[0] for name, args in fake.calls if name == "set_flag"]
+    assert flags == (["VERSION_COMPATIBLE", "EXCLUDE_LEAN"] if lean else [])
+    assert (tmp_path / "m.plan").read_bytes() == b"PLAN" and (tmp_path / "c").read_bytes() == b"CACHE"
+    assert info["tensorrt"] == {
+        "version": version,
+        "compute_capability": "9.0",
+        "device_name": "Test GPU",
+        "version_compatible": lean,
+        "lean_runtime_excluded": lean,
+        "hardware_compatibility_level": "none",
+        "profile": {"min": 1, "opt": 4, "max": 16},
+        "builder_optimization_level": 2,
+        "workspace_mb": 256,
+    }
+    assert info["layers"]["conv_fp16"] == 2 and info["layers"]["island_convs"] == 1
