@@ -76,6 +76,44 @@ def test_recon_train_writes_weights_and_card(tmp_path, monkeypatch):
     assert card["metrics"]["heldout"]["n"] == 2 and "baseline" in card["metrics"]["heldout"]
 
 
+def test_recon_train_on_a_course_layout_folder(tmp_path, monkeypatch):
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    for split in ("train", "test"):
+        (tmp_path / "data" / split / "p1").mkdir(parents=True)
+        for k in range(2):
+            img = (rng.random((80, 80)) * 255).astype(np.uint8)
+            Image.fromarray(img).save(tmp_path / "data" / split / "p1" / f"{k}.png")
+    monkeypatch.chdir(tmp_path)
+    args = [
+        "--model",
+        "cnn",
+        "--task",
+        "deblur",
+        "--data",
+        "data",
+        "--steps",
+        "2",
+        "--steps-per-epoch",
+        "2",
+        "--batch-size",
+        "2",
+        "--crop",
+        "32",
+        "--heldout",
+        "2",
+        "--model-opt",
+        "n_filters=4",
+        "--out",
+        "run",
+    ]
+    result = CliRunner().invoke(train_main, args)
+    assert result.exit_code == 0, result.output
+    card = json.loads((tmp_path / "run" / "cnn-deblur.json").read_text())
+    assert card["data"]["source"] == "folder data" and card["data"]["pool"] == 2
+
+
 def test_recon_simulate_deblur_and_ct(tmp_path):
     from PIL import Image
 
