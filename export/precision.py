@@ -239,9 +239,15 @@ def convert_to_fp16(
     dtypes = _dtypes(model)
     islands = island_node_names(model, island_scopes)
 
+    # Nodes computing only from constants (e.g. a ViT's position table resized) stay FP32: runtimes fold them
+    # once at load, in FP32 (ORT has no FP16 CPU kernel to fold a Resize with), and one Cast follows.
+    constant = {init.name for init in graph.initializer}
     plans: dict[int, _NodePlan] = {}
     deferred = []
     for index, node in enumerate(graph.node):
+        if node.op_type != "Constant" and all(not name or name in constant for name in node.input):
+            constant.update(node.output)
+            continue
         if node.name in islands or (keep_fp32 is not None and keep_fp32(node)):
             continue
         plan = _plan_node(node, opset, dtypes)
