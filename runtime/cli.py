@@ -115,6 +115,10 @@ def plan_outputs(files: list[Path], out: Path, force: bool) -> list[Path]:
             raise ValueError(f"--out {out} would overwrite the input {f}; choose another output folder")
         outputs.append(target)
     existing = [p for p in outputs if p.exists()]
+    for target in existing:  # a hard link to an input resolves to another path but is the same file
+        same = next((f for f in files if os.path.samefile(f, target)), None)
+        if same is not None:
+            raise ValueError(f"{target} is the input {same} (a link); choose another output folder")
     if existing and not force:
         more = f" and {len(existing) - 1} more" if len(existing) > 1 else ""
         raise ValueError(f"{existing[0]}{more} already exist(s); pass --force to overwrite")

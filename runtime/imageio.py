@@ -12,13 +12,14 @@ from __future__ import annotations
 
 import copy
 import os
-import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from recon.runtime.manifest import temp_beside
 
 SUFFIXES = {".png": "png", ".tif": "tiff", ".tiff": "tiff", ".npy": "npy", ".dcm": "dicom", ".dicom": "dicom"}
 
@@ -82,7 +83,7 @@ def write_image(path: str | os.PathLike, image: np.ndarray, like: ImageFile) -> 
         "npy": _write_npy,
         "dicom": _write_dicom,
     }[like.format]
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    fd, tmp = temp_beside(path)  # a plain file's permissions, not mkstemp's 0600
     os.close(fd)
     try:
         writer(Path(tmp), np.asarray(image), like)
@@ -202,8 +203,23 @@ def _read_dicom(path: Path, window: tuple[float, float] | None) -> ImageFile:
         raise ImageIOError(
             f"{path}: multi-frame or colour DICOM; recon-run takes single-frame grayscale slices"
         )
-    slope = float(ds.get("RescaleSlope", 1.0) or 1.0)
-    intercept = float(ds.get("RescaleIntercept", 0.0) or 0.0)
+    photometric = str(ds.get("PhotometricInterpretation", "MONOCHROME2")).strip().upper()
+    if photometric not in ("MONOCHROME1", "MONOCHROME2"):  # PALETTE COLOR has one sample of indices
+        raise ImageIOError(
+            f"{path}: DICOM photometric interpretation {photometric}; recon-run takes grayscale "
+            "(MONOCHROME1/2) slices"
+        )
+    # absent or empty tags mean slope 1, intercept 0; a present zero slope or a NaN is damage, not a
+    # default (a zero slope would make every pixel the same physical value)
+    slope = ds.get("RescaleSlope")
+    intercept = ds.get("RescaleIntercept")
+    slope = 1.0 if slope is None or str(slope).strip() == "" else float(slope)
+    intercept = 0.0 if intercept is None or str(intercept).strip() == "" else float(intercept)
+    if not (np.isfinite(slope) and np.isfinite(intercept) and slope != 0):
+        raise ImageIOError(
+            f"{path}: DICOM RescaleSlope {slope} / RescaleIntercept {intercept} cannot map stored to "
+            "physical values (need a finite, non-zero slope and a finite intercept)"
+        )
     physical = ds.pixel_array.astype(np.float64) * slope + intercept
     if window is None:
         low, high = (intercept + slope * v for v in _stored_range(ds))

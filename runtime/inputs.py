@@ -30,7 +30,14 @@ def prepare_batch(
     Accepts (H, W), (B, H, W), (B, 1, H, W); floats as they are (float16/64 converted), integers scaled
     to [0, 1] by their dtype's maximum. Raises ValueError naming what was expected.
     """
-    x = images if isinstance(images, np.ndarray) else np.asarray(images)
+    if isinstance(images, np.ma.MaskedArray) and np.ma.is_masked(images):
+        # np.asarray would hand the graph whatever lies under the mask
+        raise ValueError(f"masked {what} array: fill the masked values first (e.g. .filled(0))")
+    try:  # subclasses (np.matrix, masked arrays) become plain arrays: they would not broadcast to 4-D
+        x = images if type(images) is np.ndarray else np.asarray(images)
+    except (ValueError, TypeError) as error:  # ragged lists, objects that are not arrays
+        reason = (str(error).strip().splitlines() or [type(error).__name__])[0]
+        raise ValueError(f"{what}s must be a numeric array, got {type(images).__name__} ({reason})") from None
     given = tuple(x.shape)
     expected = f"(H, W), (B, H, W) or (B, 1, H, W) with (H, W) = {_shape_text(hw, 2)}"
     if x.dtype == np.bool_:
@@ -56,11 +63,13 @@ def prepare_batch(
                 f"{_shape_text(hw, rank)} (that is {expected})"
             )
     if x.dtype.kind in "ui":
-        # one pass: cast, scale and make contiguous together
+        # one pass: cast, scale and make contiguous together (order "C": the default "K" keeps a
+        # transposed input's layout, which the backends refuse)
         scale = np.float32(1.0 / np.iinfo(x.dtype).max)
-        return np.multiply(x, scale, dtype=np.float32), rank
+        return np.multiply(x, scale, dtype=np.float32, order="C"), rank
     if x.dtype != np.float32:  # float16/float64, or float32 of the other byte order
-        x = x.astype(np.float32)
+        with np.errstate(over="ignore"):  # float64 beyond float32's range: Inf, refused just below
+            x = x.astype(np.float32)
     if not x.flags.c_contiguous:  # negative strides, slices, transposes
         x = np.ascontiguousarray(x)
     # min/max propagate NaN and see ±Inf without allocating a mask; the mask only when reporting
@@ -71,6 +80,23 @@ def prepare_batch(
             "replace them before reconstruction"
         )
     return x, rank
+
+
+def check_output(output: np.ndarray, batch: np.ndarray, what: str = "image", input_range: Any = None) -> None:
+    """Refuse NaN/Inf in a graph's output: clipping would turn them into a plausible-looking image.
+
+    Finite inputs far outside the trained range (or FP16 graphs fed values above 65504) overflow inside
+    the network; the error says so rather than returning saturated pixels.
+    """
+    if np.isfinite(output.min()) and np.isfinite(output.max()):
+        return
+    bad = int(np.count_nonzero(~np.isfinite(output)))
+    expected = f" {list(input_range)}" if input_range is not None else ""
+    raise ValueError(
+        f"the network produced {bad} NaN/Inf value(s) for {what}s with values in "
+        f"[{float(batch.min()):.6g}, {float(batch.max()):.6g}]; inputs that far outside the range the "
+        f"artifact was trained on overflow inside it, scale them to its input value range{expected}"
+    )
 
 
 def finish_batch(output: np.ndarray, rank: int, value_range: tuple[float, float] | None) -> np.ndarray:

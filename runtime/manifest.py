@@ -40,8 +40,9 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import os
-import tempfile
+import secrets
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -65,10 +66,26 @@ def sha256_of(path: str | os.PathLike, chunk_size: int = 1 << 20) -> str:
     return digest.hexdigest()
 
 
+def temp_beside(path: str | os.PathLike) -> tuple[int, Path]:
+    """A new, empty, uniquely named file beside `path` (fd, path), with the permissions of a plain file.
+
+    Not `tempfile.mkstemp`: its files are 0600, and after the rename the manifest or image would be
+    unreadable to the other accounts (scanner services) that read it.
+    """
+    path = Path(path)
+    for _ in range(100):
+        tmp = path.parent / f".{path.name}.{secrets.token_hex(6)}.tmp"
+        try:
+            return os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666), tmp  # umask applies
+        except FileExistsError:
+            continue
+    raise FileExistsError(f"{path.parent}: could not create a temporary file beside {path.name}")
+
+
 def write_json_atomic(path: str | os.PathLike, data: Any) -> None:
     """Write JSON to a temp file beside `path`, then rename: readers never see half a file."""
     path = Path(path)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    fd, tmp = temp_beside(path)
     try:
         with os.fdopen(fd, "w") as handle:
             json.dump(data, handle, indent=2, sort_keys=False)
@@ -77,6 +94,61 @@ def write_json_atomic(path: str | os.PathLike, data: Any) -> None:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def check_io_spec(spec: Any, side: str, source: str = "manifest.json") -> None:
+    """An "input"/"output" entry: a name, a shape [batch, 1, H, W], a value range lo < hi, a bool clip."""
+    shape = spec.get("shape") if isinstance(spec, dict) else None
+    if not (
+        isinstance(spec, dict)
+        and isinstance(spec.get("name"), str)
+        and spec["name"]
+        and isinstance(shape, list)
+        and len(shape) == 4
+        and shape[1] == 1
+        and _is_int(shape[1])
+        # H and W: positive integers, or a name / null for "any size"
+        and all((_is_int(d) and d > 0) or isinstance(d, str) or d is None for d in shape)
+    ):
+        raise ArtifactError(
+            f"{source}: {side} needs a name and a shape [batch, 1, H, W], got {spec!r}; "
+            "re-export the artifact"
+        )
+    value_range = spec.get("value_range")
+    if value_range is not None and not (
+        isinstance(value_range, list)
+        and len(value_range) == 2
+        and all(map(_is_number, value_range))
+        and value_range[0] < value_range[1]
+    ):
+        raise ArtifactError(
+            f"{source}: {side} value_range must be null or [low, high] with low < high, got "
+            f"{value_range!r}; re-export the artifact"
+        )
+    if not isinstance(spec.get("clip", True), bool):
+        raise ArtifactError(f"{source}: {side} clip must be true or false, got {spec['clip']!r}; re-export")
+
+
+def check_batch(batch: dict[str, Any], source: str = "manifest.json") -> dict[str, int]:
+    """The batch profile: positive integers, "max" required, min <= opt <= max where given."""
+    if not (
+        "max" in batch
+        and all(_is_int(v) and v >= 1 for v in batch.values())
+        and batch.get("min", 1) <= batch.get("opt", batch["max"]) <= batch["max"]
+    ):
+        raise ArtifactError(
+            f"{source}: batch profile {batch!r} must hold positive integers min <= opt <= max (max "
+            "required); re-export the artifact"
+        )
+    return dict(batch)
 
 
 @dataclass
@@ -133,7 +205,7 @@ class Manifest:
         if not isinstance(data, dict):
             raise ArtifactError(f"{source}: expected a JSON object, got {type(data).__name__}")
         version = data.get("format_version")
-        if version != FORMAT_VERSION:
+        if version != FORMAT_VERSION or not _is_int(version):
             raise ArtifactError(
                 f"{source}: artifact format version {version!r} is not known to this recon "
                 f"(it reads version {FORMAT_VERSION}); re-export the model with this recon version or "
@@ -145,6 +217,20 @@ class Manifest:
             raise ArtifactError(f"{source}: missing keys {missing}; the artifact is damaged, re-export it")
         if data["task"] not in TASKS:
             raise ArtifactError(f"{source}: task must be one of {TASKS}, got {data['task']!r}")
+        # every entry the runtime reads is checked here, so a damaged manifest is one ArtifactError
+        # rather than a KeyError/TypeError later, or a silent misreading (e.g. a reversed clip range)
+        kinds = {"name": str, "model": dict, "physics": dict, "batch": dict, "files": dict}
+        for key, kind in kinds.items():
+            if not isinstance(data[key], kind):
+                raise ArtifactError(
+                    f"{source}: {key!r} must be a JSON {'object' if kind is dict else 'string'}, got "
+                    f"{data[key]!r}; the artifact is damaged, re-export it"
+                )
+        if data.get("parity") is not None and not isinstance(data["parity"], dict):
+            raise ArtifactError(f"{source}: 'parity' must be a JSON object; re-export the artifact")
+        check_io_spec(data["input"], "input", source)
+        check_io_spec(data["output"], "output", source)
+        batch = check_batch(data["batch"], source)
         files = {}
         for name, entry in data["files"].items():
             if Path(name).name != name or name in ("", ".", ".."):
@@ -157,7 +243,14 @@ class Manifest:
                     precision=entry.get("precision"),
                     tensorrt=entry.get("tensorrt"),
                 )
-            except (KeyError, TypeError, ValueError) as error:
+                if not (
+                    isinstance(entry["size"], int)
+                    and entry["size"] >= 0
+                    and (files[name].precision is None or isinstance(files[name].precision, str))
+                    and (files[name].tensorrt is None or isinstance(files[name].tensorrt, dict))
+                ):
+                    raise ValueError("size, precision or tensorrt of the wrong type")
+            except (KeyError, TypeError, ValueError, AttributeError) as error:
                 raise ArtifactError(f"{source}: file entry {name!r} is malformed ({error})") from None
         return cls(
             name=data["name"],
@@ -166,7 +259,7 @@ class Manifest:
             input=data["input"],
             output=data["output"],
             physics=data["physics"],
-            batch={k: int(v) for k, v in data["batch"].items()},
+            batch=batch,
             files=files,
             parity=data.get("parity"),
             recon_version=data.get("recon_version", "unknown"),

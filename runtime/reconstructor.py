@@ -12,26 +12,23 @@ from typing import Any
 import numpy as np
 
 from recon.runtime.backends import Backend, select_backend
-from recon.runtime.inputs import finish_batch, prepare_batch, spatial_shape
-from recon.runtime.manifest import ArtifactError, Manifest, load_manifest
+from recon.runtime.inputs import check_output, finish_batch, prepare_batch, spatial_shape
+from recon.runtime.manifest import ArtifactError, Manifest, check_batch, check_io_spec, load_manifest
 
 log = logging.getLogger("recon.runtime")
 
 
 def check_io(manifest: Manifest) -> None:
-    """The input/output/batch entries the runtime relies on, as ArtifactError rather than KeyError."""
-    for side in ("input", "output"):
-        spec = getattr(manifest, side)
-        shape = spec.get("shape") if isinstance(spec, dict) else None
-        if not isinstance(spec.get("name") if isinstance(spec, dict) else None, str) or not (
-            isinstance(shape, list) and len(shape) == 4
-        ):
-            raise ArtifactError(
-                f"manifest of {manifest.name!r}: {side} needs a name and a shape [batch, 1, H, W], got "
-                f"{spec!r}; re-export the artifact"
-            )
-    if "max" not in manifest.batch or manifest.batch["max"] < 1:
-        raise ArtifactError(f"manifest of {manifest.name!r}: batch profile {manifest.batch} has no max >= 1")
+    """The input/output/batch entries the runtime relies on, as ArtifactError rather than KeyError.
+
+    `load_manifest` checks the same; this covers a Manifest built in code.
+    """
+    source = f"manifest of {manifest.name!r}"
+    check_io_spec(manifest.input, "input", source)
+    check_io_spec(manifest.output, "output", source)
+    if not isinstance(manifest.batch, dict):
+        raise ArtifactError(f"{source}: batch profile {manifest.batch!r} is not a mapping; re-export")
+    check_batch(manifest.batch, source)
 
 
 class Reconstructor:
@@ -123,7 +120,7 @@ class Reconstructor:
         start = time.perf_counter()
         batch, rank = prepare_batch(images, self.input_hw, self._what)
         timings: dict[str, float] = {"prepare": time.perf_counter() - start}
-        infer = self.backend.infer
+        infer = self._infer
         n = batch.shape[0]
         if self.min_batch <= n <= self.max_batch:
             output = infer(batch)
@@ -146,6 +143,7 @@ class Reconstructor:
                     if stage != "total":
                         timings[stage] = timings.get(stage, 0.0) + seconds
         mark = time.perf_counter()
+        check_output(output, batch, self._what, self.manifest.input.get("value_range"))
         output = finish_batch(output, rank, self.value_range)
         end = time.perf_counter()
         timings["finish"] = end - mark
@@ -154,6 +152,21 @@ class Reconstructor:
         return output
 
     __call__ = run
+
+    def _infer(self, batch: np.ndarray) -> np.ndarray:
+        """The backend's output, held to the shape and dtype the manifest promises."""
+        output = self.backend.infer(batch)
+        expected = (batch.shape[0], 1, *self.output_hw)
+        if output.ndim != 4 or any(
+            w is not None and g != w for g, w in zip(output.shape, expected, strict=True)
+        ):
+            h, w = ("H" if d is None else d for d in self.output_hw)  # symbolic: any size
+            raise ArtifactError(
+                f"{self.directory}: the {self.backend.name} graph returned shape {output.shape} for a batch "
+                f"of {batch.shape[0]}, the manifest promises ({batch.shape[0]}, 1, {h}, {w}); "
+                "re-export the artifact"
+            )
+        return output if output.dtype == np.float32 else output.astype(np.float32)
 
     def warmup(self, batch_sizes: tuple[int, ...] = (1,)) -> None:
         """Run zeros once per batch size (first runs allocate memory and, on GPUs, pick kernels)."""

@@ -63,6 +63,36 @@ def _profile_shape(manifest: Manifest, name: str, batch: int) -> str:
     return f"{name}:{'x'.join(dims)}"
 
 
+def check_graph_io(path: Path, manifest: Manifest, graph_input: Any, graph_output: Any) -> None:
+    """Refuse, at load time, a graph whose I/O types or static dims contradict the manifest.
+
+    Otherwise a manifest edited by hand (or an export bug) shows up later as an onnxruntime error on
+    the first exam, or as outputs of another shape than the one promised.
+    """
+    sides = (("input", graph_input, manifest.input), ("output", graph_output, manifest.output))
+    for side, node, spec in sides:
+        if node.type != "tensor(float)":
+            raise ArtifactError(
+                f"{path}: graph {side} {node.name!r} is {node.type}, the runtime passes float32 "
+                "(tensor(float)); re-export with FP32 inputs and outputs"
+            )
+        graph_shape, wanted = list(node.shape), list(spec["shape"])
+        bad = len(graph_shape) != len(wanted)
+        for axis, (have, want) in enumerate(zip(graph_shape, wanted, strict=False)):
+            static_have, static_want = isinstance(have, int), isinstance(want, int)
+            if axis == 0:  # the batch axis: a static graph batch must be the whole profile
+                bad |= static_have and not (manifest.batch.get("min", 1) == have == manifest.batch["max"])
+            elif static_have and static_want:
+                bad |= have != want
+            elif side == "input":  # the manifest would let through sizes the graph refuses
+                bad |= static_have
+        if bad:
+            raise ArtifactError(
+                f"{path}: graph {side} {node.name!r} has shape {graph_shape}, the manifest says "
+                f"{wanted} (batch {manifest.batch}); the manifest does not describe this graph, re-export"
+            )
+
+
 class OnnxRuntimeBackend(Backend):
     """One `onnxruntime.InferenceSession` (thread-safe for `run`) over one ONNX file of the artifact."""
 
@@ -203,13 +233,27 @@ class OnnxRuntimeBackend(Backend):
                 f"{self.onnx_path}: graph inputs {inputs} / outputs {outputs} do not match the manifest's "
                 f"{self._input_name!r} → {self._output_name!r}; re-export the artifact"
             )
+        check_graph_io(
+            self.onnx_path,
+            self.manifest,
+            session.get_inputs()[0],
+            next(o for o in session.get_outputs() if o.name == self._output_name),
+        )
         self.session = session
         self._output_names = [self._output_name]
 
     def infer_impl(self, batch: np.ndarray, timings: dict[str, float]) -> np.ndarray:
         # Plain run (no IOBinding): on the CPU ORT wraps the numpy buffer without a copy.
         start = time.perf_counter()
-        output = self.session.run(self._output_names, {self._input_name: batch})[0]
+        try:
+            output = self.session.run(self._output_names, {self._input_name: batch})[0]
+        except Exception as error:  # ORT's own exception types derive from Exception only
+            message = (str(error).strip().splitlines() or [type(error).__name__])[0]
+            if type(error).__name__ == "InvalidArgument":  # the input does not fit the graph
+                raise ValueError(
+                    f"{self.name}: the graph refused a batch of shape {batch.shape} ({message})"
+                ) from error
+            raise BackendError(f"{self.name}: onnxruntime failed to run the graph ({message})") from error
         timings["compute"] = time.perf_counter() - start
         return output
 

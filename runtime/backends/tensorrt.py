@@ -87,10 +87,15 @@ def check_engine_compatible(
     info: dict[str, Any], runtime_version: str, lean: bool, compute_capability: tuple[int, int]
 ) -> None:
     """Refuse an engine this TensorRT or this GPU cannot run, with one sentence saying what to do."""
-    built = _version(info.get("version", "0"))
+    built = _version(info.get("version", ""))
     have = _version(runtime_version)
     version_compatible = bool(info.get("version_compatible", False))
     shown = ".".join(map(str, built))
+    if not built:  # an empty tuple would pass the equality test below
+        raise ArtifactError(
+            f"the manifest does not say which TensorRT version built the engine (got "
+            f"{info.get('version')!r}); rebuild it with recon-export --engine trt, or {_WHAT_TO_DO}"
+        )
     if version_compatible:
         if built[:1] != have[:1] or have < built:
             raise ArtifactError(
