@@ -1,0 +1,74 @@
+"""Artifacts beyond the runtime tests' conv/matmul: graphs that overflow or divide by zero on some inputs.
+
+- "normalize": each image divided by its own maximum (y = x / max(x)), like a per-image normalization
+  layer without an epsilon. An all-zero image gives 0/0 = NaN; clipping would hide it as a black image.
+- "gain": y = 4 x. Finite float32 inputs above ~8.5e37 overflow to Inf, which clipping turns into white.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+from runtime_artifacts import H, W
+
+from recon.runtime.manifest import Manifest
+
+GAIN = 4.0
+
+
+def normalize_reference(x: np.ndarray) -> np.ndarray:
+    x = np.asarray(x, np.float64)
+    peak = x.max(axis=(1, 2, 3), keepdims=True)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return x / peak
+
+
+def gain_reference(x: np.ndarray) -> np.ndarray:
+    return np.asarray(x, np.float64) * GAIN
+
+
+def _model(kind: str):
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    if kind == "normalize":
+        nodes = [
+            helper.make_node("ReduceMax", ["measurement", "axes"], ["peak"], keepdims=1),
+            helper.make_node("Div", ["measurement", "peak"], ["image"]),
+        ]
+        init = [numpy_helper.from_array(np.array([1, 2, 3], np.int64), "axes")]
+    else:
+        nodes = [helper.make_node("Mul", ["measurement", "gain"], ["image"])]
+        init = [numpy_helper.from_array(np.array(GAIN, np.float32), "gain")]
+    graph = helper.make_graph(
+        nodes,
+        kind,
+        [helper.make_tensor_value_info("measurement", TensorProto.FLOAT, ["batch", 1, H, W])],
+        [helper.make_tensor_value_info("image", TensorProto.FLOAT, ["batch", 1, H, W])],
+        init,
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)])
+    model.ir_version = 9
+    onnx.checker.check_model(model, full_check=True)
+    return model
+
+
+def build_special_artifact(directory: Path, kind: str, max_batch: int = 8) -> Path:
+    import onnx
+
+    directory.mkdir(parents=True, exist_ok=True)
+    onnx.save(_model(kind), directory / "model.onnx")
+    spec = {"name": "measurement", "shape": ["batch", 1, H, W], "dtype": "float32", "layout": "NCHW"}
+    manifest = Manifest(
+        name=f"test-{kind}",
+        task="deblur",
+        model={"name": kind, "config": {}, "weights_sha256": None},
+        input={**spec, "value_range": [0.0, 1.0]},
+        output={**spec, "name": "image", "value_range": [0.0, 1.0], "clip": True},
+        physics={},
+        batch={"min": 1, "opt": 4, "max": max_batch},
+    )
+    manifest.add_file(directory, "model.onnx", "onnx", "fp32")
+    manifest.save(directory)
+    return directory
