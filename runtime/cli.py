@@ -279,25 +279,45 @@ Examples:
   recon-bench artifacts/resunet-deblur
   recon-bench artifacts/resunet-deblur --backend cpu,cuda,tensorrt --batch 1,8,32 --iters 200
   recon-bench artifacts/resunet-deblur --threads 1 --json bench.json --plot latency.png
+  recon-bench artifacts/resunet-deblur --batch 1,8 --threads 2 --compare-torch
 """
 
 
-def torch_rows(
+def torch_reports(
     artifact: Path, batches: list[int], iters: int, warmup: int, threads: int | None
-) -> list[dict]:
-    """Hook for `--compare-torch` (to come): eager torch latency rows in the table's schema.
+) -> tuple[list[Any], str]:
+    """`--compare-torch`: eager PyTorch latency of the artifact's source pipeline, same threads and batch.
 
-    It needs the training extra; import it here, never at module level (the runtime stays torch-free).
+    It needs the training extra; imported here, never at module level (the runtime stays torch-free).
     """
     try:
-        import torch  # noqa: F401
+        import torch
 
-        import recon.training  # noqa: F401
+        from recon.export.reference import torch_pipeline
     except ImportError:
         raise click.ClickException(
             "--compare-torch needs the training extra: `pip install recon[train]`"
         ) from None
-    raise NotImplementedError("the torch comparison is not wired in yet")
+    from recon.runtime.manifest import load_manifest
+    from recon.runtime.profiling import LatencyReport
+
+    manifest = load_manifest(artifact)
+    pipeline, note = torch_pipeline(manifest)
+    torch.set_num_threads(threads or os.cpu_count() or 1)
+    _, _, height, width = manifest.input["shape"]
+    reports = []
+    for size in batches:
+        batch = torch.rand(size, 1, int(height), int(width), generator=torch.Generator().manual_seed(0))
+        latencies = []
+        with torch.inference_mode():
+            for step in range(warmup + iters):
+                start = time.perf_counter()
+                pipeline(batch)
+                if step >= warmup:
+                    latencies.append(time.perf_counter() - start)
+        meta = {"backend": "torch-eager", "precision": "fp32", "threads": torch.get_num_threads()}
+        reports.append(LatencyReport("torch-eager", size, latencies, {}, warmup, meta))
+    return reports, note
 
 
 def _row(report: Any, bare: Any | None) -> dict[str, Any]:
@@ -379,6 +399,12 @@ def _print_table(rows: list[dict[str, Any]]) -> None:
     default=None,
     help="Write a latency histogram PNG (needs matplotlib).",
 )
+@click.option(
+    "--compare-torch",
+    is_flag=True,
+    help="Also time the original PyTorch pipeline (eager, same threads and batch) and print the speed-up "
+    "(needs the training extra).",
+)
 def bench_command(
     artifact: Path,
     backends: str,
@@ -391,6 +417,7 @@ def bench_command(
     bare_session: str,
     json_path: Path | None,
     plot_path: Path | None,
+    compare_torch: bool,
 ) -> int:
     """Latency per backend × batch size, and the runtime's overhead over bare onnxruntime."""
     from recon.runtime.backends import resolve_name
@@ -426,7 +453,22 @@ def bench_command(
                     report, bare_report = profile(rec, size, iters, warmup), None
                     reports.append(report)
                 rows.append({**_row(report, bare_report), "reason": rec.backend_reason})
+    torch_note = None
+    if compare_torch:
+        torch_list, torch_note = torch_reports(artifact, sizes, iters, warmup, threads)
+        reports += torch_list
+        rows += [{**_row(report, None), "reason": torch_note} for report in torch_list]
     _print_table(rows)
+    if torch_note is not None:
+        eager = {r["batch_size"]: r["p50_ms"] for r in rows if r.get("backend") == "torch-eager"}
+        click.echo(
+            f"speed-up over torch eager ({torch_note}; p50): "
+            + ", ".join(
+                f"{eager[r['batch_size']] / r['p50_ms']:.2f}x ({r['backend']}, batch {r['batch_size']})"
+                for r in rows
+                if "p50_ms" in r and r.get("backend") != "torch-eager" and r["batch_size"] in eager
+            )
+        )
     overheads = [r for r in rows if "overhead_vs_bare" in r]
     if overheads:
         click.echo(
