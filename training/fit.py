@@ -58,16 +58,32 @@ class FitResult:
 
 
 class WarmupCosine:
-    """Linear warmup then cosine decay to 0; an object (not a lambda) so LambdaLR saves its state."""
+    """Linear warmup then cosine decay to 0; an object (not a lambda) so LambdaLR saves its state.
+
+    `retarget` changes the length mid-run without a jump: the cosine's progress continues from where it is
+    and reaches 1 at the new total (a time budget re-estimates the total as the machine's speed drifts).
+    """
 
     def __init__(self, warmup: int, total: int):
         self.warmup, self.total = warmup, total
+        self.anchor_step, self.anchor_progress = warmup, 0.0
+
+    def progress(self, step: int) -> float:
+        span = max(1, self.total - self.anchor_step)
+        return min(
+            1.0,
+            max(0.0, self.anchor_progress + (1 - self.anchor_progress) * (step - self.anchor_step) / span),
+        )
+
+    def retarget(self, step: int, total: int) -> None:
+        if step > self.anchor_step:
+            self.anchor_progress, self.anchor_step = self.progress(step), step
+        self.total = total
 
     def __call__(self, step: int) -> float:
         if step < self.warmup:
             return (step + 1) / self.warmup
-        t = min(1.0, (step - self.warmup) / max(1, self.total - self.warmup))
-        return 0.5 * (1 + math.cos(math.pi * t))
+        return 0.5 * (1 + math.cos(math.pi * self.progress(step)))
 
 
 def auto_device() -> torch.device:
@@ -268,8 +284,10 @@ def fit(
         t = torch.tensor([float(step + max(1, int(left / seconds_per_step / 1.03)))])  # ~3% for validation
         if ddp:
             dist.broadcast(t, 0)
-        total = schedule.total = max(step + 1, int(t.item()))
-        schedule.warmup = min(schedule.warmup, max(1, total // 10))
+        total = max(step + 1, int(t.item()))
+        if step < schedule.warmup:
+            schedule.warmup = schedule.anchor_step = min(schedule.warmup, max(1, total // 10))
+        schedule.retarget(step, total)
 
     bar = tqdm(
         total=total if not calibrate else None,

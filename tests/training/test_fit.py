@@ -98,3 +98,12 @@ def test_residual_models_start_at_the_identity(name):
     x = torch.rand(1, 1, 32, 32)
     assert torch.equal(model.eval()(x), x)
     assert not zero_init_residual(create_model("cnn"))  # no input skip: nothing to zero
+
+
+def test_retargeting_the_schedule_never_jumps():
+    s = WarmupCosine(warmup=10, total=110)
+    before = s(60)
+    s.retarget(60, 1000)  # the machine got faster: more steps left, same learning rate now
+    assert s(60) == pytest.approx(before) and s(61) < before and s(1000) == pytest.approx(0.0, abs=1e-12)
+    s.retarget(500, 520)  # slower: the cosine finishes sooner, still from where it is
+    assert s(520) == pytest.approx(0.0, abs=1e-12) and s(510) < s(500)
