@@ -88,9 +88,16 @@ def write_image(path: str | os.PathLike, image: np.ndarray, like: ImageFile) -> 
     try:
         writer(Path(tmp), np.asarray(image), like)
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as error:
         Path(tmp).unlink(missing_ok=True)
-        raise
+        if isinstance(error, (ImageIOError, OSError)) or not isinstance(error, Exception):
+            raise
+        # e.g. pydicom meeting an element of a damaged input header only when it writes the copy
+        reason = (str(error).strip().splitlines() or [""])[0]
+        raise ImageIOError(
+            f"{path}: cannot write the result for {like.path} as {like.format.upper()} "
+            f"({type(error).__name__}: {reason}); the input's header may be damaged"
+        ) from None
     return path
 
 
@@ -153,7 +160,8 @@ def _write_tiff(path: Path, image: np.ndarray, like: ImageFile) -> None:
         if dtype in ("uint8", "uint16")
         else image.astype(np.float32)
     )
-    tifffile.imwrite(path, data)
+    # explicit: tifffile stores a (3, H, W) or (4, H, W) stack as planar RGB(A) by default
+    tifffile.imwrite(path, data, photometric="minisblack")
 
 
 # -- NPY ---------------------------------------------------------------------------------------------------
@@ -194,6 +202,34 @@ def _ds_text(value: float) -> str:
     return "0"
 
 
+def _pixels(ds: Any, path: Path) -> np.ndarray:
+    """`ds.pixel_array`, with compressed transfer syntaxes refused by name when no decoder is installed."""
+    syntax = getattr(getattr(ds, "file_meta", None), "TransferSyntaxUID", None)
+    if syntax is None or not syntax.is_compressed:
+        return ds.pixel_array
+    try:
+        from pydicom.pixels import get_decoder  # pydicom >= 3
+    except ImportError:
+        return ds.pixel_array
+    try:
+        decoder = get_decoder(syntax)
+    except (NotImplementedError, ValueError):
+        decoder = None
+    if decoder is None or not decoder.is_available:
+        needs = "; ".join(decoder.missing_dependencies) if decoder is not None else "none exists in pydicom"
+        raise ImageIOError(
+            f"{path}: compressed DICOM ({syntax.name}) and no decoder for it is installed ({needs}); "
+            "install one, or convert the file to an uncompressed transfer syntax"
+        )
+    try:
+        return ds.pixel_array
+    except Exception as error:  # pydicom lists each plugin's failure on its own line: keep one line
+        reason = " ".join(str(error).split())[:300]
+        raise ImageIOError(
+            f"{path}: compressed DICOM ({syntax.name}) could not be decoded ({reason})"
+        ) from None
+
+
 def _read_dicom(path: Path, window: tuple[float, float] | None) -> ImageFile:
     pydicom = _import_pydicom()
     ds = pydicom.dcmread(path)
@@ -220,7 +256,7 @@ def _read_dicom(path: Path, window: tuple[float, float] | None) -> ImageFile:
             f"{path}: DICOM RescaleSlope {slope} / RescaleIntercept {intercept} cannot map stored to "
             "physical values (need a finite, non-zero slope and a finite intercept)"
         )
-    physical = ds.pixel_array.astype(np.float64) * slope + intercept
+    physical = _pixels(ds, path).astype(np.float64) * slope + intercept
     if window is None:
         low, high = (intercept + slope * v for v in _stored_range(ds))
         window = (min(low, high), max(low, high))
