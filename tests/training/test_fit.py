@@ -57,7 +57,8 @@ def test_time_budget_stops_gracefully(tmp_path):
     train, valid = _tiny_setup(length=4000)
     cfg = FitConfig(batch_size=2, time_budget=0.05)  # 3 s; epochs of 2000 steps
     result = fit(_model(), train, valid, cfg, tmp_path, progress=False)
-    assert 0 < result.steps < 1000 and result.train_seconds < 10
+    # Stopped by the clock, inside the first 2000-step epoch, not by the step count (speed varies by machine).
+    assert 0 < result.steps < 2000 and result.train_seconds < 10
     assert (tmp_path / "last.pt").exists() and result.history[-1]["step"] == result.steps
 
 
