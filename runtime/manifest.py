@@ -236,21 +236,23 @@ class Manifest:
             if Path(name).name != name or name in ("", ".", ".."):
                 raise ArtifactError(f"{source}: file name {name!r} must be a plain name inside the artifact")
             try:
+                if not isinstance(entry, dict):
+                    raise TypeError(f"expected an object, got {entry!r}")
+                size, precision, tensorrt = entry["size"], entry.get("precision"), entry.get("tensorrt")
+                if not (_is_int(size) and size >= 0):  # JSON also holds 1e3, Infinity, "12"
+                    raise ValueError(f"size must be a non-negative integer, got {size!r}")
+                if not (precision is None or isinstance(precision, str)):
+                    raise ValueError(f"precision must be a string, got {precision!r}")
+                if not (tensorrt is None or isinstance(tensorrt, dict)):
+                    raise ValueError(f"tensorrt must be an object, got {tensorrt!r}")
                 files[name] = FileEntry(
                     sha256=str(entry["sha256"]),
-                    size=int(entry["size"]),
+                    size=size,
                     kind=str(entry["kind"]),
-                    precision=entry.get("precision"),
-                    tensorrt=entry.get("tensorrt"),
+                    precision=precision,
+                    tensorrt=tensorrt,
                 )
-                if not (
-                    isinstance(entry["size"], int)
-                    and entry["size"] >= 0
-                    and (files[name].precision is None or isinstance(files[name].precision, str))
-                    and (files[name].tensorrt is None or isinstance(files[name].tensorrt, dict))
-                ):
-                    raise ValueError("size, precision or tensorrt of the wrong type")
-            except (KeyError, TypeError, ValueError, AttributeError) as error:
+            except (KeyError, TypeError, ValueError) as error:
                 raise ArtifactError(f"{source}: file entry {name!r} is malformed ({error})") from None
         return cls(
             name=data["name"],

@@ -226,18 +226,24 @@ class OnnxRuntimeBackend(Backend):
                 f"backend {self.name!r} asked for {wanted[0]} but onnxruntime gave {', '.join(got)}; "
                 "refusing to run on another provider"
             )
-        inputs = [i.name for i in session.get_inputs()]
-        outputs = [o.name for o in session.get_outputs()]
-        if inputs != [self._input_name] or self._output_name not in outputs:
+        try:
+            graph_inputs, graph_outputs = session.get_inputs(), session.get_outputs()
+            inputs, outputs = [i.name for i in graph_inputs], [o.name for o in graph_outputs]
+            # shapes and types are decoded lazily; a damaged graph can fail here (e.g. non-UTF-8 names)
+            described = [(i.shape, i.type) for i in graph_inputs + graph_outputs]
+        except Exception as error:
+            message = (str(error).strip().splitlines() or [type(error).__name__])[0]
+            raise ArtifactError(
+                f"{self.onnx_path}: onnxruntime cannot describe the graph's inputs/outputs ({message}); "
+                "the file is damaged, re-export"
+            ) from None
+        if inputs != [self._input_name] or self._output_name not in outputs or not described:
             raise ArtifactError(
                 f"{self.onnx_path}: graph inputs {inputs} / outputs {outputs} do not match the manifest's "
                 f"{self._input_name!r} → {self._output_name!r}; re-export the artifact"
             )
         check_graph_io(
-            self.onnx_path,
-            self.manifest,
-            session.get_inputs()[0],
-            next(o for o in session.get_outputs() if o.name == self._output_name),
+            self.onnx_path, self.manifest, graph_inputs[0], graph_outputs[outputs.index(self._output_name)]
         )
         self.session = session
         self._output_names = [self._output_name]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import subprocess
 import sys
 from pathlib import Path
 
@@ -24,3 +25,22 @@ def hardening_artifacts(tmp_path_factory) -> dict[str, Path]:
         "normalize": build_special_artifact(root / "normalize", "normalize"),
         "gain": build_special_artifact(root / "gain", "gain"),
     }
+
+
+def export_cnn(target: Path) -> Path:
+    """A really exported artifact (recon-export, random weights): 3 convs, 64 filters, 64x64, FP32 + FP16."""
+    try:
+        import recon.export  # noqa: F401 - needs the training extra (torch)
+    except ImportError as error:
+        pytest.skip(f"recon-export is not usable here ({error})")
+    command = [sys.executable, "-m", "recon.export.cli", "--model", "cnn", "--task", "deblur",
+               "--random-init", "--size", "64", "--batch", "1:4:8", "--engine", "none", "--fp16",
+               "--threads", "1", "--quiet", "--out", str(target)]  # fmt: skip
+    result = subprocess.run(command, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr
+    return target
+
+
+@pytest.fixture(scope="session")
+def exported_cnn(tmp_path_factory) -> Path:
+    return export_cnn(tmp_path_factory.mktemp("exported") / "cnn-deblur")

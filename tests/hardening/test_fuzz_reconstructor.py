@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 import pytest
 from fuzzing import SCALES, assert_clear, fuzz_settings
-from hardening_artifacts import GAIN
+from hardening_artifacts import GAIN, conv3x3
 from hypothesis import given, note
 from hypothesis import strategies as st
 from runtime_artifacts import ANGLES, CONV_B, CONV_W, CT_MATRIX, DETECTORS, H, N, W
@@ -26,16 +26,6 @@ from recon.runtime import Reconstructor
 
 F32_MAX = float(np.finfo(np.float32).max)
 F32_TINY = float(np.finfo(np.float32).tiny)
-
-
-def conv3x3(x: np.ndarray, weights: np.ndarray, bias: float) -> np.ndarray:
-    """'same' 3x3 cross-correlation + bias + ReLU in float64, written out here (not imported)."""
-    padded = np.pad(x, ((0, 0), (0, 0), (1, 1), (1, 1)))
-    out = np.full(x.shape, float(bias))
-    for i in range(3):
-        for j in range(3):
-            out += float(weights[i, j]) * padded[:, :, i : i + x.shape[2], j : j + x.shape[3]]
-    return np.maximum(out, 0.0)
 
 
 @dataclass
