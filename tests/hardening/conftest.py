@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import subprocess
 import sys
 from pathlib import Path
 
@@ -10,7 +9,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "runtime"))  # runtime_artifacts
 
-from hardening_artifacts import build_special_artifact  # noqa: E402
+from hardening_artifacts import build_special_artifact, export_cnn  # noqa: E402
 from runtime_artifacts import build_artifact  # noqa: E402
 
 
@@ -27,20 +26,10 @@ def hardening_artifacts(tmp_path_factory) -> dict[str, Path]:
     }
 
 
-def export_cnn(target: Path) -> Path:
-    """A really exported artifact (recon-export, random weights): 3 convs, 64 filters, 64x64, FP32 + FP16."""
+@pytest.fixture(scope="session")
+def exported_cnn(tmp_path_factory) -> Path:
     try:
         import recon.export  # noqa: F401 - needs the training extra (torch)
     except ImportError as error:
         pytest.skip(f"recon-export is not usable here ({error})")
-    command = [sys.executable, "-m", "recon.export.cli", "--model", "cnn", "--task", "deblur",
-               "--random-init", "--size", "64", "--batch", "1:4:8", "--engine", "none", "--fp16",
-               "--threads", "1", "--quiet", "--out", str(target)]  # fmt: skip
-    result = subprocess.run(command, capture_output=True, text=True, timeout=600)
-    assert result.returncode == 0, result.stderr
-    return target
-
-
-@pytest.fixture(scope="session")
-def exported_cnn(tmp_path_factory) -> Path:
     return export_cnn(tmp_path_factory.mktemp("exported") / "cnn-deblur")

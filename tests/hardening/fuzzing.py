@@ -17,18 +17,11 @@ from __future__ import annotations
 
 import os
 import re
-import sys
-from pathlib import Path
 
 import pytest
 from hypothesis import HealthCheck, settings
 
 from recon.runtime import BackendError
-
-# the small onnx.helper artifacts of the runtime tests are reused as they are
-RUNTIME_TESTS = Path(__file__).resolve().parent.parent / "runtime"
-if str(RUNTIME_TESTS) not in sys.path:
-    sys.path.insert(0, str(RUNTIME_TESTS))
 
 FULL_EXAMPLES = 1000
 SCALES = [pytest.param("quick"), pytest.param("full", marks=pytest.mark.slow)]

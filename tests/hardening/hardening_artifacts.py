@@ -7,6 +7,8 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -71,3 +73,14 @@ def build_special_artifact(directory: Path, kind: str, max_batch: int = 8) -> Pa
     manifest.add_file(directory, "model.onnx", "onnx", "fp32")
     manifest.save(directory)
     return directory
+
+
+def export_cnn(target: Path, engine: str = "none") -> Path:
+    """A really exported artifact (recon-export, random weights): 3 convs, 64 filters, 64x64, FP32 + FP16."""
+    command = [sys.executable, "-m", "recon.export.cli", "--model", "cnn", "--task", "deblur",
+               "--random-init", "--size", "64", "--batch", "1:4:8", "--engine", engine, "--fp16",
+               "--threads", "1", "--quiet", "--out", str(target)]  # fmt: skip
+    result = subprocess.run(command, capture_output=True, text=True, timeout=900)
+    if result.returncode != 0:
+        raise RuntimeError(f"recon-export failed: {result.stderr.strip()}")
+    return target
