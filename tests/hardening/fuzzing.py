@@ -15,6 +15,8 @@ overrides both (e.g. `RECON_FUZZ_EXAMPLES=5000`).
 
 from __future__ import annotations
 
+import contextlib
+import io
 import os
 import re
 
@@ -22,6 +24,7 @@ import pytest
 from hypothesis import HealthCheck, settings
 
 from recon.runtime import BackendError
+from recon.runtime.cli import run_command
 
 FULL_EXAMPLES = 1000
 SCALES = [pytest.param("quick"), pytest.param("full", marks=pytest.mark.slow)]
@@ -50,3 +53,15 @@ def assert_clear(error: BaseException, *expected: str) -> None:
     assert message and "\n" not in message, f"not one line: {message!r}"
     if expected:
         assert any(re.search(p, message) for p in expected), f"{message!r} names none of {expected}"
+
+
+def recon_run(*args: object) -> tuple[int, str]:
+    """recon-run in this process: (exit code, stderr). Any exception it lets out fails the test."""
+    stderr = io.StringIO()
+    with contextlib.redirect_stderr(stderr), contextlib.redirect_stdout(io.StringIO()):
+        try:
+            run_command.main([*map(str, args)], prog_name="recon-run")
+            code = 0
+        except SystemExit as exit_:
+            code = exit_.code or 0
+    return int(code), stderr.getvalue()

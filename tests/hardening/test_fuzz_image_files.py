@@ -10,8 +10,6 @@ exception type, never a traceback out of recon-run.
 
 from __future__ import annotations
 
-import contextlib
-import io
 import os
 import re
 import tempfile
@@ -20,13 +18,12 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from fuzzing import SCALES, assert_clear, fuzz_settings
+from fuzzing import SCALES, assert_clear, fuzz_settings, recon_run
 from hypothesis import given, note
 from hypothesis import strategies as st
 from image_files import NPY, NPY_DTYPES, READABLE, TIFF, TIFF_DTYPES, VARIANTS, suffix, write_variant
 from runtime_artifacts import H, W
 
-from recon.runtime.cli import run_command
 from recon.runtime.imageio import ImageIOError, read_image
 
 DAMAGE = [None, "truncate", "flip", "overwrite", "append", "empty", "zero-head"]
@@ -118,18 +115,6 @@ def test_readers_return_what_was_written_or_refuse_with_the_file_and_reason(tmp_
     fuzz()
     print(f"\nread_image fuzz ({scale}): {sum(outcomes.values())} cases {outcomes}")
     assert outcomes.get("read (whole)") and outcomes.get("refused (whole)")
-
-
-def recon_run(*args: str) -> tuple[int, str]:
-    """recon-run in this process: (exit code, stderr). Any exception it lets out fails the test."""
-    stderr = io.StringIO()
-    with contextlib.redirect_stderr(stderr), contextlib.redirect_stdout(io.StringIO()):
-        try:
-            run_command.main([*map(str, args)], prog_name="recon-run")
-            code = 0
-        except SystemExit as exit_:
-            code = exit_.code or 0
-    return int(code), stderr.getvalue()
 
 
 @pytest.mark.parametrize("scale", SCALES)
