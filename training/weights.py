@@ -46,6 +46,7 @@ def save_trained(model: nn.Module, card: dict, stem: str | Path) -> tuple[Path, 
     st_path, card_path = stem.with_suffix(".safetensors"), stem.with_suffix(".json")
     state = {k: v.detach().float().contiguous().cpu() for k, v in model.state_dict().items()}
     save_file(state, str(st_path), metadata={"model": json.dumps(card.get("model", {}))})
+    st_path.chmod(0o644)  # safetensors writes 0600; shipped files are read by everyone
     card = {**card, "file": st_path.name, "bytes": st_path.stat().st_size, "sha256": file_sha256(st_path)}
     card_path.write_text(json.dumps(card, indent=2) + "\n")
     return st_path, card_path
