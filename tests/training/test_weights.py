@@ -36,6 +36,16 @@ def test_shipped_card_matches_its_file(card_path: Path):
 
 
 @pytest.mark.parametrize("card_path", CARDS, ids=[p.stem for p in CARDS])
+def test_shipped_card_was_made_by_its_recipe(card_path: Path):
+    import shlex
+
+    from recon.training.recipes import recipe_args
+
+    card = json.loads(card_path.read_text())
+    assert shlex.split(card["training"]["command"])[1:] == recipe_args(card_path.stem)
+
+
+@pytest.mark.parametrize("card_path", CARDS, ids=[p.stem for p in CARDS])
 def test_shipped_weights_load(card_path: Path):
     card = json.loads(card_path.read_text())
     model, loaded_card = load_trained(card["model"]["name"], card["task_name"])
