@@ -116,7 +116,7 @@ def train_main(
 
     from recon.training import data as data_mod
     from recon.training import distributed, tasks
-    from recon.training.fit import FitConfig, evaluate, fit, zero_init_residual
+    from recon.training.fit import FitConfig, evaluate, fit, start_at_identity
     from recon.training.models import count_parameters, create_model
     from recon.training.weights import MAX_BYTES, save_trained
 
@@ -131,7 +131,7 @@ def train_main(
             overrides.setdefault("image_size", crop)  # learned positions for the training crop
         torch.manual_seed(seed)
         model = create_model(model_name, **overrides)
-        zero_init_residual(model)
+        start_at_identity(model)
         out = Path(out or f"runs/{model_name}-{task}")
         t0 = time.time()
         clean, inputs = data_mod.training_pool(task_cfg, pool, size, seed, data, cache_dir=Path("runs/cache"))
