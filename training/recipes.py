@@ -17,7 +17,7 @@ COMMON = [
 RECIPES: dict[str, tuple[float, list[str]]] = {
     "resunet-deblur": (20, []),
     "resunet-ct": (15, []),
-    "cnn-deblur": (7, []),
+    "cnn-deblur": (12, []),
     "rescnn-deblur": (7, []),
     "vit-deblur": (9, ["--lr", "5e-4"]),
     "cnn-ct": (7, []),
