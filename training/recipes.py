@@ -17,7 +17,7 @@ COMMON = [
 RECIPES: dict[str, tuple[float, list[str]]] = {
     "resunet-deblur": (20, []),
     "resunet-ct": (15, []),
-    "cnn-deblur": (12, []),
+    "cnn-deblur": (12, ["--lr", "2e-3"]),
     "rescnn-deblur": (7, []),
     "vit-deblur": (9, ["--lr", "5e-4"]),
     "cnn-ct": (7, []),
