@@ -23,7 +23,8 @@ PRECISIONS = ["auto", "fp32", "fp16", "int8"]
 
 
 def _fail(message: str, code: int = 1) -> None:
-    click.echo(f"error: {message}", err=True)
+    # one line even when the message quotes a damaged file's text (a stray CR/LF in a DICOM tag)
+    click.echo("error: " + " ".join(str(message).splitlines()), err=True)
     sys.exit(code)
 
 
@@ -225,6 +226,11 @@ def run_command(
         with tqdm(total=len(files), unit="file", desc="recon-run", disable=None, leave=False) as bar:
             for path, target in zip(files, outputs, strict=True):
                 image = read_image(path, dicom_window=window)
+                if image.data.dtype.kind not in "fiu":  # a stack is concatenated with other files' pixels
+                    raise ValueError(
+                        f"{path}: pixels of type {image.data.dtype}; recon-run reconstructs integer or "
+                        "floating-point images"
+                    )
                 shape = image.data.shape[-2:]
                 for got, want in zip(shape, rec.input_hw, strict=True):
                     if want is not None and got != want:

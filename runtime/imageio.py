@@ -218,7 +218,7 @@ def _pixels(ds: Any, path: Path) -> np.ndarray:
     if decoder is None or not decoder.is_available:
         needs = "; ".join(decoder.missing_dependencies) if decoder is not None else "none exists in pydicom"
         raise ImageIOError(
-            f"{path}: compressed DICOM ({syntax.name}) and no decoder for it is installed ({needs}); "
+            f"{path}: compressed DICOM ({syntax.name!r}) and no decoder for it is installed ({needs}); "
             "install one, or convert the file to an uncompressed transfer syntax"
         )
     try:
@@ -242,7 +242,7 @@ def _read_dicom(path: Path, window: tuple[float, float] | None) -> ImageFile:
     photometric = str(ds.get("PhotometricInterpretation", "MONOCHROME2")).strip().upper()
     if photometric not in ("MONOCHROME1", "MONOCHROME2"):  # PALETTE COLOR has one sample of indices
         raise ImageIOError(
-            f"{path}: DICOM photometric interpretation {photometric}; recon-run takes grayscale "
+            f"{path}: DICOM photometric interpretation {photometric!r}; recon-run takes grayscale "
             "(MONOCHROME1/2) slices"
         )
     # absent or empty tags mean slope 1, intercept 0; a present zero slope or a NaN is damage, not a

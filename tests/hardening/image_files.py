@@ -193,7 +193,7 @@ def _dicom(path: Path, variant: str, rng: np.random.Generator, h: int, w: int, d
         expected = refuse("RescaleSlope")
     elif variant == "dcm-palette":
         ds.PhotometricInterpretation = "PALETTE COLOR"
-        expected = refuse("photometric interpretation PALETTE COLOR")
+        expected = refuse("photometric interpretation 'PALETTE COLOR'")
     elif variant == "dcm-rgb":
         ds.SamplesPerPixel, ds.PhotometricInterpretation, ds.PlanarConfiguration = 3, "RGB", 0
         ds.BitsAllocated, ds.BitsStored, ds.HighBit = 8, 8, 7
@@ -209,8 +209,8 @@ def _dicom(path: Path, variant: str, rng: np.random.Generator, h: int, w: int, d
     elif variant == "dcm-jpeg-lossless":  # a real CT archive syntax that needs pylibjpeg or gdcm
         ds.PixelData = encapsulate([b"\xff\xd8\xff\xc3 not really a jpeg \xff\xd9"])
         expected = refuse(
-            r"compressed DICOM \(JPEG Lossless.*\) and no decoder for it is installed",
-            r"compressed DICOM \(JPEG Lossless.*\) could not be decoded",
+            r"compressed DICOM \('JPEG Lossless.*\) and no decoder for it is installed",
+            r"compressed DICOM \('JPEG Lossless.*\) could not be decoded",
         )
     elif variant == "dcm-short-pixels":
         keep = len(ds.PixelData) // 2

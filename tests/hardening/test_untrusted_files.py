@@ -72,10 +72,10 @@ def test_the_unsafe_load_detector_sees_what_it_looks_for(tmp_path):
         ("dcm-empty-rescale", None),
         ("dcm-zero-slope", r"RescaleSlope 0.0 .* \(need a finite, non-zero slope"),
         ("dcm-nan-slope", "RescaleSlope nan"),
-        ("dcm-jpeg-lossless", r"compressed DICOM \(JPEG Lossless.*\) and no decoder for it is installed"),
+        ("dcm-jpeg-lossless", r"compressed DICOM \('JPEG Lossless.*\) and no decoder for it is installed"),
         ("dcm-multiframe", "multi-frame or colour DICOM"),
         ("dcm-rgb", "multi-frame or colour DICOM"),
-        ("dcm-palette", "photometric interpretation PALETTE COLOR"),
+        ("dcm-palette", "photometric interpretation 'PALETTE COLOR'"),
         ("dcm-monochrome1", None),  # physical values do not depend on the display polarity
         ("dcm-big-endian", None),
         ("dcm-deflated", None),
@@ -158,3 +158,24 @@ def test_a_file_that_fails_midway_leaves_no_partial_output(hardening_artifacts, 
     assert code == 1 and "b.npy: not a readable NPY file" in stderr
     assert sorted(p.name for p in (tmp_path / "o").iterdir()) == ["a.png"]  # written before; whole
     assert read_image(tmp_path / "o" / "a.png").data.shape == (H, W)
+
+
+def test_a_file_of_non_numeric_pixels_is_refused_by_name(hardening_artifacts, tmp_path):
+    np.save(tmp_path / "a.npy", np.zeros((H, W), np.float32))
+    np.save(tmp_path / "b.npy", np.zeros((H, W), dtype=[("x", "<f4"), ("y", "<i2")]))
+    code, stderr = recon_run(
+        hardening_artifacts["conv"], tmp_path / "a.npy", tmp_path / "b.npy", "--out", tmp_path / "o"
+    )
+    expected = (
+        "b.npy: pixels of type [('x', '<f4'), ('y', '<i2')]; recon-run reconstructs integer or floating"
+    )
+    assert code == 1 and expected in stderr and len(stderr.strip().splitlines()) == 1
+
+
+def test_an_error_quoting_a_damaged_tag_stays_on_one_line(hardening_artifacts, tmp_path):
+    path = tmp_path / "slice.dcm"
+    write_variant(path, "dcm", np.random.default_rng(0), H, W, "uint16")
+    path.write_bytes(path.read_bytes().replace(b"MONOCHROME2", b"MONOCHRO\rE2"))
+    code, stderr = recon_run(hardening_artifacts["conv"], path, "--out", tmp_path / "o")
+    assert code == 1 and len(stderr.strip().splitlines()) == 1
+    assert "photometric interpretation 'MONOCHRO\\rE2'" in stderr
