@@ -165,9 +165,9 @@ class _Steps:
 @click.option(
     "--calibration-images",
     type=click.IntRange(1, 4096),
-    default=16,
+    default=32,
     show_default=True,
-    help="INT8: simulated measurements to calibrate on.",
+    help="INT8: simulated training-distribution measurements to calibrate on.",
 )
 @click.option(
     "--seed", type=int, default=0, show_default=True, help="Seed of the simulated test/calibration data."

@@ -50,7 +50,7 @@ class ExportOptions:
     allow_mismatch: bool = False
     tolerances: dict[str, Tolerance] = field(default_factory=lambda: dict(DEFAULT_TOLERANCES))
     threads: int | None = None  # onnxruntime intra-op threads for parity and timing
-    calibration_images: int = 16
+    calibration_images: int = 32
     seed: int = 0
 
     def target(self) -> Path:
@@ -350,7 +350,7 @@ def export_artifact(options: ExportOptions, progress: Progress | None = None) ->
         if options.int8:
             say("quantizing to INT8")
             n_cal = max(1, options.calibration_images)
-            cal = par.simulated_inputs(task_cfg, [n_cal], size, seed=options.seed + 3)[0][n_cal]
+            cal = int8_mod.calibration_inputs(task_cfg, n_cal, size, seed=options.seed + 3)
             batches = [np.ascontiguousarray(chunk) for chunk in np.array_split(cal, max(1, n_cal // 4))]
             report["int8"] = int8_mod.quantize_int8(
                 tmp / "model.onnx",

@@ -4,6 +4,11 @@ Why these settings (NOTES.md): QDQ with QUInt8 activations and QInt8 per-channel
 x86 kernels fuse into QLinearConv / MatMulInteger (S8S8 left convs unfused, slower). Only the compute ops are
 quantized (Conv, ConvTranspose, MatMul, Gemm): residual adds and activations stay float, and the CT
 backprojection (the FBP island, a Conv ramp filter plus gathers) is excluded by node name and checked after.
+
+Accuracy (measured on the shipped ResUNet, deblur, 32 held-out images; PSNR loss vs FP32): MinMax calibration
+on phantoms only 0.97 dB; on phantoms + natural crops 0.85 dB; + first and last conv in float 0.44 dB;
++ percentile (99.999) calibration 0.30 dB; with the first two and last two convs in float 0.24 dB. The
+layers at the ends see the raw image and write the residual the output is made of: they keep FP32.
 """
 
 from __future__ import annotations
@@ -22,6 +27,8 @@ if TYPE_CHECKING:
     import onnx
 
 QUANTIZED_OP_TYPES = ("Conv", "ConvTranspose", "MatMul", "Gemm")
+FLOAT_END_LAYERS = 2  # compute layers kept in float at each end of the network
+CALIBRATION_PERCENTILE = 99.999
 
 
 class _Batches:
@@ -33,8 +40,17 @@ class _Batches:
     def get_next(self) -> dict[str, np.ndarray] | None:
         return next(self._feeds, None)
 
-    def rewind(self) -> None:  # pragma: no cover - not used by MinMax calibration
+    def rewind(self) -> None:  # pragma: no cover - not used by the histogram calibrators
         raise NotImplementedError
+
+
+def end_layers(model: onnx.ModelProto, island: Iterable[str], count: int = FLOAT_END_LAYERS) -> list[str]:
+    """Names of the first and last `count` compute nodes of the network (outside the FP32 island)."""
+    island = set(island)
+    compute = [n.name for n in model.graph.node if n.op_type in QUANTIZED_OP_TYPES and n.name not in island]
+    if len(compute) <= 2 * count:
+        return compute[:1] + compute[-1:]  # tiny networks: keep only the two ends
+    return compute[:count] + compute[-count:]
 
 
 def quantize_int8(
@@ -56,12 +72,14 @@ def quantize_int8(
         # Shape inference only: ORT's optimizer would fuse and rename nodes; the FBP exclusion is by name.
         prepared = Path(tmp) / "prepared.onnx"
         quant_pre_process(str(fp32_path), str(prepared), skip_optimization=True, skip_symbolic_shape=False)
-        names = {node.name for node in onnx.load(str(prepared)).graph.node}
+        prepared_model = onnx.load(str(prepared))
+        names = {node.name for node in prepared_model.graph.node}
         missing = [name for name in exclude if name not in names]
         if missing:
             raise ExportError(
                 f"INT8: pre-processing renamed FP32-island nodes {missing[:3]}; cannot exclude them"
             )
+        float_ends = end_layers(prepared_model, exclude)
         quantize_static(
             str(prepared),
             str(out_path),
@@ -71,16 +89,29 @@ def quantize_int8(
             weight_type=QuantType.QInt8,
             per_channel=per_channel,
             op_types_to_quantize=list(QUANTIZED_OP_TYPES),
-            nodes_to_exclude=exclude,
-            calibrate_method=CalibrationMethod.MinMax,
-            extra_options={"ActivationSymmetric": False, "WeightSymmetric": True},
+            nodes_to_exclude=exclude + float_ends,
+            calibrate_method=CalibrationMethod.Percentile,
+            extra_options={
+                "ActivationSymmetric": False,
+                "WeightSymmetric": True,
+                "CalibPercentile": CALIBRATION_PERCENTILE,
+            },
         )
     model = onnx.load(str(out_path))
     try:
         onnx.checker.check_model(model, full_check=True)
     except onnx.checker.ValidationError as error:
         raise ExportError(f"the INT8 graph fails onnx.checker: {str(error).splitlines()[0]}") from None
-    return check_int8(model, exclude)
+    return {**check_int8(model, exclude), "float_end_layers": float_ends}
+
+
+def calibration_inputs(task_cfg: dict[str, Any], n: int, image_size: int, seed: int) -> np.ndarray:
+    """Simulated measurements from the training distribution (phantoms + training-image crops; never the
+    held-out images), (n, 1, ·, ·) float32."""
+    from recon.training.data import TRAIN_IMAGES, clean_images, simulate_pairs
+
+    clean = clean_images(0, seed, n, image_size, TRAIN_IMAGES)
+    return simulate_pairs(clean, dict(task_cfg), seed=seed).measurements.numpy()
 
 
 def check_int8(model: onnx.ModelProto, island: Iterable[str]) -> dict[str, Any]:

@@ -27,7 +27,9 @@ def test_int8_artifact_runs_within_tolerance_and_never_quantizes_the_backproject
     quantized = onnx.load(str(directory / "model.int8.onnx"))
     assert island <= {node.name for node in quantized.graph.node}  # excluded, not rewritten
     info = check_int8(quantized, island)  # raises if an FBP node reads dequantized data
-    assert info["quantized_ops"] == {"Conv": 3}
+    # A 3-conv network keeps its first and last conv in float (the ends carry the image and the residual).
+    assert info["quantized_ops"] == {"Conv": 1} and info["float_compute_ops"] == {"Conv": 2}
+    assert len(report["int8"]["float_end_layers"]) == 2
 
     sinograms, clean = simulated("ct", 3, seed=11)
     with Reconstructor.from_artifact(directory, backend="cpu", precision="int8") as rec:
@@ -37,3 +39,14 @@ def test_int8_artifact_runs_within_tolerance_and_never_quantizes_the_backproject
         fp32_images = rec.run(sinograms)
     mse = float(np.mean((int8_images - fp32_images) ** 2))
     assert 10 * np.log10(1 / mse) >= 35
+
+
+def test_the_end_layers_of_a_deep_network_stay_float_and_the_island_is_not_counted():
+    from onnx import TensorProto, helper
+
+    from recon.export.int8 import end_layers
+
+    nodes = [helper.make_node("Conv", [f"x{i}", "w"], [f"x{i + 1}"], name=f"conv{i}") for i in range(8)]
+    nodes.insert(0, helper.make_node("Conv", ["s", "r"], ["x0"], name="fbp_ramp"))
+    graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("s", TensorProto.FLOAT, None)], [])
+    assert end_layers(helper.make_model(graph), {"fbp_ramp"}) == ["conv0", "conv1", "conv6", "conv7"]
