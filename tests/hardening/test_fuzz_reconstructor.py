@@ -328,6 +328,7 @@ def test_transposed_integer_images_are_made_contiguous(reconstructors):
     np.testing.assert_allclose(reconstructors["conv"].run(images), expected, atol=1e-5)
 
 
+@pytest.mark.filterwarnings("ignore:the matrix subclass:PendingDeprecationWarning")
 def test_masked_arrays_and_ragged_lists_are_refused_clearly(reconstructors):
     masked = np.ma.masked_array(np.zeros((H, W)), mask=np.eye(H, W, dtype=bool))
     with pytest.raises(ValueError, match="masked image array: fill the masked values"):
