@@ -23,12 +23,17 @@ def _shape_text(hw: tuple[int | None, int | None], rank: int) -> str:
 
 
 def prepare_batch(
-    images: Any, hw: tuple[int | None, int | None], what: str = "image"
+    images: Any,
+    hw: tuple[int | None, int | None],
+    what: str = "image",
+    value_range: Any = None,
 ) -> tuple[np.ndarray, int]:
     """(B, 1, H, W) float32 C-contiguous and the caller's rank (2, 3 or 4).
 
     Accepts (H, W), (B, H, W), (B, 1, H, W); floats as they are (float16/64 converted), integers scaled
-    to [0, 1] by their dtype's maximum. Raises ValueError naming what was expected.
+    to [0, 1] by their dtype's maximum. Raises ValueError naming what was expected. With the artifact's
+    input `value_range` [lo, hi], floats further than one range-width outside it are refused: 0..255 or
+    0..4095 floats fed to a [0, 1] network give saturated images that look plausible, not an error.
     """
     if isinstance(images, np.ma.MaskedArray) and np.ma.is_masked(images):
         # np.asarray would hand the graph whatever lies under the mask
@@ -73,12 +78,21 @@ def prepare_batch(
     if not x.flags.c_contiguous:  # negative strides, slices, transposes
         x = np.ascontiguousarray(x)
     # min/max propagate NaN and see ±Inf without allocating a mask; the mask only when reporting
-    if not (np.isfinite(x.min()) and np.isfinite(x.max())):
+    low, high = x.min(), x.max()
+    if not (np.isfinite(low) and np.isfinite(high)):
         bad = int(np.count_nonzero(~np.isfinite(x)))
         raise ValueError(
             f"{what} holds {bad} NaN/Inf value(s) (after conversion to float32); "
             "replace them before reconstruction"
         )
+    if value_range is not None:
+        lo, hi = float(value_range[0]), float(value_range[1])
+        span = hi - lo
+        if low < lo - span or high > hi + span:
+            raise ValueError(
+                f"{what} values span [{float(low):.6g}, {float(high):.6g}], far outside the artifact's input "
+                f"range [{lo:g}, {hi:g}]; scale them first (e.g. divide 8-bit floats by 255) or pass integers"
+            )
     return x, rank
 
 

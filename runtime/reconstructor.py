@@ -64,6 +64,8 @@ class Reconstructor:
             raise ArtifactError(f"manifest batch profile {manifest.batch} has max < min; re-export")
         self._local = threading.local()
         self._what = "sinogram" if manifest.task == "ct" else "image"
+        input_range = manifest.input.get("value_range")
+        self.input_range = None if input_range is None else (float(input_range[0]), float(input_range[1]))
 
     @classmethod
     def from_artifact(
@@ -118,7 +120,7 @@ class Reconstructor:
         if not self.backend.is_active:
             raise RuntimeError("this Reconstructor is closed; create a new one with from_artifact()")
         start = time.perf_counter()
-        batch, rank = prepare_batch(images, self.input_hw, self._what)
+        batch, rank = prepare_batch(images, self.input_hw, self._what, self.input_range)
         timings: dict[str, float] = {"prepare": time.perf_counter() - start}
         infer = self._infer
         n = batch.shape[0]

@@ -41,6 +41,7 @@ class Target:
     artifact: str
     precision: str = "fp32"
     overflow_above: float = np.inf  # inputs above this may overflow inside the graph (FP16: 65504)
+    input_range: tuple[float, float] | None = None  # the manifest's input value range (None: unbounded)
 
 
 def _normalize(x: np.ndarray) -> np.ndarray:
@@ -53,15 +54,15 @@ CONV16_W = CONV_W[0, 0].astype(np.float16).astype(np.float64)
 TARGETS = {
     "conv": Target(
         "conv", (H, W), (H, W), lambda x: conv3x3(x, CONV_W[0, 0], CONV_B[0]),
-        float(np.abs(CONV_W).sum()), 2e-6, "conv",
+        float(np.abs(CONV_W).sum()), 2e-6, "conv", input_range=(0.0, 1.0),
     ),
     "conv-fp16": Target(
         "conv-fp16", (H, W), (H, W), lambda x: conv3x3(x, CONV16_W, np.float16(CONV_B[0])),
-        float(np.abs(CONV_W).sum()), 2e-3, "conv", "fp16", overflow_above=6e4,
+        float(np.abs(CONV_W).sum()), 2e-3, "conv", "fp16", overflow_above=6e4, input_range=(0.0, 1.0),
     ),
     "conv-padded": Target(
         "conv-padded", (H, W), (H, W), lambda x: conv3x3(x, CONV_W[0, 0], CONV_B[0]),
-        float(np.abs(CONV_W).sum()), 2e-6, "conv-padded",
+        float(np.abs(CONV_W).sum()), 2e-6, "conv-padded", input_range=(0.0, 1.0),
     ),
     "ct": Target(
         "ct", (ANGLES, DETECTORS), (N, N),
@@ -230,8 +231,13 @@ def expected_error(target: Target, x: np.ndarray, masked: bool) -> tuple[str, st
         return "H/W", rf"expected .*\({h}, {w}\)"
     if x.dtype.kind == "f":
         with np.errstate(over="ignore"):
-            if not np.isfinite(x.astype(np.float32)).all():
+            values = x.astype(np.float32)
+            if not np.isfinite(values).all():
                 return "NaN/Inf input", "NaN/Inf value"
+        if target.input_range is not None and values.size:
+            lo, hi = target.input_range
+            if values.min() < lo - (hi - lo) or values.max() > hi + (hi - lo):
+                return "far outside the input range", r"far outside the artifact's input range"
     return None
 
 

@@ -101,11 +101,21 @@ def test_booleans_empty_batches_and_strings_are_refused(deblur):
 
 
 def test_outputs_are_clipped_only_when_asked(deblur_artifact):
-    x = np.full((1, 1, H, W), 50.0, np.float32)  # ReLU(conv) far above 1
+    x = np.full((1, 1, H, W), 2.0, np.float32)  # the edge of what a [0, 1] artifact accepts; ReLU(conv) > 1
     with Reconstructor.from_artifact(deblur_artifact, backend="cpu", clip=False) as rec:
         assert rec.run(x).max() > 1.0
     with Reconstructor.from_artifact(deblur_artifact, backend="cpu") as rec:
         assert rec.run(x).max() == 1.0
+
+
+def test_floats_far_outside_the_input_range_are_refused_not_saturated(deblur_artifact):
+    with Reconstructor.from_artifact(deblur_artifact, backend="cpu") as rec:
+        with pytest.raises(ValueError, match=r"far outside the artifact's input range \[0, 1\].*255"):
+            rec.run(np.full((H, W), 200.0, np.float32))  # an 8-bit image passed as floats
+        with pytest.raises(ValueError, match="far outside"):
+            rec.run(np.full((H, W), -1.5, np.float32))
+        assert rec.run(np.full((H, W), 255, np.uint8)).shape == (H, W)  # integers are scaled, so fine
+        assert rec.run(np.full((H, W), 1.02, np.float32)).shape == (H, W)  # noise past the edge is fine
 
 
 def test_ct_maps_sinograms_to_images_of_another_shape(ct_artifact):
