@@ -38,8 +38,22 @@ def test_an_exported_engine_runs_and_matches_onnxruntime(tmp_path):
     target = tmp_path / "cnn-deblur"
     with pytest.raises(SystemExit) as exit_info:
         export_main(
-            ["--model", "cnn", "--task", "deblur", "--random-init", "--size", "64", "--fp16", "--engine", "trt",
-             "--batch", "1:4:8", "--out", str(target)],
+            [
+                "--model",
+                "cnn",
+                "--task",
+                "deblur",
+                "--random-init",
+                "--size",
+                "64",
+                "--fp16",
+                "--engine",
+                "trt",
+                "--batch",
+                "1:4:8",
+                "--out",
+                str(target),
+            ],
         )
     assert exit_info.value.code in (0, None)
     batch = np.random.default_rng(0).random((5, 1, 64, 64), dtype=np.float32)
