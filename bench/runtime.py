@@ -154,8 +154,8 @@ def bench_deblur(work: Path, threads: int, rounds: int, iters: int) -> dict:
 
     # INT8 quality on the held-out set: PSNR to the truth, FP32 artifact vs INT8 artifact.
     cfg = task_config("deblur")
-    measurements, truths = heldout_set(cfg, n=32)
-    y, t = np.asarray(measurements, dtype=np.float32), np.asarray(truths, dtype=np.float32)
+    heldout = heldout_set(cfg, n=32)
+    y, t = heldout.measurements.numpy(), heldout.targets.numpy()[:, 0]
     out32, out8 = fp32.run(y), int8.run(y)
     p32 = float(np.mean([psnr(a, b) for a, b in zip(out32, t, strict=True)]))
     p8 = float(np.mean([psnr(a, b) for a, b in zip(out8, t, strict=True)]))
