@@ -30,13 +30,20 @@ BIN = Path(sys.executable).parent
 
 
 def interleaved(variants: dict[str, Callable[[], object]], rounds: int, iters: int, warmup: int = 2) -> dict:
-    """Median and p90 seconds per call of each variant, timed round-robin."""
+    """Median and p90 seconds per call of each variant, timed round-robin in blocks of `iters`.
+
+    Each block starts after a 0.2 s pause and one untimed call: the previous variant's thread pool (torch's
+    OpenMP, another onnxruntime session's) keeps spinning after its last call, and on 2 cores that spin was
+    billed to the next variant (onnxruntime right after torch: 60 ms instead of 46 ms at batch 1).
+    """
     for fn in variants.values():
         for _ in range(warmup):
             fn()
     times: dict[str, list[float]] = {name: [] for name in variants}
     for _ in range(rounds):
         for name, fn in variants.items():
+            time.sleep(0.2)
+            fn()
             for _ in range(iters):
                 start = time.perf_counter()
                 fn()
