@@ -6,7 +6,6 @@ options, interleaved run for run with the Reconstructor so that load from elsewh
 
 from __future__ import annotations
 
-import json
 import os
 import time
 from dataclasses import dataclass, field
@@ -16,6 +15,7 @@ from typing import Any
 import numpy as np
 
 from recon.runtime.backends.base import STAGES
+from recon.runtime.manifest import temp_beside, write_json_atomic
 
 
 @dataclass
@@ -103,7 +103,7 @@ class LatencyReport:
         return {**self.summary(), "latencies_ms": [t * 1e3 for t in self.latencies_s]}
 
     def save_json(self, path: str | os.PathLike) -> None:
-        Path(path).write_text(json.dumps(self.to_json(), indent=2) + "\n")
+        write_json_atomic(path, self.to_json())
 
 
 def random_batch(reconstructor: Any, batch_size: int, seed: int = 0) -> np.ndarray:
@@ -251,5 +251,12 @@ def save_histogram(reports: LatencyReport | list[LatencyReport], path: str | os.
     axes.legend(fontsize=8)
     figure.tight_layout()
     path = Path(path)
-    figure.savefig(path)
+    fd, tmp = temp_beside(path)  # a reader never sees half a PNG
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            figure.savefig(handle, format="png")
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
     return path

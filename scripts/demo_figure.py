@@ -42,7 +42,7 @@ def main(out: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    rows, table = [], []
+    rows = []
     for task in ("deblur", "ct"):
         simulated = json.loads((out / f"{task}-in" / "simulate.json").read_text())
         for name in simulated["files"]:
@@ -84,11 +84,13 @@ def main(out: Path) -> None:
     for task in ("deblur", "ct"):
         report = json.loads((out / f"bench-{task}.json").read_text())
         for cell in report["reports"]:
-            s = cell["summary"] if "summary" in cell else cell
+            s = cell.get("summary", cell)
             print(
-                f"| resunet-{task} | {s['label']} | {s['batch_size']} | {s['p50_ms']:.1f} | {s['p99_ms']:.1f} | "
+                f"| resunet-{task} | {s['label']} | {s['batch_size']} | {s['p50_ms']:.1f} | "
+                f"{s['p99_ms']:.1f} | "
                 f"{s['throughput_img_s']:.1f} |"
             )
+
 
 if __name__ == "__main__":
     if len(sys.argv) != 2:

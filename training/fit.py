@@ -26,6 +26,7 @@ from torch import nn
 from torch.utils.data import DistributedSampler
 from tqdm import tqdm
 
+from recon.runtime.manifest import write_json_atomic
 from recon.training.data import EvalSet, TrainingPairs
 from recon.training.losses import parse_loss
 from recon.training.metrics import image_metrics
@@ -288,7 +289,7 @@ def fit(
                 "best": best,
                 "epochs": history,
             }
-            (out / "log.json").write_text(json.dumps(log, indent=1))
+            write_json_atomic(out / "log.json", log)
 
     def agreed(flag: bool) -> bool:
         # Rank 0's clock decides, so every rank stops at the same step.

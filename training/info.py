@@ -106,6 +106,7 @@ def main(
     """Print parameters, receptive field and FLOPs of MODEL (no MODEL: list the models)."""
     # torch is imported here so that `--help` stays fast.
     import torch
+
     from recon.training.models import (
         create_model,
         list_models,

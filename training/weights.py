@@ -11,10 +11,13 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 from pathlib import Path
 
 import torch
 from torch import nn
+
+from recon.runtime.manifest import write_json_atomic
 
 MAX_BYTES = 16 * 1024 * 1024  # each shipped file stays under 16 MB
 
@@ -45,10 +48,12 @@ def save_trained(model: nn.Module, card: dict, stem: str | Path) -> tuple[Path, 
     stem.parent.mkdir(parents=True, exist_ok=True)
     st_path, card_path = stem.with_suffix(".safetensors"), stem.with_suffix(".json")
     state = {k: v.detach().float().contiguous().cpu() for k, v in model.state_dict().items()}
-    save_file(state, str(st_path), metadata={"model": json.dumps(card.get("model", {}))})
-    st_path.chmod(0o644)  # safetensors writes 0600; shipped files are read by everyone
-    card = {**card, "file": st_path.name, "bytes": st_path.stat().st_size, "sha256": file_sha256(st_path)}
-    card_path.write_text(json.dumps(card, indent=2) + "\n")
+    partial = st_path.with_name(st_path.name + ".partial")  # a killed run leaves the old weights whole
+    save_file(state, str(partial), metadata={"model": json.dumps(card.get("model", {}))})
+    partial.chmod(0o644)  # safetensors writes 0600; shipped files are read by everyone
+    card = {**card, "file": st_path.name, "bytes": partial.stat().st_size, "sha256": file_sha256(partial)}
+    os.replace(partial, st_path)
+    write_json_atomic(card_path, card)
     return st_path, card_path
 
 

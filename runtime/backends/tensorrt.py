@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import importlib
 import os
+import shutil
 import threading
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -31,6 +32,12 @@ def import_cudart() -> Any:
         try:  # cuda-python < 12.6 spelled it this way
             from cuda import cudart  # type: ignore[no-redef]
         except ImportError:
+            if shutil.which("nvidia-smi") is None and not Path("/dev/nvidiactl").exists():
+                # the missing GPU is the news here, not the missing package
+                raise BackendError(
+                    "the tensorrt backend needs an NVIDIA GPU, and none is visible here (no nvidia-smi, "
+                    "no /dev/nvidiactl, no cuda-python); use --backend cpu on this machine"
+                ) from None
             raise BackendError(
                 "the tensorrt backend needs cuda-python for device memory; `pip install recon[lean]` "
                 "or `recon[gpu]`"

@@ -1,8 +1,8 @@
 """The native TensorRT backend on a real GPU: an engine built by recon-export runs through the Reconstructor.
 
-TensorRT is never replaced by a stand-in here: where TensorRT (builder) or an NVIDIA GPU is missing these tests
-skip with the reason. The refusals that need no GPU (another TensorRT version or GPU, no plan, no device) are
-tested in test_backends.py.
+TensorRT is never replaced by a stand-in here: where TensorRT (builder) or an NVIDIA GPU is missing these
+tests skip with the reason. The refusals that need no GPU (another TensorRT version or GPU, no plan, no
+device) are tested in test_backends.py.
 """
 
 from __future__ import annotations

@@ -7,6 +7,7 @@ import subprocess
 import sys
 
 from click.testing import CliRunner
+
 from recon.training.info import main
 
 CNN_FLOPS_256 = 2 * 256 * 256 * 9 * (64 + 64 * 64 + 64)

@@ -7,6 +7,8 @@ import json
 import numpy as np
 import pytest
 import torch
+from torch import nn
+
 from recon.training.models import (
     RFLayer,
     count_flops,
@@ -17,7 +19,6 @@ from recon.training.models import (
     model_receptive_field,
     receptive_field,
 )
-from torch import nn
 
 # Every family with its default preset, plus the variants that take another code path.
 CASES = [(name, {}) for name in list_models()] + [("resunet", {"attention": True})]

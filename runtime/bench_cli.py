@@ -1,0 +1,237 @@
+"""recon-bench: latency per backend × batch size, the runtime's overhead over bare onnxruntime, and
+optionally the original PyTorch pipeline side by side."""
+
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+import click
+
+from recon.runtime.backends.base import BackendError
+from recon.runtime.cli_base import PRECISIONS, Command, int_list
+from recon.runtime.manifest import ArtifactError, write_json_atomic
+
+BENCH_EPILOG = """\b
+Examples:
+  recon-bench artifacts/resunet-deblur
+  recon-bench artifacts/resunet-deblur --backend cpu,cuda,tensorrt --batch 1,8,32 --iters 200
+  recon-bench artifacts/resunet-deblur --threads 1 --json bench.json --plot latency.png
+  recon-bench artifacts/resunet-deblur --batch 1,8 --threads 2 --compare-torch
+"""
+
+
+def torch_reports(
+    artifact: Path, batches: list[int], iters: int, warmup: int, threads: int | None
+) -> tuple[list[Any], str]:
+    """`--compare-torch`: eager PyTorch latency of the artifact's source pipeline, same threads and batch.
+
+    It needs the training extra; imported here, never at module level (the runtime stays torch-free).
+    """
+    try:
+        import torch
+
+        from recon.export.reference import torch_pipeline
+    except ImportError:
+        raise click.ClickException(
+            "--compare-torch needs the training extra: `pip install recon[train]`"
+        ) from None
+    from recon.runtime.manifest import load_manifest
+    from recon.runtime.profiling import LatencyReport
+
+    manifest = load_manifest(artifact)
+    pipeline, note = torch_pipeline(manifest)
+    torch.set_num_threads(threads or os.cpu_count() or 1)
+    _, _, height, width = manifest.input["shape"]
+    reports = []
+    for size in batches:
+        batch = torch.rand(size, 1, int(height), int(width), generator=torch.Generator().manual_seed(0))
+        latencies = []
+        with torch.inference_mode():
+            for step in range(warmup + iters):
+                start = time.perf_counter()
+                pipeline(batch)
+                if step >= warmup:
+                    latencies.append(time.perf_counter() - start)
+        meta = {"backend": "torch-eager", "precision": "fp32", "threads": torch.get_num_threads()}
+        reports.append(LatencyReport("torch-eager", size, latencies, {}, warmup, meta))
+    return reports, note
+
+
+def _row(report: Any, bare: Any | None) -> dict[str, Any]:
+    row = report.summary()
+    if bare is not None:
+        row["bare_p50_ms"] = bare.p50_ms
+        row["overhead_vs_bare"] = report.p50_ms / bare.p50_ms
+    return row
+
+
+def _print_table(rows: list[dict[str, Any]]) -> None:
+    head = (
+        f"{'backend':<22}{'prec':<6}{'batch':>6}{'p50 ms':>10}{'p90 ms':>10}{'p99 ms':>10}{'mean ms':>10}"
+        f"{'std':>8}{'img/s':>10}{'bare p50':>10}{'overhead':>10}  stages (mean ms)"
+    )
+    click.echo(head)
+    click.echo("-" * len(head))
+    for r in rows:
+        if "error" in r:
+            click.echo(f"{r['backend']:<22}unavailable: {r['error']}")
+            continue
+        bare = (
+            f"{r['bare_p50_ms']:>10.2f}{(r['overhead_vs_bare'] - 1) * 100:>+9.1f}%"
+            if "bare_p50_ms" in r
+            else f"{'-':>10}{'-':>10}"
+        )
+        stages = " ".join(f"{k} {v:.2f}" for k, v in r["stages_ms"].items())
+        click.echo(
+            f"{r['backend']:<22}{r['precision'] or '-':<6}{r['batch_size']:>6}{r['p50_ms']:>10.2f}"
+            f"{r['p90_ms']:>10.2f}{r['p99_ms']:>10.2f}{r['mean_ms']:>10.2f}{r['std_ms']:>8.2f}"
+            f"{r['throughput_img_s']:>10.1f}{bare}  {stages}"
+        )
+
+
+@click.command("bench", cls=Command, epilog=BENCH_EPILOG)
+@click.argument("artifact", type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.option(
+    "--backend",
+    "-b",
+    "backends",
+    default="auto",
+    show_default=True,
+    help="One backend or a comma list to compare side by side (auto, cpu, cuda, "
+    "onnxruntime-tensorrt, tensorrt).",
+)
+@click.option("--batch", "batches", default="1,8", show_default=True, help="Batch sizes, comma-separated.")
+@click.option("--iters", type=int, default=50, show_default=True, help="Timed runs per cell.")
+@click.option("--warmup", type=int, default=5, show_default=True, help="Untimed runs first.")
+@click.option(
+    "--threads", type=int, default=None, help="onnxruntime intra-op threads (default: one per core)."
+)
+@click.option("--precision", type=click.Choice(PRECISIONS), default="auto", show_default=True)
+@click.option(
+    "--bare/--no-bare",
+    default=True,
+    show_default=True,
+    help="Also time a bare onnxruntime InferenceSession.run (ONNX Runtime backends) and print "
+    "the runtime's overhead.",
+)
+@click.option(
+    "--bare-session",
+    type=click.Choice(["same", "new"]),
+    default="same",
+    show_default=True,
+    help="same: call the Reconstructor's own InferenceSession directly (isolates the runtime's cost); "
+    "new: a second session built with the same options.",
+)
+@click.option(
+    "--json",
+    "json_path",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="Write every cell's report (with each run's latency) to this JSON file.",
+)
+@click.option(
+    "--plot",
+    "plot_path",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="Write a latency histogram PNG (needs matplotlib).",
+)
+@click.option(
+    "--compare-torch",
+    is_flag=True,
+    help="Also time the original PyTorch pipeline (eager, same threads and batch) and print the speed-up "
+    "(needs the training extra).",
+)
+def bench_command(
+    artifact: Path,
+    backends: str,
+    batches: str,
+    iters: int,
+    warmup: int,
+    threads: int | None,
+    precision: str,
+    bare: bool,
+    bare_session: str,
+    json_path: Path | None,
+    plot_path: Path | None,
+    compare_torch: bool,
+) -> int:
+    """Latency per backend × batch size, and the runtime's overhead over bare onnxruntime."""
+    from recon.runtime.backends import resolve_name
+    from recon.runtime.manifest import load_manifest
+    from recon.runtime.profiling import profile, profile_against_bare, save_histogram
+    from recon.runtime.reconstructor import Reconstructor
+
+    sizes = int_list(batches, "--batch")
+    if iters < 1 or warmup < 0:
+        raise click.BadParameter("--iters must be >= 1 and --warmup >= 0")
+    names = [part.strip() for part in backends.split(",") if part.strip()]
+    for name in names:
+        resolve_name(name)  # unknown names fail before any timing
+    load_manifest(artifact)  # a damaged artifact stops here; a backend that cannot run here gets a row
+    rows: list[dict[str, Any]] = []
+    reports = []
+    failed = False
+    for name in names:
+        try:
+            rec = Reconstructor.from_artifact(artifact, backend=name, precision=precision, threads=threads)
+        except (BackendError, ArtifactError) as error:
+            rows.append({"backend": name, "error": str(error)})
+            failed = True
+            continue
+        with rec:
+            for size in sizes:
+                if bare and rec.backend_name.startswith("onnxruntime"):
+                    report, bare_report = profile_against_bare(
+                        rec, size, iters, warmup, new_session=bare_session == "new"
+                    )
+                    reports += [report, bare_report]
+                else:
+                    report, bare_report = profile(rec, size, iters, warmup), None
+                    reports.append(report)
+                rows.append({**_row(report, bare_report), "reason": rec.backend_reason})
+    torch_note = None
+    if compare_torch:
+        torch_list, torch_note = torch_reports(artifact, sizes, iters, warmup, threads)
+        reports += torch_list
+        rows += [{**_row(report, None), "reason": torch_note} for report in torch_list]
+    _print_table(rows)
+    if torch_note is not None:
+        eager = {r["batch_size"]: r["p50_ms"] for r in rows if r.get("backend") == "torch-eager"}
+        click.echo(
+            f"speed-up over torch eager ({torch_note}; p50): "
+            + ", ".join(
+                f"{eager[r['batch_size']] / r['p50_ms']:.2f}x ({r['backend']}, batch {r['batch_size']})"
+                for r in rows
+                if "p50_ms" in r and r.get("backend") != "torch-eager" and r["batch_size"] in eager
+            )
+        )
+    overheads = [r for r in rows if "overhead_vs_bare" in r]
+    if overheads:
+        click.echo(
+            "runtime overhead over bare onnxruntime.InferenceSession.run (p50): "
+            + ", ".join(
+                f"{(r['overhead_vs_bare'] - 1) * 100:+.1f}% ({r['backend']}, batch {r['batch_size']})"
+                for r in overheads
+            )
+        )
+    owns = [r for r in rows if r.get("own_ms")]
+    if owns:
+        click.echo(
+            "runtime's own cost per run (validate, convert, split, clip; mean): "
+            + ", ".join(
+                f"{r['own_ms']:.3f} ms = {r['own_ms'] / (r['mean_ms'] - r['own_ms']) * 100:.2f}% of backend "
+                f"({r['backend']}, batch {r['batch_size']})"
+                for r in owns
+            )
+        )
+    if json_path is not None:
+        write_json_atomic(
+            json_path, {"artifact": str(artifact), "rows": rows, "reports": [r.to_json() for r in reports]}
+        )
+    if plot_path is not None and reports:
+        save_histogram([r for r in reports if not r.label.startswith("bare")] or reports, plot_path)
+    return 1 if failed else 0

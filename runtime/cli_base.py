@@ -1,0 +1,65 @@
+"""What recon's runtime commands share: one-line errors and option parsing.
+
+User mistakes print one line, `error: …`, and exit non-zero (RECON_DEBUG=1 shows the traceback).
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from typing import Any
+
+import click
+
+from recon.runtime.backends.base import BackendError
+from recon.runtime.imageio import ImageIOError
+from recon.runtime.manifest import ArtifactError
+
+PRECISIONS = ["auto", "fp32", "fp16", "int8"]
+
+
+def fail(message: str, code: int = 1) -> None:
+    # one line even when the message quotes a damaged file's text (a stray CR/LF in a DICOM tag)
+    click.echo("error: " + " ".join(str(message).splitlines()), err=True)
+    sys.exit(code)
+
+
+class OneLineErrors:
+    """click's `main`, with user errors reduced to one line and no traceback."""
+
+    def main(self, args: Any = None, prog_name: str | None = None, **extra: Any) -> Any:
+        extra.pop("standalone_mode", None)
+        try:
+            result = super().main(args, prog_name, standalone_mode=False, **extra)  # type: ignore[misc]
+        except click.UsageError as error:
+            hint = f" (see {error.ctx.command_path} --help)" if error.ctx is not None else ""
+            fail(error.format_message() + hint, 2)
+        except click.ClickException as error:
+            fail(error.format_message(), error.exit_code)
+        except click.Abort:
+            fail("aborted", 1)
+        except KeyboardInterrupt:
+            fail("interrupted", 130)
+        except (ArtifactError, BackendError, ImageIOError, ValueError, OSError, RuntimeError) as error:
+            if os.environ.get("RECON_DEBUG"):
+                raise
+            fail(str(error) or type(error).__name__)
+        sys.exit(result if isinstance(result, int) else 0)
+
+
+class Command(OneLineErrors, click.Command):
+    pass
+
+
+class Group(OneLineErrors, click.Group):
+    pass
+
+
+def int_list(text: str, what: str) -> list[int]:
+    try:
+        values = [int(part) for part in text.split(",") if part.strip()]
+    except ValueError:
+        raise click.BadParameter(f"{what} must be comma-separated integers, got {text!r}") from None
+    if not values or min(values) < 1:
+        raise click.BadParameter(f"{what} must be positive integers, got {text!r}")
+    return values
