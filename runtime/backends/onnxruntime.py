@@ -6,6 +6,7 @@ A GPU provider asked for by name never falls back to the CPU in silence: the ses
 
 from __future__ import annotations
 
+import hashlib
 import os
 import time
 from pathlib import Path
@@ -202,9 +203,16 @@ class OnnxRuntimeBackend(Backend):
         providers = self.providers()
         if self.name == "onnxruntime-tensorrt":  # the provider does not create its cache folder
             Path(providers[0][1]["trt_engine_cache_path"]).mkdir(parents=True, exist_ok=True)
+        # The bytes hashed are the bytes loaded: load_manifest checked the file, but it may change between
+        # that check and this read (a copy in progress, a tampered file).
+        model = self.onnx_path.read_bytes()
+        if hashlib.sha256(model).hexdigest() != self.manifest.files[self.file].sha256:
+            raise ArtifactError(
+                f"{self.onnx_path}: sha256 does not match the manifest; refusing to load it, re-export"
+            )
         try:
             session = ort.InferenceSession(
-                str(self.onnx_path),
+                model,
                 sess_options=self.session_options(),
                 providers=[p for p, _ in providers],
                 provider_options=[o for _, o in providers],

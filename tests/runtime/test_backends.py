@@ -30,6 +30,19 @@ def test_a_file_whose_sha256_does_not_match_is_refused_before_any_inference(tmp_
     assert not started
 
 
+def test_a_graph_changed_after_the_manifest_check_is_refused_by_the_backend(tmp_path):
+    # the backend hashes the very bytes it hands to onnxruntime, not the file load_manifest read earlier
+    artifact = build_artifact(tmp_path / "a")
+    manifest = load_manifest(artifact)  # verified here
+    data = bytearray((artifact / "model.onnx").read_bytes())
+    data[-1] ^= 0xFF
+    (artifact / "model.onnx").write_bytes(bytes(data))
+    backend = create_backend("cpu", artifact, manifest, threads=1)
+    with pytest.raises(ArtifactError, match="model.onnx: sha256 does not match the manifest; refusing"):
+        backend.activate()
+    assert not backend.is_active
+
+
 def test_an_unknown_format_version_is_refused(tmp_path):
     artifact = build_artifact(tmp_path / "a")
     data = json.loads((artifact / "manifest.json").read_text())
