@@ -36,19 +36,6 @@ def _parse_batch(ctx: click.Context, param: click.Parameter, value: str) -> tupl
     return parts  # type: ignore[return-value]
 
 
-def _parse_task_options(values: tuple[str, ...]) -> dict[str, Any]:
-    options: dict[str, Any] = {}
-    for item in values:
-        key, sep, raw = item.partition("=")
-        if not sep or not key:
-            raise click.BadParameter(f"expected KEY=VALUE, got {item!r}", param_hint="--task-option")
-        try:
-            options[key.strip()] = json.loads(raw)
-        except json.JSONDecodeError:
-            options[key.strip()] = raw  # a bare word: a string option such as kind=gaussian
-    return options
-
-
 class _Steps:
     """Progress for the long steps: a tqdm line on a terminal, plain lines on stderr otherwise."""
 
@@ -178,13 +165,14 @@ def cli(**kw: Any) -> None:
     """Export a reconstruction network to an artifact: ONNX (+ FP16, INT8, TensorRT), checked for parity."""
     from recon.export.exporter import ExportOptions, export_artifact
     from recon.export.parity import DEFAULT_TOLERANCES, Tolerance
+    from recon.training.info import parse_overrides
 
     tolerances = dict(DEFAULT_TOLERANCES)
     tolerances["onnxruntime-fp32"] = Tolerance(atol=kw["atol"])
     tolerances["onnxruntime-fp16"] = Tolerance(min_psnr=kw["fp16_min_psnr"])
     tolerances["onnxruntime-int8"] = Tolerance(min_psnr=kw["int8_min_psnr"])
     tolerances["tensorrt"] = Tolerance(atol=kw["trt_atol"], min_psnr=DEFAULT_TOLERANCES["tensorrt"].min_psnr)
-    overrides = _parse_task_options(kw["task_option"])
+    overrides = parse_overrides(kw["task_option"], "--task-option")
     for key, option in (("image_size", "size"), ("n_angles", "angles"), ("n_detectors", "detectors")):
         if kw[option] is not None:
             overrides[key] = kw[option]

@@ -20,19 +20,6 @@ def _fail(err: Exception) -> None:
     raise click.ClickException(str(err).strip("'\"")) from None
 
 
-def _parse_overrides(pairs: tuple[str, ...]) -> dict:
-    out = {}
-    for pair in pairs:
-        key, sep, value = pair.partition("=")
-        if not sep:
-            raise click.BadParameter(f"expected KEY=VALUE, got {pair!r}", param_hint="--model-opt")
-        try:
-            out[key] = json.loads(value)
-        except json.JSONDecodeError:
-            out[key] = value
-    return out
-
-
 def _hardware() -> dict:
     import torch
 
@@ -117,6 +104,7 @@ def train_main(
     from recon.training import data as data_mod
     from recon.training import distributed, tasks
     from recon.training.fit import FitConfig, evaluate, fit, start_at_identity
+    from recon.training.info import parse_overrides
     from recon.training.models import count_parameters, create_model
     from recon.training.weights import MAX_BYTES, save_trained
 
@@ -126,7 +114,7 @@ def train_main(
         distributed.init_from_env()
         task_cfg = tasks.task_config(task)
         size = int(task_cfg.get("image_size", 256))
-        overrides = _parse_overrides(model_opts)
+        overrides = parse_overrides(model_opts, "--model-opt")
         if model_name == "vit":
             overrides.setdefault("image_size", crop)  # learned positions for the training crop
         torch.manual_seed(seed)

@@ -27,17 +27,17 @@ are not counted.
 """
 
 
-def parse_overrides(items: tuple[str, ...]) -> dict[str, Any]:
+def parse_overrides(items: tuple[str, ...], option: str = "--set") -> dict[str, Any]:
     """KEY=VALUE pairs; values parse as JSON (32, true, "gelu") and fall back to plain strings (gelu)."""
     overrides: dict[str, Any] = {}
     for item in items:
         key, sep, text = item.partition("=")
-        if not sep or not key:
-            raise click.BadParameter(f"expected KEY=VALUE, got {item!r}", param_hint="--set")
+        if not sep or not key.strip():
+            raise click.BadParameter(f"expected KEY=VALUE, got {item!r}", param_hint=option)
         try:
-            overrides[key] = json.loads(text)
+            overrides[key.strip()] = json.loads(text)
         except json.JSONDecodeError:
-            overrides[key] = text
+            overrides[key.strip()] = text  # a bare word: a string option such as kind=gaussian
     return overrides
 
 
