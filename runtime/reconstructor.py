@@ -63,7 +63,7 @@ class Reconstructor:
         if self.max_batch < self.min_batch:
             raise ArtifactError(f"manifest batch profile {manifest.batch} has max < min; re-export")
         self._local = threading.local()
-        self._what = "sinogram" if manifest.task == "ct" else "image"
+        self.input_kind = "sinogram" if manifest.task == "ct" else "image"  # for error messages
         input_range = manifest.input.get("value_range")
         self.input_range = None if input_range is None else (float(input_range[0]), float(input_range[1]))
 
@@ -120,7 +120,7 @@ class Reconstructor:
         if not self.backend.is_active:
             raise RuntimeError("this Reconstructor is closed; create a new one with from_artifact()")
         start = time.perf_counter()
-        batch, rank = prepare_batch(images, self.input_hw, self._what, self.input_range)
+        batch, rank = prepare_batch(images, self.input_hw, self.input_kind, self.input_range)
         timings: dict[str, float] = {"prepare": time.perf_counter() - start}
         infer = self._infer
         n = batch.shape[0]
@@ -145,7 +145,7 @@ class Reconstructor:
                     if stage != "total":
                         timings[stage] = timings.get(stage, 0.0) + seconds
         mark = time.perf_counter()
-        check_output(output, batch, self._what, self.manifest.input.get("value_range"))
+        check_output(output, batch, self.input_kind, self.manifest.input.get("value_range"))
         output = finish_batch(output, rank, self.value_range)
         end = time.perf_counter()
         timings["finish"] = end - mark

@@ -181,7 +181,7 @@ def run_command(
                 for got, want in zip(shape, rec.input_hw, strict=True):
                     if want is not None and got != want:
                         raise ValueError(
-                            f"{path}: {rec._what} of shape {tuple(shape)}, the artifact takes "
+                            f"{path}: {rec.input_kind} of shape {tuple(shape)}, the artifact takes "
                             f"({rec.input_hw[0]}, {rec.input_hw[1]})"
                         )
                 if group and group[0][0].data.shape[-2:] != shape:
