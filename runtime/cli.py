@@ -17,6 +17,7 @@ from recon.runtime.run_cli import collect_inputs, plan_outputs, run_command
 __all__ = [
     "bench_command",
     "bench_main",
+    "info_command",
     "collect_inputs",
     "inspect_command",
     "main",
@@ -77,20 +78,40 @@ def inspect_command(artifact: Path, verify: bool, as_json: bool) -> None:
     click.echo("  files verified (sha256)" if verify else "  files not verified (--no-verify)")
 
 
+# -- recon info (the training extra's recon-info, loaded only when asked for) --------------------------------
+@click.command(
+    "info",
+    context_settings={"ignore_unknown_options": True, "allow_extra_args": True, "help_option_names": []},
+    add_help_option=False,
+)
+@click.pass_context
+def info_command(ctx: click.Context) -> None:
+    """Parameters, receptive field and FLOPs of a model (needs the training extra; = recon-info)."""
+    import importlib.util
+
+    if importlib.util.find_spec("torch") is None:  # recon.training installs with the base package; torch not
+        raise click.ClickException("recon info needs the training extra (torch): `pip install recon[train]`")
+    from recon.training.info import main as info_main
+
+    info_main.main(ctx.args, prog_name="recon info")
+
+
 @click.group(
     "recon",
     cls=Group,
     epilog="\b\nExamples:\n  recon inspect artifacts/resunet-deblur\n"
     "  recon run artifacts/resunet-deblur blurred/ --out restored/\n"
-    "  recon bench artifacts/resunet-deblur --batch 1,8",
+    "  recon bench artifacts/resunet-deblur --batch 1,8\n"
+    "  recon info resunet --size 256 256",
 )
 def main() -> None:
-    """recon's runtime: run, benchmark and inspect exported artifacts."""
+    """recon's runtime: run, benchmark and inspect exported artifacts (and describe models)."""
 
 
 main.add_command(run_command)
 main.add_command(bench_command)
 main.add_command(inspect_command)
+main.add_command(info_command)
 
 run_main = run_command
 bench_main = bench_command

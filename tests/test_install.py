@@ -86,3 +86,9 @@ def test_recon_run_in_the_cpu_install_reconstructs_with_an_exported_artifact(lea
     restored = np.load(tmp_path / "out" / "blurred.npy")
     with Reconstructor.from_artifact(artifact, backend="cpu") as reference:
         np.testing.assert_allclose(restored, reference.run(image), atol=1e-6)
+
+
+def test_recon_info_in_the_cpu_install_asks_for_the_training_extra(lean_venv):
+    result = subprocess.run([str(lean_venv / "bin" / "recon"), "info", "cnn"], capture_output=True, text=True)
+    assert result.returncode == 1
+    assert result.stderr == "error: recon info needs the training extra (torch): `pip install recon[train]`\n"

@@ -88,3 +88,15 @@ def test_a_user_error_exits_non_zero_without_a_traceback_in_a_real_process():
     result = subprocess.run(command, capture_output=True, text=True)
     assert result.returncode != 0
     assert result.stderr.strip() == "Error: unknown model 'nonet'; available: cnn, rescnn, resunet, unet, vit"
+
+
+def test_recon_info_is_the_same_command_under_the_recon_group():
+    # `recon info` loads recon-info only when asked (recon.runtime.cli must stay torch-free)
+    bin_dir = f"{sys.prefix}/bin"
+    result = subprocess.run(
+        [f"{bin_dir}/recon", "info", "cnn", "--json", "--size", "128", "64"], capture_output=True, text=True
+    )
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout) == json.loads(run("cnn", "--json", "--size", "128", "64").output)
+    wrong = subprocess.run([f"{bin_dir}/recon", "info", "nosuch"], capture_output=True, text=True)
+    assert wrong.returncode != 0 and "unknown model 'nosuch'" in wrong.stderr
