@@ -19,7 +19,7 @@ RECIPES: dict[str, tuple[float, list[str]]] = {
     "resunet-ct": (15, []),
     "cnn-deblur": (12, ["--lr", "2e-3"]),
     "rescnn-deblur": (7, []),
-    "vit-deblur": (9, ["--lr", "5e-4"]),
+    "vit-deblur": (40, ["--lr", "5e-4"]),
     "cnn-ct": (7, []),
 }
 
