@@ -18,7 +18,7 @@ RECIPES: dict[str, tuple[float, list[str]]] = {
     "resunet-deblur": (20, []),
     "resunet-ct": (15, []),
     "cnn-deblur": (12, ["--lr", "2e-3"]),
-    "rescnn-deblur": (7, []),
+    "rescnn-deblur": (15, []),
     "vit-deblur": (40, ["--lr", "5e-4"]),
     "cnn-ct": (7, []),
 }
