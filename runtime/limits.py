@@ -1,0 +1,20 @@
+"""Documented caps on what the runtime will decode or allocate from an untrusted number.
+
+Every reader checks a file's *declared* size (image header, NPY header, DICOM Rows x Columns x frames)
+against these caps before it decodes a pixel, and the manifest checker bounds batch and shape entries with
+them, so neither a hostile file nor a hostile manifest can make recon allocate more than a few hundred MB.
+Hosts that need more may raise them (they are module constants, read at call time).
+"""
+
+from __future__ import annotations
+
+# One image side: 8192 px covers CT/MR (512-1024), X-ray (3072) and most microscopy tiles.
+MAX_IMAGE_SIDE = 8192
+# Pixels per image (or per sinogram): 64 Mpx = 256 MB as float32.
+MAX_IMAGE_PIXELS = 8192 * 8192
+# Images in one file (TIFF pages, DICOM frames, NPY stacks) and slices in one DICOM series.
+MAX_IMAGES_PER_FILE = 4096
+# Pixels decoded from one file in total (all pages/frames): 256 Mpx = 512 MB as uint16.
+MAX_PIXELS_PER_FILE = 256 * 1024 * 1024
+# Batch sizes an artifact may declare (min/opt/max of its profile).
+MAX_BATCH = 256
