@@ -18,6 +18,7 @@ BENCH_EPILOG = """\b
 Examples:
   recon-bench artifacts/resunet-deblur
   recon-bench artifacts/resunet-deblur --backend cpu,cuda,tensorrt --batch 1,8,32 --iters 200
+  recon-bench artifacts/resunet-deblur --backend all --batch 1,8 --threads 2
   recon-bench artifacts/resunet-deblur --threads 1 --json bench.json --plot latency.png
   recon-bench artifacts/resunet-deblur --batch 1,8 --threads 2 --compare-torch
 """
@@ -60,6 +61,30 @@ def torch_reports(
     return reports, note
 
 
+def all_cells(manifest: Any) -> list[tuple[str, str]]:
+    """`--backend all`: every installed backend × every precision it can run for this artifact."""
+    import shutil
+
+    from recon.runtime.backends.onnxruntime import available_providers
+    from recon.runtime.backends.openvino import bf16_refusal, cpu_flags, openvino_available
+
+    files = [p for p in ("fp32", "fp16", "int8") if manifest.onnx_file(p) is not None]
+    cpu = [p for p in files if p != "fp16"]  # FP16 graphs run at FP32 speed on CPUs (casts around FP32)
+    providers = available_providers()
+    cells = [("onnxruntime-cpu", p) for p in cpu] if "CPUExecutionProvider" in providers else []
+    if openvino_available():
+        import openvino
+
+        capabilities = openvino.Core().get_property("CPU", "OPTIMIZATION_CAPABILITIES")
+        bf16 = ["bf16"] if "fp32" in files and bf16_refusal(capabilities, cpu_flags()) is None else []
+        cells += [("openvino", p) for p in cpu[:1] + bf16 + cpu[1:]]
+    if "CUDAExecutionProvider" in providers:
+        cells += [("onnxruntime-cuda", p) for p in files]
+    if manifest.plan_file() is not None and shutil.which("nvidia-smi"):
+        cells.append(("tensorrt", manifest.files[manifest.plan_file()].precision or "auto"))
+    return cells
+
+
 def _row(report: Any, bare: Any | None) -> dict[str, Any]:
     row = report.summary()
     if bare is not None:
@@ -100,8 +125,8 @@ def _print_table(rows: list[dict[str, Any]]) -> None:
     "backends",
     default="auto",
     show_default=True,
-    help="One backend or a comma list to compare side by side (auto, cpu, cuda, "
-    "onnxruntime-tensorrt, tensorrt).",
+    help="One backend or a comma list to compare side by side (auto, cpu, openvino, cuda, "
+    "onnxruntime-tensorrt, tensorrt), or `all`: every installed backend at every precision it runs.",
 )
 @click.option("--batch", "batches", default="1,8", show_default=True, help="Batch sizes, comma-separated.")
 @click.option("--iters", type=int, default=50, show_default=True, help="Timed runs per cell.")
@@ -114,8 +139,8 @@ def _print_table(rows: list[dict[str, Any]]) -> None:
     "--bare/--no-bare",
     default=True,
     show_default=True,
-    help="Also time a bare onnxruntime InferenceSession.run (ONNX Runtime backends) and print "
-    "the runtime's overhead.",
+    help="Also time the engine called directly (onnxruntime InferenceSession.run, OpenVINO "
+    "InferRequest.infer) and print the runtime's overhead.",
 )
 @click.option(
     "--bare-session",
@@ -159,7 +184,7 @@ def bench_command(
     plot_path: Path | None,
     compare_torch: bool,
 ) -> int:
-    """Latency per backend × batch size, and the runtime's overhead over bare onnxruntime."""
+    """Latency per backend × batch size, and the runtime's overhead over the engine called directly."""
     from recon.runtime.backends import resolve_name
     from recon.runtime.manifest import load_manifest
     from recon.runtime.profiling import profile, profile_against_bare, save_histogram
@@ -169,22 +194,26 @@ def bench_command(
     if iters < 1 or warmup < 0:
         raise click.BadParameter("--iters must be >= 1 and --warmup >= 0")
     names = [part.strip() for part in backends.split(",") if part.strip()]
-    for name in names:
-        resolve_name(name)  # unknown names fail before any timing
-    load_manifest(artifact)  # a damaged artifact stops here; a backend that cannot run here gets a row
+    manifest = load_manifest(artifact)  # a damaged artifact stops here; a backend that cannot run gets a row
+    if names == ["all"]:
+        cells = [c for c in all_cells(manifest) if precision in ("auto", c[1])]
+    else:
+        for name in names:
+            resolve_name(name)  # unknown names fail before any timing
+        cells = [(name, precision) for name in names]
     rows: list[dict[str, Any]] = []
     reports = []
     failed = False
-    for name in names:
+    for name, cell in cells:
         try:
-            rec = Reconstructor.from_artifact(artifact, backend=name, precision=precision, threads=threads)
+            rec = Reconstructor.from_artifact(artifact, backend=name, precision=cell, threads=threads)
         except (BackendError, ArtifactError) as error:
             rows.append({"backend": name, "error": str(error)})
             failed = True
             continue
         with rec:
             for size in sizes:
-                if bare and rec.backend_name.startswith("onnxruntime"):
+                if bare and (rec.backend_name.startswith("onnxruntime") or rec.backend_name == "openvino"):
                     report, bare_report = profile_against_bare(
                         rec, size, iters, warmup, new_session=bare_session == "new"
                     )
@@ -212,7 +241,8 @@ def bench_command(
     overheads = [r for r in rows if "overhead_vs_bare" in r]
     if overheads:
         click.echo(
-            "runtime overhead over bare onnxruntime.InferenceSession.run (p50): "
+            "runtime overhead over the engine called directly (onnxruntime InferenceSession.run, "
+            "OpenVINO InferRequest.infer; p50): "
             + ", ".join(
                 f"{(r['overhead_vs_bare'] - 1) * 100:+.1f}% ({r['backend']}, batch {r['batch_size']})"
                 for r in overheads

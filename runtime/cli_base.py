@@ -15,7 +15,7 @@ from recon.runtime.backends.base import BackendError
 from recon.runtime.imageio import ImageIOError
 from recon.runtime.manifest import ArtifactError
 
-PRECISIONS = ["auto", "fp32", "fp16", "int8"]
+PRECISIONS = ["auto", "fp32", "fp16", "bf16", "int8"]
 
 
 def fail(message: str, code: int = 1) -> None:

@@ -167,6 +167,19 @@ def bare_session(reconstructor: Any) -> Any:
     )
 
 
+def bare_openvino(reconstructor: Any, new_session: bool = False) -> Any:
+    """An OpenVINO infer request on the backend's CompiledModel (or, `new_session`, a second one compiled
+    with the same properties): the engine called directly."""
+    backend = reconstructor.backend
+    compiled = backend.compiled
+    if new_session:
+        import openvino
+
+        core = openvino.Core()
+        compiled = core.compile_model(core.read_model(str(backend.onnx_path)), "CPU", backend.config())
+    return compiled.create_infer_request()
+
+
 def profile_against_bare(
     reconstructor: Any,
     batch_size: int = 1,
@@ -176,22 +189,36 @@ def profile_against_bare(
 ) -> tuple[LatencyReport, LatencyReport]:
     """(runtime, bare) reports; the two alternate run for run on the same float32 batch.
 
-    By default "bare" calls the Reconstructor's own InferenceSession directly, so the difference is the
-    runtime's own cost and nothing else; `new_session` builds a second session with the same options
-    (adds session-to-session variance, which on a shared CPU can exceed the overhead being measured).
+    By default "bare" calls the Reconstructor's own InferenceSession (OpenVINO: CompiledModel) directly, so
+    the difference is the runtime's own cost and nothing else; `new_session` builds a second session with
+    the same options (adds session-to-session variance, which on a shared CPU can exceed the overhead being
+    measured).
     """
     batch = random_batch(reconstructor, batch_size)
-    session = bare_session(reconstructor) if new_session else getattr(reconstructor.backend, "session", None)
-    if session is None:
-        raise ValueError(f"backend {reconstructor.backend_name!r} has no onnxruntime session to compare with")
     feed_name, output_name = reconstructor.manifest.input["name"], reconstructor.manifest.output["name"]
-    # the bare loop gets what ORT needs and nothing else: no validation, no splitting, no clipping
+    # the bare loop gets what the engine needs and nothing else: no validation, no splitting, no clipping
     top = reconstructor.max_batch
     chunks = [batch[i : i + top] for i in range(0, batch_size, top)]
+    if getattr(reconstructor.backend, "compiled", None) is not None:  # OpenVINO
+        request = bare_openvino(reconstructor, new_session)
+        engine = "openvino"
 
-    def bare() -> None:
-        for chunk in chunks:
-            session.run([output_name], {feed_name: chunk})
+        def bare() -> None:
+            for chunk in chunks:
+                request.infer({feed_name: chunk}, share_inputs=True)
+
+    else:
+        own = getattr(reconstructor.backend, "session", None)
+        session = bare_session(reconstructor) if new_session else own
+        if session is None:
+            raise ValueError(
+                f"backend {reconstructor.backend_name!r} has no onnxruntime session to compare with"
+            )
+        engine = "onnxruntime"
+
+        def bare() -> None:
+            for chunk in chunks:
+                session.run([output_name], {feed_name: chunk})
 
     for _ in range(warmup):
         reconstructor.run(batch)
@@ -215,12 +242,12 @@ def profile_against_bare(
     meta = _meta(reconstructor)
     runtime_report = LatencyReport(reconstructor.backend_name, batch_size, ours, stages, warmup, meta)
     bare_report = LatencyReport(
-        "bare onnxruntime",
+        f"bare {engine}",
         batch_size,
         theirs,
         {},
         warmup,
-        {**meta, "backend": "bare onnxruntime " + reconstructor.backend_name},
+        {**meta, "backend": f"bare {engine} " + reconstructor.backend_name},
     )
     ratio = runtime_report.p50_ms / bare_report.p50_ms
     runtime_report.meta["overhead_vs_bare"] = ratio

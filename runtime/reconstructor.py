@@ -35,7 +35,7 @@ class Reconstructor:
     """Runs an exported artifact: `Reconstructor.from_artifact(path).run(images)`.
 
     Thread-safe for `run`: one instance may serve many threads (ONNX Runtime sessions are re-entrant;
-    the TensorRT backend keeps one execution context per thread).
+    OpenVINO keeps one infer request per concurrent caller; TensorRT one execution context per thread).
     """
 
     def __init__(
@@ -82,10 +82,12 @@ class Reconstructor:
 
         Args:
             path: the artifact directory (holds manifest.json).
-            backend: "auto", "onnxruntime-cpu"/"cpu", "onnxruntime-cuda"/"cuda", "onnxruntime-tensorrt",
-                "tensorrt". Only "auto" may fall back; `backend_reason` says what it chose and why.
-            precision: "auto" (FP32 on the CPU; plan or FP16 on a GPU), "fp32", "fp16" or "int8".
-            threads: ONNX Runtime intra-op threads (None: ORT's default, one per core).
+            backend: "auto", "onnxruntime-cpu"/"cpu", "openvino"/"ov", "onnxruntime-cuda"/"cuda",
+                "onnxruntime-tensorrt", "tensorrt". Only "auto" may fall back; `backend_reason` says what it
+                chose and why.
+            precision: "auto" (FP32 on the CPU; plan or FP16 on a GPU), "fp32", "fp16", "int8", or "bf16"
+                (OpenVINO, on CPUs with AVX512_BF16 or AMX; refused elsewhere).
+            threads: CPU engine threads (None: the engine's default, one per core).
             clip: clip outputs to the manifest's output value range (default: the manifest's "clip").
             options: backend options (device_id, provider_options, optimization_level, trt_cache_dir).
         """

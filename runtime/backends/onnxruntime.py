@@ -15,6 +15,7 @@ from typing import Any
 import numpy as np
 
 from recon.runtime.backends.base import Backend, BackendError
+from recon.runtime.backends.onnx_external_data import refuse_external_data
 from recon.runtime.manifest import ArtifactError, Manifest
 
 # selection name → the ONNX Runtime providers in priority order
@@ -117,6 +118,11 @@ class OnnxRuntimeBackend(Backend):
         self.directory = Path(directory)
         self.manifest = manifest
         self.gpu = name != "onnxruntime-cpu"
+        if precision == "bf16":
+            raise BackendError(
+                f"backend {name!r} has no bf16 path; bf16 runs on --backend openvino (`pip install "
+                "recon[openvino]`) where the CPU has AVX512_BF16 or AMX"
+            )
         self.file, self.precision = choose_onnx_file(manifest, precision, self.gpu)
         self.onnx_path = self.directory / self.file
         self.threads = threads
@@ -210,6 +216,7 @@ class OnnxRuntimeBackend(Backend):
             raise ArtifactError(
                 f"{self.onnx_path}: sha256 does not match the manifest; refusing to load it, re-export"
             )
+        refuse_external_data(model, self.onnx_path)
         try:
             session = ort.InferenceSession(
                 model,

@@ -1,6 +1,7 @@
 """One Reconstructor, 8 threads x 200 calls with different inputs: outputs bit-identical to serial runs.
 
-ONNX Runtime: one InferenceSession shared by all threads. TensorRT: one engine, one execution context
+ONNX Runtime: one InferenceSession shared by all threads. OpenVINO: one CompiledModel, an infer request per
+concurrent caller (drawn from a pool). TensorRT: one engine, one execution context
 per thread (GPU only; skipped here with the reason when there is none). Inputs vary in batch size
 (including batches above the profile's max, which are split), rank and dtype, so that threads are in
 different code paths at the same time.
@@ -75,18 +76,20 @@ def check_threads_match_serial(reconstructor: Reconstructor) -> None:
     assert timings_seen == [True] * THREADS
 
 
-@pytest.mark.parametrize("intra_op_threads", [1, None])  # None: onnxruntime's default, one per core
-def test_eight_threads_sharing_one_onnxruntime_session_match_serial_bit_for_bit(
-    hardening_artifacts, intra_op_threads
+@pytest.mark.parametrize("intra_op_threads", [1, None])  # None: the engine's default, one per core
+def test_eight_threads_sharing_one_cpu_backend_match_serial_bit_for_bit(
+    hardening_artifacts, intra_op_threads, cpu_backend
 ):
     artifact = hardening_artifacts["conv"]
-    with Reconstructor.from_artifact(artifact, backend="cpu", threads=intra_op_threads) as reconstructor:
+    with Reconstructor.from_artifact(
+        artifact, backend=cpu_backend, threads=intra_op_threads
+    ) as reconstructor:
         check_threads_match_serial(reconstructor)
 
 
 @pytest.mark.slow
-def test_eight_threads_on_an_exported_cnn_match_serial_bit_for_bit(exported_cnn):
-    with Reconstructor.from_artifact(exported_cnn, backend="cpu") as reconstructor:
+def test_eight_threads_on_an_exported_cnn_match_serial_bit_for_bit(exported_cnn, cpu_backend):
+    with Reconstructor.from_artifact(exported_cnn, backend=cpu_backend) as reconstructor:
         check_threads_match_serial(reconstructor)
 
 

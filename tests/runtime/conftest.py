@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from cpu_backends import CPU_BACKENDS
 from runtime_artifacts import build_artifact
 
 
@@ -18,9 +19,10 @@ def ct_artifact(tmp_path_factory) -> Path:
     return build_artifact(tmp_path_factory.mktemp("art") / "ct", "ct")
 
 
-@pytest.fixture(scope="session")
-def deblur(deblur_artifact):
+@pytest.fixture(scope="session", params=CPU_BACKENDS)
+def deblur(deblur_artifact, request):
+    """A Reconstructor on each installed CPU backend in turn."""
     from recon.runtime import Reconstructor
 
-    with Reconstructor.from_artifact(deblur_artifact, backend="cpu", threads=1) as reconstructor:
+    with Reconstructor.from_artifact(deblur_artifact, backend=request.param, threads=1) as reconstructor:
         yield reconstructor

@@ -8,6 +8,7 @@ import sys
 
 import numpy as np
 import pytest
+from cpu_backends import OPENVINO
 from runtime_artifacts import H, W, build_artifact
 
 from recon.runtime import ArtifactError, BackendError, Reconstructor
@@ -30,14 +31,14 @@ def test_a_file_whose_sha256_does_not_match_is_refused_before_any_inference(tmp_
     assert not started
 
 
-def test_a_graph_changed_after_the_manifest_check_is_refused_by_the_backend(tmp_path):
+def test_a_graph_changed_after_the_manifest_check_is_refused_by_the_backend(tmp_path, cpu_backend):
     # the backend hashes the very bytes it hands to onnxruntime, not the file load_manifest read earlier
     artifact = build_artifact(tmp_path / "a")
     manifest = load_manifest(artifact)  # verified here
     data = bytearray((artifact / "model.onnx").read_bytes())
     data[-1] ^= 0xFF
     (artifact / "model.onnx").write_bytes(bytes(data))
-    backend = create_backend("cpu", artifact, manifest, threads=1)
+    backend = create_backend(cpu_backend, artifact, manifest, threads=1)
     with pytest.raises(ArtifactError, match="model.onnx: sha256 does not match the manifest; refusing"):
         backend.activate()
     assert not backend.is_active
@@ -64,18 +65,20 @@ def test_a_folder_without_manifest_is_refused(tmp_path):
         Reconstructor.from_artifact(tmp_path)
 
 
-def test_precision_picks_the_file_and_a_missing_precision_says_what_exists(deblur_artifact, ct_artifact):
+def test_precision_picks_the_file_and_a_missing_precision_says_what_exists(
+    deblur_artifact, ct_artifact, cpu_backend
+):
     for precision, file in (
         ("auto", "model.onnx"),
         ("fp32", "model.onnx"),
         ("int8", "model.int8.onnx"),
         ("fp16", "model.fp16.onnx"),
     ):
-        with Reconstructor.from_artifact(deblur_artifact, backend="cpu", precision=precision) as rec:
+        with Reconstructor.from_artifact(deblur_artifact, backend=cpu_backend, precision=precision) as rec:
             assert rec.backend.file == file
             assert rec.run(np.zeros((H, W), np.float32)).shape == (H, W)
     with pytest.raises(ArtifactError, match=r"no int8 ONNX file \(it has: fp32\)"):
-        Reconstructor.from_artifact(ct_artifact, precision="int8")
+        Reconstructor.from_artifact(ct_artifact, backend=cpu_backend, precision="int8")
 
 
 def test_an_explicit_gpu_backend_on_a_cpu_only_machine_raises_instead_of_falling_back(deblur_artifact):
@@ -86,8 +89,9 @@ def test_an_explicit_gpu_backend_on_a_cpu_only_machine_raises_instead_of_falling
 
 def test_auto_picks_the_cpu_here_and_says_why(deblur_artifact):
     with Reconstructor.from_artifact(deblur_artifact) as rec:
-        assert rec.backend_name == "onnxruntime-cpu"
+        assert rec.backend_name == ("openvino" if OPENVINO else "onnxruntime-cpu")
         assert rec.precision == "fp32"
+        assert ("OpenVINO is installed" if OPENVINO else "OpenVINO is not installed") in rec.backend_reason
         assert "no TensorRT plan" in rec.backend_reason
         assert "no CUDA provider" in rec.backend_reason
 
@@ -95,7 +99,7 @@ def test_auto_picks_the_cpu_here_and_says_why(deblur_artifact):
 def test_auto_explains_why_a_plan_was_not_used(tmp_path):
     artifact = build_artifact(tmp_path / "a", plan=PLAN)
     with Reconstructor.from_artifact(artifact) as rec:
-        assert rec.backend_name == "onnxruntime-cpu"
+        assert rec.backend_name in ("onnxruntime-cpu", "openvino")
         assert "TensorRT plan not usable" in rec.backend_reason
 
 
@@ -149,9 +153,9 @@ def test_backend_names_aliases_and_options_are_checked(deblur_artifact):
         select_backend(deblur_artifact, manifest, "auto", colour="red")
 
 
-def test_the_backend_interface_guards_its_state(deblur_artifact):
+def test_the_backend_interface_guards_its_state(deblur_artifact, cpu_backend):
     manifest = load_manifest(deblur_artifact)
-    backend = create_backend("cpu", deblur_artifact, manifest, threads=1)
+    backend = create_backend(cpu_backend, deblur_artifact, manifest, threads=1)
     x = np.zeros((2, 1, H, W), np.float32)
     with pytest.raises(BackendError, match="not active"):
         backend.infer(x)

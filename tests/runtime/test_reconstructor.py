@@ -48,10 +48,10 @@ def test_a_batch_larger_than_the_profile_is_split_and_reassembled(deblur):
     np.testing.assert_allclose(whole, expected(x), atol=1e-5)
 
 
-def test_a_batch_below_the_profile_minimum_is_padded(tmp_path):
+def test_a_batch_below_the_profile_minimum_is_padded(tmp_path, cpu_backend):
     artifact = build_artifact(tmp_path / "a", min_batch=4, max_batch=4)
     x = np.random.default_rng(4).random((6, 1, H, W), dtype=np.float32)
-    with Reconstructor.from_artifact(artifact, backend="cpu", threads=1) as rec:
+    with Reconstructor.from_artifact(artifact, backend=cpu_backend, threads=1) as rec:
         np.testing.assert_allclose(rec.run(x), expected(x), atol=1e-5)
 
 
@@ -100,16 +100,16 @@ def test_booleans_empty_batches_and_strings_are_refused(deblur):
         deblur.run(np.full((H, W), "a"))
 
 
-def test_outputs_are_clipped_only_when_asked(deblur_artifact):
+def test_outputs_are_clipped_only_when_asked(deblur_artifact, cpu_backend):
     x = np.full((1, 1, H, W), 2.0, np.float32)  # the edge of what a [0, 1] artifact accepts; ReLU(conv) > 1
-    with Reconstructor.from_artifact(deblur_artifact, backend="cpu", clip=False) as rec:
+    with Reconstructor.from_artifact(deblur_artifact, backend=cpu_backend, clip=False) as rec:
         assert rec.run(x).max() > 1.0
-    with Reconstructor.from_artifact(deblur_artifact, backend="cpu") as rec:
+    with Reconstructor.from_artifact(deblur_artifact, backend=cpu_backend) as rec:
         assert rec.run(x).max() == 1.0
 
 
-def test_floats_far_outside_the_input_range_are_refused_not_saturated(deblur_artifact):
-    with Reconstructor.from_artifact(deblur_artifact, backend="cpu") as rec:
+def test_floats_far_outside_the_input_range_are_refused_not_saturated(deblur_artifact, cpu_backend):
+    with Reconstructor.from_artifact(deblur_artifact, backend=cpu_backend) as rec:
         with pytest.raises(ValueError, match=r"far outside the artifact's input range \[0, 1\].*255"):
             rec.run(np.full((H, W), 200.0, np.float32))  # an 8-bit image passed as floats
         with pytest.raises(ValueError, match="far outside"):
@@ -118,9 +118,9 @@ def test_floats_far_outside_the_input_range_are_refused_not_saturated(deblur_art
         assert rec.run(np.full((H, W), 1.02, np.float32)).shape == (H, W)  # noise past the edge is fine
 
 
-def test_ct_maps_sinograms_to_images_of_another_shape(ct_artifact):
+def test_ct_maps_sinograms_to_images_of_another_shape(ct_artifact, cpu_backend):
     y = np.random.default_rng(8).random((11, ANGLES, DETECTORS), dtype=np.float32)
-    with Reconstructor.from_artifact(ct_artifact, backend="cpu") as rec:
+    with Reconstructor.from_artifact(ct_artifact, backend=cpu_backend) as rec:
         out = rec.run(y)
         assert out.shape == (11, N, N)
         np.testing.assert_allclose(out[:, None], np.clip(ct_reference(y[:, None]), 0, 1), atol=1e-5)
@@ -147,8 +147,8 @@ def test_one_reconstructor_serves_several_threads(deblur):
         np.testing.assert_allclose(results[i][:, None], expected(x[:, None]), atol=1e-5)
 
 
-def test_timings_cover_the_stages_and_a_closed_reconstructor_refuses_to_run(deblur_artifact):
-    rec = Reconstructor.from_artifact(deblur_artifact, backend="cpu")
+def test_timings_cover_the_stages_and_a_closed_reconstructor_refuses_to_run(deblur_artifact, cpu_backend):
+    rec = Reconstructor.from_artifact(deblur_artifact, backend=cpu_backend)
     rec.run(np.zeros((H, W), np.float32))
     assert {"prepare", "compute", "finish", "total"} <= set(rec.last_timings)
     rec.close()

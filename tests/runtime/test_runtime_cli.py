@@ -9,6 +9,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from cpu_backends import OPENVINO
 from runtime_artifacts import ANGLES, DETECTORS, H, W, conv_reference, ct_reference
 
 BIN = Path(sys.executable).parent
@@ -48,6 +49,9 @@ def inputs(tmp_path):
     return folder
 
 
+AUTO_CPU = "openvino" if OPENVINO else "onnxruntime-cpu"  # what `auto` picks on a machine without a GPU
+
+
 def test_recon_run_writes_each_input_in_its_format_with_its_name(deblur_artifact, inputs, tmp_path):
     out = tmp_path / "out"
     result = cli(
@@ -55,7 +59,7 @@ def test_recon_run_writes_each_input_in_its_format_with_its_name(deblur_artifact
     )
     assert result.returncode == 0, result.stderr
     summary = json.loads(result.stdout)
-    assert summary["files"] == 4 and summary["images"] == 8 and summary["backend"] == "onnxruntime-cpu"
+    assert summary["files"] == 4 and summary["images"] == 8 and summary["backend"] == AUTO_CPU
     assert sorted(p.name for p in out.iterdir()) == ["img0.png", "img1.png", "img2.png", "stack.npy"]
     from PIL import Image
 
@@ -130,11 +134,28 @@ def test_recon_bench_prints_a_table_and_the_overhead_ratio(deblur_artifact, tmp_
         tmp_path / "b.png",
     )
     assert result.returncode == 0, result.stderr
-    assert "runtime overhead over bare onnxruntime.InferenceSession.run" in result.stdout
+    assert "runtime overhead over the engine called directly" in result.stdout
     assert "batch 3" in result.stdout
     rows = json.loads((tmp_path / "b.json").read_text())["rows"]
     assert [r["batch_size"] for r in rows] == [1, 3] and all("overhead_vs_bare" in r for r in rows)
     assert (tmp_path / "b.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_recon_bench_all_times_every_installed_backend_and_precision_side_by_side(deblur_artifact, tmp_path):
+    result = cli("recon-bench", deblur_artifact, "--backend", "all", "--batch", "1", "--iters", "2",
+                 "--warmup", "0", "--threads", "1", "--json", tmp_path / "b.json")  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    cells = {(r["backend"], r["precision"]) for r in json.loads((tmp_path / "b.json").read_text())["rows"]}
+    expected = {("onnxruntime-cpu", "fp32"), ("onnxruntime-cpu", "int8")}
+    if OPENVINO:
+        import openvino
+
+        from recon.runtime.backends.openvino import bf16_refusal, cpu_flags
+
+        expected |= {("openvino", "fp32"), ("openvino", "int8")}
+        capabilities = openvino.Core().get_property("CPU", "OPTIMIZATION_CAPABILITIES")
+        assert (("openvino", "bf16") in cells) == (bf16_refusal(capabilities, cpu_flags()) is None)
+    assert expected <= cells
 
 
 def test_recon_bench_lists_an_unavailable_backend_and_exits_non_zero(deblur_artifact):

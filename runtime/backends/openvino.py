@@ -1,0 +1,230 @@
+"""OpenVINO on the CPU: the artifact's own ONNX files (FP32, INT8 QDQ), and bf16 where the CPU has it.
+
+- The bytes hashed are the bytes compiled: the file is read once, checked against the manifest's sha256 and
+  handed to `Core.read_model(bytes)` (OpenVINO 2026.4's overload 1: "Bytes with model in IR / ONNX ...");
+  an ONNX file with external data is refused first (OpenVINO would read it relative to the working
+  directory, see onnx_external_data.py).
+- Precision is set, never left to the device default: OpenVINO's CPU plugin defaults
+  INFERENCE_PRECISION_HINT to bf16 on CPUs with native bf16 (checked: `Core().get_property("CPU",
+  "INFERENCE_PRECISION_HINT")` is bfloat16 on this Xeon with AMX), so an FP32 artifact would silently run in
+  bf16. "fp32" and "int8" (the float layers between the QDQ pairs) run with f32; "bf16" runs the FP32 graph
+  with bf16 and is refused where the CPU has no native bf16 (on AVX2 the hint silently runs FP32).
+- One CompiledModel (thread-safe), one InferRequest per concurrent caller (InferRequest is not): idle
+  requests wait in a pool, so memory follows the number of threads that ran at the same time.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import queue
+import time
+from collections.abc import Iterable
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
+
+import numpy as np
+
+from recon.runtime.backends.base import Backend, BackendError
+from recon.runtime.backends.onnx_external_data import refuse_external_data
+from recon.runtime.manifest import ArtifactError, Manifest
+
+# runtime precision → (artifact file precision, OpenVINO inference precision hint)
+PRECISIONS = {
+    "fp32": ("fp32", "f32"),
+    "bf16": ("fp32", "bf16"),
+    "int8": ("int8", "f32"),
+    "fp16": ("fp16", "f32"),
+}
+BF16_CPU_FLAGS = ("avx512_bf16", "amx_bf16")  # native bf16 dot products (Cooper Lake+, Sapphire Rapids+)
+
+
+def import_openvino() -> Any:
+    try:
+        import openvino
+    except ImportError:
+        raise BackendError(
+            "OpenVINO is not installed; install it with `pip install recon[openvino]` or choose --backend cpu"
+        ) from None
+    return openvino
+
+
+def openvino_available() -> bool:
+    try:
+        import_openvino()
+    except BackendError:
+        return False
+    return True
+
+
+def cpu_flags(cpuinfo: str | os.PathLike = "/proc/cpuinfo") -> set[str] | None:
+    """The CPU's feature flags (Linux), or None where /proc/cpuinfo does not exist."""
+    try:
+        text = Path(cpuinfo).read_text()
+    except OSError:
+        return None
+    for line in text.splitlines():
+        if line.startswith("flags"):
+            return set(line.split(":", 1)[1].split())
+    return set()
+
+
+def bf16_refusal(capabilities: Iterable[str], flags: set[str] | None) -> str | None:
+    """Why bf16 cannot run here, or None when it can.
+
+    Both must agree: OpenVINO's CPU plugin lists "BF16" in OPTIMIZATION_CAPABILITIES, and the CPU flags
+    (when the OS shows them) include a native bf16 instruction set. Without them the bf16 hint either is
+    ignored (AVX2: silently FP32) or emulated, neither of which is what "bf16" promises.
+    """
+    capabilities = set(capabilities)
+    if "BF16" not in capabilities:
+        return (
+            f"OpenVINO lists no BF16 for this CPU (its capabilities: {', '.join(sorted(capabilities))}); "
+            "bf16 needs a CPU with AVX512_BF16 or AMX, use precision fp32 or int8"
+        )
+    if flags is not None and not any(flag in flags for flag in BF16_CPU_FLAGS):
+        return (
+            f"this CPU has no native bf16 ({' or '.join(BF16_CPU_FLAGS)} missing from its flags); "
+            "use precision fp32 or int8"
+        )
+    return None
+
+
+def _first_line(error: BaseException) -> str:
+    return (str(error).strip().splitlines() or [type(error).__name__])[0]
+
+
+def _port(port: Any) -> SimpleNamespace:
+    """An OpenVINO model input/output in the shape `check_graph_io` reads (onnxruntime's NodeArg fields)."""
+    element = port.get_element_type().get_type_name()  # "f32", "f16", "u8", ...
+    shape = [d.get_length() if d.is_static else "?" for d in port.get_partial_shape()]
+    return SimpleNamespace(
+        name=port.get_any_name(), type="tensor(float)" if element == "f32" else element, shape=shape
+    )
+
+
+class OpenVinoBackend(Backend):
+    """One OpenVINO CompiledModel on the CPU over one ONNX file of the artifact."""
+
+    name = "openvino"
+
+    def __init__(
+        self,
+        directory: str | os.PathLike,
+        manifest: Manifest,
+        precision: str = "auto",
+        threads: int | None = None,
+    ) -> None:
+        super().__init__()
+        precision = "fp32" if precision == "auto" else precision
+        if precision not in PRECISIONS:
+            raise ValueError(
+                f"openvino: precision must be auto or one of {sorted(PRECISIONS)}, got {precision!r}"
+            )
+        if threads is not None and threads < 0:
+            raise ValueError(f"threads must be >= 0 (0: one per core), got {threads}")
+        file_precision, self.hint = PRECISIONS[precision]
+        self.file = manifest.onnx_file(file_precision)
+        if self.file is None:
+            have = sorted(e.precision or "?" for e in manifest.files.values() if e.kind == "onnx")
+            raise ArtifactError(
+                f"artifact {manifest.name!r} has no {file_precision} ONNX file (it has: "
+                f"{', '.join(have) or 'none'}); choose one of those precisions or re-export with it"
+            )
+        self.precision = precision
+        self.directory = Path(directory)
+        self.manifest = manifest
+        self.onnx_path = self.directory / self.file
+        self.threads = threads
+        self.compiled: Any = None
+        self._idle: queue.SimpleQueue[Any] = queue.SimpleQueue()
+        self._input_name = manifest.input["name"]
+        self._output_name = manifest.output["name"]
+
+    def config(self) -> dict[str, Any]:
+        """The compile properties (also used by bench/runtime.py to call OpenVINO directly alike)."""
+        config: dict[str, Any] = {
+            "INFERENCE_PRECISION_HINT": self.hint,
+            "PERFORMANCE_HINT": "LATENCY",
+            # one stream: every request runs on the same threads, so outputs do not depend on which
+            # stream (and how many threads) a call landed on
+            "NUM_STREAMS": "1",
+        }
+        if self.threads:  # None or 0: OpenVINO's default, one per core
+            config["INFERENCE_NUM_THREADS"] = int(self.threads)
+        return config
+
+    # -- lifecycle -------------------------------------------------------------------------------------
+    def activate_impl(self) -> None:
+        from recon.runtime.backends.onnxruntime import check_graph_io
+
+        ov = import_openvino()
+        core = ov.Core()
+        if self.hint == "bf16":
+            why = bf16_refusal(core.get_property("CPU", "OPTIMIZATION_CAPABILITIES"), cpu_flags())
+            if why is not None:
+                raise BackendError(f"openvino: precision bf16 refused: {why}")
+        model_bytes = self.onnx_path.read_bytes()
+        if hashlib.sha256(model_bytes).hexdigest() != self.manifest.files[self.file].sha256:
+            raise ArtifactError(
+                f"{self.onnx_path}: sha256 does not match the manifest; refusing to load it, re-export"
+            )
+        refuse_external_data(model_bytes, self.onnx_path)
+        try:
+            model = core.read_model(model_bytes)
+            inputs, outputs = [_port(p) for p in model.inputs], [_port(p) for p in model.outputs]
+        except Exception as error:  # OpenVINO raises RuntimeError/GeneralFailure with its own text
+            raise ArtifactError(
+                f"{self.onnx_path}: OpenVINO cannot read it ({_first_line(error)}); re-export"
+            ) from None
+        names = [p.name for p in outputs]
+        if [p.name for p in inputs] != [self._input_name] or self._output_name not in names:
+            raise ArtifactError(
+                f"{self.onnx_path}: graph inputs {[p.name for p in inputs]} / outputs {names} do not match "
+                f"the manifest's {self._input_name!r} → {self._output_name!r}; re-export the artifact"
+            )
+        check_graph_io(self.onnx_path, self.manifest, inputs[0], outputs[names.index(self._output_name)])
+        try:
+            self.compiled = core.compile_model(model, "CPU", self.config())
+        except Exception as error:
+            raise ArtifactError(
+                f"{self.onnx_path}: OpenVINO cannot compile it for the CPU ({_first_line(error)}); re-export"
+            ) from None
+        self._output_port = self.compiled.output(self._output_name)
+
+    def infer_impl(self, batch: np.ndarray, timings: dict[str, float]) -> np.ndarray:
+        try:
+            request = self._idle.get_nowait()
+        except queue.Empty:
+            request = self.compiled.create_infer_request()
+        start = time.perf_counter()
+        try:
+            # share_inputs: the C-contiguous float32 batch is used in place; outputs are copied out of the
+            # request's buffer (share_outputs=False), since the request serves the next call
+            result = request.infer({self._input_name: batch}, share_inputs=True, share_outputs=False)
+            output = result[self._output_port]
+        except Exception as error:
+            raise BackendError(
+                f"{self.name}: OpenVINO failed to run the graph ({_first_line(error)})"
+            ) from error
+        finally:
+            self._idle.put(request)
+        timings["compute"] = time.perf_counter() - start
+        return output
+
+    def deactivate_impl(self) -> None:
+        while True:
+            try:
+                self._idle.get_nowait()
+            except queue.Empty:
+                break
+        self.compiled = None
+
+    def describe(self) -> dict[str, Any]:
+        info = super().describe()
+        info["threads"] = self.threads
+        if self.compiled is not None:
+            info["inference_precision"] = str(self.compiled.get_property("INFERENCE_PRECISION_HINT"))
+            info["openvino"] = import_openvino().__version__
+        return info

@@ -1,0 +1,180 @@
+"""The OpenVINO backend beyond the tests every CPU backend shares: bf16 (where the CPU has it, refused with
+the reason elsewhere), precision hints set rather than left to the device, external data refused, `auto`'s
+rule."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from cpu_backends import OPENVINO
+from runtime_artifacts import H, W, build_artifact, conv_reference
+
+from recon.runtime import ArtifactError, BackendError, Reconstructor
+from recon.runtime.backends import cpu_engine_rule
+from recon.runtime.backends.onnx_external_data import MalformedOnnx, external_tensors
+from recon.runtime.backends.openvino import bf16_refusal, cpu_flags
+
+needs_openvino = pytest.mark.skipif(
+    not OPENVINO, reason="OpenVINO is not installed (pip install recon[openvino])"
+)
+AVX2_MACHINE = {"sse4_2", "avx", "avx2", "fma", "f16c"}  # the AMD EPYC build machine of NOTES.md
+X = np.random.default_rng(0).random((3, 1, H, W), dtype=np.float32)
+
+
+def bf16_here() -> str | None:
+    import openvino
+
+    return bf16_refusal(openvino.Core().get_property("CPU", "OPTIMIZATION_CAPABILITIES"), cpu_flags())
+
+
+# -- the bf16 capability check, a function of the flags ----------------------------------------------------
+def test_bf16_is_refused_on_an_avx2_cpu_and_the_reason_names_what_is_missing():
+    why = bf16_refusal(["FP32", "INT8", "EXPORT_IMPORT"], AVX2_MACHINE)
+    assert why is not None and "no BF16" in why and "AVX512_BF16 or AMX" in why and "fp32 or int8" in why
+
+
+def test_bf16_is_refused_where_openvino_would_only_emulate_it():
+    # AVX-512 without the bf16 extension: OpenVINO may list BF16, but there is no native bf16 arithmetic
+    why = bf16_refusal(["BF16", "FP32", "INT8"], AVX2_MACHINE | {"avx512f", "avx512_vnni"})
+    assert why is not None and "no native bf16" in why and "avx512_bf16 or amx_bf16" in why
+
+
+@pytest.mark.parametrize("flag", ["avx512_bf16", "amx_bf16"])
+def test_bf16_is_allowed_with_avx512_bf16_or_amx(flag):
+    assert bf16_refusal(["BF16", "FP32", "INT8"], AVX2_MACHINE | {"avx512f", flag}) is None
+    assert bf16_refusal(["BF16", "FP32"], None) is None  # no /proc/cpuinfo: OpenVINO's word stands
+
+
+def test_cpu_flags_come_from_proc_cpuinfo(tmp_path):
+    cpuinfo = tmp_path / "cpuinfo"
+    cpuinfo.write_text("processor\t: 0\nmodel name\t: Some Xeon\nflags\t\t: fpu avx2 amx_bf16\n")
+    assert cpu_flags(cpuinfo) == {"fpu", "avx2", "amx_bf16"}
+    assert cpu_flags(tmp_path / "missing") is None
+
+
+@needs_openvino
+def test_bf16_runs_where_the_cpu_has_it_and_is_refused_elsewhere(deblur_artifact):
+    why = bf16_here()
+    if why is not None:
+        with pytest.raises(BackendError, match="precision bf16 refused: .*use precision fp32 or int8"):
+            Reconstructor.from_artifact(deblur_artifact, backend="openvino", precision="bf16")
+        return
+    with Reconstructor.from_artifact(deblur_artifact, backend="openvino", precision="bf16", threads=1) as rec:
+        assert rec.precision == "bf16" and rec.backend.file == "model.onnx"
+        assert "bfloat16" in rec.describe()["inference_precision"]
+        out = rec.run(X)
+    reference = np.clip(conv_reference(X), 0, 1)
+    error = np.abs(out - reference).max()
+    assert 1e-5 < error < 2e-2  # bf16 really ran (8-bit mantissa), and only that far off
+
+
+@needs_openvino
+def test_auto_with_bf16_picks_openvino_or_refuses(deblur_artifact):
+    if bf16_here() is not None:
+        with pytest.raises(BackendError, match="bf16 refused"):
+            Reconstructor.from_artifact(deblur_artifact, precision="bf16")
+        return
+    with Reconstructor.from_artifact(deblur_artifact, precision="bf16") as rec:
+        assert rec.backend_name == "openvino" and "bf16 runs on OpenVINO" in rec.backend_reason
+
+
+def test_onnxruntime_refuses_bf16_and_points_to_openvino(deblur_artifact):
+    with pytest.raises(BackendError, match="has no bf16 path; bf16 runs on --backend openvino"):
+        Reconstructor.from_artifact(deblur_artifact, backend="cpu", precision="bf16")
+
+
+# -- precision and threads are set, not left to the device -------------------------------------------------
+@needs_openvino
+@pytest.mark.parametrize("precision", ["fp32", "int8"])
+def test_fp32_and_int8_run_with_an_f32_hint_and_the_threads_asked_for(deblur_artifact, precision):
+    # OpenVINO's CPU default is bf16 on CPUs that have it: an FP32 artifact must not run in bf16 unasked
+    with Reconstructor.from_artifact(
+        deblur_artifact, backend="openvino", precision=precision, threads=1
+    ) as rec:
+        assert "float32" in rec.describe()["inference_precision"]
+        assert rec.backend.compiled.get_property("INFERENCE_NUM_THREADS") == 1
+        assert rec.backend.compiled.get_property("NUM_STREAMS") == 1
+        np.testing.assert_allclose(rec.run(X), np.clip(conv_reference(X), 0, 1), atol=1e-5)
+
+
+def test_the_backend_without_openvino_installed_says_how_to_install_it(deblur_artifact):
+    code = (
+        "import sys\nsys.modules['openvino'] = None\n"
+        "from recon.runtime import Reconstructor, BackendError\n"
+        f"try:\n    Reconstructor.from_artifact({str(deblur_artifact)!r}, backend='openvino')\n"
+        "except BackendError as e:\n    print('ERR', e); sys.exit(3)\n"
+        f"r = Reconstructor.from_artifact({str(deblur_artifact)!r})\nprint('AUTO', r.backend_name)\n"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 3, result.stdout + result.stderr
+    assert "OpenVINO is not installed" in result.stdout and "recon[openvino]" in result.stdout
+
+
+# -- auto's rule -------------------------------------------------------------------------------------------
+def test_auto_prefers_openvino_when_installed_and_onnxruntime_otherwise():
+    assert cpu_engine_rule(True, True)[0] == "openvino"
+    assert cpu_engine_rule(True, True, "int8")[0] == "openvino"
+    name, why = cpu_engine_rule(False, True)
+    assert name == "onnxruntime-cpu" and "OpenVINO is not installed" in why
+    name, why = cpu_engine_rule(True, True, "fp32", ["optimization_level"])
+    assert name == "onnxruntime-cpu" and "onnxruntime's" in why
+    assert cpu_engine_rule(True, False, "bf16")[0] == "openvino"
+    with pytest.raises(BackendError, match="bf16 runs on OpenVINO, which is not installed"):
+        cpu_engine_rule(False, True, "bf16")
+    with pytest.raises(BackendError, match="no CPU engine is installed"):
+        cpu_engine_rule(False, False)
+
+
+# -- external data: refused before any engine reads it -----------------------------------------------------
+def _external_artifact(tmp_path, location: str):
+    import onnx
+
+    from recon.runtime.manifest import load_manifest
+
+    artifact = build_artifact(tmp_path / "a")
+    model = onnx.load(str(artifact / "model.onnx"))
+    onnx.save(model, str(artifact / "model.onnx"), save_as_external_data=True, location=location,
+              size_threshold=0)  # fmt: skip
+    manifest = load_manifest(artifact, verify=False)
+    manifest.add_file(artifact, "model.onnx", "onnx", "fp32")  # hashed: only model.onnx is listed
+    manifest.save(artifact)
+    return artifact
+
+
+def test_an_onnx_file_with_external_data_is_refused_by_every_cpu_backend(tmp_path, cpu_backend):
+    # both engines, handed bytes, would read w.bin from the working directory, unhashed
+    artifact = _external_artifact(tmp_path, "w.bin")
+    with pytest.raises(ArtifactError, match=r"model.onnx: keeps tensors as external data \(w, b\).*one file"):
+        Reconstructor.from_artifact(artifact, backend=cpu_backend)
+
+
+def test_external_tensors_are_found_in_initializers_constants_and_subgraphs():
+    from onnx import TensorProto, helper, numpy_helper
+    from onnx.external_data_helper import set_external_data
+
+    def external(name: str) -> TensorProto:
+        tensor = numpy_helper.from_array(np.ones(3, np.float32), name)
+        set_external_data(tensor, location="elsewhere.bin")
+        tensor.data_location = TensorProto.EXTERNAL
+        tensor.ClearField("raw_data")
+        return tensor
+
+    const = helper.make_node("Constant", [], ["c"], value=external("in_constant"))
+    branch = helper.make_graph(
+        [const], "branch", [], [helper.make_tensor_value_info("c", TensorProto.FLOAT, [3])]
+    )
+    node = helper.make_node("If", ["cond"], ["out"], then_branch=branch, else_branch=branch)
+    graph = helper.make_graph(
+        [node], "g", [helper.make_tensor_value_info("cond", TensorProto.BOOL, [])],
+        [helper.make_tensor_value_info("out", TensorProto.FLOAT, [3])], [external("initializer")],
+    )  # fmt: skip
+    model = helper.make_model(graph).SerializeToString()
+    assert external_tensors(model) == ["in_constant", "in_constant", "initializer"]
+    graph.ClearField("initializer")
+    assert external_tensors(helper.make_model(graph).SerializeToString()) == ["in_constant", "in_constant"]
+    for damaged in (model[: len(model) // 2], b"\xff" * 12, b"\x0f\x00"):
+        with pytest.raises(MalformedOnnx):
+            external_tensors(damaged)
