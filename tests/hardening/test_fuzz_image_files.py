@@ -169,7 +169,7 @@ def test_a_compressed_dicom_without_a_decoder_is_refused_by_name(tmp_path):
 
 
 def test_recon_run_outputs_and_manifests_are_readable_by_other_accounts(tmp_path, hardening_artifacts):
-    from recon.runtime.manifest import write_json_atomic
+    from recon.runtime.files import write_json_atomic
 
     np.save(tmp_path / "a.npy", np.zeros((H, W), np.float32))
     previous = os.umask(0o022)
