@@ -167,16 +167,20 @@ def bare_session(reconstructor: Any) -> Any:
     )
 
 
-def bare_openvino(reconstructor: Any, new_session: bool = False) -> Any:
-    """An OpenVINO infer request on the backend's CompiledModel (or, `new_session`, a second one compiled
-    with the same properties): the engine called directly."""
+def bare_openvino(reconstructor: Any, batch_size: int, new_session: bool = False) -> Any:
+    """An OpenVINO infer request on the CompiledModel the backend uses for this batch size (or,
+    `new_session`, one compiled again with the same properties): the engine called directly."""
     backend = reconstructor.backend
-    compiled = backend.compiled
+    compiled, _ = backend.compiled_for(batch_size)
     if new_session:
         import openvino
 
         core = openvino.Core()
-        compiled = core.compile_model(core.read_model(str(backend.onnx_path)), "CPU", backend.config())
+        model = core.read_model(str(backend.onnx_path))
+        if batch_size in backend.static_batches:
+            rest = list(model.input(0).get_partial_shape())[1:]
+            model.reshape({0: openvino.PartialShape([batch_size, *rest])})
+        compiled = core.compile_model(model, "CPU", backend.config())
     return compiled.create_infer_request()
 
 
@@ -200,12 +204,12 @@ def profile_against_bare(
     top = reconstructor.max_batch
     chunks = [batch[i : i + top] for i in range(0, batch_size, top)]
     if getattr(reconstructor.backend, "compiled", None) is not None:  # OpenVINO
-        request = bare_openvino(reconstructor, new_session)
+        requests = {len(c): bare_openvino(reconstructor, len(c), new_session) for c in chunks}
         engine = "openvino"
 
         def bare() -> None:
             for chunk in chunks:
-                request.infer({feed_name: chunk}, share_inputs=True)
+                requests[len(chunk)].infer({feed_name: chunk}, share_inputs=True)
 
     else:
         own = getattr(reconstructor.backend, "session", None)

@@ -178,3 +178,15 @@ def test_external_tensors_are_found_in_initializers_constants_and_subgraphs():
     for damaged in (model[: len(model) // 2], b"\xff" * 12, b"\x0f\x00"):
         with pytest.raises(MalformedOnnx):
             external_tensors(damaged)
+
+
+@needs_openvino
+def test_batch_1_opt_and_max_get_static_graphs_and_other_sizes_the_dynamic_one(deblur_artifact):
+    with Reconstructor.from_artifact(deblur_artifact, backend="openvino", threads=1) as rec:
+        assert rec.backend.static_batches == [1, 4, 8]  # the profile is 1:4:8
+        x = np.random.default_rng(1).random((8, 1, H, W), dtype=np.float32)
+        for size in (1, 3, 8):
+            np.testing.assert_allclose(rec.run(x[:size]), np.clip(conv_reference(x[:size]), 0, 1), atol=1e-5)
+        assert set(rec.backend._by_batch) == {None, 1, 8}
+        assert rec.backend.compiled_for(3)[0] is rec.backend.compiled  # dynamic
+        assert rec.backend.compiled_for(8)[0].input(0).get_partial_shape().is_static
