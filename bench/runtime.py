@@ -2,7 +2,10 @@
 
 For the shipped ResUNet (small preset, 256×256) it times, with the same weights and the same threads:
   - torch eager FP32 (inference_mode, after warm-up), and torch with bf16 autocast where the CPU has bf16,
-  - recon.runtime FP32 and INT8 (onnxruntime CPU), and a bare `InferenceSession.run` on the same graph,
+  - torch.compile (inductor, compiled before timing), FP32 and bf16 autocast where the CPU has bf16,
+  - recon.runtime on onnxruntime (FP32, INT8) and OpenVINO (FP32, INT8, bf16 where the CPU has it), against
+    the same engines called directly on the same files (bare `InferenceSession.run`; OpenVINO compiled for
+    the batch size with the precision hint set), grouped by precision class, with the targets of issue 14,
   - the CT artifact (60 and 180 views; FBP in the graph) against scikit-image `iradon` + the torch network,
   - the cold start of `recon-run` on one image against an equivalent torch script,
 and prints ratios. Variants are interleaved round by round, so load on this noisy machine hits all alike.
@@ -97,17 +100,66 @@ def psnr(x: np.ndarray, ref: np.ndarray) -> float:
     return 10 * np.log10(1.0 / mse)
 
 
-def int8_quality(fp32: Any, int8: Any, task: str) -> dict:
-    """Mean PSNR to the ground truth on the 32-image held-out set, FP32 artifact vs INT8 artifact."""
+def heldout_quality(reference: Any, candidate: Any, task: str) -> dict:
+    """Mean PSNR to the ground truth on the 32-image held-out set, reference (FP32) vs candidate runner."""
     from recon.training.data import heldout_set
     from recon.training.tasks import task_config
 
     heldout = heldout_set(task_config(task), n=32)
     y, t = heldout.measurements.numpy(), heldout.targets.numpy()[:, 0]
     p32, p8 = (
-        float(np.mean([psnr(a, b) for a, b in zip(rec.run(y), t, strict=True)])) for rec in (fp32, int8)
+        float(np.mean([psnr(a, b) for a, b in zip(rec.run(y), t, strict=True)]))
+        for rec in (reference, candidate)
     )
-    return {"images": len(t), "psnr_fp32": p32, "psnr_int8": p8, "loss_db": p32 - p8}
+    return {"images": len(t), "psnr_fp32": p32, "psnr_int8": p8, "psnr": p8, "loss_db": p32 - p8}
+
+
+int8_quality = heldout_quality  # the CT section's name for it
+
+
+CPU_FLAGS = ("avx2", "avx512f", "avx512_vnni", "avx_vnni", "avx512_bf16", "amx_bf16", "amx_int8")
+
+
+def cpu_description() -> tuple[str, list[str]]:
+    """The CPU model and which of the flags that decide the ranking it has (Linux /proc/cpuinfo)."""
+    import platform
+
+    model, flags = platform.processor(), set()
+    if Path("/proc/cpuinfo").exists():
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name") and model in ("", platform.processor()):
+                model = line.split(":", 1)[1].strip()
+            elif line.startswith("flags") and not flags:
+                flags = set(line.split(":", 1)[1].split())
+    return model, [f for f in CPU_FLAGS if f in flags]
+
+
+# precision class of each variant: the target compares recon.runtime's best with every peer of its class
+CLASSES = {
+    "fp32": ["torch eager fp32", "torch.compile fp32", "bare onnxruntime fp32", "OpenVINO direct fp32",
+             "recon.runtime onnxruntime fp32", "recon.runtime openvino fp32"],
+    "bf16": ["torch eager bf16 (autocast)", "torch.compile bf16 (autocast)", "OpenVINO direct bf16",
+             "recon.runtime openvino bf16"],
+    "int8": ["bare onnxruntime int8", "OpenVINO direct int8", "recon.runtime onnxruntime int8",
+             "recon.runtime openvino int8"],
+}  # fmt: skip
+
+
+def openvino_direct(path: Path, hint: str, batch: int, threads: int) -> Callable[[np.ndarray], object]:
+    """OpenVINO called as a user would at its best: the ONNX file, the batch fixed, the precision hint set
+    (the CPU default is bf16 on bf16 CPUs), latency hint, one infer request."""
+    import openvino
+
+    core = openvino.Core()
+    model = core.read_model(str(path))
+    model.reshape({0: openvino.PartialShape([batch, *list(model.input(0).get_partial_shape())[1:]])})
+    config = {
+        "INFERENCE_PRECISION_HINT": hint,
+        "PERFORMANCE_HINT": "LATENCY",
+        "INFERENCE_NUM_THREADS": threads,
+    }
+    request = core.compile_model(model, "CPU", config).create_infer_request()
+    return lambda x: request.infer({0: x}, share_inputs=True)
 
 
 def bench_deblur(work: Path, threads: int, rounds: int, iters: int) -> dict:
@@ -115,6 +167,7 @@ def bench_deblur(work: Path, threads: int, rounds: int, iters: int) -> dict:
     import torch
 
     from recon.runtime import Reconstructor
+    from recon.runtime.backends.openvino import bf16_refusal, cpu_flags, openvino_available
     from recon.training.models import count_flops
     from recon.training.weights import load_trained
 
@@ -124,36 +177,77 @@ def bench_deblur(work: Path, threads: int, rounds: int, iters: int) -> dict:
     gflop = count_flops(network, (256, 256)) / 1e9
     peak = matmul_peak_gflops(threads)
 
-    fp32 = Reconstructor.from_artifact(artifact, backend="cpu", threads=threads)
-    int8 = Reconstructor.from_artifact(artifact, backend="cpu", precision="int8", threads=threads)
+    recs = {
+        "recon.runtime onnxruntime fp32": Reconstructor.from_artifact(
+            artifact, backend="cpu", threads=threads
+        ),
+        "recon.runtime onnxruntime int8": Reconstructor.from_artifact(
+            artifact, backend="cpu", precision="int8", threads=threads
+        ),
+    }
+    have_ov = openvino_available()
+    bf16_ok = False
+    if have_ov:
+        import openvino
+
+        capabilities = openvino.Core().get_property("CPU", "OPTIMIZATION_CAPABILITIES")
+        bf16_ok = bf16_refusal(capabilities, cpu_flags()) is None
+        for precision in ("fp32", "int8") + ("bf16",) * bf16_ok:
+            recs[f"recon.runtime openvino {precision}"] = Reconstructor.from_artifact(
+                artifact, backend="openvino", precision=precision, threads=threads
+            )
     options = ort.SessionOptions()
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     options.intra_op_num_threads = threads
-    bare = ort.InferenceSession(str(artifact / "model.onnx"), options, providers=["CPUExecutionProvider"])
-    bf16_ok = "avx512_bf16" in Path("/proc/cpuinfo").read_text() if Path("/proc/cpuinfo").exists() else False
+    bare = {
+        p: ort.InferenceSession(str(artifact / f), options, providers=["CPUExecutionProvider"])
+        for p, f in (("fp32", "model.onnx"), ("int8", "model.int8.onnx"))
+    }
 
     rows = []
     rng = np.random.default_rng(0)
     for batch in (1, 8):
         x = rng.random((batch, 1, 256, 256), dtype=np.float32)
         xt = torch.from_numpy(x)
+        compiled = torch.compile(network, dynamic=False)  # inductor; one per batch size, compiled in warm-up
 
-        def torch_fp32(xt=xt):
+        def eager(xt=xt):
             with torch.inference_mode():
                 return network(xt)
 
-        def torch_bf16(xt=xt):
+        def eager_bf16(xt=xt):
             with torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16):
                 return network(xt)
 
-        variants = {
-            "torch eager fp32": torch_fp32,
-            "bare onnxruntime fp32": lambda x=x: bare.run(None, {"measurement": x}),
-            "recon.runtime fp32": lambda x=x: fp32.run(x),
-            "recon.runtime int8": lambda x=x: int8.run(x),
+        def inductor(xt=xt, compiled=compiled):
+            with torch.inference_mode():
+                return compiled(xt)
+
+        def inductor_bf16(xt=xt, compiled=compiled):
+            with torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16):
+                return compiled(xt)
+
+        variants: dict[str, Callable[[], object]] = {
+            "torch eager fp32": eager,
+            "torch.compile fp32": inductor,
+            "bare onnxruntime fp32": lambda x=x: bare["fp32"].run(None, {"measurement": x}),
+            "bare onnxruntime int8": lambda x=x: bare["int8"].run(None, {"measurement": x}),
         }
+        if have_ov:
+            for precision, hint, file in (
+                ("fp32", "f32", "model.onnx"),
+                ("int8", "f32", "model.int8.onnx"),
+            ) + ((("bf16", "bf16", "model.onnx"),) if bf16_ok else ()):
+                run = openvino_direct(artifact / file, hint, batch, threads)
+                variants[f"OpenVINO direct {precision}"] = lambda x=x, run=run: run(x)
         if bf16_ok:
-            variants["torch autocast bf16"] = torch_bf16
+            variants["torch eager bf16 (autocast)"] = eager_bf16
+            variants["torch.compile bf16 (autocast)"] = inductor_bf16
+        for name, rec in recs.items():
+            variants[name] = lambda x=x, rec=rec: rec.run(x)
+        for name in ("torch.compile fp32", "torch.compile bf16 (autocast)"):  # compile before any timing
+            if name in variants:
+                variants[name]()
         result = interleaved(variants, rounds, iters)
         torch_s = result["torch eager fp32"]["median_s"]
         for name, r in result.items():
@@ -161,6 +255,7 @@ def bench_deblur(work: Path, threads: int, rounds: int, iters: int) -> dict:
                 {
                     "batch": batch,
                     "variant": name,
+                    "class": next(c for c, names in CLASSES.items() if name in names),
                     "ms_per_image": 1e3 * r["median_s"] / batch,
                     "p90_ms_per_call": 1e3 * r["p90_s"],
                     "speedup_vs_torch": torch_s / r["median_s"],
@@ -168,15 +263,66 @@ def bench_deblur(work: Path, threads: int, rounds: int, iters: int) -> dict:
                     "fraction_of_matmul_peak": gflop * batch / r["median_s"] / peak,
                 }
             )
-        overhead = result["recon.runtime fp32"]["median_s"] / result["bare onnxruntime fp32"]["median_s"] - 1
-        rows.append({"batch": batch, "variant": "runtime overhead over bare ORT", "overhead": overhead})
+        for engine, bare_name in (
+            ("onnxruntime", "bare onnxruntime fp32"),
+            ("openvino", "OpenVINO direct fp32"),
+        ):
+            ours = result.get(f"recon.runtime {engine} fp32")
+            if ours is not None and bare_name in result:
+                rows.append(
+                    {
+                        "batch": batch,
+                        "variant": f"runtime overhead over {bare_name}",
+                        "overhead": ours["median_s"] / result[bare_name]["median_s"] - 1,
+                    }
+                )
 
+    fp32 = recs["recon.runtime onnxruntime fp32"]
+    quality = {"onnxruntime int8": heldout_quality(fp32, recs["recon.runtime onnxruntime int8"], "deblur")}
+    for precision in ("int8", "bf16"):
+        if f"recon.runtime openvino {precision}" in recs:
+            quality[f"openvino {precision}"] = heldout_quality(
+                fp32, recs[f"recon.runtime openvino {precision}"], "deblur"
+            )
     return {
         "gflop_per_image": gflop,
         "matmul_peak_gflops": peak,
         "rows": rows,
-        "int8_quality": int8_quality(fp32, int8, "deblur"),
+        "int8_quality": quality["onnxruntime int8"],
+        "quality": quality,
+        "targets": targets(rows),
     }
+
+
+def targets(rows: list[dict]) -> list[dict]:
+    """Per class and batch: recon.runtime's best against the fastest peer (ratio > 1: recon is slower)."""
+    out = []
+    for batch in sorted({r["batch"] for r in rows}):
+        for cls in CLASSES:
+            cells = [r for r in rows if r["batch"] == batch and r.get("class") == cls]
+            ours = [r for r in cells if r["variant"].startswith("recon.runtime")]
+            peers = [r for r in cells if not r["variant"].startswith("recon.runtime")]
+            if not ours or not peers:
+                continue
+            best, peer = (
+                min(ours, key=lambda r: r["ms_per_image"]),
+                min(peers, key=lambda r: r["ms_per_image"]),
+            )
+            ratio = best["ms_per_image"] / peer["ms_per_image"]
+            out.append(
+                {"batch": batch, "class": cls, "recon_best": best["variant"], "fastest_peer": peer["variant"],
+                 "ratio": ratio, "met": ratio <= 1.03}
+            )  # fmt: skip
+    by = {(r["batch"], r["variant"]): r["ms_per_image"] for r in rows if "ms_per_image" in r}
+    for batch in sorted({r["batch"] for r in rows}):
+        ov, ort_ = (
+            by.get((batch, "recon.runtime openvino int8")),
+            by.get((batch, "recon.runtime onnxruntime int8")),
+        )
+        if ov and ort_:
+            out.append({"batch": batch, "class": "int8 speed-up over onnxruntime int8", "ratio": ort_ / ov,
+                        "met": ort_ / ov >= 1.2})  # fmt: skip
+    return out
 
 
 def bench_ct(work: Path, threads: int, rounds: int, iters: int) -> tuple[list[dict], dict]:
@@ -285,29 +431,52 @@ def bench_cold_start(work: Path, repeats: int = 3) -> dict:
 def markdown(report: dict) -> str:
     d = report["deblur"]
     lines = [
-        f"Machine: {report['machine']}; threads {report['threads']}; {report['date']}.",
+        f"Machine: {report['machine']}; flags: {', '.join(report['cpu_flags']) or 'none of these'}; "
+        f"threads {report['threads']}; {report['date']}.",
         f"Command: `{report['command']}`",
         "",
         f"ResUNet small, 256×256: {d['gflop_per_image']:.2f} GFLOP per image; measured FP32 matmul peak "
         f"{d['matmul_peak_gflops']:.0f} GFLOP/s.",
         "",
-        "| batch | variant | ms / image | p90 ms / call | × torch eager | GFLOP/s | of matmul peak |",
-        "|---:|---|---:|---:|---:|---:|---:|",
+        "| batch | class | variant | ms / image | p90 ms / call | × torch eager | GFLOP/s | of matmul peak |",
+        "|---:|---|---|---:|---:|---:|---:|---:|",
     ]
     for r in d["rows"]:
         if "overhead" in r:
             continue
         lines.append(
-            f"| {r['batch']} | {r['variant']} | {r['ms_per_image']:.1f} | {r['p90_ms_per_call']:.1f} | "
-            f"{r['speedup_vs_torch']:.2f} | {r['gflops']:.0f} | {100 * r['fraction_of_matmul_peak']:.0f}% |"
+            f"| {r['batch']} | {r['class']} | {r['variant']} | {r['ms_per_image']:.1f} | "
+            f"{r['p90_ms_per_call']:.1f} | {r['speedup_vs_torch']:.2f} | {r['gflops']:.0f} | "
+            f"{100 * r['fraction_of_matmul_peak']:.0f}% |"
         )
-    lines += ["", "| batch | runtime overhead over bare `InferenceSession.run` |", "|---:|---:|"]
-    lines += [f"| {r['batch']} | {100 * r['overhead']:+.1f}% |" for r in d["rows"] if "overhead" in r]
-    q = d["int8_quality"]
+    lines += ["", "| batch | runtime overhead |", "|---:|---:|"]
+    lines += [
+        f"| {r['batch']} | {r['variant']}: {100 * r['overhead']:+.1f}% |"
+        for r in d["rows"]
+        if "overhead" in r
+    ]
     lines += [
         "",
-        f"INT8 on the held-out set ({q['images']} images): PSNR {q['psnr_fp32']:.2f} dB (FP32) → "
-        f"{q['psnr_int8']:.2f} dB (INT8), loss {q['loss_db']:.2f} dB.",
+        "| batch | target | recon.runtime's best | fastest peer | ratio | met |",
+        "|---:|---|---|---|---:|---|",
+    ]
+    for t in d["targets"]:
+        if "recon_best" in t:
+            lines.append(
+                f"| {t['batch']} | {t['class']}: best ≤ 1.03 × fastest peer | {t['recon_best']} | "
+                f"{t['fastest_peer']} | {t['ratio']:.3f} | {'yes' if t['met'] else 'no'} |"
+            )
+        else:
+            lines.append(f"| {t['batch']} | {t['class']} ≥ 1.2 | | | {t['ratio']:.2f} | "
+                         f"{'yes' if t['met'] else 'no'} |")  # fmt: skip
+    lines += [
+        "",
+        "| held-out set (32 images) | PSNR FP32 (onnxruntime) | PSNR | loss |",
+        "|---|---:|---:|---:|",
+    ]
+    for name, q in d["quality"].items():
+        lines.append(f"| {name} | {q['psnr_fp32']:.2f} dB | {q['psnr']:.2f} dB | {q['loss_db']:.3f} dB |")
+    lines += [
         "",
         "| views | variant | ms / image | × the artifact's time |",
         "|---:|---|---:|---:|",
@@ -343,22 +512,11 @@ def main() -> None:
     parser.add_argument("--skip", default="", help="comma list of sections to skip: deblur,ct,cold")
     args = parser.parse_args()
     skip = set(filter(None, args.skip.split(",")))
-    import platform
-
-    cpu = (
-        next(
-            (
-                ln.split(":", 1)[1].strip()
-                for ln in Path("/proc/cpuinfo").read_text().splitlines()
-                if ln.startswith("model name")
-            ),
-            platform.processor(),
-        )
-        if Path("/proc/cpuinfo").exists()
-        else ""
-    )
+    cpu, flags = cpu_description()
+    print(f"CPU: {cpu}, {os.cpu_count()} cores; flags: {', '.join(flags)}", flush=True)
     report = {
         "machine": f"{cpu}, {os.cpu_count()} cores",
+        "cpu_flags": flags,
         "threads": args.threads,
         "date": time.strftime("%Y-%m-%d"),
         "command": "python bench/runtime.py " + " ".join(sys.argv[1:]),

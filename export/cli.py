@@ -93,6 +93,12 @@ class _Steps:
 )
 @click.option("--int8", is_flag=True, help="Also write model.int8.onnx (static QDQ, CPU) and time it.")
 @click.option(
+    "--bf16",
+    is_flag=True,
+    help="Measure the held-out PSNR loss of running model.onnx in bf16 (OpenVINO, CPUs with AVX512_BF16 or "
+    "AMX) into the report.",
+)
+@click.option(
     "--engine",
     type=click.Choice(["auto", "trt", "none"]),
     default="auto",
@@ -178,9 +184,10 @@ def cli(**kw: Any) -> None:
             overrides[key] = kw[option]
     if kw["task"] != "ct" and (kw["angles"] is not None or kw["detectors"] is not None):
         raise ExportError("--angles/--detectors apply to --task ct only")
-    passed_through = ("model", "task", "out", "weights", "random_init", "preset", "fp16", "int8", "engine",
-                      "batch", "opset", "workspace_mb", "opt_level", "timing_cache", "lean", "triton_repo",
-                      "force", "allow_mismatch", "threads", "calibration_images", "seed")  # fmt: skip
+    passed_through = ("model", "task", "out", "weights", "random_init", "preset", "fp16", "int8", "bf16",
+                      "engine", "batch", "opset", "workspace_mb", "opt_level", "timing_cache", "lean",
+                      "triton_repo", "force", "allow_mismatch", "threads", "calibration_images",
+                      "seed")  # fmt: skip
     options = ExportOptions(
         **{key: kw[key] for key in passed_through}, task_overrides=overrides, tolerances=tolerances
     )
@@ -206,6 +213,10 @@ def cli(**kw: Any) -> None:
             )
     if "int8_cpu_speedup" in summary["parity"]:
         click.echo(f"  INT8 speed-up on the CPU: {summary['parity']['int8_cpu_speedup']:.2f}×")
+    if "bf16_heldout_loss_db" in summary["parity"]:
+        click.echo(
+            f"  bf16 (OpenVINO) held-out PSNR loss: {summary['parity']['bf16_heldout_loss_db']:.3f} dB"
+        )
     for note in summary["notes"]:
         click.echo(f"  note: {note}")
     for folder in summary.get("triton_models", []):

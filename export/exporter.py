@@ -38,6 +38,7 @@ class ExportOptions:
     task_overrides: dict[str, Any] = field(default_factory=dict)  # image_size, n_angles, ...
     fp16: bool = False
     int8: bool = False
+    bf16: bool = False  # measure the FP32 graph's held-out PSNR loss in bf16 (OpenVINO) into the report
     engine: str = "auto"
     batch: tuple[int, int, int] = (1, 8, 32)
     opset: int = 18
@@ -375,6 +376,13 @@ def export_artifact(options: ExportOptions, progress: Progress | None = None) ->
                 input_name=INPUT_NAME,
                 threads=options.threads or 1,
             )
+        if options.bf16:
+            say("measuring bf16 on the held-out set")
+            from recon.export.bf16 import bf16_heldout_loss
+
+            report["bf16"] = bf16_heldout_loss(tmp, task_cfg, threads=options.threads)
+            if not report["bf16"]["measured"]:
+                notes.append(f"bf16 not measured: {report['bf16']['reason']}")
         clock.lap("parity")
         checkpoint("parity")
 
@@ -419,6 +427,8 @@ def export_artifact(options: ExportOptions, progress: Progress | None = None) ->
         manifest.parity = parity_summary
         if options.int8:
             manifest.parity["int8_cpu_speedup"] = report["int8"]["speed"]["speedup"]
+        if report.get("bf16", {}).get("measured"):
+            manifest.parity["bf16_heldout_loss_db"] = report["bf16"]["loss_db"]
         manifest.save(tmp)
         clock.lap("report")
         checkpoint("manifest")

@@ -50,3 +50,24 @@ def test_openvino_runs_the_int8_qdq_file_as_closely_to_fp32_as_onnxruntime(expor
         run(directory, "onnxruntime-cpu", "int8", sinograms),
     )
     assert psnr(ov) >= 35 and abs(psnr(ov) - psnr(ort)) <= 3
+
+
+def test_export_with_bf16_records_its_held_out_loss_or_why_not(exported):
+    import json
+
+    import openvino
+
+    from recon.runtime.backends.openvino import bf16_refusal, cpu_flags
+    from recon.runtime.manifest import load_manifest
+
+    directory, summary = exported("cnn", "deblur", weights=False, fp16=False, bf16=True)
+    report = json.loads((directory / "parity.json").read_text())["bf16"]
+    why = bf16_refusal(openvino.Core().get_property("CPU", "OPTIMIZATION_CAPABILITIES"), cpu_flags())
+    if why is not None:
+        assert report == {"measured": False, "reason": why}
+        assert any("bf16 not measured" in note for note in summary["notes"])
+        return
+    assert report["measured"] and report["images"] == 32 and report["engine"].startswith("openvino")
+    assert report["loss_db"] == pytest.approx(report["psnr_fp32"] - report["psnr_bf16"], abs=2e-3)
+    assert abs(report["loss_db"]) < 0.5 and 0 < report["max_abs_vs_fp32"] < 0.05  # bf16 ran, and closely
+    assert load_manifest(directory).parity["bf16_heldout_loss_db"] == report["loss_db"]
