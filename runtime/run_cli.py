@@ -263,7 +263,8 @@ def reconstruct_files(rec: Reconstructor, report: RunReport, per_run: int, windo
     "-b",
     default="auto",
     show_default=True,
-    help="auto, cpu (onnxruntime-cpu), cuda (onnxruntime-cuda), onnxruntime-tensorrt, tensorrt.",
+    help="auto, cpu (onnxruntime-cpu), openvino (ov), cuda (onnxruntime-cuda), onnxruntime-tensorrt, "
+    "tensorrt.",
 )
 @click.option("--batch", type=int, default=None, help="Images per run (default: the artifact's opt batch).")
 @click.option(
