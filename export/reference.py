@@ -4,8 +4,6 @@ from __future__ import annotations
 
 from typing import Any
 
-from recon.export.errors import ExportError
-
 
 def torch_pipeline(manifest: Any) -> tuple[Any, str]:
     """(measurement → image torch module in eval mode, a note on where its weights came from).
@@ -19,9 +17,7 @@ def torch_pipeline(manifest: Any) -> tuple[Any, str]:
     from recon.training.weights import WeightsError, load_trained
 
     model = manifest.model
-    task_cfg = manifest.physics.get("task_config")
-    if task_cfg is None:
-        raise ExportError("the manifest has no physics.task_config; re-export the artifact with this recon")
+    task_cfg = manifest.task_config
     source = model.get("weights_source", "unknown")
     sha = model.get("weights_sha256")
     network, note = None, ""
