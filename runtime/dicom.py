@@ -363,6 +363,27 @@ class Derivation:
         return int(number or 0) % 1000 + 1000 * self.run_number
 
 
+def run_derivation(
+    artifact: str | os.PathLike,
+    manifest: Any,
+    backend: str,
+    precision: str | None,
+    window: tuple[float, float] | None,
+) -> Derivation:
+    """The derivation of one `recon-run`: its series named after the model, artifact and settings."""
+    model = manifest.model.get("name", "?") if isinstance(manifest.model, dict) else "?"
+    weights = (manifest.model.get("weights_sha256") or "") if isinstance(manifest.model, dict) else ""
+    shown = "header window" if window is None else f"window {window[0]:g}..{window[1]:g}"
+    return Derivation(
+        description=f"recon {model} {manifest.task} {precision or ''} {Path(artifact).name}".strip(),
+        details=(
+            f"reconstructed by recon {manifest.recon_version}: model {model}, artifact {manifest.name} "
+            f"({Path(artifact).name}), task {manifest.task}, backend {backend}, precision {precision}, "
+            f"{shown}" + (f", weights sha256 {weights[:16]}" if weights else "")
+        ),
+    )
+
+
 _default_derivation: Derivation | None = None
 
 

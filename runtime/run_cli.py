@@ -76,6 +76,7 @@ RUN_EPILOG = """\b
 Examples:
   recon-run artifacts/resunet-deblur blurred/ --out restored/
   recon-run artifacts/resunet-deblur scan.dcm --out out/ --backend cpu --threads 2
+  recon-run artifacts/resunet-deblur dicom_folder/ --out derived/ --json   (one derived series per series)
   recon-run artifacts/fbpconvnet-ct sinograms/*.npy --out images/ --batch 16 --json
 """
 
@@ -114,7 +115,8 @@ Examples:
     "--dicom-window",
     default=None,
     metavar="LOW,HIGH",
-    help="Physical values mapped to [0, 1] for DICOM inputs (default: the stored bits' range).",
+    help="Physical values mapped to [0, 1] for DICOM inputs (default: the header's WindowCenter/Width, "
+    "else the stored bits' range).",
 )
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON summary on stdout.")
 def run_command(
@@ -132,10 +134,13 @@ def run_command(
     """Reconstruct image files (PNG, TIFF, NPY, DICOM) with an exported artifact.
 
     INPUTS are files or folders. CT artifacts take sinograms (NPY/TIFF, n_angles × n_detectors).
+    DICOM files inside a folder (any name) are grouped by series and ordered; each source series becomes
+    a new derived series in OUT/<series>/0001.dcm, … (see recon.runtime.dicom_series).
     """
     import numpy as np
     from tqdm import tqdm
 
+    from recon.runtime.dicom_series import SeriesJob, series_inputs
     from recon.runtime.imageio import read_image, write_image
     from recon.runtime.inputs import as_float_images
     from recon.runtime.reconstructor import Reconstructor
@@ -145,6 +150,9 @@ def run_command(
     if batch is not None and batch < 1:
         raise click.BadParameter(f"--batch must be >= 1, got {batch}")
     files = collect_inputs(inputs)
+    in_series = series_inputs(inputs)  # DICOM files in folders: by series, not by file name
+    files = [f for f in files if f not in set(in_series)]
+    series = SeriesJob(in_series, out, force) if in_series else None
     outputs = plan_outputs(files, out, force)
     out.mkdir(parents=True, exist_ok=True)
 
@@ -153,6 +161,15 @@ def run_command(
         run_times: list[float] = []
         n_images = 0
         group: list[tuple[Any, Path]] = []
+
+        def fits(image: Any) -> None:
+            shape = image.data.shape[-2:]
+            for got, want in zip(shape, rec.input_hw, strict=True):
+                if want is not None and got != want:
+                    raise ValueError(
+                        f"{image.path}: {rec.input_kind} of shape {tuple(shape)}, the artifact takes "
+                        f"({rec.input_hw[0]}, {rec.input_hw[1]})"
+                    )
 
         def flush() -> None:
             nonlocal n_images
@@ -177,13 +194,8 @@ def run_command(
                         f"{path}: pixels of type {image.data.dtype}; recon-run reconstructs integer or "
                         "floating-point images"
                     )
+                fits(image)
                 shape = image.data.shape[-2:]
-                for got, want in zip(shape, rec.input_hw, strict=True):
-                    if want is not None and got != want:
-                        raise ValueError(
-                            f"{path}: {rec.input_kind} of shape {tuple(shape)}, the artifact takes "
-                            f"({rec.input_hw[0]}, {rec.input_hw[1]})"
-                        )
                 if group and group[0][0].data.shape[-2:] != shape:
                     flush()  # a batch holds one size
                 group.append((image, target))
@@ -191,14 +203,33 @@ def run_command(
                     flush()
                 bar.update(1)
             flush()
+        if series is not None:
+            from recon.runtime.dicom import run_derivation
+
+            def timed_run(batch_images: np.ndarray) -> np.ndarray:
+                result = rec.run(batch_images)
+                run_times.append(rec.last_timings["total"])
+                return result
+
+            derivation = run_derivation(artifact, rec.manifest, rec.backend_name, rec.precision, window)
+            with tqdm(total=series.n_slices, unit="slice", desc="series", disable=None, leave=False) as bar:
+                series.run(
+                    timed_run,
+                    batch=per_run,
+                    window=window,
+                    derivation=derivation,
+                    check=fits,
+                    progress=bar.update,
+                )
+            n_images += sum(o.status == "ok" for o in series.outcomes)
         wall = time.perf_counter() - started
-        ms = np.asarray(run_times) * 1e3
+        ms = np.asarray(run_times or [0.0]) * 1e3
         summary = {
             "artifact": str(artifact),
             "backend": rec.backend_name,
             "reason": rec.backend_reason,
             "precision": rec.precision,
-            "files": len(files),
+            "files": len(files) + len(in_series),
             "images": n_images,
             "runs": len(run_times),
             "run_ms": {
@@ -211,11 +242,15 @@ def run_command(
             "wall_s": wall,
             "out": str(out),
         }
+        if series is not None:
+            summary["series"] = series.summary()
+            summary["outcomes"] = [o.to_json() for o in series.outcomes]
+    failed = [o for o in series.outcomes if o.status != "ok"] if series is not None else []
     if as_json:
         click.echo(json.dumps(summary, indent=2))
     else:
         click.echo(
-            f"{n_images} image(s) from {len(files)} file(s) → {out}/  [{rec.backend_name}, "
+            f"{n_images} image(s) from {len(files) + len(in_series)} file(s) → {out}/  [{rec.backend_name}, "
             f"{rec.precision}; {rec.backend_reason}]"
         )
         click.echo(
@@ -223,3 +258,10 @@ def run_command(
             f"p90 {summary['run_ms']['p90']:.2f} ms, max {summary['run_ms']['max']:.2f} ms; "
             f"{summary['per_image_ms']:.2f} ms per image; wall {wall:.2f} s"
         )
+        for row in summary.get("series", []):
+            click.echo(
+                f"series {row['series_number']} {row['description']!r}: {row['written']}/{row['slices']} "
+                f"slice(s) → {row['out']}/"
+            )
+    if failed:
+        raise ValueError(f"{len(failed)} DICOM slice(s) not reconstructed; first: {failed[0].error}")
