@@ -25,6 +25,7 @@ import copy
 import io
 import math
 import os
+import secrets
 import threading
 import time
 import zlib
@@ -339,14 +340,16 @@ class Derivation:
 
     `description` goes to SeriesDescription (cut to 64 characters), `details` to DerivationDescription. Every
     source series gets a fresh random SeriesInstanceUID the first time one of its slices is written, so two
-    runs (other settings, another model) never share a series; SeriesNumber = source number (mod 1000) +
-    1000 × a run number taken from the clock (seconds, modulo 2 000 000: distinct from the source and from
-    runs started in another second).
+    runs (other settings, another model) never share a series. SeriesNumber = source number (mod 1000) +
+    1000 × a random run number in 1..2 000 000 (IS holds < 2³¹): never the source's, and two runs collide
+    with probability 1/2 000 000 even when started in the same second. SeriesDate/SeriesTime are the run's,
+    so a PACS lists runs in the order they were made.
     """
 
     description: str = "recon"
     details: str = "reconstructed by recon"
-    run_number: int = field(default_factory=lambda: 1 + int(time.time()) % 2_000_000)
+    run_number: int = field(default_factory=lambda: 1 + secrets.randbelow(2_000_000))
+    started: time.struct_time = field(default_factory=time.localtime)
     _series: dict[str, str] = field(default_factory=dict, repr=False)
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
@@ -414,6 +417,8 @@ def derived_dataset(image: np.ndarray, like: ImageFile, derivation: Derivation |
     ds.SeriesDescription = derivation.description[:64]
     ds.DerivationDescription = derivation.details[:1024]
     ds.ImageType = ["DERIVED", "SECONDARY"]
+    ds.SeriesDate = ds.InstanceCreationDate = time.strftime("%Y%m%d", derivation.started)
+    ds.SeriesTime = ds.InstanceCreationTime = time.strftime("%H%M%S", derivation.started)
     _reference_source(ds, source, pydicom)
     for stale in ("SmallestImagePixelValue", "LargestImagePixelValue", "PixelPaddingValue"):
         if stale in ds:  # facts about the source's pixels, not these
