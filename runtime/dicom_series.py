@@ -168,6 +168,8 @@ def plan_outputs(series: list[Series], out: Path, force: bool) -> dict[Path, Pat
 
 
 Reconstruct = Callable[[np.ndarray], np.ndarray]  # (B, H, W) float32 in [0, 1] → (B, H, W)
+# Errors that concern one slice (ImageIOError and ArtifactError are ValueErrors): reported, the others go on.
+FILE_ERRORS = (ValueError, OSError, MemoryError)
 
 
 class SeriesJob:
@@ -197,8 +199,10 @@ class SeriesJob:
     ) -> list[Outcome]:
         """Reconstruct every slice in batches of ≤ `batch` (one series, one size per batch) and write it.
 
-        `check(image)` may raise ValueError to refuse one slice (e.g. a size the artifact cannot take);
-        `progress(n)` is told each n slices done. Returns the outcomes, in series and slice order.
+        `check(image)` may raise ValueError to refuse one slice (recon-run passes `Reconstructor.prepare`:
+        the one input rule); `progress(n)` is told each n slices done. A batch the network refuses is run
+        slice by slice to tell which fails. Returns the outcomes (header failures first, then series and
+        slice order). Python API: `SeriesJob(files, out).run(reconstructor.run, batch=8)`.
         """
         derivation = derivation or Derivation()
         for one in self.series:
@@ -226,7 +230,7 @@ class SeriesJob:
                 raise ImageIOError(f"{path}: not a DICOM file")
             if check is not None:
                 check(image)
-        except (ImageIOError, ValueError, OSError) as error:
+        except FILE_ERRORS as error:
             self.outcomes.append(Outcome(path, "failed", error=str(error), series=uid))
             return None
         return image
@@ -242,9 +246,13 @@ class SeriesJob:
         if not group:
             return
         try:
-            results = reconstruct(np.stack([image.data for image in group]))
-        except ValueError as error:  # the batch is refused (e.g. values the network overflows on)
-            self.outcomes.extend(Outcome(i.path, "failed", error=str(error), series=uid) for i in group)
+            results = list(reconstruct(np.stack([image.data for image in group])))
+        except FILE_ERRORS as error:  # run each slice alone, to tell which one the network refuses
+            if len(group) == 1:
+                self.outcomes.append(Outcome(group[0].path, "failed", error=str(error), series=uid))
+            else:
+                for image in group:
+                    self._flush([image], uid, reconstruct, derivation, None)
         else:
             for image, result in zip(group, results, strict=True):
                 self.outcomes.append(_write(image, self.plan[image.path], result, derivation, uid))
@@ -277,7 +285,7 @@ def _write(image: ImageFile, target: Path, result: np.ndarray, derivation: Deriv
     try:
         target.parent.mkdir(parents=True, exist_ok=True)
         write_image(target, result, image)  # atomic: temp file beside the target, then rename
-    except (ImageIOError, OSError) as error:  # one slice's failure is reported, the others go on
+    except FILE_ERRORS as error:  # one slice's failure is reported, the others go on
         return Outcome(image.path, "failed", error=str(error), series=uid)
     return Outcome(image.path, "ok", output=target, series=uid)
 

@@ -179,5 +179,6 @@ def test_recon_run_json_lists_every_slice_even_when_some_fail(hardening_artifact
         run_command.main(args, prog_name="recon-run")
     assert exit_.value.code == 1
     summary = json.loads(out.getvalue())
-    statuses = {Path(o["file"]).name: o["status"] for o in summary["outcomes"]}
-    assert sorted(statuses.values()) == ["failed", "ok", "ok"] and statuses[written[1][0].name] == "failed"
+    statuses = {Path(o["path"]).name: o["status"] for o in summary["outcomes"]}
+    assert sorted(statuses.values()) == ["failed", "written", "written"]
+    assert statuses[written[1][0].name] == "failed"

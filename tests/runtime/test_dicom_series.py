@@ -150,7 +150,8 @@ def test_recon_run_on_a_folder_of_series_writes_derived_series_and_a_json_summar
     assert summary["images"] == 41 and summary["files"] == 41
     rows = {row["series_uid"]: row for row in summary["series"]}
     assert [(rows[u]["slices"], rows[u]["written"]) for u in (uid_a, uid_b)] == [(20, 20), (20, 20)]
-    assert len(summary["outcomes"]) == 40 and {o["status"] for o in summary["outcomes"]} == {"ok"}
+    slices = [o for o in summary["outcomes"] if o.get("series")]
+    assert len(slices) == 40 and {o["status"] for o in summary["outcomes"]} == {"written"}
     assert (tmp_path / "out" / "photo.png").is_file()  # other files as before
     derived = [pydicom.dcmread(f"{rows[uid_a]['out']}/{k:04d}.dcm") for k in range(1, 21)]
     assert [float(d.ImagePositionPatient[2]) for d in derived] == [
@@ -183,12 +184,13 @@ def test_recon_run_reports_every_bad_slice_by_name_writes_the_others_and_exits_n
     assert result.returncode == 1
     summary = json.loads(result.stdout)
     failed = [o for o in summary["outcomes"] if o["status"] == "failed"]
-    assert len(failed) == 1 and failed[0]["file"].endswith("1.2.3.999")
-    assert "shape (18, 16)" in failed[0]["error"]
-    assert summary["series"][0]["written"] == 6
-    lines = result.stderr.strip().splitlines()
-    assert lines[-1].startswith("error: 1 DICOM slice(s) not reconstructed; first: ")
-    assert "1.2.3.999" in lines[-1]
+    assert len(failed) == 1 and failed[0]["path"].endswith("1.2.3.999")
+    assert "shape (18, 16)" in failed[0]["reason"]
+    assert summary["series"][0]["written"] == 6 and summary["series"][0]["failed"] == 1
+    text = cli("recon-run", deblur_artifact, folder, "--out", tmp_path / "out2")
+    assert text.returncode == 1
+    errors = [line for line in text.stderr.splitlines() if line.startswith("error: ")]
+    assert len(errors) == 1 and "1.2.3.999" in errors[0] and "shape (18, 16)" in errors[0]
 
 
 def test_a_512_ct_series_runs_end_to_end_when_the_artifact_takes_512(deblur_artifact, tmp_path):
