@@ -216,3 +216,36 @@ def test_a_512_ct_series_runs_end_to_end_when_the_artifact_takes_512(deblur_arti
         assert list(out.ImagePositionPatient) == list(source.ImagePositionPatient)
         hu = out.pixel_array * float(out.RescaleSlope) + float(out.RescaleIntercept)
         assert hu.min() >= -160 and hu.max() <= 240  # through the header's window 40/400
+
+
+@pytest.mark.slow
+def test_a_512_ct_series_runs_end_to_end_through_a_really_exported_512_artifact(tmp_path):
+    import subprocess
+    import sys
+
+    try:
+        import recon.export  # noqa: F401 - needs the training extra (torch)
+    except ImportError as error:
+        pytest.skip(f"recon-export is not usable here ({error})")
+    artifact = tmp_path / "cnn-512"
+    command = [sys.executable, "-m", "recon.export.cli", "--model", "cnn", "--task", "deblur",
+               "--random-init", "--size", "512", "--batch", "1:2:4", "--engine", "none", "--threads", "1",
+               "--quiet", "--out", str(artifact)]  # fmt: skip
+    exported = subprocess.run(command, capture_output=True, text=True, timeout=900)
+    assert exported.returncode == 0, exported.stderr
+    rng = np.random.default_rng(10)
+    folder = tmp_path / "ct"
+    folder.mkdir()
+    uid = pydicom.uid.generate_uid()
+    sources = [ct_slice(folder / f"1.2.840.{k}", rng, size=512, series_uid=uid, instance=3 - k,
+                        position=(-180.0, -180.0, 1.25 * (3 - k))) for k in range(3)]  # fmt: skip
+    result = cli("recon-run", artifact, folder, "--out", tmp_path / "out", "--json", "--threads", "1")
+    assert result.returncode == 0, result.stderr
+    row = json.loads(result.stdout)["series"][0]
+    assert (row["slices"], row["written"]) == (3, 3)
+    for k, source in enumerate(reversed(sources), start=1):
+        out = pydicom.dcmread(f"{row['out']}/{k:04d}.dcm")
+        assert (out.Rows, out.Columns, out.PixelRepresentation, out.InstanceNumber) == (512, 512, 1, k)
+        assert list(out.ImagePositionPatient) == list(source.ImagePositionPatient)
+        hu = out.pixel_array * float(out.RescaleSlope) + float(out.RescaleIntercept)
+        assert hu.min() >= -160 and hu.max() <= 240  # through the header's window 40/400
