@@ -354,7 +354,7 @@ class Derivation:
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     def series_uid(self, source_uid: str) -> str:
-        from pydicom.uid import generate_uid  # random (uuid4-based) without entropy sources
+        from pydicom.uid import generate_uid  # pydicom 3.0 uid.py: uuid4-based without entropy_srcs
 
         with self._lock:
             if source_uid not in self._series:
@@ -388,14 +388,16 @@ def run_derivation(
 
 
 _default_derivation: Derivation | None = None
+_default_lock = threading.Lock()
 
 
 def default_derivation() -> Derivation:
-    """The derivation of writes that name none: one per process."""
+    """The derivation of writes that name none: one per process (pass one per run to tell runs apart)."""
     global _default_derivation
-    if _default_derivation is None:
-        _default_derivation = Derivation()
-    return _default_derivation
+    with _default_lock:
+        if _default_derivation is None:
+            _default_derivation = Derivation()
+        return _default_derivation
 
 
 def derived_dataset(image: np.ndarray, like: ImageFile, derivation: Derivation | None = None) -> Any:
@@ -430,7 +432,8 @@ def derived_dataset(image: np.ndarray, like: ImageFile, derivation: Derivation |
     ds.file_meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID
     ds.file_meta.MediaStorageSOPClassUID = ds.get("SOPClassUID", "1.2.840.10008.5.1.4.1.1.7")
     ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian  # always uncompressed little endian out
-    # the copy remembers the source's encoding (big endian, deflated, implicit VR): write it afresh
+    # the copy remembers the source's encoding (big endian, implicit VR), which pydicom 3.0's save_as checks
+    # against the transfer syntax (filewriter.dcmwrite/write_dataset use Dataset.original_encoding): reset it
     ds.set_original_encoding(False, True, source.get("SpecificCharacterSet"))
     return ds
 
