@@ -16,6 +16,8 @@ import io
 import os
 import sys
 import time
+from collections.abc import Iterable
+from importlib import metadata
 from pathlib import Path
 from typing import Any
 
@@ -85,6 +87,29 @@ def node_placement(session: Any) -> list[tuple[str, str, str]]:
     except (AttributeError, RuntimeError):
         return []
     return [(sg.ep_name, node.op_type, node.name) for sg in subgraphs for node in sg.get_nodes()]
+
+
+# PyPI distributions that all install the one `onnxruntime` module
+ONNXRUNTIME_BUILDS = frozenset(
+    {"onnxruntime", "onnxruntime-gpu", "onnxruntime-openvino", "onnxruntime-directml"}
+)
+
+
+def onnxruntime_conflict(distribution_names: Iterable[str]) -> str | None:
+    """A sentence when more than one onnxruntime build is installed: they all install the same `onnxruntime`
+    module, so the files of one overwrite the other's and the GPU providers may be missing or mixed."""
+    builds = sorted({n.lower().replace("_", "-") for n in distribution_names} & ONNXRUNTIME_BUILDS)
+    if len(builds) < 2:
+        return None
+    return (
+        f"{' and '.join(builds)} are both installed and share one `onnxruntime` module; uninstall all of "
+        "them and install only onnxruntime-gpu (pip install 'recon[gpu-cu13]', docs/gpu.md)"
+    )
+
+
+ONNXRUNTIME_BUILDS = frozenset(
+    {"onnxruntime", "onnxruntime-gpu", "onnxruntime-openvino", "onnxruntime-directml"}
+)
 
 
 def preload_cuda_libraries(ort: Any) -> str:
@@ -275,6 +300,10 @@ class OnnxRuntimeBackend(Backend):
         if self.name == "onnxruntime-tensorrt":  # the provider does not create its cache folders
             for key in ("trt_engine_cache_path", "trt_timing_cache_path"):
                 Path(providers[0][1][key]).mkdir(parents=True, exist_ok=True)
+        if self.gpu:
+            conflict = onnxruntime_conflict(str(d.metadata.get("Name", "")) for d in metadata.distributions())
+            if conflict:
+                raise BackendError(f"backend {self.name!r}: {conflict}")
         preload_note = preload_cuda_libraries(ort) if self.gpu else ""
         # The bytes hashed are the bytes loaded: load_manifest checked the file, but it may change between
         # that check and this read (a copy in progress, a tampered file).

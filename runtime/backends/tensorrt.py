@@ -59,9 +59,15 @@ def _check(result: Any, what: str) -> Any:
     return values[0] if len(values) == 1 else tuple(values)
 
 
-def no_gpu_message(error_name: str, error_text: str, cuda_major: int | None) -> str:
-    """The one sentence for a failed cudaGetDeviceCount; a too-old driver is named as such."""
-    if error_name == "cudaErrorInsufficientDriver":
+def nvidia_driver_present() -> bool:
+    """Whether an NVIDIA kernel driver is loaded (it writes /proc/driver/nvidia/version)."""
+    return Path("/proc/driver/nvidia/version").exists()
+
+
+def no_gpu_message(error_name: str, error_text: str, cuda_major: int | None, driver: bool = True) -> str:
+    """The one sentence for a failed cudaGetDeviceCount. cudaErrorInsufficientDriver means either no driver
+    at all or one too old for this CUDA: only the second is named a driver problem."""
+    if error_name == "cudaErrorInsufficientDriver" and driver:
         # CUDA 13 wheels (cuda-python 13, TensorRT cu13, onnxruntime-gpu >= 1.28) need driver R580+
         wheels = f"CUDA {cuda_major} wheels" if cuda_major else "these CUDA wheels"
         return (
@@ -81,7 +87,7 @@ def cuda_device(device_id: int = 0) -> dict[str, Any]:
     if int(error) != 0 or count == 0:
         name, text = (cudart.cudaGetErrorName(error)[1], cudart.cudaGetErrorString(error)[1])
         name, text = (v.decode() if isinstance(v, bytes) else str(v) for v in (name, text))
-        raise BackendError(no_gpu_message(name, text, cuda_python_major()))
+        raise BackendError(no_gpu_message(name, text, cuda_python_major(), nvidia_driver_present()))
     if not 0 <= device_id < count:
         raise BackendError(f"CUDA device {device_id} does not exist (this machine has {count})")
     props = _check(cudart.cudaGetDeviceProperties(device_id), "cudaGetDeviceProperties")

@@ -192,3 +192,11 @@ def test_on_a_gpu_the_cuda_provider_leaves_only_the_predicted_nodes_on_the_cpu(c
     with Reconstructor.from_artifact(ct, backend="cuda") as rec:
         on_cpu = {entry.split(":", 1)[1] for entry in rec.backend.describe().get("nodes_on_cpu", [])}
     assert on_cpu <= predicted | {n for n in on_cpu if n.startswith("node_Shape")}, on_cpu
+
+
+def test_two_onnxruntime_builds_in_one_environment_are_named():
+    from recon.runtime.backends.onnxruntime import onnxruntime_conflict
+
+    assert onnxruntime_conflict(["numpy", "onnxruntime-gpu", "tensorrt-cu13"]) is None
+    message = onnxruntime_conflict(["onnxruntime", "onnxruntime_gpu"])
+    assert "onnxruntime and onnxruntime-gpu are both installed" in message and "uninstall" in message

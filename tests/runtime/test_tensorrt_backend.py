@@ -53,6 +53,8 @@ def test_a_too_old_driver_is_named_and_other_failures_say_no_gpu():
     assert "too old for CUDA 13 wheels" in old and "R580" in old and "gpu-cu12" in old
     none = no_gpu_message("cudaErrorNoDevice", "no CUDA-capable device is detected", 13)
     assert "needs an NVIDIA GPU" in none and "--backend cpu" in none
+    no_driver = no_gpu_message("cudaErrorInsufficientDriver", "driver version is insufficient", 13, False)
+    assert "needs an NVIDIA GPU" in no_driver  # the same error code without any driver: no GPU here
 
 
 def test_host_code_is_allowed_for_every_version_compatible_plan_and_no_other():
