@@ -9,7 +9,7 @@ on a CPU, and applied to the real TensorRT objects only in `apply_settings` / `b
 - TF32 is cleared: NvInfer.h documents `BuilderFlag::kTF32` as on by default, and Polygraphy's `CreateConfig`
   (backend/trt/config.py) clears it unless asked. Left on, the CT graph's FP32 island (the FBP's ramp-filter
   MatMul) would run with 10-bit mantissas on Ampere and later: what the island exists to prevent.
-- The CUDA device is checked (cuda-python `cudaGetDeviceCount`, else `nvidia-smi`) before TensorRT is
+- The CUDA device is checked (the runtime's cuda-python query, `cuda_device`) before TensorRT is
   imported: without a GPU a TensorRT `Runtime` can segfault when freed. The build runs on `device_id`.
 - The engine is deserialized and inspected (`ProfilingVerbosity.DETAILED`, engine inspector JSON with an
   execution context at the opt shape, since dynamic shapes otherwise hide the formats). Each layer's
@@ -24,15 +24,19 @@ from __future__ import annotations
 import json
 import os
 import re
-import shutil
-import subprocess
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from recon.export.errors import ExportError
-from recon.runtime.backends.tensorrt import installed_tensorrt_cuda_major, version_tuple
+from recon.runtime.backends.base import BackendError
+from recon.runtime.backends.tensorrt import (
+    cuda_device,
+    import_cudart,
+    installed_tensorrt_cuda_major,
+    version_tuple,
+)
 
 CACHE_DIR = Path.home() / ".cache" / "recon"
 # The default timing cache: the file actually used is keyed on TensorRT version and GPU (`timing_cache_path`),
@@ -42,45 +46,17 @@ DEFAULT_TIMING_CACHE = CACHE_DIR / "tensorrt-timing.cache"
 
 # -- can we build here? ------------------------------------------------------------------------------------
 def cuda_device_info(device_id: int = 0) -> tuple[dict[str, Any] | None, str]:
-    """({name, compute_capability}, "") for a usable CUDA device, else (None, one-line reason)."""
+    """({name, compute_capability "8.6"}, "") for a usable CUDA device, else (None, one-line reason).
+
+    The runtime's query (cuda-python's cudaGetDeviceCount / cudaGetDeviceProperties), the one recon has."""
     try:
-        from cuda.bindings import runtime as cudart
-    except ImportError:
-        try:
-            from cuda import cudart  # type: ignore[no-redef]  # cuda-python < 12.6
-        except ImportError:
-            cudart = None
-    if cudart is not None:
-        try:
-            error, count = cudart.cudaGetDeviceCount()
-        except Exception as exc:  # a missing driver library raises inside cuda-python
-            return None, f"no CUDA driver ({type(exc).__name__})"
-        if int(error) != 0 or count == 0:
-            # cuda-python 13 on a driver older than R580 says cudaErrorInsufficientDriver (35) here
-            name = cudart.cudaGetErrorName(error)[1] if int(error) != 0 else b"no device"
-            name = name.decode() if isinstance(name, bytes) else str(name)
-            return None, f"no usable CUDA GPU (cudaGetDeviceCount: {name})"
-        if device_id >= count:
-            return None, f"CUDA device {device_id} does not exist (found {count})"
-        error, props = cudart.cudaGetDeviceProperties(device_id)
-        if int(error) != 0:
-            return None, "cudaGetDeviceProperties failed"
-        name = props.name.decode(errors="replace") if isinstance(props.name, bytes) else str(props.name)
-        return {"name": name.rstrip("\x00"), "compute_capability": f"{props.major}.{props.minor}"}, ""
-    smi = shutil.which("nvidia-smi")
-    if smi is None:
-        return None, "no CUDA GPU found (no cuda-python, no nvidia-smi)"
-    try:
-        out = subprocess.run(
-            [smi, "--query-gpu=name,compute_cap", "--format=csv,noheader"],
-            capture_output=True, text=True, timeout=20, check=True,
-        ).stdout.strip().splitlines()  # fmt: skip
-    except (OSError, subprocess.SubprocessError):
-        return None, "no CUDA GPU found (nvidia-smi failed)"
-    if device_id >= len(out):
-        return None, "no CUDA GPU found (nvidia-smi lists none)"
-    name, capability = (part.strip() for part in out[device_id].rsplit(",", 1))
-    return {"name": name, "compute_capability": capability}, ""
+        device = cuda_device(device_id)
+    except BackendError as error:
+        return None, str(error)
+    return {
+        "name": device["name"],
+        "compute_capability": ".".join(map(str, device["compute_capability"])),
+    }, ""
 
 
 def tensorrt_builder_status(device_id: int = 0) -> tuple[Any | None, dict[str, Any] | None, str]:
@@ -208,16 +184,7 @@ def _logger(trt: Any) -> Any:
 
 def _set_device(device_id: int) -> None:
     """Make `device_id` current for this thread before TensorRT allocates anything (builder, inspector)."""
-    try:
-        from cuda.bindings import runtime as cudart
-    except ImportError:
-        try:
-            from cuda import cudart  # type: ignore[no-redef]
-        except ImportError:
-            if device_id != 0:
-                raise ExportError(f"building on CUDA device {device_id} needs cuda-python") from None
-            return
-    (error,) = cudart.cudaSetDevice(int(device_id))
+    (error,) = import_cudart().cudaSetDevice(int(device_id))
     if int(error) != 0:
         raise ExportError(f"cudaSetDevice({device_id}) failed ({error})")
 
