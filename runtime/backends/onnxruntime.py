@@ -6,7 +6,6 @@ A GPU provider asked for by name never falls back to the CPU in silence: the ses
 
 from __future__ import annotations
 
-import hashlib
 import os
 import time
 from pathlib import Path
@@ -15,7 +14,7 @@ from typing import Any
 import numpy as np
 
 from recon.runtime.backends.base import Backend, BackendError
-from recon.runtime.manifest import ArtifactError, Manifest
+from recon.runtime.manifest import ArtifactError, Manifest, read_verified
 
 # selection name → the ONNX Runtime providers in priority order
 PROVIDERS = {
@@ -108,7 +107,7 @@ class OnnxRuntimeBackend(Backend):
         provider_options: dict[str, Any] | None = None,
         optimization_level: str = "all",
         trt_cache_dir: str | os.PathLike | None = None,
-        log_severity_level: int = 3,
+        log_severity_level: int = 4,  # fatal only: errors reach the caller as one exception, not log lines
     ) -> None:
         super().__init__()
         if name not in PROVIDERS:
@@ -203,13 +202,8 @@ class OnnxRuntimeBackend(Backend):
         providers = self.providers()
         if self.name == "onnxruntime-tensorrt":  # the provider does not create its cache folder
             Path(providers[0][1]["trt_engine_cache_path"]).mkdir(parents=True, exist_ok=True)
-        # The bytes hashed are the bytes loaded: load_manifest checked the file, but it may change between
-        # that check and this read (a copy in progress, a tampered file).
-        model = self.onnx_path.read_bytes()
-        if hashlib.sha256(model).hexdigest() != self.manifest.files[self.file].sha256:
-            raise ArtifactError(
-                f"{self.onnx_path}: sha256 does not match the manifest; refusing to load it, re-export"
-            )
+        # the bytes checked are the bytes loaded (sha256, size, no link, no external data); never the path
+        model = read_verified(self.directory, self.manifest, self.file)
         try:
             session = ort.InferenceSession(
                 model,

@@ -8,7 +8,6 @@ can crash the process when freed), and the plan's sha256 is checked on the very 
 
 from __future__ import annotations
 
-import hashlib
 import importlib
 import os
 import shutil
@@ -20,7 +19,7 @@ from typing import Any
 import numpy as np
 
 from recon.runtime.backends.base import Backend, BackendError
-from recon.runtime.manifest import ArtifactError, Manifest
+from recon.runtime.manifest import ArtifactError, Manifest, read_verified
 
 _WHAT_TO_DO = "run the ONNX graph instead (--backend onnxruntime-cuda or cpu), or rebuild the engine here"
 
@@ -197,9 +196,7 @@ class TensorRTBackend(Backend):
         cudart = import_cudart()
         _check(cudart.cudaSetDevice(self.device_id), "cudaSetDevice")
         path = self.directory / self.file
-        data = path.read_bytes()
-        if hashlib.sha256(data).hexdigest() != self.entry.sha256:
-            raise ArtifactError(f"{path}: sha256 does not match the manifest; refusing to load it, re-export")
+        data = read_verified(self.directory, self.manifest, self.file)  # no link, bounded, hashed as read
         self._logger = trt.Logger(trt.Logger.WARNING)
         self._runtime = trt.Runtime(self._logger)
         info = self.entry.tensorrt or {}
