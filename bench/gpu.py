@@ -1,7 +1,7 @@
 """GPU benchmark of recon's networks (issue 7): latency per precision, layout and CUDA graph; FP16 error on
 real GPU arithmetic; FLOPs and bytes against the card's measured roofline; the ``gpu``-marked tests.
 
-    python bench/gpu.py --markdown docs/gpu.md --json gpu.json    # the whole table, one command
+    python bench/gpu.py --markdown docs/gpu-benchmark.md --json gpu.json   # everything, one command
     python bench/gpu.py --quick                                   # smoke run: cnn only, 64², few iterations
 
 One run ends within ten minutes: torch timings left when ``--budget-s`` (400 s, imports included) runs out
@@ -10,7 +10,7 @@ limit: an engine build can take minutes), ``pytest -m gpu`` gets ``--pytest-time
 JSON and markdown are rewritten after each step, so a run cut short still leaves its numbers (PARTIAL).
 
 Needs recon installed with its training extra (torch, scikit-image, safetensors: ``pip install -e .[train]``
-then onnxruntime-gpu per docs/gpu.md), and pytest for ``pytest -m gpu`` (without it: noted). Without CUDA it
+and onnxruntime-gpu as docs/gpu.md says), and pytest for ``pytest -m gpu`` (without it: noted). Without CUDA it
 runs on the CPU (perf_counter timing, FP32 variants only; the FP16 error is then CPU arithmetic, labelled
 so) so that it is tested everywhere.
 
