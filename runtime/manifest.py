@@ -29,8 +29,9 @@ An artifact is a directory holding `manifest.json` plus the files it lists. Layo
     }
 
 Optional keys of a plan's "tensorrt" entry: "hardware_compatibility_level" ("none" | "ampere_plus": then any
-GPU of compute capability >= 8.0 may run it) and "lean_runtime_excluded" (a version-compatible plan built with
-EXCLUDE_LEAN_RUNTIME: it carries no host code, so the runtime need not allow any).
+GPU of compute capability >= 8.0 may run it), "lean_runtime_excluded" (a version-compatible plan built with
+EXCLUDE_LEAN_RUNTIME: only a runtime of exactly "version" runs it), "cuda_major" (of the builder's TensorRT
+wheels, so the runtime can name the lean package) and "tf32" (false: cleared at build). docs/gpu.md.
 
 Integer inputs are scaled to [0, 1] by their dtype's maximum before they reach the graph; float inputs are
 taken as they are. Everything here is plain JSON and numpy-free, so any host (C++ included) can read it.
