@@ -10,9 +10,9 @@ limit: an engine build can take minutes), ``pytest -m gpu`` gets ``--pytest-time
 JSON and markdown are rewritten after each step, so a run cut short still leaves its numbers (PARTIAL).
 
 Needs recon installed with its training extra (torch, scikit-image, safetensors: ``pip install -e .[train]``
-and onnxruntime-gpu as docs/gpu.md says), and pytest for ``pytest -m gpu`` (without it: noted). Without CUDA it
-runs on the CPU (perf_counter timing, FP32 variants only; the FP16 error is then CPU arithmetic, labelled
-so) so that it is tested everywhere.
+and onnxruntime-gpu as docs/gpu.md says), and pytest for ``pytest -m gpu`` (without it: noted). Without
+CUDA it runs on the CPU (perf_counter timing, FP32 variants only; the FP16 error is then CPU arithmetic,
+labelled so) so that it is tested everywhere.
 
 What it measures, per shipped model and task (``weights/<model>-<task>.json``; random init, noted, without):
 - latency at batch 1, 8, 32 and ``--size``² of each variant in ``VARIANTS`` (FP32, FP16 by ``.half()`` and
@@ -147,13 +147,10 @@ def load_network(name: str, task: str) -> tuple[nn.Module, dict | None, str]:
     return net.eval(), card, f"weights/{name}-{task}.safetensors"
 
 
-def bench_task_config(task: str, card: dict | None, size: int) -> dict:
-    """The card's task config (defaults without a card) at ``size``² (tasks.task_config derives the rest)."""
-    cfg = dict(card["task"]) if card else tasks.task_config(task)
-    if cfg["image_size"] == size:
-        return cfg
-    overrides = {k: v for k, v in cfg.items() if k not in ("task", "n_detectors")}
-    return tasks.task_config(task, **{**overrides, "image_size": size})
+def bench_task_config(task: str, card: dict | None, size: int) -> tasks.TaskConfig:
+    """The card's task config (defaults without a card) at ``size``² (CT re-derives its detector count)."""
+    cfg = tasks.task_config_from_json(card["task"]) if card else tasks.task_config(task)
+    return cfg if cfg.image_size == size else cfg.with_overrides(image_size=size)
 
 
 # ---------------------------------------------------------------------------------------------- measuring
@@ -451,6 +448,10 @@ def export_for_runtime(name: str, task: str, size: int, folder: Path, timeout: f
             "--batch", "1:8:32", "--out", str(out), "--force"]  # fmt: skip
     if not (weights.weights_dir() / f"{name}-{task}.json").exists():
         args.append("--random-init")
+    elif (
+        size != tasks.task_config(task).image_size
+    ):  # shipped weights at a smaller --size (--quick): timing only
+        args.append("--allow-geometry-change")
     code = "import sys\nfrom recon.export.cli import main\nmain(sys.argv[1:])"
     env = {**os.environ, **WORKER_ENV}
     proc = subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True,
@@ -801,10 +802,10 @@ def collect_networks(args: argparse.Namespace, device: torch.device, report: dic
                                     Arch(name, name, net.config, net, evalset.inputs))  # fmt: skip
             arch.tasks.append(task)
             if task == "ct" and "fbp" not in archs:  # what the CT pipeline runs before the network
-                ct, label = tasks.build_physics(cfg), f"fbp ({cfg['n_angles']} views)"
-                config = {**ct.to_config(), "filter": cfg["filter"]}
+                ct, label = tasks.build_physics(cfg), f"fbp ({cfg.n_views} views)"
+                config = {**ct.to_config(), "filter": cfg.filter}
                 archs["fbp"] = Arch(
-                    label, "fbp", config, FBP(ct, cfg["filter"]).eval(), evalset.measurements, ["ct"]
+                    label, "fbp", config, FBP(ct, cfg.filter).eval(), evalset.measurements, ["ct"]
                 )
     names = [a.name for a in archs.values()]
     for arch in archs.values():  # one name, two architectures (cards trained with other presets): say which
