@@ -46,6 +46,7 @@ class ExportOptions:
     timing_cache: Path | None = None  # None: ~/.cache/recon/tensorrt-timing.cache
     lean: bool = False
     triton_repo: Path | None = None
+    triton: dict[str, Any] = field(default_factory=dict)  # write_triton_repository's flavour, instances...
     force: bool = False
     allow_mismatch: bool = False
     tolerances: dict[str, Tolerance] = field(default_factory=lambda: dict(DEFAULT_TOLERANCES))
@@ -451,12 +452,14 @@ def export_artifact(options: ExportOptions, progress: Progress | None = None) ->
         from recon.export.triton import write_triton_repository
 
         say("writing the Triton repository")
-        folders = write_triton_repository(
+        folders, triton_notes = write_triton_repository(
             options.triton_repo,
             final,
             manifest.to_json(),
             onnx_precision="fp16" if options.fp16 else "fp32",
             force=options.force,
+            **options.triton,
         )
         summary["triton_models"] = [str(folder) for folder in folders]
+        notes.extend(triton_notes)
     return summary
