@@ -25,7 +25,8 @@ TRITON_VENV ?= .triton-venv
 TRITON_PY := $(TRITON_VENV)/bin/python
 TRITON_REQS := "numpy<2" "nvidia-pytriton==0.7.0" "tritonclient[grpc,http]~=2.50" "onnxruntime>=1.18"
 
-$(TRITON_VENV)/.installed: pyproject.toml Makefile
+# (rebuilt when pyproject.toml changes; after editing TRITON_REQS, `rm -rf .triton-venv`)
+$(TRITON_VENV)/.installed: pyproject.toml
 	rm -rf $(TRITON_VENV)
 	$(PYTHON) -m venv $(TRITON_VENV)
 	$(TRITON_PY) -m pip install -q --upgrade pip
@@ -40,12 +41,14 @@ test-triton: venv triton-env
 	RECON_TRITON_VENV=$(TRITON_VENV) $(PY) -m pytest -q -m triton tests/triton_server
 
 # A local server on REPO (127.0.0.1, HTTP 8000, gRPC 8001, metrics 8002); Ctrl-C stops it.
+# TRITON_ARGS="--http-port 9000 --grpc-port 9001 --metrics-port 9002" moves it.
 REPO ?= models
+TRITON_ARGS ?=
 triton-serve: triton-env
-	$(TRITON_PY) -m recon.export.triton_server $(REPO)
+	$(TRITON_PY) -m recon.export.triton_server $(REPO) $(TRITON_ARGS)
 
 bench-triton: venv triton-env
-	RECON_TRITON_VENV=$(TRITON_VENV) $(PY) bench/triton.py
+	RECON_TRITON_VENV=$(TRITON_VENV) $(PY) bench/triton_server.py
 
 # the real-Triton-server tests have their own target (they need the server's venv): test-triton
 test: venv

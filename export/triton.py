@@ -87,9 +87,12 @@ def config_text(
 def plan_notes(manifest: Mapping[str, Any], plan_entry: Mapping[str, Any]) -> list[str]:
     """What a Triton server needs to know about a plan that config.pbtxt cannot say (issue 16, item 7).
 
-    Triton's TensorRT backend (tensorrt_backend, src/instance_state.cc) rejects a batch smaller than the
-    engine profile's minimum, and loads a version-compatible plan only when the server is started with
-    `--backend-config=tensorrt,version-compatible=true` and its TensorRT can deserialize that plan.
+    Triton's TensorRT backend rejects a batch smaller than the engine profile's minimum (NOTES.md, from the
+    issue-16 reading of tensorrt_backend), and only with `--backend-config=tensorrt,version-compatible=true`
+    does it call `setEngineHostCodeAllowed(true)` on its runtime (tensorrt_backend src/loader.cc, README
+    "Command-line Options"). It creates that runtime with `createInferRuntime` and never `loadRuntime`, so a
+    plan built with EXCLUDE_LEAN_RUNTIME (recon's --lean) deserializes only under the builder's exact
+    TensorRT version.
     """
     notes = []
     low = int(manifest["batch"].get("min", 1))

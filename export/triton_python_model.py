@@ -27,7 +27,6 @@ import numpy as np
 import triton_python_backend_utils as pb_utils
 
 from recon.runtime import Reconstructor
-from recon.runtime.inputs import prepare_batch
 
 
 def _parameter(config: dict, key: str, default: str) -> str:
@@ -79,7 +78,7 @@ class TritonPythonModel:
                 if tensor is None:
                     responses[i] = self._error(f"request has no input {self.input_name!r}", "INVALID_ARG")
                     continue
-                batch, rank = prepare_batch(tensor.as_numpy(), recon.input_hw, self.what, recon.input_range)
+                batch, rank = recon.prepare(tensor.as_numpy())  # the rule run() applies, per request
                 if rank != 4:
                     responses[i] = self._error(
                         f"{self.what} must be (B, 1, H, W), got rank {rank}", "INVALID_ARG"

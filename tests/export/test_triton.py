@@ -96,8 +96,7 @@ def test_the_python_flavour_holds_model_py_and_a_copy_of_the_artifact(tmp_path):
     imported = {a.name for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names}
     imported |= {n.module for n in ast.walk(tree) if isinstance(n, ast.ImportFrom)}
     # inside Triton: the runtime only (no torch, no recon.export), numpy and the stub's utilities
-    assert imported == {"__future__", "json", "os", "numpy", "triton_python_backend_utils", "recon.runtime",
-                        "recon.runtime.inputs"}  # fmt: skip
+    assert imported == {"__future__", "json", "os", "numpy", "triton_python_backend_utils", "recon.runtime"}
 
 
 def test_both_flavours_side_by_side(tmp_path):

@@ -1,6 +1,6 @@
 """A real Triton server (python backend running recon.runtime) against recon.runtime in process.
 
-    make bench-triton          # = RECON_TRITON_VENV=.triton-venv .venv/bin/python bench/triton.py
+    make bench-triton          # = RECON_TRITON_VENV=.triton-venv .venv/bin/python bench/triton_server.py
 
 Exports the shipped cnn deblur and CT weights (`--triton-repo`, python flavour), starts tritonserver from the
 server's venv (`make triton-env`) on 127.0.0.1, and drives both sides with the same closed loop: C client
@@ -8,6 +8,9 @@ threads, each sending R requests of batch 1 back to back. In process, the C thre
 (as a host application would); against Triton each thread has its own gRPC client and the server's dynamic
 batcher merges what arrives together. Reports images/s and p50/p99 latency per request, the CPU model and
 flags, and Triton's own batch statistics (how many executions ran at each batch size).
+
+(Not bench/triton.py: a script's folder comes first on sys.path, and a triton.py there shadows OpenAI's
+Triton, whose import torch.export probes: every export then fails.)
 
 `closed_loop` is also what tests/triton_server/test_triton_server.py uses for its concurrency check.
 """
@@ -170,7 +173,7 @@ def main() -> None:
     report: dict[str, Any] = {
         "machine": cpu_description(),
         "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
-        "command": "python bench/triton.py " + " ".join(sys.argv[1:]),
+        "command": "python bench/triton_server.py " + " ".join(sys.argv[1:]),
         "threads": args.threads,
         "results": [],
     }
