@@ -30,7 +30,7 @@ from recon.runtime import Reconstructor  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[2]
 TASKS = ("deblur", "ct")
-_spec = importlib.util.spec_from_file_location("bench_triton", ROOT / "bench" / "triton.py")
+_spec = importlib.util.spec_from_file_location("bench_triton", ROOT / "bench" / "triton_server.py")
 bench = importlib.util.module_from_spec(_spec)
 _spec.loader.exec_module(bench)
 
