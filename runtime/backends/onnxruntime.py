@@ -11,7 +11,6 @@ creation fail on every GPU.
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import io
 import os
 import sys
@@ -24,7 +23,7 @@ from typing import Any
 import numpy as np
 
 from recon.runtime.backends.base import Backend, BackendError
-from recon.runtime.manifest import ArtifactError, Manifest
+from recon.runtime.manifest import ArtifactError, Manifest, read_verified
 
 # selection name → the ONNX Runtime providers in priority order
 PROVIDERS = {
@@ -250,7 +249,7 @@ class OnnxRuntimeBackend(Backend):
         provider_options: dict[str, Any] | None = None,
         optimization_level: str = "all",
         trt_cache_dir: str | os.PathLike | None = None,
-        log_severity_level: int = 3,
+        log_severity_level: int = 4,  # fatal only: errors reach the caller as one exception, not log lines
     ) -> None:
         super().__init__()
         if name not in PROVIDERS:
@@ -340,13 +339,8 @@ class OnnxRuntimeBackend(Backend):
             if conflict:
                 raise BackendError(f"backend {self.name!r}: {conflict}")
         preload_note = preload_cuda_libraries(ort) if self.gpu else ""
-        # The bytes hashed are the bytes loaded: load_manifest checked the file, but it may change between
-        # that check and this read (a copy in progress, a tampered file).
-        model = self.onnx_path.read_bytes()
-        if hashlib.sha256(model).hexdigest() != self.manifest.files[self.file].sha256:
-            raise ArtifactError(
-                f"{self.onnx_path}: sha256 does not match the manifest; refusing to load it, re-export"
-            )
+        # the bytes checked are the bytes loaded (sha256, size, no link, no external data); never the path
+        model = read_verified(self.directory, self.manifest, self.file)
         try:
             session = new_session(model, self.session_options(), providers)
         except Exception as error:  # ORT raises its own Fail/InvalidArgument/RuntimeException types
