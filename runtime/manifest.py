@@ -32,8 +32,9 @@ An artifact is a directory holding `manifest.json` plus the files it lists. Layo
     }
 
 Optional keys of a plan's "tensorrt" entry: "hardware_compatibility_level" ("none" | "ampere_plus": then any
-GPU of compute capability >= 8.0 may run it) and "lean_runtime_excluded" (a version-compatible plan built with
-EXCLUDE_LEAN_RUNTIME: it carries no host code, so the runtime need not allow any).
+GPU of compute capability >= 8.0 may run it), "lean_runtime_excluded" (a version-compatible plan built with
+EXCLUDE_LEAN_RUNTIME: only a runtime of exactly "version" runs it), "cuda_major" (of the builder's TensorRT
+wheels, so the runtime can name the lean package) and "tf32" (false: cleared at build). docs/gpu.md.
 
 Format version 1 (recon before the typed task config) is still read: its "physics" entry gives way to
 "task_config" (taken from "physics"."task_config"; its legacy key "n_angles" is read as "n_views").
