@@ -181,6 +181,8 @@ def make_manifest(
 ) -> Manifest:
     from recon.runtime.manifest import Manifest
 
+    from recon.export.input_range import input_value_range
+
     lo, opt, hi = options.batch
     ct = task_cfg.task == "ct"
     return Manifest(
@@ -198,7 +200,7 @@ def make_manifest(
             "shape": ["batch", *input_shape[1:]],
             "dtype": "float32",
             "layout": "N1AD" if ct else "NCHW",
-            "value_range": None if ct else [0.0, 1.0],
+            "value_range": input_value_range(task_cfg),  # export/input_range.py
         },
         output={
             "name": OUTPUT_NAME,
