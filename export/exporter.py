@@ -278,6 +278,8 @@ def _engine(
     island: set[str],
 ) -> dict[str, Any]:
     """Build model.plan from the FP16 (or FP32) ONNX, list it in the manifest; return the engine report."""
+    import onnx
+
     from recon.export.tensorrt_build import DEFAULT_TIMING_CACHE, EngineOptions, build_engine
 
     source_onnx = ONNX_FILES["fp16" if options.fp16 else "fp32"]
@@ -298,6 +300,7 @@ def _engine(
         options=engine_options,
         fp32_island_nodes=island,
         conv_nodes=conv_nodes,
+        node_order=[n.name for n in onnx.load(str(tmp / source_onnx)).graph.node],  # ForeignNode ranges
     )
     precision = "fp16" if options.fp16 else "fp32"
     manifest.add_file(tmp, PLAN_FILE, "tensorrt", precision, tensorrt=info["tensorrt"])
