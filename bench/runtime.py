@@ -163,10 +163,10 @@ def openvino_direct(path: Path, hint: str, batch: int, threads: int) -> Callable
 
 
 def bench_deblur(work: Path, threads: int, rounds: int, iters: int, artifact: Path | None = None) -> dict:
-    import onnxruntime as ort
     import torch
 
     from recon.runtime import Reconstructor
+    from recon.runtime.backends.onnxruntime import new_session, session_options
     from recon.runtime.backends.openvino import bf16_refusal, cpu_flags, openvino_available
     from recon.training.models import count_flops
     from recon.training.weights import load_trained
@@ -197,11 +197,8 @@ def bench_deblur(work: Path, threads: int, rounds: int, iters: int, artifact: Pa
             recs[f"recon.runtime openvino {precision}"] = Reconstructor.from_artifact(
                 artifact, backend="openvino", precision=precision, threads=threads
             )
-    options = ort.SessionOptions()
-    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-    options.intra_op_num_threads = threads
     bare = {
-        p: ort.InferenceSession(str(artifact / f), options, providers=["CPUExecutionProvider"])
+        p: new_session(artifact / f, session_options(threads))
         for p, f in (("fp32", "model.onnx"), ("int8", "model.int8.onnx"))
     }
 

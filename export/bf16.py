@@ -24,7 +24,7 @@ def _psnr(image: Any, target: Any) -> float:
 
 def bf16_heldout_loss(
     artifact: str | os.PathLike,
-    task_cfg: dict[str, Any],
+    task_cfg: Any,
     *,
     images: int = HELDOUT_IMAGES,
     threads: int | None = None,
@@ -42,7 +42,7 @@ def bf16_heldout_loss(
     why = bf16_refusal(openvino.Core().get_property("CPU", "OPTIMIZATION_CAPABILITIES"), cpu_flags())
     if why is not None:
         return {"measured": False, "reason": why}
-    heldout = heldout_set(task_cfg, n=images, size=task_cfg["image_size"])
+    heldout = heldout_set(task_cfg, n=images, size=task_cfg.image_size)  # a TaskConfig
     measurements, targets = heldout.measurements.numpy(), heldout.targets.numpy()
     outputs = {}
     for precision in ("fp32", "bf16"):

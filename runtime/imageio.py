@@ -3,23 +3,24 @@
 What `read_image` hands the Reconstructor:
 - PNG 8/16-bit, TIFF and NPY integers: the stored integers (the Reconstructor scales them by dtype max);
   TIFF/NPY floats as they are (CT sinograms are NPY/TIFF, (n_angles, n_detectors)).
-- DICOM: physical values (stored · RescaleSlope + RescaleIntercept) mapped to [0, 1] over a window,
-  by default the physical range the stored bits can hold; the output goes back through the same window.
+- DICOM (runtime/dicom.py): physical values (stored · RescaleSlope + RescaleIntercept) mapped to [0, 1]
+  through a window (given, else the header's WindowCenter/Width, else the stored bits' range), clipped; the
+  output goes back through the same window into the source's stored representation.
 Writes are atomic (temp file beside the target, then rename).
 """
 
 from __future__ import annotations
 
-import copy
 import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 import numpy as np
 
-from recon.runtime.files import temp_beside
+from recon.runtime import limits
+from recon.runtime.files import FileRefused, open_regular, temp_beside
 
 SUFFIXES = {".png": "png", ".tif": "tiff", ".tiff": "tiff", ".npy": "npy", ".dcm": "dicom", ".dicom": "dicom"}
 
@@ -37,33 +38,52 @@ class ImageFile:
 
 
 def detect_format(path: str | os.PathLike) -> str | None:
-    """The format by suffix; DICOM files without a suffix by their "DICM" preamble; None otherwise."""
+    """The format by suffix; otherwise DICOM by its "DICM" preamble; None when neither.
+
+    Any unknown suffix is sniffed: files named by UID (`1.2.840.113619.2.55.3.123`) have the pathlib
+    suffix ".123".
+    """
     path = Path(path)
     fmt = SUFFIXES.get(path.suffix.lower())
-    if fmt is None and path.suffix == "" and path.is_file():
-        with open(path, "rb") as handle:
-            head = handle.read(132)
-        if len(head) == 132 and head[128:] == b"DICM":
+    if fmt is None and path.is_file():
+        from recon.runtime.dicom import is_dicom_file
+
+        if is_dicom_file(path):
             return "dicom"
     return fmt
 
 
 def read_image(path: str | os.PathLike, dicom_window: tuple[float, float] | None = None) -> ImageFile:
+    """Read one image file; its declared size is checked against `recon.runtime.limits` before decoding.
+
+    Raises ImageIOError (one line, naming the file) for anything that is not a readable image: unknown
+    format, not a regular file (FIFO, device), damaged, too large, or pages of different shapes.
+    """
     path = Path(path)
+    if not path.exists():
+        raise ImageIOError(f"{path}: no such file")
     fmt = detect_format(path)
     if fmt is None:
         raise ImageIOError(
             f"{path}: unknown image format; recon reads {', '.join(sorted(set(SUFFIXES)))} files"
         )
-    if not path.is_file():
-        raise ImageIOError(f"{path}: no such file")
-    reader = {"png": _read_png, "tiff": _read_tiff, "npy": _read_npy}.get(fmt)
     try:
-        image = _read_dicom(path, dicom_window) if fmt == "dicom" else reader(path)  # type: ignore[misc]
+        if fmt == "dicom":
+            os.close(open_regular(path, follow_links=True))  # no FIFO/device; pydicom opens the path
+            image = _read_dicom(path, dicom_window)
+        else:
+            reader = {"png": _read_png, "tiff": _read_tiff, "npy": _read_npy}[fmt]
+            # opened through open_regular (no FIFO/device), with the path as its name (tifffile wants one)
+            with open(path, "rb", opener=lambda name, _: open_regular(name, follow_links=True)) as handle:
+                image = reader(path, handle)
     except ImageIOError:
         raise
+    except FileRefused as error:
+        raise ImageIOError(str(error)) from None
     except ImportError as error:
         raise ImageIOError(f"{path}: {error}") from None
+    except MemoryError:
+        raise ImageIOError(f"{path}: not enough memory to decode it") from None
     except Exception as error:  # each library raises its own types for damaged files
         reason = (str(error).strip().splitlines() or [""])[0]  # one line, whatever the library says
         raise ImageIOError(
@@ -72,6 +92,27 @@ def read_image(path: str | os.PathLike, dicom_window: tuple[float, float] | None
     if image.data.ndim not in (2, 3) or 0 in image.data.shape:
         raise ImageIOError(f"{path}: expected a 2-D image (or a stack of them), got shape {image.data.shape}")
     return image
+
+
+def check_declared(path: Path, fmt: str, images: int, height: int, width: int, itemsize: int) -> None:
+    """Refuse, before decoding, a file whose header declares more than `recon.runtime.limits` allow."""
+    pixels = height * width
+    problems = [
+        (max(height, width) > limits.MAX_IMAGE_SIDE, f"a side above {limits.MAX_IMAGE_SIDE} px"),
+        (pixels > limits.MAX_IMAGE_PIXELS, f"more than {limits.MAX_IMAGE_PIXELS} pixels per image"),
+        (images > limits.MAX_IMAGES_PER_FILE, f"more than {limits.MAX_IMAGES_PER_FILE} images"),
+        (pixels * images > limits.MAX_PIXELS_PER_FILE, f"more than {limits.MAX_PIXELS_PER_FILE} pixels"),
+        (
+            pixels * images * itemsize > limits.MAX_DECODED_BYTES_PER_FILE,
+            f"more than {limits.MAX_DECODED_BYTES_PER_FILE} bytes of pixels",
+        ),
+    ]
+    too_much = [what for bad, what in problems if bad]
+    if too_much:
+        raise ImageIOError(
+            f"{path}: {fmt} declares {images} image(s) of {height}×{width} ({too_much[0]}; "
+            "recon.runtime.limits); not decoded"
+        )
 
 
 def write_image(path: str | os.PathLike, image: np.ndarray, like: ImageFile) -> Path:
@@ -107,12 +148,21 @@ def _to_unsigned(image: np.ndarray, dtype: type) -> np.ndarray:
 
 
 # -- PNG (Pillow) ------------------------------------------------------------------------------------------
-def _read_png(path: Path) -> ImageFile:
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+
+
+def _read_png(path: Path, handle: BinaryIO) -> ImageFile:
     from PIL import Image
 
-    with Image.open(path) as im:
-        if im.format != "PNG":
-            raise ImageIOError(f"{path}: the content is {im.format}, not PNG")
+    # The size from the IHDR chunk (signature, length, "IHDR", width, height), checked before Pillow
+    # opens the file: Pillow's own DecompressionBomb check would warn first and only refuse at 179 Mpx.
+    head = handle.read(24)
+    if len(head) < 24 or head[:8] != PNG_SIGNATURE or head[12:16] != b"IHDR":
+        raise ImageIOError(f"{path}: not a PNG file (no PNG signature and IHDR header)")
+    width, height = int.from_bytes(head[16:20], "big"), int.from_bytes(head[20:24], "big")
+    check_declared(path, "PNG", 1, height, width, 4)  # Pillow may hold up to 32 bits per pixel
+    handle.seek(0)
+    with Image.open(handle, formats=["PNG"]) as im:
         mode = im.mode
         if mode not in ("L", "I;16", "I;16B", "I", "F"):
             raise ImageIOError(
@@ -138,16 +188,54 @@ def _write_png(path: Path, image: np.ndarray, like: ImageFile) -> None:
 
 
 # -- TIFF (tifffile) ---------------------------------------------------------------------------------------
-def _read_tiff(path: Path) -> ImageFile:
+def _read_tiff(path: Path, handle: BinaryIO) -> ImageFile:
+    """Every page of the file, as one (N, H, W) stack, or the file is refused: nothing is dropped.
+
+    tifffile files pages under several series when they differ (a page stored differently, a thumbnail);
+    `series[0]` alone would drop the others. One series holding every page is read as tifffile shapes it;
+    otherwise the pages must share one shape and type and are stacked. Shapes and types come from the
+    headers, so nothing is decoded before the size check.
+    """
     import tifffile
 
-    with tifffile.TiffFile(path) as tif:
-        series = tif.series[0]
-        if "S" in series.axes:
-            raise ImageIOError(f"{path}: colour TIFF (axes {series.axes}); convert it to one channel first")
-        data = series.asarray()
-    if data.ndim == 3 and data.shape[0] == 1:
-        data = data[0]
+    with tifffile.TiffFile(handle) as tif:
+        pages = []
+        for page in tif.pages:  # stop one past the limit: an IFD chain may be endless
+            pages.append(page)
+            if len(pages) > limits.MAX_IMAGES_PER_FILE:
+                break
+        if not pages:
+            raise ImageIOError(f"{path}: TIFF without pages")
+        series = tif.series
+        if len(series) == 1 and len(series[0].pages) == len(pages):
+            shape, axes, dtype = tuple(series[0].shape), series[0].axes, series[0].dtype
+            read = series[0].asarray
+        else:  # several series: every page, if they agree
+            kinds = sorted({(tuple(p.shape), str(p.dtype)) for p in pages})
+            if len(kinds) > 1:
+                listed = ", ".join(f"{'×'.join(map(str, s))} {d}" for s, d in kinds[:4])
+                raise ImageIOError(
+                    f"{path}: TIFF pages of different shapes or types ({listed}); recon reconstructs "
+                    "every page or none: split the file into one file per shape"
+                )
+            ((page_shape, _),) = kinds
+            shape, dtype = (len(pages), *page_shape), np.dtype(kinds[0][1])
+            axes = "I" + ("YXS" if len(page_shape) == 3 else "YX")
+
+            def read() -> np.ndarray:
+                return np.stack([p.asarray().reshape(page_shape) for p in pages])
+
+        if "S" in axes or len(shape) < 2:
+            raise ImageIOError(
+                f"{path}: colour TIFF (axes {axes}, shape {shape}); convert it to one channel first"
+            )
+        if len(shape) == 3 and shape[0] == 1:
+            shape = shape[1:]
+        if len(shape) > 3:  # volumes of volumes: which axis is the stack is not ours to guess
+            raise ImageIOError(f"{path}: expected a 2-D image (or a stack of them), got shape {shape}")
+        images = shape[0] if len(shape) == 3 else 1
+        check_declared(path, "TIFF", images, *shape[-2:], np.dtype(dtype).itemsize)
+        data = read().reshape(shape)
     return ImageFile(path, "tiff", data, {"dtype": str(data.dtype)})
 
 
@@ -165,10 +253,23 @@ def _write_tiff(path: Path, image: np.ndarray, like: ImageFile) -> None:
 
 
 # -- NPY ---------------------------------------------------------------------------------------------------
-def _read_npy(path: Path) -> ImageFile:
-    data = np.load(path, allow_pickle=False)  # never unpickle what a scanner hands us
-    if not isinstance(data, np.ndarray):
-        raise ImageIOError(f"{path}: holds no array")
+def _read_npy(path: Path, handle: BinaryIO) -> ImageFile:
+    """The header (shape, dtype) is read and checked first; the data only when it fits the limits."""
+    fmt = np.lib.format
+    version = fmt.read_magic(handle)
+    header_reader = {(1, 0): fmt.read_array_header_1_0, (2, 0): fmt.read_array_header_2_0}.get(version)
+    if header_reader is None:  # 3.0 only differs for non-Latin-1 field names: structured dtypes
+        raise ImageIOError(
+            f"{path}: not a readable NPY file (format version {version}; recon reads 1.0 and 2.0)"
+        )
+    shape, _, dtype = header_reader(handle)
+    if dtype.hasobject:
+        raise ImageIOError(f"{path}: not a readable NPY file (Python objects: pickles are never loaded)")
+    if len(shape) not in (2, 3) or 0 in shape:
+        raise ImageIOError(f"{path}: expected a 2-D image (or a stack of them), got shape {shape}")
+    check_declared(path, "NPY", shape[0] if len(shape) == 3 else 1, shape[-2], shape[-1], dtype.itemsize)
+    handle.seek(0)
+    data = fmt.read_array(handle, allow_pickle=False)  # never unpickle what a scanner hands us
     return ImageFile(path, "npy", data, {"dtype": str(data.dtype)})
 
 
@@ -177,128 +278,14 @@ def _write_npy(path: Path, image: np.ndarray, like: ImageFile) -> None:
         np.save(handle, image.astype(np.float32, copy=False), allow_pickle=False)
 
 
-# -- DICOM (pydicom, optional) -----------------------------------------------------------------------------
-def _import_pydicom() -> Any:
-    try:
-        import pydicom
-    except ImportError:
-        raise ImportError("reading DICOM needs pydicom: `pip install recon[dicom]`") from None
-    return pydicom
-
-
-def _stored_range(ds: Any) -> tuple[int, int]:
-    bits = int(ds.get("BitsStored", ds.get("BitsAllocated", 16)))
-    if int(ds.get("PixelRepresentation", 0)) == 1:
-        return -(1 << (bits - 1)), (1 << (bits - 1)) - 1
-    return 0, (1 << bits) - 1
-
-
-def _ds_text(value: float) -> str:
-    """A DICOM decimal string (at most 16 characters) as close to `value` as fits."""
-    for digits in range(12, 0, -1):
-        text = f"{value:.{digits}g}"
-        if len(text) <= 16:
-            return text
-    return "0"
-
-
-def _pixels(ds: Any, path: Path) -> np.ndarray:
-    """`ds.pixel_array`, with compressed transfer syntaxes refused by name when no decoder is installed."""
-    syntax = getattr(getattr(ds, "file_meta", None), "TransferSyntaxUID", None)
-    if syntax is None or not syntax.is_compressed:
-        return ds.pixel_array
-    try:
-        from pydicom.pixels import get_decoder  # pydicom >= 3
-    except ImportError:
-        return ds.pixel_array
-    try:
-        decoder = get_decoder(syntax)
-    except (NotImplementedError, ValueError):
-        decoder = None
-    if decoder is None or not decoder.is_available:
-        needs = "; ".join(decoder.missing_dependencies) if decoder is not None else "none exists in pydicom"
-        raise ImageIOError(
-            f"{path}: compressed DICOM ({syntax.name!r}) and no decoder for it is installed ({needs}); "
-            "install one, or convert the file to an uncompressed transfer syntax"
-        )
-    try:
-        return ds.pixel_array
-    except Exception as error:  # pydicom lists each plugin's failure on its own line: keep one line
-        reason = " ".join(str(error).split())[:300]
-        raise ImageIOError(
-            f"{path}: compressed DICOM ({syntax.name}) could not be decoded ({reason})"
-        ) from None
-
-
+# -- DICOM: runtime/dicom.py (pydicom, the [dicom] extra, imported there only when needed) -------------------
 def _read_dicom(path: Path, window: tuple[float, float] | None) -> ImageFile:
-    pydicom = _import_pydicom()
-    ds = pydicom.dcmread(path)
-    if "PixelData" not in ds:
-        raise ImageIOError(f"{path}: DICOM file without pixel data")
-    if int(ds.get("NumberOfFrames", 1) or 1) > 1 or int(ds.get("SamplesPerPixel", 1)) != 1:
-        raise ImageIOError(
-            f"{path}: multi-frame or colour DICOM; recon-run takes single-frame grayscale slices"
-        )
-    photometric = str(ds.get("PhotometricInterpretation", "MONOCHROME2")).strip().upper()
-    if photometric not in ("MONOCHROME1", "MONOCHROME2"):  # PALETTE COLOR has one sample of indices
-        raise ImageIOError(
-            f"{path}: DICOM photometric interpretation {photometric!r}; recon-run takes grayscale "
-            "(MONOCHROME1/2) slices"
-        )
-    # absent or empty tags mean slope 1, intercept 0; a present zero slope or a NaN is damage, not a
-    # default (a zero slope would make every pixel the same physical value)
-    slope = ds.get("RescaleSlope")
-    intercept = ds.get("RescaleIntercept")
-    slope = 1.0 if slope is None or str(slope).strip() == "" else float(slope)
-    intercept = 0.0 if intercept is None or str(intercept).strip() == "" else float(intercept)
-    if not (np.isfinite(slope) and np.isfinite(intercept) and slope != 0):
-        raise ImageIOError(
-            f"{path}: DICOM RescaleSlope {slope} / RescaleIntercept {intercept} cannot map stored to "
-            "physical values (need a finite, non-zero slope and a finite intercept)"
-        )
-    physical = _pixels(ds, path).astype(np.float64) * slope + intercept
-    if window is None:
-        low, high = (intercept + slope * v for v in _stored_range(ds))
-        window = (min(low, high), max(low, high))
-    low, high = float(window[0]), float(window[1])
-    if not high > low:
-        raise ImageIOError(f"{path}: DICOM window {window} is empty; give LOW < HIGH")
-    data = ((physical - low) / (high - low)).astype(np.float32)
-    return ImageFile(path, "dicom", data, {"dataset": ds, "window": (low, high)})
+    from recon.runtime.dicom import read_dicom
+
+    return read_dicom(path, window)
 
 
 def _write_dicom(path: Path, image: np.ndarray, like: ImageFile) -> None:
-    pydicom = _import_pydicom()
-    from pydicom.uid import ExplicitVRLittleEndian, generate_uid
+    from recon.runtime.dicom import write_dicom
 
-    if image.ndim != 2:
-        raise ImageIOError(f"{like.path}: DICOM output is one 2-D slice, got shape {image.shape}")
-    source = like.meta["dataset"]
-    low, high = like.meta["window"]
-    ds = copy.deepcopy(source)
-    # a new instance derived from the source; slices of one source series share one new series
-    ds.SOPInstanceUID = generate_uid()
-    series = str(source.get("SeriesInstanceUID", source.get("StudyInstanceUID", "")))
-    ds.SeriesInstanceUID = generate_uid(entropy_srcs=[series, "recon-derived"])
-    ds.ImageType = ["DERIVED", "SECONDARY"]
-    ds.DerivationDescription = "reconstructed by recon"
-    # uint16 over the same physical window: physical = stored * slope + intercept
-    ds.Rows, ds.Columns = int(image.shape[0]), int(image.shape[1])
-    ds.SamplesPerPixel = 1
-    ds.PhotometricInterpretation = "MONOCHROME2"
-    ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 16, 16, 15, 0
-    slope, intercept = _ds_text((high - low) / 65535), _ds_text(low)
-    ds.RescaleSlope, ds.RescaleIntercept = slope, intercept
-    for stale in ("SmallestImagePixelValue", "LargestImagePixelValue", "PixelPaddingValue"):
-        if stale in ds:
-            del ds[stale]
-    # quantize against the slope/intercept as written (DS text), so readers recover the physical values
-    physical = low + np.clip(image.astype(np.float64), 0.0, 1.0) * (high - low)
-    stored = np.clip(np.rint((physical - float(intercept)) / float(slope)), 0, 65535).astype("<u2")
-    ds.PixelData = stored.tobytes()
-    ds["PixelData"].VR = "OW"
-    ds.file_meta = copy.deepcopy(source.file_meta) if hasattr(source, "file_meta") else pydicom.Dataset()
-    ds.file_meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID
-    ds.file_meta.MediaStorageSOPClassUID = ds.get("SOPClassUID", "1.2.840.10008.5.1.4.1.1.7")
-    ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian  # always uncompressed out
-    ds.save_as(path, enforce_file_format=True)
+    write_dicom(path, image, like)

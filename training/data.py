@@ -20,6 +20,8 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
+from recon.runtime.task_config import TaskConfig
+
 # skimage.data images available offline (bundled with the wheel). `cat` is `chelsea` again, so it is absent.
 TRAIN_IMAGES = (
     "astronaut",
@@ -40,7 +42,7 @@ HELDOUT_IMAGES = ("camera", "coins", "clock", "page")
 
 # Seed streams: the first word of every SeedSequence entropy, so streams can never collide.
 _TRAIN, _VALID, _HELDOUT = 0, 1, 2
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".npy", ".tif", ".tiff", ".dcm")
+IMAGE_SUFFIXES = (".png", ".npy", ".tif", ".tiff", ".dcm")  # what recon-run reads too
 
 
 # --------------------------------------------------------------------------------------------------- sources
@@ -126,60 +128,22 @@ def natural_crop(image: np.ndarray, size: int, rng: np.random.Generator) -> np.n
 
 
 # ------------------------------------------------------------------------------------------------ user files
-def read_dicom(path: str | Path, window: tuple[float, float] | None = None) -> np.ndarray:
-    """A DICOM slice in [0, 1]: RescaleSlope/Intercept applied, then a window (center, width) taken from
-    ``window`` or the WindowCenter/WindowWidth tags; without either, min-max over the slice."""
-    import pydicom
+def load_image(path: str | Path, size: int | None = None) -> np.ndarray:
+    """One 2-D image as float32 in [0, 1], resized to (size, size) if given, read by the runtime's own reader
+    (`recon.runtime.imageio.read_image`) so a model trains on files read exactly as recon-run reads them.
 
-    ds = pydicom.dcmread(str(path))
-    img = ds.pixel_array.astype(np.float64) * float(getattr(ds, "RescaleSlope", 1)) + float(
-        getattr(ds, "RescaleIntercept", 0)
-    )
-    if window is None and "WindowCenter" in ds and "WindowWidth" in ds:
-        window = (_first(ds.WindowCenter), _first(ds.WindowWidth))
-    if window is None:
-        return normalize(img)
-    center, width = window
-    return np.clip((img - (center - width / 2)) / width, 0, 1).astype(np.float32)
-
-
-def _first(value) -> float:
-    # WindowCenter/Width may be multi-valued (several presets): take the first.
-    from pydicom.multival import MultiValue
-
-    return float(value[0]) if isinstance(value, (MultiValue, list, tuple)) else float(value)
-
-
-def load_image(
-    path: str | Path, size: int | None = None, window: tuple[float, float] | None = None
-) -> np.ndarray:
-    """One 2-D image from PNG/JPEG, NPY, TIFF or DICOM as float32 in [0, 1], resized to (size, size) if given.
-
-    PNG/NPY/TIFF are min-max normalized per image; DICOM goes through slope/intercept and a window instead.
+    DICOM: the runtime's convention (physical values through RescaleSlope/Intercept, then its window) as is;
+    PNG/TIFF/NPY: integers scaled by their dtype's maximum as the runtime does, then min-max normalized per
+    image (the course's convention for clean training images of any range).
     """
-    path = Path(path)
-    suffix = path.suffix.lower()
-    if suffix == ".dcm":
-        img = read_dicom(path, window)
-    else:
-        if suffix == ".npy":
-            img = np.load(path)
-        elif suffix in (".tif", ".tiff"):
-            import tifffile
+    from recon.runtime.imageio import read_image
+    from recon.runtime.inputs import as_float_images
 
-            img = tifffile.imread(path)
-        elif suffix in (".png", ".jpg", ".jpeg"):
-            from PIL import Image
-
-            with Image.open(path) as im:
-                img = np.asarray(im.convert("I;16") if im.mode in ("I", "I;16") else im.convert("L"))
-        else:
-            raise ValueError(f"{path}: unsupported image type {suffix!r}; use one of {IMAGE_SUFFIXES}")
-        img = np.squeeze(np.asarray(img, dtype=np.float32))
-        if img.ndim == 3 and img.shape[-1] in (3, 4):
-            img = img[..., :3].mean(-1)
-        if img.ndim != 2:
-            raise ValueError(f"{path}: expected a 2-D image, got shape {img.shape}")
+    image = read_image(path)
+    if image.data.ndim != 2:
+        raise ValueError(f"{path}: expected a 2-D image, got shape {image.data.shape}")
+    img = as_float_images(image.data).astype(np.float32)
+    if image.format != "dicom":
         img = normalize(img)
     if size is not None and img.shape != (size, size):
         from skimage.transform import resize
@@ -240,7 +204,7 @@ class EvalSet:
 
 
 @torch.no_grad()
-def simulate_pairs(clean: torch.Tensor, task_cfg: dict, seed: int, chunk: int = 16) -> EvalSet:
+def simulate_pairs(clean: torch.Tensor, task_cfg: TaskConfig, seed: int, chunk: int = 16) -> EvalSet:
     """Measurements (forward + relative noise) and network inputs for clean images, deterministically."""
     from recon.training import tasks
 
@@ -257,10 +221,10 @@ def simulate_pairs(clean: torch.Tensor, task_cfg: dict, seed: int, chunk: int = 
 _HELDOUT_CACHE: dict[str, EvalSet] = {}
 
 
-def heldout_set(task_cfg: dict, n: int = 32, size: int = 256) -> EvalSet:
+def heldout_set(task_cfg: TaskConfig, n: int = 32, size: int = 256) -> EvalSet:
     """The fixed held-out test set: half phantoms from the held-out seed stream, half crops of
     `HELDOUT_IMAGES` (never used in training). Identical on every call and machine (CPU simulation)."""
-    key = json.dumps([task_cfg, n, size], sort_keys=True)
+    key = json.dumps([task_cfg.to_json(), n, size], sort_keys=True)
     if key not in _HELDOUT_CACHE:
         clean = clean_images(_HELDOUT, 0, n, size, HELDOUT_IMAGES)
         _HELDOUT_CACHE[key] = simulate_pairs(clean, task_cfg, seed=20_261_125)
@@ -268,7 +232,7 @@ def heldout_set(task_cfg: dict, n: int = 32, size: int = 256) -> EvalSet:
 
 
 def validation_set(
-    task_cfg: dict, n: int = 8, size: int = 256, seed: int = 0, data: str | None = None
+    task_cfg: TaskConfig, n: int = 8, size: int = 256, seed: int = 0, data: str | None = None
 ) -> EvalSet:
     """A small validation set for model selection: the training sources, validation seed stream (or, with a
     user folder, its ``test`` split)."""
@@ -280,7 +244,7 @@ def validation_set(
 
 
 def training_pool(
-    task_cfg: dict,
+    task_cfg: TaskConfig,
     n: int,
     size: int,
     seed: int = 0,
@@ -295,7 +259,9 @@ def training_pool(
     clean = folder_images(data, "train", size) if data else clean_images(_TRAIN, seed, n, size, TRAIN_IMAGES)
     if not needs_precomputed_inputs(task_cfg):
         return clean, None
-    recipe = json.dumps([task_cfg, n, size, seed, data and str(Path(data).resolve())], sort_keys=True)
+    recipe = json.dumps(
+        [task_cfg.to_json(), n, size, seed, data and str(Path(data).resolve())], sort_keys=True
+    )
     path = (
         Path(cache_dir) / f"pool-{hashlib.sha256(recipe.encode()).hexdigest()[:16]}.pt" if cache_dir else None
     )
@@ -309,15 +275,8 @@ def training_pool(
     return clean, inputs
 
 
-def needs_precomputed_inputs(task_cfg: dict) -> bool:
-    return _task_name(task_cfg) == "ct"
-
-
-def _task_name(task_cfg: dict) -> str:
-    for key in ("task", "name", "kind"):
-        if isinstance(task_cfg.get(key), str) and task_cfg[key] in ("deblur", "ct"):
-            return task_cfg[key]
-    return "ct" if any("angle" in k for k in task_cfg) else "deblur"
+def needs_precomputed_inputs(task_cfg: TaskConfig) -> bool:
+    return task_cfg.task == "ct"
 
 
 # ----------------------------------------------------------------------------------------- training samples
@@ -335,7 +294,7 @@ class TrainingPairs(Dataset):
     def __init__(
         self,
         clean: torch.Tensor,
-        task_cfg: dict,
+        task_cfg: TaskConfig,
         crop: int,
         length: int,
         seed: int = 0,

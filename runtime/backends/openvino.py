@@ -1,9 +1,9 @@
 """OpenVINO on the CPU: the artifact's own ONNX files (FP32, INT8 QDQ), and bf16 where the CPU has it.
 
-- The bytes hashed are the bytes compiled: the file is read once, checked against the manifest's sha256 and
-  handed to `Core.read_model(bytes)` (OpenVINO 2026.4's overload 1: "Bytes with model in IR / ONNX ...");
-  an ONNX file with external data is refused first (OpenVINO would read it relative to the working
-  directory, see onnx_external_data.py).
+- The bytes checked are the bytes compiled: `read_verified` reads the file once (size, sha256, no link, no
+  external data) and they go to `Core.read_model(bytes)` (OpenVINO 2026.4's overload 1: "Bytes with model in
+  IR / ONNX ..."). External data matters here too: OpenVINO, handed bytes, reads an external tensor's
+  location relative to the working directory (checked: a Conv with its weights in w.bin loads and runs).
 - Precision is set, never left to the device default: OpenVINO's CPU plugin defaults
   INFERENCE_PRECISION_HINT to bf16 on CPUs with native bf16 (checked: `Core().get_property("CPU",
   "INFERENCE_PRECISION_HINT")` is bfloat16 on this Xeon with AMX), so an FP32 artifact would silently run in
@@ -21,7 +21,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import os
 import queue
 import threading
@@ -34,8 +33,7 @@ from typing import Any
 import numpy as np
 
 from recon.runtime.backends.base import Backend, BackendError
-from recon.runtime.backends.onnx_external_data import refuse_external_data
-from recon.runtime.manifest import ArtifactError, Manifest
+from recon.runtime.manifest import ArtifactError, Manifest, read_verified
 
 # runtime precision → (artifact file precision, OpenVINO inference precision hint)
 PRECISIONS = {
@@ -178,12 +176,8 @@ class OpenVinoBackend(Backend):
             why = bf16_refusal(core.get_property("CPU", "OPTIMIZATION_CAPABILITIES"), cpu_flags())
             if why is not None:
                 raise BackendError(f"openvino: precision bf16 refused: {why}")
-        model_bytes = self.onnx_path.read_bytes()
-        if hashlib.sha256(model_bytes).hexdigest() != self.manifest.files[self.file].sha256:
-            raise ArtifactError(
-                f"{self.onnx_path}: sha256 does not match the manifest; refusing to load it, re-export"
-            )
-        refuse_external_data(model_bytes, self.onnx_path)
+        # the bytes checked are the bytes compiled (size, sha256, no link, no external data); never the path
+        model_bytes = read_verified(self.directory, self.manifest, self.file)
         try:
             model = core.read_model(model_bytes)
             inputs, outputs = [_port(p) for p in model.inputs], [_port(p) for p in model.outputs]
