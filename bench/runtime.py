@@ -162,7 +162,15 @@ def openvino_direct(path: Path, hint: str, batch: int, threads: int) -> Callable
     return lambda x: request.infer({0: x}, share_inputs=True)
 
 
-def bench_deblur(work: Path, threads: int, rounds: int, iters: int, artifact: Path | None = None) -> dict:
+def bench_deblur(
+    work: Path,
+    threads: int,
+    rounds: int,
+    iters: int,
+    artifact: Path | None = None,
+    batches: tuple[int, ...] = (1, 8),
+    only: tuple[str, ...] = (),
+) -> dict:
     import torch
 
     from recon.runtime import Reconstructor
@@ -204,7 +212,7 @@ def bench_deblur(work: Path, threads: int, rounds: int, iters: int, artifact: Pa
 
     rows = []
     rng = np.random.default_rng(0)
-    for batch in (1, 8):
+    for batch in batches:
         x = rng.random((batch, 1, 256, 256), dtype=np.float32)
         xt = torch.from_numpy(x)
         compiled = torch.compile(network, dynamic=False)  # inductor; one per batch size, compiled in warm-up
@@ -243,15 +251,17 @@ def bench_deblur(work: Path, threads: int, rounds: int, iters: int, artifact: Pa
             variants["torch.compile bf16 (autocast)"] = inductor_bf16
         for name, rec in recs.items():
             variants[name] = lambda x=x, rec=rec: rec.run(x)
+        if only:  # --only: the variants whose names contain one of these
+            variants = {k: v for k, v in variants.items() if any(o in k for o in only)}
         for name in ("torch.compile fp32", "torch.compile bf16 (autocast)"):  # compile before any timing
             if name in variants:
                 print(f"batch {batch}: {name}: compiling", flush=True)
                 variants[name]()
         print(f"batch {batch}: timing {len(variants)} variants, {rounds} rounds", flush=True)
-        result = interleaved(variants, rounds, iters)
+        result = interleaved(variants, rounds, iters, warmup=1)  # + one untimed call per block
         for name, r in result.items():
             print(f"  batch {batch} {name}: {1e3 * r['median_s'] / batch:.1f} ms/image", flush=True)
-        torch_s = result["torch eager fp32"]["median_s"]
+        torch_s = result.get("torch eager fp32", {}).get("median_s", float("nan"))
         for name, r in result.items():
             rows.append(
                 {
@@ -516,6 +526,8 @@ def main() -> None:
     parser.add_argument("--markdown", type=Path)
     parser.add_argument("--json", type=Path)
     parser.add_argument("--skip", default="", help="comma list of sections to skip: deblur,ct,cold")
+    parser.add_argument("--batches", type=int, nargs="+", default=[1, 8], help="deblur batch sizes")
+    parser.add_argument("--only", default="", help="deblur: time only variants containing these (comma list)")
     parser.add_argument(
         "--artifact", type=Path, help="deblur: use this `recon-export --model resunet --int8` artifact"
     )
@@ -533,7 +545,10 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="recon-bench-") as tmp:
         work = Path(tmp)
         if "deblur" not in skip:
-            report["deblur"] = bench_deblur(work, args.threads, args.rounds, args.iters, args.artifact)
+            report["deblur"] = bench_deblur(
+                work, args.threads, args.rounds, args.iters, args.artifact, tuple(args.batches),
+                tuple(filter(None, args.only.split(","))),
+            )  # fmt: skip
             if args.artifact:  # the cold start runs recon-run on work/resunet-deblur
                 (work / "resunet-deblur").symlink_to(args.artifact.resolve())
         if "ct" not in skip:
