@@ -9,10 +9,11 @@
   "INFERENCE_PRECISION_HINT")` is bfloat16 on this Xeon with AMX), so an FP32 artifact would silently run in
   bf16. "fp32" and "int8" (the float layers between the QDQ pairs) run with f32; "bf16" runs the FP32 graph
   with bf16 and is refused where the CPU has no native bf16 (on AVX2 the hint silently runs FP32).
-- Static batch sizes: OpenVINO's CPU plugin runs a graph compiled for one batch size markedly faster than the
-  dynamic-batch graph (measured on the shipped ResUNet, 2 threads: INT8 ~1.6x, bf16 ~1.4x, FP32 on par; see
-  docs/benchmarks.md). The batch sizes 1, the profile's opt and its max (the chunks big batches are split
-  into) each get a CompiledModel of their own, compiled on first use; other sizes run on the dynamic one.
+- Static batch sizes: OpenVINO's CPU plugin ran a graph compiled for one batch size markedly faster than the
+  dynamic-batch graph in development (shipped ResUNet, 2 threads, interleaved, on a loaded machine: INT8
+  ~1.6x, bf16 ~1.4x, FP32 on par; docs/benchmarks.md, "CPU engines side by side"). The batch sizes 1,
+  the profile's opt and its max (the chunks big batches are split into) each get a CompiledModel of their
+  own, compiled on first use; other sizes run on the dynamic one.
   Which model runs depends on the batch size alone, so a given batch gives the same bits on every call
   (the INT8 graph's static and dynamic compilations differ by ~1e-2).
 - Each CompiledModel is thread-safe; an InferRequest is not: each concurrent caller takes one from a pool of
