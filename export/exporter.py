@@ -51,6 +51,7 @@ class ExportOptions:
     tolerances: dict[str, Tolerance] = field(default_factory=lambda: dict(DEFAULT_TOLERANCES))
     threads: int | None = None  # onnxruntime intra-op threads for parity and timing
     calibration_images: int = 32
+    consistency_images: int = 500  # in-distribution inputs that calibrate consistency.onnx; 0: no check
     seed: int = 0
 
     def target(self) -> Path:
@@ -378,6 +379,22 @@ def export_artifact(options: ExportOptions, progress: Progress | None = None) ->
         clock.lap("parity")
         checkpoint("parity")
 
+        if options.consistency_images > 0:
+            from recon.export.consistency import write_consistency
+
+            say("calibrating the consistency check")
+            report["consistency"] = write_consistency(
+                tmp,
+                manifest,
+                task_cfg,
+                n_images=options.consistency_images,
+                seed=options.seed,
+                threads=options.threads,
+                opset=options.opset,
+            )
+            clock.lap("consistency")
+            checkpoint("consistency")
+
         if build_trt:
             say("building the TensorRT engine")
             chw = tuple(int(d) for d in info.input_shape[1:])
@@ -444,6 +461,7 @@ def export_artifact(options: ExportOptions, progress: Progress | None = None) ->
         "batch": manifest.batch,
         "files": {name: entry.to_json() for name, entry in manifest.files.items()},
         "parity": manifest.parity,
+        "consistency": manifest.consistency,
         "notes": notes,
         "timings_s": clock.timings,
     }

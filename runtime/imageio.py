@@ -19,6 +19,7 @@ from typing import Any
 
 import numpy as np
 
+from recon.runtime.consistency import annotate_dicom
 from recon.runtime.manifest import temp_beside
 
 SUFFIXES = {".png": "png", ".tif": "tiff", ".tiff": "tiff", ".npy": "npy", ".dcm": "dicom", ".dicom": "dicom"}
@@ -282,6 +283,7 @@ def _write_dicom(path: Path, image: np.ndarray, like: ImageFile) -> None:
     ds.SeriesInstanceUID = generate_uid(entropy_srcs=[series, "recon-derived"])
     ds.ImageType = ["DERIVED", "SECONDARY"]
     ds.DerivationDescription = "reconstructed by recon"
+    annotate_dicom(ds, like.meta.get("consistency_note"))  # a flagged output says so (runtime/consistency.py)
     # uint16 over the same physical window: physical = stored * slope + intercept
     ds.Rows, ds.Columns = int(image.shape[0]), int(image.shape[1])
     ds.SamplesPerPixel = 1

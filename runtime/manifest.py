@@ -23,9 +23,15 @@ An artifact is a directory holding `manifest.json` plus the files it lists. Layo
         "model.plan":      {"sha256": "<hex>", "size": n, "kind": "tensorrt", "precision": "fp16",
                             "tensorrt": {"version": "11.4.0", "compute_capability": "9.0",
                                          "version_compatible": false, "device_name": "..."}},
-        "parity.json":     {"sha256": "<hex>", "size": n, "kind": "report"}
+        "parity.json":     {"sha256": "<hex>", "size": n, "kind": "report"},
+        "consistency.onnx": {"sha256": "<hex>", "size": n, "kind": "consistency", "precision": "fp32"}
       },
-      "parity": {"passed": true, ...summary...}             # optional
+      "parity": {"passed": true, ...summary...},            # optional
+      "consistency": {"file": "consistency.onnx",           # optional: the trust signal (consistency.py)
+                      "inputs": ["image", "measurement"], "output": "scores",
+                      "statistics": ["residual", ...],      # the columns of "scores"
+                      "bounds": {"residual": {"check": "upper", "low": null, "high": 0.02}, ...},
+                      "percentiles": {...}, "threshold": 0.02, "rule": "...", "calibration": {...}}
     }
 
 Optional keys of a plan's "tensorrt" entry: "hardware_compatibility_level" ("none" | "ampere_plus": then any
@@ -50,7 +56,7 @@ from typing import Any
 FORMAT_VERSION = 1
 MANIFEST_NAME = "manifest.json"
 TASKS = ("deblur", "ct")
-FILE_KINDS = ("onnx", "tensorrt", "report")
+FILE_KINDS = ("onnx", "tensorrt", "report", "consistency")
 PRECISIONS = ("fp32", "fp16", "int8")
 
 
@@ -179,6 +185,7 @@ class Manifest:
     batch: dict[str, int]
     files: dict[str, FileEntry] = field(default_factory=dict)
     parity: dict[str, Any] | None = None
+    consistency: dict[str, Any] | None = None  # checked by recon.runtime.consistency
     recon_version: str = "0.1.0"
     format_version: int = FORMAT_VERSION
 
@@ -198,6 +205,8 @@ class Manifest:
         }
         if self.parity is not None:
             data["parity"] = self.parity
+        if self.consistency is not None:
+            data["consistency"] = self.consistency
         return data
 
     @classmethod
@@ -254,6 +263,11 @@ class Manifest:
                 )
             except (KeyError, TypeError, ValueError) as error:
                 raise ArtifactError(f"{source}: file entry {name!r} is malformed ({error})") from None
+        consistency = data.get("consistency")
+        if consistency is not None:
+            from recon.runtime.consistency import check_consistency_entry  # it imports this module
+
+            check_consistency_entry(consistency, files, source)
         return cls(
             name=data["name"],
             task=data["task"],
@@ -264,6 +278,7 @@ class Manifest:
             batch=batch,
             files=files,
             parity=data.get("parity"),
+            consistency=consistency,
             recon_version=data.get("recon_version", "unknown"),
             format_version=version,
         )

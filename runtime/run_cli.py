@@ -116,6 +116,12 @@ Examples:
     metavar="LOW,HIGH",
     help="Physical values mapped to [0, 1] for DICOM inputs (default: the stored bits' range).",
 )
+@click.option(
+    "--no-consistency",
+    "no_consistency",
+    is_flag=True,
+    help="Skip the artifact's consistency check (no scores, no warnings, no cost).",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON summary on stdout.")
 def run_command(
     artifact: Path,
@@ -127,15 +133,19 @@ def run_command(
     threads: int | None,
     force: bool,
     dicom_window: str | None,
+    no_consistency: bool,
     as_json: bool,
 ) -> None:
     """Reconstruct image files (PNG, TIFF, NPY, DICOM) with an exported artifact.
 
     INPUTS are files or folders. CT artifacts take sinograms (NPY/TIFF, n_angles × n_detectors).
+    Every output is scored by the artifact's consistency check: a flagged file gets one warning line on
+    stderr, its scores in --json, and (DICOM) a note in ImageComments / DerivationDescription.
     """
     import numpy as np
     from tqdm import tqdm
 
+    from recon.runtime.consistency import flag_note
     from recon.runtime.imageio import read_image, write_image
     from recon.runtime.inputs import as_float_images
     from recon.runtime.reconstructor import Reconstructor
@@ -148,10 +158,14 @@ def run_command(
     outputs = plan_outputs(files, out, force)
     out.mkdir(parents=True, exist_ok=True)
 
-    with Reconstructor.from_artifact(artifact, backend=backend, precision=precision, threads=threads) as rec:
+    with Reconstructor.from_artifact(
+        artifact, backend=backend, precision=precision, threads=threads, consistency=not no_consistency
+    ) as rec:
         per_run = batch or rec.manifest.batch.get("opt", 1)
         run_times: list[float] = []
         n_images = 0
+        scored: dict[str, list[Any]] = {}  # input path -> one ImageScore per image
+        flagged_files: list[str] = []
         group: list[tuple[Any, Path]] = []
 
         def flush() -> None:
@@ -159,11 +173,21 @@ def run_command(
             if not group:
                 return
             stacks = [as_float_images(img.data).reshape(-1, *img.data.shape[-2:]) for img, _ in group]
-            results = rec.run(np.concatenate(stacks) if len(stacks) > 1 else stacks[0])
+            results, scores = rec.run(
+                np.concatenate(stacks) if len(stacks) > 1 else stacks[0], return_scores=True
+            )
             run_times.append(rec.last_timings["total"])
             first = 0
             for (img, target), stack in zip(group, stacks, strict=True):
                 part = results[first : first + len(stack)]
+                if scores is not None:
+                    mine = scores[first : first + len(stack)]
+                    scored[str(img.path)] = mine
+                    note = flag_note(mine)
+                    if note is not None:
+                        flagged_files.append(str(img.path))
+                        click.echo(f"recon-run: warning: {img.path}: {note}", err=True)
+                        img.meta["consistency_note"] = note  # the DICOM writer carries it
                 first += len(stack)
                 write_image(target, part[0] if img.data.ndim == 2 else part, img)
             n_images += first
@@ -210,6 +234,13 @@ def run_command(
             "per_image_ms": float(ms.sum() / max(n_images, 1)),
             "wall_s": wall,
             "out": str(out),
+            "consistency": None
+            if rec.consistency is None
+            else {
+                "threshold": rec.consistency.entry.get("threshold"),
+                "flagged_files": flagged_files,
+                "per_file": {name: [s.to_json() for s in scores] for name, scores in scored.items()},
+            },
         }
     if as_json:
         click.echo(json.dumps(summary, indent=2))
@@ -223,3 +254,5 @@ def run_command(
             f"p90 {summary['run_ms']['p90']:.2f} ms, max {summary['run_ms']['max']:.2f} ms; "
             f"{summary['per_image_ms']:.2f} ms per image; wall {wall:.2f} s"
         )
+        if rec.consistency is not None:
+            click.echo(f"consistency check: {len(flagged_files)} of {len(files)} file(s) flagged")
