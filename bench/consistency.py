@@ -25,6 +25,7 @@ import hashlib
 import json
 import platform
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -36,17 +37,18 @@ from recon.training.data import heldout_set
 from recon.training.tasks import simulate
 
 
-def shifted_sets(cfg: dict, y: np.ndarray, clean: np.ndarray) -> dict[str, np.ndarray]:
+def shifted_sets(cfg: Any, y: np.ndarray, clean: np.ndarray) -> dict[str, np.ndarray]:
     def sim(**changes) -> np.ndarray:
-        return simulate(torch.from_numpy(clean), {**cfg, **changes}, torch.Generator().manual_seed(3)).numpy()
+        changed = cfg.with_overrides(**changes)
+        return simulate(torch.from_numpy(clean), changed, torch.Generator().manual_seed(3)).numpy()
 
-    noise5 = {"noise ×5": lambda: sim(noise_level=5 * cfg["noise_level"])}
-    if cfg["task"] == "deblur":
+    noise5 = {"noise ×5": lambda: sim(noise_level=5 * cfg.noise_level)}
+    if cfg.task == "deblur":
         return {
             **noise5,
             "motion blur at 135°": lambda: sim(angle=135.0),
-            "motion blur twice as long": lambda: sim(kernel_size=2 * cfg["kernel_size"] + 1),
-            "Gaussian blur (σ² = 4) instead": lambda: sim(kind="gaussian", variance=4.0),
+            "motion blur twice as long": lambda: sim(kernel_size=2 * cfg.kernel_size + 1),
+            "Gaussian blur (σ² = 4) instead": lambda: sim(kernel_kind="gaussian", variance=4.0),
             "12-bit data in 16-bit units (×4095/65535)": lambda: y * np.float32(4095 / 65535),
             "[-1, 1] scaling (2y − 1)": lambda: y * 2 - 1,
         }
@@ -55,7 +57,7 @@ def shifted_sets(cfg: dict, y: np.ndarray, clean: np.ndarray) -> dict[str, np.nd
     def views_zeroed() -> np.ndarray:
         out = y.copy()
         for i in range(len(out)):  # 10% of the views, a different random set per image
-            out[i, :, rng.choice(cfg["n_angles"], cfg["n_angles"] // 10, replace=False)] = 0
+            out[i, :, rng.choice(cfg.n_views, cfg.n_views // 10, replace=False)] = 0
         return out
 
     def channel_gains() -> np.ndarray:
@@ -102,11 +104,11 @@ def main() -> None:
     args = parser.parse_args()
 
     manifest = load_manifest(args.artifact)
-    cfg = manifest.physics["task_config"]
+    cfg = manifest.task_config
     guard = ConsistencyGuard(args.artifact, manifest)
     key = manifest.files["model.onnx"].sha256
     y_eval, clean_eval = in_distribution_set(cfg, args.n_eval, EVALUATION_STREAM, seed=1)
-    held = heldout_set(cfg, 32, cfg["image_size"])
+    held = heldout_set(cfg, 32, cfg.image_size)
     sets: dict[str, tuple] = {
         "in-distribution (fresh seeds)": (y_eval, clean_eval, "false alarm"),
         "held-out (32, other images)": (held.measurements.numpy(), held.targets.numpy(), "false alarm"),
@@ -144,8 +146,11 @@ def main() -> None:
     def db(v: float | None) -> str:
         return "–" if v is None else f"{v:.2f}"
 
-    print(f"\n{manifest.name}: threshold r ≤ {guard.entry['threshold']:.4g}, calibration n = "
-          f"{guard.entry['calibration']['n']}, margin {guard.entry.get('margin')}; {platform.processor() or ''}")
+    entry = guard.entry
+    print(
+        f"\n{manifest.name}: threshold r ≤ {entry['threshold']:.4g}, calibration n = "
+        f"{entry['calibration']['n']}, margin {entry.get('margin')}; {platform.processor() or ''}"
+    )
     print("| set | n | flagged | rate | PSNR flagged / unflagged (dB) | median r | statistics that fired |")
     print("|---|---:|---:|---:|---|---:|---|")
     for r in rows:

@@ -39,6 +39,7 @@ from recon.export.errors import ExportError
 
 if TYPE_CHECKING:
     from recon.runtime.manifest import Manifest
+    from recon.runtime.task_config import TaskConfig
 
 FILE_NAME = "consistency.onnx"
 IMAGE_NAME, MEASUREMENT_NAME, SCORES_NAME = "image", "measurement", "scores"
@@ -91,12 +92,19 @@ class JosephProjector(nn.Module):
     """
 
     def __init__(
-        self, image_size: int, n_angles: int, n_detectors: int, angle_range: float, factor: int
+        self,
+        image_size: int,
+        n_angles: int,
+        n_detectors: int,
+        angle_range: float,
+        factor: int,
+        spacing: float = 1.0,
     ) -> None:
         super().__init__()
         if image_size % factor:
             raise ExportError(f"consistency: image size {image_size} is not a multiple of {factor}")
         self.image_size, self.n_angles, self.n_detectors = image_size, n_angles, n_detectors
+        self.spacing = float(spacing)  # detector bin width in image pixels
         self.factor, self.n_groups = factor, n_detectors // factor
         theta = np.arange(n_angles) * (angle_range / n_angles)
         steep = np.abs(np.cos(theta)) >= np.abs(np.sin(theta))  # ray closer to vertical: step by rows
@@ -113,7 +121,8 @@ class JosephProjector(nn.Module):
         cos, sin = torch.cos(theta), torch.sin(theta)
         # by rows: column c = (t + v·sin) / cos; by columns: row r = (v·cos − t) / sin (fine-pixel units)
         s1, s2, s3 = (1.0, sin, cos) if by_rows else (-1.0, cos, sin)
-        t = torch.arange(self.n_groups, dtype=torch.float32) * f + (f - 1) / 2 - half_d  # detector groups
+        # detector group centres, in pixels from the rotation axis
+        t = (torch.arange(self.n_groups, dtype=torch.float32) * f + (f - 1) / 2 - half_d) * self.spacing
         v = torch.arange(n, dtype=torch.float32) * f + (f - 1) / 2 - half_n  # coarse pixel centres
         pos = (s1 * t[None, :, None] + v[None, None, :] * s2[:, None, None]) / s3[:, None, None]
         j = (pos + half_n - (f - 1) / 2) / f  # (A_g, G, n) continuous coarse index within the step's line
@@ -165,9 +174,9 @@ def _rms(t: torch.Tensor) -> torch.Tensor:
 class ConsistencyCheck(nn.Module):
     """(image x̂ (B, 1, H, W), measurement y) -> scores (B, len(STATISTICS[task])), FP32."""
 
-    def __init__(self, task_cfg: dict[str, Any], output_range: tuple[float, float], ct_factor: int = 4):
+    def __init__(self, task_cfg: TaskConfig, output_range: tuple[float, float], ct_factor: int = 4):
         super().__init__()
-        self.task = task_cfg["task"]
+        self.task = task_cfg.task
         self.high = float(output_range[1])
         if self.task == "deblur":
             from recon.training.tasks import build_physics
@@ -183,14 +192,15 @@ class ConsistencyCheck(nn.Module):
             self.projector = None
         else:
             factor = ct_factor
-            while task_cfg["image_size"] % factor:
+            while task_cfg.image_size % factor:
                 factor //= 2
             self.projector = JosephProjector(
-                task_cfg["image_size"],
-                task_cfg["n_angles"],
-                task_cfg["n_detectors"],
-                task_cfg["angle_range"],
+                task_cfg.image_size,
+                task_cfg.n_views,
+                task_cfg.n_detectors,
+                task_cfg.angle_range,
                 max(1, factor),
+                task_cfg.detector_spacing,
             )
 
     def _blur(self, x: torch.Tensor) -> torch.Tensor:
@@ -277,12 +287,12 @@ def export_check(check: ConsistencyCheck, path: Path, example_image, example_mea
 
 
 # -- calibration ----------------------------------------------------------------------------------------
-def in_distribution_set(task_cfg: dict[str, Any], n: int, stream: int, seed: int = 0):
+def in_distribution_set(task_cfg: TaskConfig, n: int, stream: int, seed: int = 0):
     """(measurements (n, 1, ...), clean (n, 1, N, N)): phantoms and crops of the training sources, with a
     seed stream training never reads, simulated with the training physics and noise."""
     from recon.training.data import TRAIN_IMAGES, clean_images, simulate_pairs
 
-    clean = clean_images(stream, seed, n, task_cfg["image_size"], TRAIN_IMAGES)
+    clean = clean_images(stream, seed, n, task_cfg.image_size, TRAIN_IMAGES)
     pairs = simulate_pairs(clean, task_cfg, seed=10_000 * stream + seed)
     return pairs.measurements.numpy(), clean.numpy()
 
@@ -339,7 +349,7 @@ def run_artifact(directory: Path, measurements: np.ndarray, threads: int | None 
 def write_consistency(
     directory: Path,
     manifest: Manifest,
-    task_cfg: dict[str, Any],
+    task_cfg: TaskConfig,
     *,
     n_images: int = 500,
     seed: int = 0,

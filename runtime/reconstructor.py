@@ -130,6 +130,13 @@ class Reconstructor:
         return getattr(self._local, "scores", None)
 
     # -- running -----------------------------------------------------------------------------------------
+    def prepare(self, images: Any) -> tuple[np.ndarray, int]:
+        """`images` checked and converted as `run` takes them: ((B, 1, H, W) float32, the caller's rank).
+
+        Raises ValueError on input `run` would refuse; recon-run checks each file with it.
+        """
+        return prepare_batch(images, self.input_hw, self.input_kind, self.input_range)
+
     def run(self, images: Any, return_scores: bool = False) -> Any:
         """Reconstruct a batch of any size: (H, W), (B, H, W) or (B, 1, H, W) in, the same rank out.
 
@@ -140,7 +147,7 @@ class Reconstructor:
         if not self.backend.is_active:
             raise RuntimeError("this Reconstructor is closed; create a new one with from_artifact()")
         start = time.perf_counter()
-        batch, rank = prepare_batch(images, self.input_hw, self.input_kind, self.input_range)
+        batch, rank = self.prepare(images)
         timings: dict[str, float] = {"prepare": time.perf_counter() - start}
         infer = self._infer
         n = batch.shape[0]

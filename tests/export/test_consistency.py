@@ -49,21 +49,24 @@ def ct_artifact(tmp_path_factory):
     return _export(tmp_path_factory.mktemp("trust"), "cnn", "ct")
 
 
-def _config(directory: Path) -> dict:
-    return json.loads((directory / "manifest.json").read_text())["physics"]["task_config"]
+def _config(directory: Path):
+    from recon.runtime.manifest import load_manifest
+
+    return load_manifest(directory).task_config
 
 
-def _fresh(cfg: dict, n: int = N_TEST):
+def _fresh(cfg, n: int = N_TEST):
     """In-distribution measurements and clean images that neither training nor calibration saw."""
     from recon.export.consistency import EVALUATION_STREAM, in_distribution_set
 
     return in_distribution_set(cfg, n, EVALUATION_STREAM, seed=7)
 
 
-def _simulate(clean: np.ndarray, cfg: dict, **changes) -> np.ndarray:
+def _simulate(clean: np.ndarray, cfg, **changes) -> np.ndarray:
     from recon.training.tasks import simulate
 
-    return simulate(torch.from_numpy(clean), {**cfg, **changes}, torch.Generator().manual_seed(3)).numpy()
+    changed = cfg.with_overrides(**changes)
+    return simulate(torch.from_numpy(clean), changed, torch.Generator().manual_seed(3)).numpy()
 
 
 def _flags(directory: Path, measurements: np.ndarray) -> list[bool]:
@@ -98,9 +101,9 @@ def test_shifted_deblur_inputs_are_flagged(deblur_artifact, shift):
     cfg = _config(deblur_artifact)
     measurements, clean = _fresh(cfg)
     shifted = {
-        "noise x5": lambda: _simulate(clean, cfg, noise_level=5 * cfg["noise_level"]),
+        "noise x5": lambda: _simulate(clean, cfg, noise_level=5 * cfg.noise_level),
         "motion at 135 degrees": lambda: _simulate(clean, cfg, angle=135.0),
-        "gaussian blur": lambda: _simulate(clean, cfg, kind="gaussian", variance=4.0),
+        "gaussian blur": lambda: _simulate(clean, cfg, kernel_kind="gaussian", variance=4.0),
         "12-bit data in a 16-bit container": lambda: measurements * np.float32(4095 / 65535),
         "signed": lambda: measurements * 2 - 1,
     }[shift]()
@@ -119,10 +122,10 @@ def test_shifted_ct_inputs_are_flagged(ct_artifact, shift):
     measurements, clean = _fresh(cfg)
     rng = np.random.default_rng(5)
     if shift == "noise x5":
-        shifted = _simulate(clean, cfg, noise_level=5 * cfg["noise_level"])
+        shifted = _simulate(clean, cfg, noise_level=5 * cfg.noise_level)
     elif shift == "10% of views zeroed":
         shifted = measurements.copy()
-        shifted[:, :, :: 10] = 0
+        shifted[:, :, ::10] = 0
     else:
         shifted = measurements * rng.uniform(0.8, 1.2, (1, 1, 1, measurements.shape[-1])).astype(np.float32)
     flags = _flags(ct_artifact, shifted)
@@ -204,7 +207,8 @@ def test_recon_run_reports_scores_warns_per_flagged_file_and_notes_it_in_dicom(d
     per_file = summary["consistency"]["per_file"]
     assert set(per_file) == {str(inputs / n) for n in ("good.npy", "dim.npy", "slice.dcm")}
     assert not per_file[str(inputs / "good.npy")][0]["flagged"]
-    assert per_file[str(inputs / "dim.npy")][0]["flagged"] and per_file[str(inputs / "slice.dcm")][0]["flagged"]
+    assert per_file[str(inputs / "dim.npy")][0]["flagged"]
+    assert per_file[str(inputs / "slice.dcm")][0]["flagged"]
     assert sorted(summary["consistency"]["flagged_files"]) == sorted(
         [str(inputs / "dim.npy"), str(inputs / "slice.dcm")]
     )
@@ -218,4 +222,5 @@ def test_recon_run_reports_scores_warns_per_flagged_file_and_notes_it_in_dicom(d
     assert quiet.returncode == 0, quiet.stderr
     assert json.loads(quiet.stdout)["consistency"] is None and "warning" not in quiet.stderr
     assert "ImageComments" not in pydicom.dcmread(tmp_path / "off" / "slice.dcm")
-    np.testing.assert_array_equal(np.load(tmp_path / "off" / "good.npy"), np.load(tmp_path / "out" / "good.npy"))
+    same = np.load(tmp_path / "off" / "good.npy"), np.load(tmp_path / "out" / "good.npy")
+    np.testing.assert_array_equal(*same)

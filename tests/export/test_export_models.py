@@ -25,7 +25,7 @@ def test_every_model_and_task_exports_and_passes_parity(exported, model, task):
     assert manifest.input["shape"][0] == "batch" and manifest.output["shape"][0] == "batch"
     assert manifest.output["shape"][2:] == [32, 32]
     if task == "ct":
-        assert manifest.input["shape"][1:] == [1, 20, manifest.physics["n_detectors"]]
+        assert manifest.input["shape"][1:] == [1, 20, manifest.task_config.n_detectors]
         assert manifest.input["layout"] == "N1AD"
     report = json.loads((directory / "parity.json").read_text())
     assert report["inputs"]["batch_sizes"] == [1, 2, 3]
