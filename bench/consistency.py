@@ -9,8 +9,9 @@ the export's calibration used:
 - `held-out`: the 32-image held-out set of the weight cards (other source images) — target 0 flagged;
 - shifted inputs, `--n-shift` each, from the first clean images of the in-distribution set — detection
   rate (target ≥ 90%): deblur: noise ×5, motion blur at 135°, twice as long, Gaussian blur (σ² = 4), 12-bit
-  data in a 16-bit container (× 4095/65535), [-1, 1] scaling; CT: noise ×5, 10% of views zeroed,
-  detector-channel gains off by up to ±20%, a global 20% gain error, ×0.1 and ×10 units.
+  data in a 16-bit container (× 4095/65535), inverted polarity (1 − y: MONOCHROME1 read as MONOCHROME2);
+  CT: noise ×5, 10% of views zeroed, detector-channel gains off by up to ±20%, a global 20% gain error,
+  ×0.1 and ×10 units.
 
 Every image goes through the artifact exactly as deployed (`Reconstructor`, CPU, FP32, clipped) and its
 `consistency.onnx`. The network's outputs are cached under `--cache` keyed by model.onnx's sha256, so a
@@ -50,7 +51,7 @@ def shifted_sets(cfg: Any, y: np.ndarray, clean: np.ndarray) -> dict[str, np.nda
             "motion blur twice as long": lambda: sim(kernel_size=2 * cfg.kernel_size + 1),
             "Gaussian blur (σ² = 4) instead": lambda: sim(kernel_kind="gaussian", variance=4.0),
             "12-bit data in 16-bit units (×4095/65535)": lambda: y * np.float32(4095 / 65535),
-            "[-1, 1] scaling (2y − 1)": lambda: y * 2 - 1,
+            "inverted polarity (1 − y)": lambda: 1 - y,
         }
     rng = np.random.default_rng(5)
 

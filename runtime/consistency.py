@@ -11,6 +11,7 @@ The image output is never changed: the check only reads it. See docs/embedding.m
 
 from __future__ import annotations
 
+import hashlib
 import math
 import os
 from dataclasses import dataclass, field
@@ -110,9 +111,12 @@ class ConsistencyGuard:
         options = ort.SessionOptions()
         if threads is not None:
             options.intra_op_num_threads = threads
-        path = Path(directory) / entry["file"]  # hash-verified with every other file by load_manifest
+        path = Path(directory) / entry["file"]
+        graph = path.read_bytes()  # hash the very bytes loaded: a file swapped after load_manifest is refused
+        if hashlib.sha256(graph).hexdigest() != manifest.files[entry["file"]].sha256:
+            raise ArtifactError(f"{path}: sha256 does not match the manifest; refusing to load it, re-export")
         try:
-            self.session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+            self.session = ort.InferenceSession(graph, options, providers=["CPUExecutionProvider"])
         except Exception as error:  # onnxruntime raises its own types; one line with the cause
             first = (str(error).strip().splitlines() or [type(error).__name__])[0]
             raise ArtifactError(f"{path}: onnxruntime cannot load the consistency graph ({first})") from None

@@ -95,7 +95,7 @@ def test_in_distribution_deblur_inputs_are_not_flagged(deblur_artifact):
 
 @pytest.mark.parametrize(
     "shift",
-    ["noise x5", "motion at 135 degrees", "gaussian blur", "12-bit data in a 16-bit container", "signed"],
+    ["noise x5", "motion at 135 degrees", "gaussian blur", "12-bit data in a 16-bit container", "inverted"],
 )
 def test_shifted_deblur_inputs_are_flagged(deblur_artifact, shift):
     cfg = _config(deblur_artifact)
@@ -105,7 +105,7 @@ def test_shifted_deblur_inputs_are_flagged(deblur_artifact, shift):
         "motion at 135 degrees": lambda: _simulate(clean, cfg, angle=135.0),
         "gaussian blur": lambda: _simulate(clean, cfg, kernel_kind="gaussian", variance=4.0),
         "12-bit data in a 16-bit container": lambda: measurements * np.float32(4095 / 65535),
-        "signed": lambda: measurements * 2 - 1,
+        "inverted": lambda: 1 - measurements,
     }[shift]()
     flags = _flags(deblur_artifact, shifted)
     assert sum(flags) >= 0.9 * len(flags), f"{shift}: {sum(flags)} of {len(flags)} flagged"
@@ -224,3 +224,17 @@ def test_recon_run_reports_scores_warns_per_flagged_file_and_notes_it_in_dicom(d
     assert "ImageComments" not in pydicom.dcmread(tmp_path / "off" / "slice.dcm")
     same = np.load(tmp_path / "off" / "good.npy"), np.load(tmp_path / "out" / "good.npy")
     np.testing.assert_array_equal(*same)
+
+
+def test_recon_bench_reports_the_check_beside_the_rest_and_can_leave_it_out(deblur_artifact):
+    def bench(*extra):
+        command = [sys.executable, "-c", "from recon.runtime.cli import bench_main as m; m()"]
+        args = [deblur_artifact, "-b", "cpu", "--batch", "1,2", "--iters", "2", "--warmup", "1", *extra]
+        return subprocess.run([*command, *map(str, args)], capture_output=True, text=True, timeout=600)
+
+    guarded = bench()
+    assert guarded.returncode == 0, guarded.stderr
+    line = next(x for x in guarded.stdout.splitlines() if x.startswith("consistency check"))
+    assert "batch 1" in line and "batch 2" in line and "%" in line
+    plain = bench("--no-consistency")
+    assert plain.returncode == 0 and "consistency check" not in plain.stdout
