@@ -51,6 +51,7 @@ class ExportOptions:
     timing_cache: Path | None = None  # None: ~/.cache/recon/tensorrt-timing.cache
     lean: bool = False
     triton_repo: Path | None = None
+    triton: dict[str, Any] = field(default_factory=dict)  # write_triton_repository's flavour, instances...
     force: bool = False
     allow_mismatch: bool = False
     tolerances: dict[str, Tolerance] = field(default_factory=lambda: dict(DEFAULT_TOLERANCES))
@@ -179,6 +180,7 @@ def make_manifest(
     input_shape: list[Any],
     output_shape: list[Any],
 ) -> Manifest:
+    from recon.export.input_range import input_value_range
     from recon.runtime.manifest import Manifest
 
     lo, opt, hi = options.batch
@@ -198,7 +200,7 @@ def make_manifest(
             "shape": ["batch", *input_shape[1:]],
             "dtype": "float32",
             "layout": "N1AD" if ct else "NCHW",
-            "value_range": None if ct else [0.0, 1.0],
+            "value_range": input_value_range(task_cfg),  # export/input_range.py
         },
         output={
             "name": OUTPUT_NAME,
@@ -278,6 +280,8 @@ def _engine(
     island: set[str],
 ) -> dict[str, Any]:
     """Build model.plan from the FP16 (or FP32) ONNX, list it in the manifest; return the engine report."""
+    import onnx
+
     from recon.export.tensorrt_build import DEFAULT_TIMING_CACHE, EngineOptions, build_engine
 
     source_onnx = ONNX_FILES["fp16" if options.fp16 else "fp32"]
@@ -298,6 +302,7 @@ def _engine(
         options=engine_options,
         fp32_island_nodes=island,
         conv_nodes=conv_nodes,
+        node_order=[n.name for n in onnx.load(str(tmp / source_onnx)).graph.node],  # ForeignNode ranges
     )
     precision = "fp16" if options.fp16 else "fp32"
     manifest.add_file(tmp, PLAN_FILE, "tensorrt", precision, tensorrt=info["tensorrt"])
@@ -614,13 +619,15 @@ def _write_triton(run: _Run, final: Path) -> list[str]:
     from recon.export.triton import write_triton_repository
 
     run.say("writing the Triton repository")
-    folders = write_triton_repository(
+    folders, notes = write_triton_repository(
         run.options.triton_repo,
         final,
         run.manifest.to_json(),
         onnx_precision="fp16" if run.options.fp16 else "fp32",
         force=run.options.force,
+        **run.options.triton,
     )
+    run.notes.extend(notes)  # the summary's "notes" list
     return [str(folder) for folder in folders]
 
 

@@ -1,21 +1,29 @@
 """ONNX Runtime backends: CPU, CUDA and TensorRT execution providers.
 
-A GPU provider asked for by name never falls back to the CPU in silence: the session is created with
-`session.disable_cpu_ep_fallback` = "1" and its providers are checked after creation.
+A GPU provider asked for by name never falls back to the CPU in silence: the session's providers are checked
+after creation, and so is where each node went (`session.record_ep_graph_assignment_info`): a convolution or
+matmul placed on the CPU is refused. `session.disable_cpu_ep_fallback` is NOT set: the CUDA provider itself
+hands small shape subgraphs (Shape → Concat → Expand, as in the CT graph) to the CPU
+(onnxruntime core/framework/fallback_cpu_capability.cc, GetCpuPreferredNodes), so that option makes session
+creation fail on every GPU.
 """
 
 from __future__ import annotations
 
-import hashlib
+import contextlib
+import io
 import os
+import sys
 import time
+from collections.abc import Iterable
+from importlib import metadata
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from recon.runtime.backends.base import Backend, BackendError
-from recon.runtime.manifest import ArtifactError, Manifest
+from recon.runtime.manifest import ArtifactError, Manifest, read_verified
 
 # selection name → the ONNX Runtime providers in priority order
 PROVIDERS = {
@@ -37,11 +45,144 @@ def import_onnxruntime() -> Any:
     return onnxruntime
 
 
+_OPTIMIZATION_LEVELS = {
+    "disable": "ORT_DISABLE_ALL",
+    "basic": "ORT_ENABLE_BASIC",
+    "extended": "ORT_ENABLE_EXTENDED",
+    "all": "ORT_ENABLE_ALL",  # NCHWc layouts: ~2x on CPU convs
+}
+Providers = list[tuple[str, dict[str, Any]]]
+
+
+def session_options(
+    threads: int | None = None,
+    optimization_level: str = "all",
+    log_severity_level: int = 3,
+    inter_op_threads: int | None = None,
+) -> Any:
+    """`onnxruntime.SessionOptions` as recon sets them: graph optimization by name, threads, logging."""
+    ort = import_onnxruntime()
+    if optimization_level not in _OPTIMIZATION_LEVELS:
+        raise ValueError(
+            f"optimization_level must be one of {sorted(_OPTIMIZATION_LEVELS)}, got {optimization_level!r}"
+        )
+    options = ort.SessionOptions()
+    options.graph_optimization_level = getattr(
+        ort.GraphOptimizationLevel, _OPTIMIZATION_LEVELS[optimization_level]
+    )
+    if threads is not None:
+        if threads < 0:
+            raise ValueError(f"threads must be >= 0 (0: one per core), got {threads}")
+        options.intra_op_num_threads = threads
+    if inter_op_threads is not None:
+        options.inter_op_num_threads = inter_op_threads
+    options.log_severity_level = log_severity_level
+    return options
+
+
+def new_session(
+    model: str | os.PathLike | bytes, options: Any = None, providers: Providers | None = None
+) -> Any:
+    """The one place recon builds an `onnxruntime.InferenceSession` (backend, parity, INT8 timing, profiling,
+    benches): a path or the model's bytes, `session_options()` by default, CPU unless `providers` (name,
+    options) pairs say otherwise. Checked against onnxruntime's documented signature
+    `InferenceSession(path_or_bytes, sess_options=None, providers=None, provider_options=None)`."""
+    ort = import_onnxruntime()
+    providers = providers if providers is not None else [("CPUExecutionProvider", {})]
+    return ort.InferenceSession(
+        model if isinstance(model, bytes) else str(model),
+        sess_options=options if options is not None else session_options(),
+        providers=[name for name, _ in providers],
+        provider_options=[provider_options for _, provider_options in providers],
+    )
+
+
 def available_providers() -> list[str]:
     try:
         return list(import_onnxruntime().get_available_providers())
     except BackendError:
         return []
+
+
+# Ops whose placement on the CPU would matter (the compute, not shape arithmetic): refused for GPU backends.
+HEAVY_OPS = frozenset(
+    {"Conv", "ConvTranspose", "MatMul", "Gemm", "GridSample", "GatherElements", "Resize", "ReduceSum",
+     "ReduceMean", "LayerNormalization", "Softmax", "Attention", "MultiHeadAttention", "Einsum", "Pad"}
+)  # fmt: skip
+
+
+def trt_cache_paths(cache_root: str | os.PathLike, artifact: str, onnx_sha256: str) -> tuple[Path, Path]:
+    """(engine cache folder, timing cache folder) for the TensorRT provider.
+
+    Its engine cache id (TRTGenerateId, tensorrt_execution_provider_utils.h) hashes the model's file name,
+    input and node-output names and the ORT/CUDA/TensorRT versions — not the weights: a re-export with new
+    weights would reuse the old engine. The folder is keyed on the ONNX file's sha256. Without
+    trt_timing_cache_path the timing cache is written to the working directory; it is shared per machine.
+    """
+    root = Path(cache_root)
+    return root / f"{artifact}-{onnx_sha256[:16]}", root / "timing"
+
+
+def cpu_placed_compute(placement: list[tuple[str, str, str]], wanted: str) -> list[str]:
+    """Names of heavy nodes (HEAVY_OPS) that went to the CPU though `wanted` is a GPU provider."""
+    if wanted == "CPUExecutionProvider":
+        return []
+    return [f"{op}:{name}" for ep, op, name in placement if ep == "CPUExecutionProvider" and op in HEAVY_OPS]
+
+
+def node_placement(session: Any) -> list[tuple[str, str, str]]:
+    """(provider, op type, node name) of every node, from onnxruntime's assignment record (ORT >= 1.26);
+    empty when this onnxruntime cannot tell."""
+    try:
+        subgraphs = session.get_provider_graph_assignment_info()
+    except Exception:  # an older onnxruntime (AttributeError) or a session without the record (ORT's Fail)
+        return []
+    return [(sg.ep_name, node.op_type, node.name) for sg in subgraphs for node in sg.get_nodes()]
+
+
+# PyPI distributions that all install the one `onnxruntime` module
+ONNXRUNTIME_BUILDS = frozenset(
+    {"onnxruntime", "onnxruntime-gpu", "onnxruntime-openvino", "onnxruntime-directml"}
+)
+
+
+def onnxruntime_conflict(distribution_names: Iterable[str]) -> str | None:
+    """A sentence when more than one onnxruntime build is installed: they all install the same `onnxruntime`
+    module, so the files of one overwrite the other's and the GPU providers may be missing or mixed."""
+    builds = sorted({n.lower().replace("_", "-") for n in distribution_names} & ONNXRUNTIME_BUILDS)
+    if len(builds) < 2:
+        return None
+    return (
+        f"{' and '.join(builds)} are both installed and share one `onnxruntime` module; uninstall all of "
+        "them and install only onnxruntime-gpu (pip install 'recon[gpu-cu13]', docs/gpu.md)"
+    )
+
+
+ONNXRUNTIME_BUILDS = frozenset(
+    {"onnxruntime", "onnxruntime-gpu", "onnxruntime-openvino", "onnxruntime-directml"}
+)
+
+
+def preload_cuda_libraries(ort: Any) -> str:
+    """Load CUDA/cuDNN from the nvidia-* wheels (onnxruntime-gpu[cuda,cudnn]) before a GPU session starts.
+
+    `onnxruntime.preload_dlls()` (onnxruntime/__init__.py) is what onnxruntime's docs ask for when CUDA comes
+    from pip; skipped when torch is already loaded (it brought its own CUDA, and loading a second copy is
+    what the docs warn against) or this is not the GPU build. Returns what it printed (it reports failures
+    on stdout), so that a failure can be shown in the error it leads to.
+    """
+    if "torch" in sys.modules or not hasattr(ort, "preload_dlls"):
+        return ""
+    try:
+        from onnxruntime.capi import build_and_package_info as build
+    except ImportError:
+        return ""
+    if not getattr(build, "cuda_version", None):
+        return ""
+    printed = io.StringIO()
+    with contextlib.redirect_stdout(printed), contextlib.suppress(Exception):
+        ort.preload_dlls()
+    return printed.getvalue().strip()
 
 
 def choose_onnx_file(manifest: Manifest, precision: str, gpu: bool) -> tuple[str, str]:
@@ -108,7 +249,7 @@ class OnnxRuntimeBackend(Backend):
         provider_options: dict[str, Any] | None = None,
         optimization_level: str = "all",
         trt_cache_dir: str | os.PathLike | None = None,
-        log_severity_level: int = 3,
+        log_severity_level: int = 4,  # fatal only: errors reach the caller as one exception, not log lines
     ) -> None:
         super().__init__()
         if name not in PROVIDERS:
@@ -126,31 +267,15 @@ class OnnxRuntimeBackend(Backend):
         self.trt_cache_dir = trt_cache_dir
         self.log_severity_level = log_severity_level
         self.session: Any = None
+        self.placement: list[tuple[str, str, str]] = []
         self._input_name = manifest.input["name"]
         self._output_name = manifest.output["name"]
 
     # -- configuration (also used by recon-bench to build a bare session with the same options) --------
     def session_options(self) -> Any:
-        ort = import_onnxruntime()
-        options = ort.SessionOptions()
-        levels = {
-            "disable": ort.GraphOptimizationLevel.ORT_DISABLE_ALL,
-            "basic": ort.GraphOptimizationLevel.ORT_ENABLE_BASIC,
-            "extended": ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED,
-            "all": ort.GraphOptimizationLevel.ORT_ENABLE_ALL,  # NCHWc layouts: ~2x on CPU convs
-        }
-        if self.optimization_level not in levels:
-            raise ValueError(
-                f"optimization_level must be one of {sorted(levels)}, got {self.optimization_level!r}"
-            )
-        options.graph_optimization_level = levels[self.optimization_level]
-        if self.threads is not None:
-            if self.threads < 0:
-                raise ValueError(f"threads must be >= 0 (0: one per core), got {self.threads}")
-            options.intra_op_num_threads = self.threads
-        options.log_severity_level = self.log_severity_level
-        if self.gpu:
-            options.add_session_config_entry("session.disable_cpu_ep_fallback", "1")
+        options = session_options(self.threads, self.optimization_level, self.log_severity_level)
+        if self.gpu:  # where each node went, checked after creation (cpu_placed_compute)
+            options.add_session_config_entry("session.record_ep_graph_assignment_info", "1")
         return options
 
     def providers(self) -> list[tuple[str, dict[str, Any]]]:
@@ -165,20 +290,25 @@ class OnnxRuntimeBackend(Backend):
                     "arena_extend_strategy": "kSameAsRequested",
                     # EXHAUSTIVE picks the fastest conv per shape; warm every batch size up once
                     "cudnn_conv_algo_search": "EXHAUSTIVE",
-                    # TF32 would cost FP32 graphs ~1e-3 parity against the CPU
+                    # TF32 would cost FP32 graphs ~1e-3 parity against the CPU, and the FP32 islands their
+                    # point (cuda_execution_provider_info.cc: use_tf32 defaults to on)
                     "use_tf32": "0",
                     "do_copy_in_default_stream": "1",
                 }
-            else:  # TensorrtExecutionProvider
-                cache = Path(self.trt_cache_dir or Path.home() / ".cache" / "recon" / "ort-trt")
+            else:  # TensorrtExecutionProvider (option names: tensorrt_execution_provider_info.cc)
+                # No TF32 switch exists here: run with NVIDIA_TF32_OVERRIDE=0 in the environment (docs/gpu.md)
+                root = Path(self.trt_cache_dir or Path.home() / ".cache" / "recon" / "ort-trt")
+                sha = self.manifest.files[self.file].sha256
+                engines, timing = trt_cache_paths(root, self.manifest.name, sha)
                 batch = self.manifest.batch
                 options = {
                     "device_id": str(self.device_id),
                     # the FP16 graph carries its own precision (FP32 islands); no weak-typing flag
                     "trt_fp16_enable": "False",
                     "trt_engine_cache_enable": "True",
-                    "trt_engine_cache_path": str(cache / self.manifest.name),
+                    "trt_engine_cache_path": str(engines),
                     "trt_timing_cache_enable": "True",
+                    "trt_timing_cache_path": str(timing),
                     "trt_profile_min_shapes": _profile_shape(self.manifest, self._input_name, batch["min"]),
                     "trt_profile_opt_shapes": _profile_shape(self.manifest, self._input_name, batch["opt"]),
                     "trt_profile_max_shapes": _profile_shape(self.manifest, self._input_name, batch["max"]),
@@ -201,27 +331,24 @@ class OnnxRuntimeBackend(Backend):
                 "(`pip install recon[gpu]`) on a machine with an NVIDIA GPU, or choose --backend cpu"
             )
         providers = self.providers()
-        if self.name == "onnxruntime-tensorrt":  # the provider does not create its cache folder
-            Path(providers[0][1]["trt_engine_cache_path"]).mkdir(parents=True, exist_ok=True)
-        # The bytes hashed are the bytes loaded: load_manifest checked the file, but it may change between
-        # that check and this read (a copy in progress, a tampered file).
-        model = self.onnx_path.read_bytes()
-        if hashlib.sha256(model).hexdigest() != self.manifest.files[self.file].sha256:
-            raise ArtifactError(
-                f"{self.onnx_path}: sha256 does not match the manifest; refusing to load it, re-export"
-            )
+        if self.name == "onnxruntime-tensorrt":  # the provider does not create its cache folders
+            for key in ("trt_engine_cache_path", "trt_timing_cache_path"):
+                Path(providers[0][1][key]).mkdir(parents=True, exist_ok=True)
+        if self.gpu:
+            conflict = onnxruntime_conflict(str(d.metadata.get("Name", "")) for d in metadata.distributions())
+            if conflict:
+                raise BackendError(f"backend {self.name!r}: {conflict}")
+        preload_note = preload_cuda_libraries(ort) if self.gpu else ""
+        # the bytes checked are the bytes loaded (sha256, size, no link, no external data); never the path
+        model = read_verified(self.directory, self.manifest, self.file)
         try:
-            session = ort.InferenceSession(
-                model,
-                sess_options=self.session_options(),
-                providers=[p for p, _ in providers],
-                provider_options=[o for _, o in providers],
-            )
+            session = new_session(model, self.session_options(), providers)
         except Exception as error:  # ORT raises its own Fail/InvalidArgument/RuntimeException types
             message = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
             if self.gpu:
+                loaded = f"; loading CUDA libraries said: {preload_note[:200]}" if preload_note else ""
                 raise BackendError(
-                    f"backend {self.name!r} could not start on this machine ({message}); "
+                    f"backend {self.name!r} could not start on this machine ({message}){loaded}; "
                     f"providers offered: {', '.join(available)}; check the GPU and driver "
                     "(nvidia-smi) or choose --backend cpu"
                 ) from None
@@ -233,6 +360,14 @@ class OnnxRuntimeBackend(Backend):
             raise BackendError(
                 f"backend {self.name!r} asked for {wanted[0]} but onnxruntime gave {', '.join(got)}; "
                 "refusing to run on another provider"
+            )
+        self.placement = node_placement(session) if self.gpu else []
+        on_cpu = cpu_placed_compute(self.placement, wanted[0])
+        if on_cpu:
+            raise BackendError(
+                f"backend {self.name!r}: onnxruntime put compute on the CPU ({', '.join(on_cpu[:4])}); "
+                "refusing to run it there; check the onnxruntime-gpu version (docs/gpu.md) or choose "
+                "--backend cpu"
             )
         try:
             graph_inputs, graph_outputs = session.get_inputs(), session.get_outputs()
@@ -278,4 +413,7 @@ class OnnxRuntimeBackend(Backend):
         info = super().describe()
         info["providers"] = self.session.get_providers() if self.session is not None else None
         info["threads"] = self.threads
+        if self.placement:  # the small shape subgraphs the CUDA provider leaves on the CPU, by design
+            cpu = [f"{op}:{name}" for ep, op, name in self.placement if ep == "CPUExecutionProvider"]
+            info["nodes_on_cpu"] = cpu
         return info
