@@ -179,9 +179,8 @@ def make_manifest(
     input_shape: list[Any],
     output_shape: list[Any],
 ) -> Manifest:
-    from recon.runtime.manifest import Manifest
-
     from recon.export.input_range import input_value_range
+    from recon.runtime.manifest import Manifest
 
     lo, opt, hi = options.batch
     ct = task_cfg.task == "ct"
