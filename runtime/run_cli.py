@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
+from recon.runtime.backends.base import BackendError
 from recon.runtime.cli_base import PRECISIONS, Command, one_line
 
 if TYPE_CHECKING:
@@ -94,8 +95,9 @@ Examples:
 
 
 # Errors that concern one file: reported on that file's outcome, the others carry on. (ArtifactError is a
-# ValueError: an artifact that fails on every batch fails every file, each with the reason.)
-FILE_ERRORS = (ValueError, OSError, MemoryError)
+# ValueError, BackendError at run time is onnxruntime failing on that batch, e.g. out of memory: an artifact
+# that fails on every batch fails every file, each with the reason.)
+FILE_ERRORS = (ValueError, OSError, MemoryError, BackendError)
 
 
 @dataclass
