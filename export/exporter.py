@@ -179,6 +179,7 @@ def make_manifest(
     input_shape: list[Any],
     output_shape: list[Any],
 ) -> Manifest:
+    from recon.export.input_range import input_value_range
     from recon.runtime.manifest import Manifest
 
     lo, opt, hi = options.batch
@@ -198,7 +199,7 @@ def make_manifest(
             "shape": ["batch", *input_shape[1:]],
             "dtype": "float32",
             "layout": "N1AD" if ct else "NCHW",
-            "value_range": None if ct else [0.0, 1.0],
+            "value_range": input_value_range(task_cfg),  # export/input_range.py
         },
         output={
             "name": OUTPUT_NAME,

@@ -116,7 +116,9 @@ class Reconstructor:
 
         Raises ValueError on input `run` would refuse; recon-run checks each file with it.
         """
-        return prepare_batch(images, self.input_hw, self.input_kind, self.input_range)
+        # integers are scaled by their dtype's maximum for images; a sinogram's integers have no known scale
+        scale_integers = self.manifest.task != "ct"
+        return prepare_batch(images, self.input_hw, self.input_kind, self.input_range, scale_integers)
 
     def run(self, images: Any) -> np.ndarray:
         """Reconstruct a batch of any size: (H, W), (B, H, W) or (B, 1, H, W) in, the same rank out.
