@@ -155,13 +155,13 @@ class Reconstructor:
                 raise RuntimeError("this Reconstructor is closed; create a new one with from_artifact()")
             self._in_flight += 1
         try:
-            return self._run(images)
+            return self._run(images, return_scores)
         finally:
             with self._lifecycle:
                 self._in_flight -= 1
                 self._lifecycle.notify_all()
 
-    def _run(self, images: Any) -> np.ndarray:
+    def _run(self, images: Any, return_scores: bool) -> Any:
         start = time.perf_counter()
         batch, rank = self.prepare(images)
         timings: dict[str, float] = {"prepare": time.perf_counter() - start}
