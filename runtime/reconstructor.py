@@ -65,6 +65,10 @@ class Reconstructor:
         if self.max_batch < self.min_batch:
             raise ArtifactError(f"manifest batch profile {manifest.batch} has max < min; re-export")
         self._local = threading.local()
+        # close() waits for runs in flight, then stops the backend; later runs raise "closed"
+        self._lifecycle = threading.Condition()
+        self._in_flight = 0
+        self._closed = False
         self.input_kind = "sinogram" if manifest.task == "ct" else "image"  # for error messages
         input_range = manifest.input.get("value_range")
         self.input_range = None if input_range is None else (float(input_range[0]), float(input_range[1]))
@@ -146,8 +150,18 @@ class Reconstructor:
         clipped to the manifest's output value range when clipping is on. Raises ValueError on bad input.
         With `return_scores`, returns (images, scores): scores as `last_scores`.
         """
-        if not self.backend.is_active:
-            raise RuntimeError("this Reconstructor is closed; create a new one with from_artifact()")
+        with self._lifecycle:
+            if self._closed or not self.backend.is_active:
+                raise RuntimeError("this Reconstructor is closed; create a new one with from_artifact()")
+            self._in_flight += 1
+        try:
+            return self._run(images, return_scores)
+        finally:
+            with self._lifecycle:
+                self._in_flight -= 1
+                self._lifecycle.notify_all()
+
+    def _run(self, images: Any, return_scores: bool) -> Any:
         start = time.perf_counter()
         batch, rank = self.prepare(images)
         timings: dict[str, float] = {"prepare": time.perf_counter() - start}
@@ -235,7 +249,13 @@ class Reconstructor:
 
     # -- lifecycle ---------------------------------------------------------------------------------------
     def close(self) -> None:
-        self.backend.deactivate()
+        """Stop the backend once the runs in flight (other threads) have returned; later runs raise a
+        RuntimeError saying it is closed. Idempotent. Not from inside a run on the same thread."""
+        with self._lifecycle:
+            self._closed = True
+            self._lifecycle.wait_for(lambda: self._in_flight == 0)
+        if self.backend.is_active:
+            self.backend.deactivate()
 
     def __enter__(self) -> Reconstructor:
         return self

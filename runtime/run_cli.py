@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
+from recon.runtime.backends.base import BackendError
 from recon.runtime.cli_base import PRECISIONS, Command, one_line
 
 if TYPE_CHECKING:
@@ -94,8 +95,9 @@ Examples:
 
 
 # Errors that concern one file: reported on that file's outcome, the others carry on. (ArtifactError is a
-# ValueError: an artifact that fails on every batch fails every file, each with the reason.)
-FILE_ERRORS = (ValueError, OSError, MemoryError)
+# ValueError, BackendError at run time is onnxruntime failing on that batch, e.g. out of memory: an artifact
+# that fails on every batch fails every file, each with the reason.)
+FILE_ERRORS = (ValueError, OSError, MemoryError, BackendError)
 
 
 @dataclass
@@ -140,7 +142,7 @@ class RunReport:
 
     @property
     def failed(self) -> list[FileOutcome]:
-        return [f for f in self.files if f.status != "written"]
+        return [f for f in self.files if f.status == "failed"]
 
     @property
     def images(self) -> int:
@@ -153,7 +155,7 @@ class RunReport:
         return {
             "artifact": str(self.artifact),
             **self.backend,
-            "ok": not self.error and not self.failed,
+            "ok": not self.error and all(f.status == "written" for f in self.files),
             **({"error": self.error} if self.error else {}),
             "files": len(self.files),
             "failed": len(self.failed),
@@ -408,7 +410,7 @@ def run_command(
         raise
     finally:
         print_report(report, time.perf_counter() - started, as_json)
-    return 1 if report.failed else 0
+    return 0 if all(f.status == "written" for f in report.files) else 1
 
 
 @contextmanager
@@ -435,7 +437,9 @@ def open_reconstructor(
 
 
 def print_report(report: RunReport, wall: float, as_json: bool) -> None:
-    """JSON on stdout whatever happened; otherwise one stderr line per failed file and a summary."""
+    """One stderr line per failed file; then JSON on stdout (whatever happened) or a summary."""
+    for item in report.failed:
+        click.echo(f"error: {item.path}: {item.reason}", err=True)
     summary = report.to_json(wall)
     for item in report.flagged:  # one line per flagged file, on stderr whatever the output mode
         scores = item.details.get("consistency") or []
@@ -456,8 +460,6 @@ def print_report(report: RunReport, wall: float, as_json: bool) -> None:
         return
     if report.error:  # the command's own one-line error follows
         return
-    for item in report.failed:
-        click.echo(f"error: {item.path}: {item.reason}", err=True)
     failed = f"; {len(report.failed)} file(s) failed" if report.failed else ""
     click.echo(
         f"{report.images} image(s) from {len(report.files) - len(report.failed)} file(s) → {report.out}/"
@@ -468,8 +470,3 @@ def print_report(report: RunReport, wall: float, as_json: bool) -> None:
         f"latency per run: p50 {ms['p50']:.2f} ms, p90 {ms['p90']:.2f} ms, max {ms['max']:.2f} ms; "
         f"{summary['per_image_ms']:.2f} ms per image; wall {wall:.2f} s"
     )
-    for row in report.series:
-        click.echo(
-            f"series {row['series_number']} {row['description']!r}: {row['written']}/{row['slices']} "
-            f"slice(s) → {row['out']}/"
-        )

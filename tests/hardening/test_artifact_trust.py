@@ -100,6 +100,26 @@ def test_recon_inspect_does_not_say_verified_for_an_external_data_model(artifact
     assert result.returncode == 1 and "external data" in result.stderr, result.stdout + result.stderr
 
 
+def test_onnxruntime_prints_no_log_lines_of_its_own_before_recons_error(hardening_artifacts, tmp_path):
+    import onnx
+    from onnx import numpy_helper
+
+    artifact = artifact_copy(hardening_artifacts["ct"], tmp_path / "ct")
+    model = onnx.load(artifact / "model.onnx")  # a Reshape that fails at run time, behind a valid sha256
+    shape = next(t for t in model.graph.initializer if t.name == "shape")
+    shape.CopyFrom(numpy_helper.from_array(np.array([-1, 1, 7, 9], np.int64), "shape"))
+    onnx.save(model, artifact / "model.onnx")
+    relist(artifact, "model.onnx")
+    np.save(tmp_path / "s.npy", np.zeros((6, 10), np.float32))
+    result = subprocess.run(
+        [str(BIN / "recon-run"), str(artifact), str(tmp_path / "s.npy"), "--out", str(tmp_path / "o")],
+        capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert result.returncode == 1 and "[E:onnxruntime" not in result.stderr
+    (line,) = result.stderr.strip().splitlines()
+    assert line.startswith(f"error: {tmp_path / 's.npy'}: onnxruntime-cpu: onnxruntime failed to run")
+
+
 # -- links, devices, FIFOs, files longer than declared -------------------------------------------------------
 def test_a_model_linked_to_a_file_outside_the_folder_is_refused(artifact, tmp_path):
     outside = tmp_path / "outside.onnx"
