@@ -26,9 +26,15 @@ An artifact is a directory holding `manifest.json` plus the files it lists. Layo
         "model.plan":      {"sha256": "<hex>", "size": n, "kind": "tensorrt", "precision": "fp16",
                             "tensorrt": {"version": "11.4.0", "compute_capability": "9.0",
                                          "version_compatible": false, "device_name": "..."}},
-        "parity.json":     {"sha256": "<hex>", "size": n, "kind": "report"}
+        "parity.json":     {"sha256": "<hex>", "size": n, "kind": "report"},
+        "consistency.onnx": {"sha256": "<hex>", "size": n, "kind": "consistency", "precision": "fp32"}
       },
-      "parity": {"passed": true, ...summary...}             # optional
+      "parity": {"passed": true, ...summary...},            # optional
+      "consistency": {"file": "consistency.onnx",           # optional: the trust signal (consistency.py)
+                      "inputs": ["image", "measurement"], "output": "scores",
+                      "statistics": ["residual", ...],      # the columns of "scores"
+                      "bounds": {"residual": {"check": "upper", "low": null, "high": 0.02}, ...},
+                      "percentiles": {...}, "threshold": 0.02, "rule": "...", "calibration": {...}}
     }
 
 Optional keys of a plan's "tensorrt" entry: "hardware_compatibility_level" ("none" | "ampere_plus": then any
@@ -75,7 +81,7 @@ FORMAT_VERSION = 2
 READABLE_VERSIONS = (1, 2)  # 1: the task config sat in "physics"."task_config"
 MANIFEST_NAME = "manifest.json"
 TASKS = ("deblur", "ct")
-FILE_KINDS = ("onnx", "tensorrt", "report")
+FILE_KINDS = ("onnx", "tensorrt", "report", "consistency")
 PRECISIONS = ("fp32", "fp16", "int8")
 
 
@@ -283,6 +289,7 @@ class Manifest:
     batch: dict[str, int]
     files: dict[str, FileEntry] = field(default_factory=dict)
     parity: dict[str, Any] | None = None
+    consistency: dict[str, Any] | None = None  # checked by recon.runtime.consistency
     recon_version: str = "0.1.0"
     format_version: int = FORMAT_VERSION
 
@@ -302,6 +309,8 @@ class Manifest:
         }
         if self.parity is not None:
             data["parity"] = self.parity
+        if self.consistency is not None:
+            data["consistency"] = self.consistency
         return data
 
     @classmethod
@@ -346,6 +355,11 @@ class Manifest:
         if len(data["files"]) > limits.MAX_ARTIFACT_FILES:
             raise ArtifactError(f"{source}: more than {limits.MAX_ARTIFACT_FILES} files listed; re-export")
         files = {name: check_file_entry(name, entry, source) for name, entry in data["files"].items()}
+        consistency = data.get("consistency")
+        if consistency is not None:
+            from recon.runtime.consistency import check_consistency_entry  # it imports this module
+
+            check_consistency_entry(consistency, files, source)
         return cls(
             name=data["name"],
             task=data["task"],
@@ -356,6 +370,7 @@ class Manifest:
             batch=batch,
             files=files,
             parity=data.get("parity"),
+            consistency=consistency,
             recon_version=str(data.get("recon_version", "unknown"))[:64],
             format_version=version,
         )

@@ -12,6 +12,7 @@ from typing import Any
 import numpy as np
 
 from recon.runtime.backends import Backend, select_backend
+from recon.runtime.consistency import ConsistencyGuard, ImageScore
 from recon.runtime.inputs import check_output, finish_batch, prepare_batch, spatial_shape
 from recon.runtime.manifest import ArtifactError, Manifest, check_batch, check_io_spec, load_manifest
 
@@ -45,6 +46,7 @@ class Reconstructor:
         backend: Backend,
         reason: str = "",
         clip: bool | None = None,
+        consistency: ConsistencyGuard | None = None,
     ) -> None:
         self.directory = Path(directory)
         self.manifest = manifest
@@ -70,6 +72,7 @@ class Reconstructor:
         self.input_kind = "sinogram" if manifest.task == "ct" else "image"  # for error messages
         input_range = manifest.input.get("value_range")
         self.input_range = None if input_range is None else (float(input_range[0]), float(input_range[1]))
+        self.consistency = consistency  # None: no scores (switched off, or an artifact without the check)
 
     @classmethod
     def from_artifact(
@@ -80,6 +83,7 @@ class Reconstructor:
         precision: str = "auto",
         threads: int | None = None,
         clip: bool | None = None,
+        consistency: bool = True,
         **options: Any,
     ) -> Reconstructor:
         """Load and verify an artifact (format version, every file's sha256) and start a backend.
@@ -91,6 +95,8 @@ class Reconstructor:
             precision: "auto" (FP32 on the CPU; plan or FP16 on a GPU), "fp32", "fp16" or "int8".
             threads: ONNX Runtime intra-op threads (None: ORT's default, one per core).
             clip: clip outputs to the manifest's output value range (default: the manifest's "clip").
+            consistency: score every output with the artifact's consistency check (`last_scores`); False
+                skips its cost. Artifacts exported without the check run without scores either way.
             options: backend options (device_id, provider_options, optimization_level, trt_cache_dir).
         """
         manifest = load_manifest(path, verify=True)
@@ -98,7 +104,14 @@ class Reconstructor:
             path, manifest, backend, precision=precision, threads=threads, **options
         )
         log.info("recon.runtime: %s (file %s, %s)", reason, chosen.file, chosen.precision)
-        return cls(path, manifest, chosen, reason, clip=clip)
+        guard = None
+        if consistency and manifest.consistency is not None:
+            try:
+                guard = ConsistencyGuard(path, manifest, threads=threads)
+            except BaseException:
+                chosen.deactivate()
+                raise
+        return cls(path, manifest, chosen, reason, clip=clip, consistency=guard)
 
     # -- properties ------------------------------------------------------------------------------------
     @property
@@ -114,6 +127,12 @@ class Reconstructor:
         """Seconds per stage of this thread's last `run`: prepare, [h2d], compute, [d2h], finish, total."""
         return getattr(self._local, "timings", {})
 
+    @property
+    def last_scores(self) -> list[ImageScore] | None:
+        """This thread's last `run`: one ImageScore per image (residual, statistics, flagged, reasons);
+        None when the check is off or the artifact has none."""
+        return getattr(self._local, "scores", None)
+
     # -- running -----------------------------------------------------------------------------------------
     def prepare(self, images: Any) -> tuple[np.ndarray, int]:
         """`images` checked and converted as `run` takes them: ((B, 1, H, W) float32, the caller's rank).
@@ -124,24 +143,25 @@ class Reconstructor:
         scale_integers = self.manifest.task != "ct"
         return prepare_batch(images, self.input_hw, self.input_kind, self.input_range, scale_integers)
 
-    def run(self, images: Any) -> np.ndarray:
+    def run(self, images: Any, return_scores: bool = False) -> Any:
         """Reconstruct a batch of any size: (H, W), (B, H, W) or (B, 1, H, W) in, the same rank out.
 
         Inputs: floats as they are, integers scaled to [0, 1] by their dtype's maximum. Output: float32,
         clipped to the manifest's output value range when clipping is on. Raises ValueError on bad input.
+        With `return_scores`, returns (images, scores): scores as `last_scores`.
         """
         with self._lifecycle:
             if self._closed or not self.backend.is_active:
                 raise RuntimeError("this Reconstructor is closed; create a new one with from_artifact()")
             self._in_flight += 1
         try:
-            return self._run(images)
+            return self._run(images, return_scores)
         finally:
             with self._lifecycle:
                 self._in_flight -= 1
                 self._lifecycle.notify_all()
 
-    def _run(self, images: Any) -> np.ndarray:
+    def _run(self, images: Any, return_scores: bool) -> Any:
         start = time.perf_counter()
         batch, rank = self.prepare(images)
         timings: dict[str, float] = {"prepare": time.perf_counter() - start}
@@ -169,12 +189,27 @@ class Reconstructor:
                         timings[stage] = timings.get(stage, 0.0) + seconds
         mark = time.perf_counter()
         check_output(output, batch, self.input_kind, self.manifest.input.get("value_range"))
+        clipped = output  # (B, 1, H, W); finish_batch clips it in place and returns the caller's rank
         output = finish_batch(output, rank, self.value_range)
         end = time.perf_counter()
         timings["finish"] = end - mark
-        timings["total"] = end - start
+        scores = self._score(batch, clipped, timings)
+        timings["total"] = time.perf_counter() - start
         self._local.timings = timings
-        return output
+        return (output, scores) if return_scores else output
+
+    def _score(
+        self, batch: np.ndarray, output: np.ndarray, timings: dict[str, float]
+    ) -> list[ImageScore] | None:
+        """The trust signal (runtime/consistency.py) on the whole images, after inference; reads only."""
+        if self.consistency is None:
+            self._local.scores = None
+            return None
+        mark = time.perf_counter()
+        scores = self.consistency.score(output, batch)
+        timings["consistency"] = time.perf_counter() - mark
+        self._local.scores = scores
+        return scores
 
     __call__ = run
 
@@ -209,6 +244,7 @@ class Reconstructor:
             "output": self.manifest.output,
             "batch": self.manifest.batch,
             **self.backend.describe(),
+            "consistency": None if self.consistency is None else self.consistency.describe(),
         }
 
     # -- lifecycle ---------------------------------------------------------------------------------------
