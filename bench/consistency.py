@@ -102,6 +102,7 @@ def main() -> None:
     parser.add_argument("--n-shift", type=int, default=100)
     parser.add_argument("--cache", type=Path, default=None)
     parser.add_argument("--json", type=Path, default=None)
+    parser.add_argument("--dump", type=Path, default=None, help="Every image's statistics per set (.npz).")
     args = parser.parse_args()
 
     manifest = load_manifest(args.artifact)
@@ -118,11 +119,12 @@ def main() -> None:
     for name, make in shifted_sets(cfg, y_eval[:n], clean_eval[:n]).items():
         sets[name] = (make(), clean_eval[:n], "detection")
 
-    rows = []
+    rows, dump = [], {}
     for name, (y, clean, kind) in sets.items():
         x = outputs(args.artifact, name, y, args.cache, key)
         scores = guard.score(x, y)
         flagged = np.array([s.flagged for s in scores])
+        dump[name] = np.array([[s.statistics[k] for k in guard.statistics] for s in scores])
         quality = psnr(x, clean)
         fired: dict[str, int] = {}
         for s in scores:
@@ -160,6 +162,8 @@ def main() -> None:
             f"| {r['set']} | {r['n']} | {r['flagged']} | {r['rate'] * 100:.1f}% | "
             f"{db(r['psnr_flagged'])} / {db(r['psnr_unflagged'])} | {r['residual_median']:.4f} | {fired} |"
         )
+    if args.dump is not None:
+        np.savez(args.dump, statistics=np.array(guard.statistics), **dump)
     if args.json is not None:
         args.json.write_text(json.dumps({"artifact": str(args.artifact), "rows": rows}, indent=2) + "\n")
 
