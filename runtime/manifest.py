@@ -15,7 +15,7 @@ An artifact is a directory holding `manifest.json` plus the files it lists. Layo
                       "noise_level": 0.01, "oversample": 2},  # the deployed task (runtime/task_config.py)
       "input":  {"name": "measurement", "shape": ["batch", 1, H_in, W_in], "dtype": "float32",
                  "layout": "NCHW" (deblur: an image) | "N1AD" (ct: (B, 1, n_views, n_detectors)),
-                 "value_range": [lo, hi] | null},           # null: unbounded (sinograms)
+                 "value_range": [lo, hi] | null},           # ct: what the geometry allows; null: unbounded
       "output": {"name": "image", "shape": ["batch", 1, H, W], "dtype": "float32",
                  "value_range": [0.0, 1.0], "clip": true},  # runtime clips to value_range when clip
       "batch": {"min": 1, "opt": 8, "max": 32},             # the dynamic-batch profile
@@ -41,6 +41,11 @@ Optional keys of a plan's "tensorrt" entry: "hardware_compatibility_level" ("non
 GPU of compute capability >= 8.0 may run it), "lean_runtime_excluded" (a version-compatible plan built with
 EXCLUDE_LEAN_RUNTIME: only a runtime of exactly "version" runs it), "cuda_major" (of the builder's TensorRT
 wheels, so the runtime can name the lean package) and "tf32" (false: cleared at build). docs/gpu.md.
+
+Every number is bounded (runtime/limits.py: batch <= MAX_BATCH, H and W <= MAX_IMAGE_SIDE, value ranges within
+float32, file sizes <= MAX_ARTIFACT_FILE_BYTES), the name is a plain folder name, the JSON holds no NaN,
+Infinity or 20+ digit integer and nests at most MAX_JSON_DEPTH deep; listed files are regular files inside
+the artifact (no links), read up to their size and hashed as read; ONNX files hold all their tensors.
 
 Format version 1 (recon before the typed task config) is still read: its "physics" entry gives way to
 "task_config" (taken from "physics"."task_config"; its legacy key "n_angles" is read as "n_views").

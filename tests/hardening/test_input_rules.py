@@ -107,3 +107,13 @@ def test_export_records_a_ct_range_that_holds_every_simulated_training_sinogram(
     sinograms = simulate(images, cfg, torch.Generator().manual_seed(0)).numpy()
     assert low <= sinograms.min() and sinograms.max() <= high
     assert sinograms.max() * 1000 > high + (high - low)  # what the runtime then refuses
+    # and the exporter writes it into the manifest (it wrote null before)
+    from types import SimpleNamespace
+
+    from recon.export.exporter import make_manifest
+
+    options = SimpleNamespace(model="cnn", task="ct", batch=(1, 2, 4))
+    manifest = make_manifest(
+        options, torch.nn.Identity(), cfg, {"kind": "random-init"}, [1, 1, 12, 46], [1, 1, 32, 32]
+    )
+    assert manifest.input["value_range"] == [low, high]
