@@ -19,6 +19,7 @@ Examples:
   recon-export --model resunet --task ct --fp16 --out art/ct   # sinogram in, image out (FBP in the graph)
   recon-export --model cnn --weights runs/cnn-deblur.safetensors --int8
   recon-export --model unet --random-init --size 64 --batch 1:4:8 --engine none --json
+  recon-export --model resunet --spatial 64:512:4096 --out art/resunet   # whole images up to 4096²
   recon-export --model resunet --fp16 --engine trt --lean --batch 1:8:32 --triton-repo models/
 \b
 The artifact is written atomically: a temp folder beside --out, renamed into place when every check passed.
@@ -26,13 +27,18 @@ Parity (torch vs onnxruntime at batch 1, 3 and OPT; TensorRT too when built) mus
 """
 
 
-def _parse_batch(ctx: click.Context, param: click.Parameter, value: str) -> tuple[int, int, int]:
+def _parse_batch(
+    ctx: click.Context, param: click.Parameter, value: str | None
+) -> tuple[int, int, int] | None:
+    if value is None:
+        return None
     try:
         parts = tuple(int(p) for p in value.split(":"))
     except ValueError:
         parts = ()
     if len(parts) != 3:
-        raise click.BadParameter(f"expected MIN:OPT:MAX (three integers, e.g. 1:8:32), got {value!r}")
+        example = "64:512:2048" if param.name == "spatial" else "1:8:32"
+        raise click.BadParameter(f"expected MIN:OPT:MAX (three integers, e.g. {example}), got {value!r}")
     return parts  # type: ignore[return-value]
 
 
@@ -106,7 +112,14 @@ class _Steps:
     callback=_parse_batch,
     help="Dynamic batch profile MIN:OPT:MAX.",
 )
-@click.option("--size", type=int, help="Image size N (N×N); task default 256.")
+@click.option(
+    "--spatial",
+    callback=_parse_batch,
+    help="Image sides MIN:OPT:MAX a fully convolutional deblur graph takes whole (symbolic H, W; the "
+    "TensorRT profile); larger images are tiled by the runtime. [64:512:2048; MIN lowered to a smaller "
+    "--size]",
+)
+@click.option("--size", type=int, help="Image size N (N×N) of the training physics and parity; default 256.")
 @click.option("--angles", type=int, help="CT: number of projection angles.")
 @click.option("--detectors", type=int, help="CT: number of detector bins.")
 @click.option(
@@ -179,8 +192,9 @@ def cli(**kw: Any) -> None:
     if kw["task"] != "ct" and (kw["angles"] is not None or kw["detectors"] is not None):
         raise ExportError("--angles/--detectors apply to --task ct only")
     passed_through = ("model", "task", "out", "weights", "random_init", "preset", "fp16", "int8", "engine",
-                      "batch", "opset", "workspace_mb", "opt_level", "timing_cache", "lean", "triton_repo",
-                      "force", "allow_mismatch", "threads", "calibration_images", "seed")  # fmt: skip
+                      "batch", "spatial", "opset", "workspace_mb", "opt_level", "timing_cache", "lean",
+                      "triton_repo", "force", "allow_mismatch", "threads", "calibration_images",
+                      "seed")  # fmt: skip
     options = ExportOptions(
         **{key: kw[key] for key in passed_through}, task_overrides=overrides, tolerances=tolerances
     )
@@ -196,6 +210,14 @@ def cli(**kw: Any) -> None:
         f"wrote {summary['artifact']}  ({summary['task']}, input {summary['input_shape']} → "
         f"output {summary['output_shape']}, batch {summary['batch']})"
     )
+    spatial = summary.get("spatial")
+    if spatial:
+        taken = (
+            f"whole {spatial['min']}..{spatial['max']} px per side, tiled above"
+            if spatial["whole_image"]
+            else f"tiled only, tiles of {spatial['tile']}²"
+        )
+        click.echo(f"  sizes: {taken} (tile {spatial['tile']}, overlap {spatial['overlap']} px)")
     for name, entry in summary["files"].items():
         click.echo(f"  {name:18} {entry['size'] / 1e6:8.2f} MB  {entry.get('precision', entry['kind'])}")
     for key, value in summary["parity"].items():

@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 from recon.export.artifact import ArtifactWriter, checkpoint
 from recon.export.errors import ExportError
 from recon.export.parity import DEFAULT_TOLERANCES, Tolerance
+from recon.runtime.limits import MAX_IMAGE_SIDE
 
 if TYPE_CHECKING:
     import torch
@@ -25,6 +26,7 @@ if TYPE_CHECKING:
 
 INPUT_NAME, OUTPUT_NAME = "measurement", "image"
 ENGINE_CHOICES = ("auto", "trt", "none")
+DEFAULT_SPATIAL = (64, 512, 2048)  # sides taken whole: the issue's TensorRT profile 64², 512², 2048²
 
 
 @dataclass
@@ -40,6 +42,7 @@ class ExportOptions:
     int8: bool = False
     engine: str = "auto"
     batch: tuple[int, int, int] = (1, 8, 32)
+    spatial: tuple[int, int, int] | None = None  # image side min:opt:max; None: DEFAULT_SPATIAL, see below
     opset: int = 18
     workspace_mb: int = 4096
     opt_level: int = 3
@@ -143,6 +146,7 @@ def make_manifest(
     source: dict[str, Any],
     input_shape: list[Any],
     output_shape: list[Any],
+    spatial: dict[str, Any] | None = None,
 ) -> Manifest:
     from recon.runtime.manifest import Manifest
     from recon.training.tasks import build_physics
@@ -175,7 +179,85 @@ def make_manifest(
         },
         physics={**physics, "task_config": task_cfg},
         batch={"min": lo, "opt": opt, "max": hi},
+        spatial=spatial,
     )
+
+
+# -- image sizes --------------------------------------------------------------------------------------------
+def pad_multiple(network: torch.nn.Module) -> int:
+    """The multiple a UNet-like network pads its input to inside the graph (2^depth), else 1."""
+    from recon.training.models.resunet import ResUNet
+    from recon.training.models.unet import UNet
+
+    return 2 ** int(network.depth) if isinstance(network, (ResUNet, UNet)) else 1
+
+
+def receptive_field_of(network: torch.nn.Module) -> int | None:
+    """Receptive field in pixels (None: global, i.e. attention, or unknown)."""
+    from recon.training.models.receptive_field import receptive_field
+
+    layers = getattr(network, "receptive_field_layers", None)
+    return None if layers is None else receptive_field(layers())
+
+
+def spatial_entry(
+    options: ExportOptions, network: torch.nn.Module, task_cfg: dict[str, Any]
+) -> dict[str, Any] | None:
+    """The manifest's "spatial" entry (recon.runtime.spatial); None for CT (the input is a sinogram).
+
+    Fully convolutional networks (a finite receptive field) export with symbolic H, W and are taken whole
+    within min..max, tiled above; anything else (the ViT's fixed patch grid and learned positions) exports
+    at the training size and is tiled-only.
+    """
+    from recon.runtime.spatial import default_overlap
+
+    if task_cfg["task"] != "deblur":
+        return None
+    field = receptive_field_of(network)
+    size = int(task_cfg["image_size"])
+    if field is None:
+        return {
+            "whole_image": False, "min": size, "opt": size, "max": size, "multiple_of": 1, "tile": size,
+            "overlap": default_overlap(size, None), "blend": "gaussian", "receptive_field": None,
+        }  # fmt: skip
+    lo, opt, hi = options.spatial or default_spatial(size, pad_multiple(network))
+    return {
+        "whole_image": True, "min": lo, "opt": opt, "max": hi, "multiple_of": 1,
+        "tile": hi, "overlap": default_overlap(hi, field), "blend": "gaussian", "receptive_field": field,
+    }  # fmt: skip
+
+
+def default_spatial(size: int, multiple: int) -> tuple[int, int, int]:
+    """DEFAULT_SPATIAL, its minimum lowered to a smaller training size (not below the pad multiple)."""
+    lo, opt, hi = DEFAULT_SPATIAL
+    lo = max(min(lo, size), multiple)
+    return lo, max(lo, opt), max(hi, size)
+
+
+def spatial_parity_sizes(spatial: dict[str, Any]) -> list[tuple[int, int]]:
+    """Sizes beyond the training size, non-square and not multiples of 16, to check the symbolic graph at."""
+    lo = spatial["min"]
+    return [(lo, lo + 13), (min(lo + 35, spatial["max"]), min(2 * lo + 3, spatial["max"]))]
+
+
+def check_spatial_parity(
+    options: ExportOptions, onnx_path: Path, pipeline: Any, task_cfg: dict[str, Any], spatial: dict[str, Any]
+) -> Any:
+    """torch vs onnxruntime (FP32) at non-training sizes: a dynamic-H/W graph that is wrong somewhere
+    (an assert dropped on the way to ONNX, see onnx_export) shows here."""
+    import numpy as np
+
+    from recon.export import parity as par
+
+    sizes = spatial_parity_sizes(spatial)
+    inputs = {}
+    for index, (h, w) in enumerate(sizes):
+        measurement, _ = par.simulated_inputs(task_cfg, [1], max(h, w), seed=options.seed + 5 + index)
+        inputs[index] = np.ascontiguousarray(measurement[1][..., :h, :w])
+    runners = {"torch": par.torch_runner(pipeline), "onnxruntime-fp32": par.onnxruntime_runner(onnx_path)}
+    outputs = par.run_all(runners, inputs)
+    result = par.compare(outputs, "torch", "onnxruntime-fp32", options.tolerances["onnxruntime-fp32"])
+    return result, sizes
 
 
 # -- the whole export ---------------------------------------------------------------------------------------
@@ -192,6 +274,11 @@ def _check_options(options: ExportOptions) -> None:
         raise ExportError("--batch MAX must be at least 2 (the exported batch axis is dynamic)")
     if options.engine not in ENGINE_CHOICES:
         raise ExportError(f"--engine must be one of {', '.join(ENGINE_CHOICES)}, got {options.engine!r}")
+    s_lo, s_opt, s_hi = options.spatial or DEFAULT_SPATIAL
+    if not 1 <= s_lo <= s_opt <= s_hi <= MAX_IMAGE_SIDE:
+        raise ExportError(
+            f"--spatial must satisfy 1 ≤ MIN ≤ OPT ≤ MAX ≤ {MAX_IMAGE_SIDE}, got {s_lo}:{s_opt}:{s_hi}"
+        )
     if options.opset < 17:
         raise ExportError(f"--opset {options.opset} is too old; use 17–19 (TensorRT reads them fully)")
     if options.lean and options.engine == "none":
@@ -242,6 +329,7 @@ def _engine(
     input_chw: tuple[int, ...],
     fp32_model: Any,
     island: set[str],
+    spatial: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Build model.plan from the FP16 (or FP32) ONNX, list it in the manifest; return the engine report."""
     from recon.export.tensorrt_build import DEFAULT_TIMING_CACHE, EngineOptions, build_engine
@@ -264,6 +352,10 @@ def _engine(
         options=engine_options,
         fp32_island_nodes=island,
         conv_nodes=conv_nodes,
+        # H, W profile min/opt/max for a symbolic-size graph (the batch profile is options.batch)
+        spatial=(spatial["min"], spatial["opt"], spatial["max"])
+        if spatial and spatial["whole_image"]
+        else None,
     )
     precision = "fp16" if options.fp16 else "fp32"
     manifest.add_file(tmp, "model.plan", "tensorrt", precision, tensorrt=info["tensorrt"])
@@ -316,6 +408,17 @@ def export_artifact(options: ExportOptions, progress: Progress | None = None) ->
     example = torch.from_numpy(par.simulated_inputs(task_cfg, [2], size, seed=options.seed + 2)[0][2])
     clock.lap("load")
 
+    spatial = spatial_entry(options, network, task_cfg)
+    dynamic = spatial is not None and spatial["whole_image"]
+    if dynamic:
+        multiple = pad_multiple(network)
+        if spatial["min"] < multiple or not spatial["min"] <= size <= spatial["max"]:
+            raise ExportError(
+                f"--spatial {spatial['min']}:{spatial['opt']}:{spatial['max']}: MIN must be at least "
+                f"{multiple} (the network pads to multiples of {multiple} by reflection) and MIN..MAX "
+                f"must hold the image size {size}"
+            )
+
     with writer as tmp:
         say("exporting ONNX")
         info = export_onnx(
@@ -326,10 +429,13 @@ def export_artifact(options: ExportOptions, progress: Progress | None = None) ->
             output_name=OUTPUT_NAME,
             batch_max=options.batch[2],
             opset=options.opset,
+            spatial=(spatial["min"], spatial["max"]) if dynamic else None,
         )
         fp32_model = onnx.load(str(tmp / "model.onnx"))
         island = island_node_names(fp32_model, island_scopes)
-        manifest = make_manifest(options, network, task_cfg, source, info.input_shape, info.output_shape)
+        manifest = make_manifest(
+            options, network, task_cfg, source, info.input_shape, info.output_shape, spatial
+        )
         manifest.add_file(tmp, "model.onnx", "onnx", "fp32")
         report: dict[str, Any] = {
             "onnx": {**info.to_json(), "fp32_island_scopes": island_scopes, "fp32_island_nodes": len(island)}
@@ -367,6 +473,13 @@ def export_artifact(options: ExportOptions, progress: Progress | None = None) ->
         say("checking parity")
         precisions = ["fp32"] + ["fp16"] * options.fp16 + ["int8"] * options.int8
         outputs, comparisons, runners = _parity(options, tmp, pipeline, measurements, precisions)
+        if dynamic:
+            spatial_result, spatial_sizes = check_spatial_parity(
+                options, tmp / "model.onnx", pipeline, task_cfg, spatial
+            )
+            report["spatial"] = {**spatial, "parity_sizes": spatial_sizes, "parity": spatial_result.to_json()}
+            spatial_result.candidate = "onnxruntime-fp32-other-sizes"
+            comparisons.append(spatial_result)
         if options.int8:
             report["int8"]["speed"] = int8_mod.cpu_speedup(
                 tmp / "model.onnx",
@@ -380,8 +493,8 @@ def export_artifact(options: ExportOptions, progress: Progress | None = None) ->
 
         if build_trt:
             say("building the TensorRT engine")
-            chw = tuple(int(d) for d in info.input_shape[1:])
-            report["tensorrt"] = _engine(options, tmp, manifest, chw, fp32_model, island)
+            chw = tuple(int(d) if isinstance(d, int) else size for d in info.input_shape[1:])
+            report["tensorrt"] = _engine(options, tmp, manifest, chw, fp32_model, island, spatial)
             run, runners["tensorrt"], close = par.artifact_runner(
                 tmp, "fp16" if options.fp16 else "fp32", backend="tensorrt"
             )
@@ -442,6 +555,7 @@ def export_artifact(options: ExportOptions, progress: Progress | None = None) ->
         "input_shape": manifest.input["shape"],
         "output_shape": manifest.output["shape"],
         "batch": manifest.batch,
+        "spatial": manifest.spatial,
         "files": {name: entry.to_json() for name, entry in manifest.files.items()},
         "parity": manifest.parity,
         "notes": notes,

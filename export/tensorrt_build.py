@@ -120,8 +120,13 @@ def build_engine(
     options: EngineOptions,
     fp32_island_nodes: set[str] | frozenset[str] = frozenset(),
     conv_nodes: set[str] | frozenset[str] = frozenset(),
+    spatial: tuple[int, int, int] | None = None,
 ) -> dict[str, Any]:
-    """Build, save, and inspect an engine; return the manifest's `tensorrt` entry plus the layer summary."""
+    """Build, save, and inspect an engine; return the manifest's `tensorrt` entry plus the layer summary.
+
+    `spatial` (min, opt, max side) makes the profile's H and W ranges too, for a graph with symbolic H, W
+    (`input_chw` then gives only the channels).
+    """
     trt, device, reason = tensorrt_builder_status(options.device_id)
     if trt is None:
         raise ExportError(f"cannot build a TensorRT engine: {reason}")
@@ -148,7 +153,12 @@ def build_engine(
 
     lo, opt, hi = options.batch
     profile = builder.create_optimization_profile()
-    profile.set_shape(input_name, (lo, *input_chw), (opt, *input_chw), (hi, *input_chw))
+    sides = (None, None, None) if spatial is None else spatial
+    shapes = [
+        (n, *input_chw) if side is None else (n, input_chw[0], side, side)
+        for n, side in zip((lo, opt, hi), sides, strict=True)
+    ]
+    profile.set_shape(input_name, *shapes)
     config.add_optimization_profile(profile)
 
     cache_path = Path(options.timing_cache) if options.timing_cache else None
@@ -168,7 +178,7 @@ def build_engine(
     if cache_path is not None:
         _save_timing_cache(config.get_timing_cache().serialize(), cache_path)
 
-    layers = inspect_engine(trt, plan_bytes, input_name, (opt, *input_chw), options.version_compatible)
+    layers = inspect_engine(trt, plan_bytes, input_name, shapes[1], options.version_compatible)
     summary = summarize_layers(layers, fp32_island_nodes, conv_nodes)
     if options.expect_fp16:
         check_engine_fp16(summary)

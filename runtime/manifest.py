@@ -16,6 +16,7 @@ An artifact is a directory holding `manifest.json` plus the files it lists. Layo
                  "value_range": [0.0, 1.0], "clip": true},  # runtime clips to value_range when clip
       "physics": {...},                                     # blur kernel or CT geometry, as exported
       "batch": {"min": 1, "opt": 8, "max": 32},             # the dynamic-batch profile
+      "spatial": {"whole_image": true, "min": 64, ...},     # optional: image sizes taken (runtime/spatial.py)
       "files": {
         "model.onnx":      {"sha256": "<hex>", "size": n, "kind": "onnx", "precision": "fp32"},
         "model.fp16.onnx": {"sha256": "<hex>", "size": n, "kind": "onnx", "precision": "fp16"},
@@ -46,6 +47,8 @@ import secrets
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+from recon.runtime.spatial import SpatialError, parse_spatial
 
 FORMAT_VERSION = 1
 MANIFEST_NAME = "manifest.json"
@@ -179,6 +182,7 @@ class Manifest:
     batch: dict[str, int]
     files: dict[str, FileEntry] = field(default_factory=dict)
     parity: dict[str, Any] | None = None
+    spatial: dict[str, Any] | None = None  # see recon.runtime.spatial
     recon_version: str = "0.1.0"
     format_version: int = FORMAT_VERSION
 
@@ -198,6 +202,8 @@ class Manifest:
         }
         if self.parity is not None:
             data["parity"] = self.parity
+        if self.spatial is not None:
+            data["spatial"] = self.spatial
         return data
 
     @classmethod
@@ -231,6 +237,11 @@ class Manifest:
         check_io_spec(data["input"], "input", source)
         check_io_spec(data["output"], "output", source)
         batch = check_batch(data["batch"], source)
+        if data.get("spatial") is not None:
+            try:
+                parse_spatial(data["spatial"])
+            except SpatialError as error:
+                raise ArtifactError(f"{source}: {error}; re-export the artifact") from None
         files = {}
         for name, entry in data["files"].items():
             if Path(name).name != name or name in ("", ".", ".."):
@@ -264,6 +275,7 @@ class Manifest:
             batch=batch,
             files=files,
             parity=data.get("parity"),
+            spatial=data.get("spatial"),
             recon_version=data.get("recon_version", "unknown"),
             format_version=version,
         )

@@ -111,6 +111,15 @@ Examples:
 )
 @click.option("--force", is_flag=True, help="Overwrite existing outputs (inputs are never overwritten).")
 @click.option(
+    "--tile",
+    type=click.IntRange(1),
+    default=None,
+    help="Tile side in px: larger images run as blended tiles (a memory cap); default: the artifact's.",
+)
+@click.option(
+    "--overlap", type=click.IntRange(0), default=None, help="Tile overlap in px; default: the artifact's."
+)
+@click.option(
     "--dicom-window",
     default=None,
     metavar="LOW,HIGH",
@@ -126,12 +135,15 @@ def run_command(
     precision: str,
     threads: int | None,
     force: bool,
+    tile: int | None,
+    overlap: int | None,
     dicom_window: str | None,
     as_json: bool,
 ) -> None:
     """Reconstruct image files (PNG, TIFF, NPY, DICOM) with an exported artifact.
 
-    INPUTS are files or folders. CT artifacts take sinograms (NPY/TIFF, n_angles × n_detectors).
+    INPUTS are files or folders. CT artifacts take sinograms (NPY/TIFF, n_angles × n_detectors). Image
+    artifacts take any size: whole where the graph can, as blended tiles above its maximum side.
     """
     import numpy as np
     from tqdm import tqdm
@@ -148,7 +160,9 @@ def run_command(
     outputs = plan_outputs(files, out, force)
     out.mkdir(parents=True, exist_ok=True)
 
-    with Reconstructor.from_artifact(artifact, backend=backend, precision=precision, threads=threads) as rec:
+    with Reconstructor.from_artifact(
+        artifact, backend=backend, precision=precision, threads=threads, tile=tile, overlap=overlap
+    ) as rec:
         per_run = batch or rec.manifest.batch.get("opt", 1)
         run_times: list[float] = []
         n_images = 0
@@ -179,7 +193,7 @@ def run_command(
                     )
                 shape = image.data.shape[-2:]
                 for got, want in zip(shape, rec.input_hw, strict=True):
-                    if want is not None and got != want:
+                    if rec.spatial is None and want is not None and got != want:
                         raise ValueError(
                             f"{path}: {rec.input_kind} of shape {tuple(shape)}, the artifact takes "
                             f"({rec.input_hw[0]}, {rec.input_hw[1]})"
