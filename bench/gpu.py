@@ -93,6 +93,7 @@ from torch.utils._pytree import tree_leaves  # noqa: E402
 from torch.utils.flop_counter import FlopCounterMode  # noqa: E402
 
 from recon.export.parity import DEFAULT_TOLERANCES, compare_outputs  # noqa: E402
+from recon.runtime.files import sha256_of  # noqa: E402
 from recon.training import data, tasks, weights  # noqa: E402
 from recon.training.models import count_flops, create_model, list_models  # noqa: E402
 from recon.training.physics import FBP  # noqa: E402
@@ -198,7 +199,7 @@ def load_network(name: str, task: str) -> tuple[nn.Module, dict | None, str]:
         card = json.loads(card_path.read_text())
         if card.get("model", {}).get("name") != name or card.get("task_name") != task:
             raise weights.WeightsError(f"{card_path} is not a card for {name}-{task}") from None
-        if not st_path.exists() or weights.file_sha256(st_path) != card.get("sha256"):
+        if not st_path.exists() or sha256_of(st_path) != card.get("sha256"):
             raise weights.WeightsError(f"{st_path} is missing or does not match its card's sha256") from None
         net = create_model(**card["model"])
         net.load_state_dict(read_safetensors(st_path), strict=True)

@@ -12,7 +12,8 @@ import click
 
 from recon.runtime.backends.base import BackendError
 from recon.runtime.cli_base import PRECISIONS, Command, int_list
-from recon.runtime.manifest import ArtifactError, write_json_atomic
+from recon.runtime.files import write_json_atomic
+from recon.runtime.manifest import ArtifactError
 
 BENCH_EPILOG = """\b
 Examples:

@@ -18,9 +18,14 @@ from recon.runtime.manifest import ArtifactError
 PRECISIONS = ["auto", "fp32", "fp16", "int8"]
 
 
+def one_line(error: BaseException | str) -> str:
+    """An error as one line, even when it quotes a damaged file's text (a stray CR/LF in a DICOM tag)."""
+    text = " ".join(str(error).split("\n")).replace("\r", " ").strip()
+    return text or type(error).__name__
+
+
 def fail(message: str, code: int = 1) -> None:
-    # one line even when the message quotes a damaged file's text (a stray CR/LF in a DICOM tag)
-    click.echo("error: " + " ".join(str(message).splitlines()), err=True)
+    click.echo("error: " + one_line(message), err=True)
     sys.exit(code)
 
 
@@ -36,10 +41,11 @@ class OneLineErrors:
             fail(error.format_message() + hint, 2)
         except click.ClickException as error:
             fail(error.format_message(), error.exit_code)
-        except click.Abort:
+        except (click.Abort, KeyboardInterrupt) as error:
+            # click turns Ctrl-C into Abort (from the KeyboardInterrupt); 130 = 128 + SIGINT, as shells do
+            if isinstance(error, KeyboardInterrupt) or isinstance(error.__cause__, KeyboardInterrupt):
+                fail("interrupted", 130)
             fail("aborted", 1)
-        except KeyboardInterrupt:
-            fail("interrupted", 130)
         except (ArtifactError, BackendError, ImageIOError, ValueError, OSError, RuntimeError) as error:
             if os.environ.get("RECON_DEBUG"):
                 raise

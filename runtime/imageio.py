@@ -19,7 +19,7 @@ from typing import Any
 
 import numpy as np
 
-from recon.runtime.manifest import temp_beside
+from recon.runtime.files import temp_beside
 
 SUFFIXES = {".png": "png", ".tif": "tiff", ".tiff": "tiff", ".npy": "npy", ".dcm": "dicom", ".dicom": "dicom"}
 

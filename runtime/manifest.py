@@ -39,15 +39,14 @@ taken as they are. Everything here is plain JSON and numpy-free, so any host (C+
 
 from __future__ import annotations
 
-import hashlib
 import json
 import math
 import os
-import secrets
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from recon.runtime.files import sha256_of, write_json_atomic
 from recon.runtime.spatial import SpatialError, parse_spatial
 
 FORMAT_VERSION = 1
@@ -59,44 +58,6 @@ PRECISIONS = ("fp32", "fp16", "int8")
 
 class ArtifactError(ValueError):
     """An artifact cannot be used as it is; the message says why and what to do."""
-
-
-def sha256_of(path: str | os.PathLike, chunk_size: int = 1 << 20) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        while block := handle.read(chunk_size):
-            digest.update(block)
-    return digest.hexdigest()
-
-
-def temp_beside(path: str | os.PathLike) -> tuple[int, Path]:
-    """A new, empty, uniquely named file beside `path` (fd, path), with the permissions of a plain file.
-
-    Not `tempfile.mkstemp`: its files are 0600, and after the rename the manifest or image would be
-    unreadable to the other accounts (scanner services) that read it.
-    """
-    path = Path(path)
-    for _ in range(100):
-        tmp = path.parent / f".{path.name}.{secrets.token_hex(6)}.tmp"
-        try:
-            return os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666), tmp  # umask applies
-        except FileExistsError:
-            continue
-    raise FileExistsError(f"{path.parent}: could not create a temporary file beside {path.name}")
-
-
-def write_json_atomic(path: str | os.PathLike, data: Any) -> None:
-    """Write JSON to a temp file beside `path`, then rename: readers never see half a file."""
-    path = Path(path)
-    fd, tmp = temp_beside(path)
-    try:
-        with os.fdopen(fd, "w") as handle:
-            json.dump(data, handle, indent=2, sort_keys=False)
-            handle.write("\n")
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def _is_int(value: Any) -> bool:

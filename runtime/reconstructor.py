@@ -175,6 +175,29 @@ class Reconstructor:
         return getattr(self._local, "timings", {})
 
     # -- running -----------------------------------------------------------------------------------------
+    def prepare(self, images: Any) -> tuple[np.ndarray, int]:
+        """`images` checked and converted as `run` takes them: ((B, 1, H, W) float32, the caller's rank).
+
+        Raises ValueError on input `run` would refuse; recon-run checks each file with it.
+        """
+        if isinstance(images, (list, tuple)) and len(images) > 1:
+            shapes = {np.shape(image)[-2:] for image in images if hasattr(image, "shape")}
+            if len(shapes) > 1:
+                raise ValueError(
+                    f"{self.input_kind}s of different sizes in one call "
+                    f"({', '.join(map(str, sorted(shapes)))}); call run() once per size"
+                )
+        hw = self.input_hw if self.spatial is None else (None, None)  # any size: whole or tiled
+        batch, rank = prepare_batch(images, hw, self.input_kind, self.input_range)
+        height, width = batch.shape[-2:]
+        if max(height, width) > limits.MAX_IMAGE_SIDE or height * width > limits.MAX_IMAGE_PIXELS:
+            raise ValueError(
+                f"{self.input_kind} of {height}×{width} px exceeds the runtime's caps "
+                f"({limits.MAX_IMAGE_SIDE} px per side, {limits.MAX_IMAGE_PIXELS} px in all; "
+                "recon.runtime.limits)"
+            )
+        return batch, rank
+
     def run(self, images: Any) -> np.ndarray:
         """Reconstruct a batch: (H, W), (B, H, W) or (B, 1, H, W) in, the same rank out.
 
@@ -186,7 +209,7 @@ class Reconstructor:
         if not self.backend.is_active:
             raise RuntimeError("this Reconstructor is closed; create a new one with from_artifact()")
         start = time.perf_counter()
-        batch, rank = self._prepare(images)
+        batch, rank = self.prepare(images)
         timings: dict[str, float] = {"prepare": time.perf_counter() - start}
         output = self._reconstruct(batch, timings)
         mark = time.perf_counter()
@@ -198,26 +221,6 @@ class Reconstructor:
         return output
 
     __call__ = run
-
-    def _prepare(self, images: Any) -> tuple[np.ndarray, int]:
-        """Validated (B, 1, H, W) float32 and the caller's rank."""
-        if isinstance(images, (list, tuple)) and len(images) > 1:
-            shapes = {np.shape(image)[-2:] for image in images if hasattr(image, "shape")}
-            if len(shapes) > 1:
-                raise ValueError(
-                    f"{self.input_kind}s of different sizes in one call "
-                    f"({', '.join(map(str, sorted(shapes)))}); call run() once per size"
-                )
-        hw = self.input_hw if self.spatial is None else (None, None)
-        batch, rank = prepare_batch(images, hw, self.input_kind, self.input_range)
-        height, width = batch.shape[-2:]
-        if max(height, width) > limits.MAX_IMAGE_SIDE or height * width > limits.MAX_IMAGE_PIXELS:
-            raise ValueError(
-                f"{self.input_kind} of {height}×{width} px exceeds the runtime's caps "
-                f"({limits.MAX_IMAGE_SIDE} px per side, {limits.MAX_IMAGE_PIXELS} px in all; "
-                "recon.runtime.limits)"
-            )
-        return batch, rank
 
     def size_plan(self, height: int, width: int) -> str:
         """How an H × W image runs: "whole", "padded" (whole after reflect-padding up to the graph's

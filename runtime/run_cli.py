@@ -1,5 +1,10 @@
 """recon-run: reconstruct image files with an exported artifact.
 
+Each input file is read, checked and written on its own (`FileOutcome` records what happened to it): a bad
+file is reported by name and reason and the others are still written; the exit status is non-zero when any
+failed, and `--json` prints every file's status on stdout whatever happened. Errors that concern the whole
+command (the artifact, the output folder) stop it before any file is read.
+
 Heavy modules load inside the command so `--help` and a one-image run start fast.
 """
 
@@ -8,12 +13,21 @@ from __future__ import annotations
 import json
 import os
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
-from recon.runtime.cli_base import PRECISIONS, Command
+from recon.runtime.cli_base import PRECISIONS, Command, one_line
+
+if TYPE_CHECKING:
+    import numpy as np
+
+    from recon.runtime.imageio import ImageFile
+    from recon.runtime.reconstructor import Reconstructor
 
 
 def _window(text: str | None) -> tuple[float, float] | None:
@@ -27,7 +41,7 @@ def _window(text: str | None) -> tuple[float, float] | None:
 
 
 def collect_inputs(inputs: tuple[str, ...]) -> list[Path]:
-    """Files as given, folders' image files (not recursive), in order; refuses unknown formats."""
+    """Files as given, folders' image files (not recursive), in order."""
     from recon.runtime.imageio import SUFFIXES, detect_format
 
     files: list[Path] = []
@@ -41,9 +55,7 @@ def collect_inputs(inputs: tuple[str, ...]) -> list[Path]:
             if not found:
                 raise ValueError(f"{item}: no image files in this folder ({', '.join(sorted(SUFFIXES))})")
             files.extend(found)
-        elif detect_format(item) is None:
-            raise ValueError(f"{item}: unknown image format; recon-run reads {', '.join(sorted(SUFFIXES))}")
-        else:
+        else:  # a file of unknown format is that file's failure (reported with the others)
             files.append(item)
     return files
 
@@ -78,6 +90,161 @@ Examples:
   recon-run artifacts/resunet-deblur scan.dcm --out out/ --backend cpu --threads 2
   recon-run artifacts/fbpconvnet-ct sinograms/*.npy --out images/ --batch 16 --json
 """
+
+
+# Errors that concern one file: reported on that file's outcome, the others carry on. (ArtifactError is a
+# ValueError: an artifact that fails on every batch fails every file, each with the reason.)
+FILE_ERRORS = (ValueError, OSError, MemoryError)
+
+
+@dataclass
+class FileOutcome:
+    """What happened to one input file. Other steps add their own fields (e.g. consistency scores)."""
+
+    path: Path
+    target: Path
+    status: str = "pending"  # "written" | "failed" | "pending" (the run stopped before it)
+    reason: str = ""
+    images: int = 0
+    details: dict[str, Any] = field(default_factory=dict)  # extra per-file facts, merged into the JSON
+    image: ImageFile | None = field(default=None, repr=False)  # between the read and the write steps
+
+    def fail(self, error: BaseException) -> None:
+        text = one_line(error)
+        prefix = f"{self.path}: "  # readers' messages start with the file; say it once
+        self.status, self.reason = "failed", text[len(prefix) :] if text.startswith(prefix) else text
+        self.image = None
+
+    def to_json(self) -> dict[str, Any]:
+        data = {"path": str(self.path), "out": str(self.target), "status": self.status, "images": self.images}
+        return {**data, **({"reason": self.reason} if self.reason else {}), **self.details}
+
+
+@dataclass
+class RunReport:
+    """The whole run: one outcome per input file, timings, and the error that stopped it, if any."""
+
+    artifact: Path
+    out: Path
+    files: list[FileOutcome] = field(default_factory=list)
+    run_seconds: list[float] = field(default_factory=list)
+    backend: dict[str, Any] = field(default_factory=dict)
+    error: str = ""
+
+    @property
+    def failed(self) -> list[FileOutcome]:
+        return [f for f in self.files if f.status != "written"]
+
+    @property
+    def images(self) -> int:
+        return sum(f.images for f in self.files if f.status == "written")
+
+    def to_json(self, wall: float) -> dict[str, Any]:
+        import numpy as np
+
+        ms = np.asarray(self.run_seconds or [0.0]) * 1e3
+        return {
+            "artifact": str(self.artifact),
+            **self.backend,
+            "ok": not self.error and not self.failed,
+            **({"error": self.error} if self.error else {}),
+            "files": len(self.files),
+            "failed": len(self.failed),
+            "images": self.images,
+            "runs": len(self.run_seconds),
+            "run_ms": {
+                "p50": float(np.percentile(ms, 50)),
+                "p90": float(np.percentile(ms, 90)),
+                "mean": float(ms.mean()),
+                "max": float(ms.max()),
+            },
+            "per_image_ms": float(ms.sum() / max(self.images, 1)),
+            "wall_s": wall,
+            "out": str(self.out),
+            "outcomes": [f.to_json() for f in self.files],
+        }
+
+
+# -- per-file steps ----------------------------------------------------------------------------------------
+def read_checked(item: FileOutcome, rec: Reconstructor, window: tuple[float, float] | None) -> np.ndarray:
+    """Read one file and check it against the artifact by the rule `Reconstructor.run` applies."""
+    from recon.runtime.imageio import read_image
+
+    item.image = read_image(item.path, dicom_window=window)
+    batch, _ = rec.prepare(item.image.data)
+    return batch
+
+
+def write_result(item: FileOutcome, result: np.ndarray) -> None:
+    """Write one file's images (B, 1, H, W) in its format; the outcome is then "written"."""
+    from recon.runtime.imageio import write_image
+
+    image, item.image = item.image, None
+    assert image is not None
+    write_image(item.target, result[0, 0] if image.data.ndim == 2 else result[:, 0], image)
+    item.status, item.images = "written", len(result)
+
+
+@dataclass
+class Batcher:
+    """Groups checked files into runs of about `per_run` images of one size; runs and writes each group."""
+
+    rec: Reconstructor
+    report: RunReport
+    per_run: int
+    group: list[tuple[FileOutcome, np.ndarray]] = field(default_factory=list)
+
+    def add(self, item: FileOutcome, batch: np.ndarray) -> None:
+        if self.group and self.group[0][1].shape[2:] != batch.shape[2:]:
+            self.flush()  # a batch holds one size
+        self.group.append((item, batch))
+        if sum(len(b) for _, b in self.group) >= self.per_run:
+            self.flush()
+
+    def flush(self) -> None:
+        import numpy as np
+
+        group, self.group = self.group, []
+        if len(group) > 1:
+            try:
+                results = self.run(np.concatenate([b for _, b in group]))
+            except FILE_ERRORS:  # run each file alone below, to tell which one failed
+                pass
+            else:
+                first = 0
+                for item, batch in group:
+                    self.attempt(item, write_result, results[first : first + len(batch)])
+                    first += len(batch)
+                return
+        for item, batch in group:
+            self.attempt(item, lambda item, batch: write_result(item, self.run(batch)), batch)
+
+    def run(self, batch: np.ndarray) -> np.ndarray:
+        result = self.rec.run(batch)
+        self.report.run_seconds.append(self.rec.last_timings["total"])
+        return result
+
+    @staticmethod
+    def attempt(item: FileOutcome, step: Any, *args: Any) -> None:
+        try:
+            step(item, *args)
+        except FILE_ERRORS as error:
+            item.fail(error)
+
+
+def reconstruct_files(rec: Reconstructor, report: RunReport, per_run: int, window: Any) -> None:
+    """Every file read, checked, run and written on its own; failures land on the file's outcome."""
+    from tqdm import tqdm
+
+    batcher = Batcher(rec, report, per_run)
+    for item in tqdm(report.files, unit="file", desc="recon-run", disable=None, leave=False):
+        try:
+            batch = read_checked(item, rec, window)
+        except FILE_ERRORS as error:
+            item.fail(error)
+            continue
+        batcher.add(item, batch)
+    batcher.flush()
 
 
 @click.command("run", cls=Command, epilog=RUN_EPILOG)
@@ -139,101 +306,74 @@ def run_command(
     overlap: int | None,
     dicom_window: str | None,
     as_json: bool,
-) -> None:
+) -> int:
     """Reconstruct image files (PNG, TIFF, NPY, DICOM) with an exported artifact.
 
     INPUTS are files or folders. CT artifacts take sinograms (NPY/TIFF, n_angles × n_detectors). Image
     artifacts take any size: whole where the graph can, as blended tiles above its maximum side.
+    A file that cannot be read or does not fit the artifact is reported and skipped; the others are
+    written, and the exit status is 1 when any file failed.
     """
-    import numpy as np
-    from tqdm import tqdm
-
-    from recon.runtime.imageio import read_image, write_image
-    from recon.runtime.inputs import as_float_images
-    from recon.runtime.reconstructor import Reconstructor
-
     started = time.perf_counter()
-    window = _window(dicom_window)
-    if batch is not None and batch < 1:
-        raise click.BadParameter(f"--batch must be >= 1, got {batch}")
-    files = collect_inputs(inputs)
-    outputs = plan_outputs(files, out, force)
-    out.mkdir(parents=True, exist_ok=True)
+    report = RunReport(artifact, out)
+    try:
+        window = _window(dicom_window)
+        if batch is not None and batch < 1:
+            raise click.BadParameter(f"--batch must be >= 1, got {batch}")
+        files = collect_inputs(inputs)
+        targets = plan_outputs(files, out, force)
+        report.files = [FileOutcome(f, t) for f, t in zip(files, targets, strict=True)]
+        with open_reconstructor(artifact, report, backend, precision, threads, tile, overlap) as rec:
+            out.mkdir(parents=True, exist_ok=True)
+            reconstruct_files(rec, report, batch or rec.manifest.batch.get("opt", 1), window)
+    except BaseException as error:
+        report.error = "interrupted" if isinstance(error, KeyboardInterrupt) else one_line(error)
+        raise
+    finally:
+        print_report(report, time.perf_counter() - started, as_json)
+    return 1 if report.failed else 0
+
+
+@contextmanager
+def open_reconstructor(
+    artifact: Path,
+    report: RunReport,
+    backend: str,
+    precision: str,
+    threads: int | None,
+    tile: int | None = None,
+    overlap: int | None = None,
+) -> Iterator[Reconstructor]:
+    from recon.runtime.reconstructor import Reconstructor
 
     with Reconstructor.from_artifact(
         artifact, backend=backend, precision=precision, threads=threads, tile=tile, overlap=overlap
     ) as rec:
-        per_run = batch or rec.manifest.batch.get("opt", 1)
-        run_times: list[float] = []
-        n_images = 0
-        group: list[tuple[Any, Path]] = []
-
-        def flush() -> None:
-            nonlocal n_images
-            if not group:
-                return
-            stacks = [as_float_images(img.data).reshape(-1, *img.data.shape[-2:]) for img, _ in group]
-            results = rec.run(np.concatenate(stacks) if len(stacks) > 1 else stacks[0])
-            run_times.append(rec.last_timings["total"])
-            first = 0
-            for (img, target), stack in zip(group, stacks, strict=True):
-                part = results[first : first + len(stack)]
-                first += len(stack)
-                write_image(target, part[0] if img.data.ndim == 2 else part, img)
-            n_images += first
-            group.clear()
-
-        with tqdm(total=len(files), unit="file", desc="recon-run", disable=None, leave=False) as bar:
-            for path, target in zip(files, outputs, strict=True):
-                image = read_image(path, dicom_window=window)
-                if image.data.dtype.kind not in "fiu":  # a stack is concatenated with other files' pixels
-                    raise ValueError(
-                        f"{path}: pixels of type {image.data.dtype}; recon-run reconstructs integer or "
-                        "floating-point images"
-                    )
-                shape = image.data.shape[-2:]
-                for got, want in zip(shape, rec.input_hw, strict=True):
-                    if rec.spatial is None and want is not None and got != want:
-                        raise ValueError(
-                            f"{path}: {rec.input_kind} of shape {tuple(shape)}, the artifact takes "
-                            f"({rec.input_hw[0]}, {rec.input_hw[1]})"
-                        )
-                if group and group[0][0].data.shape[-2:] != shape:
-                    flush()  # a batch holds one size
-                group.append((image, target))
-                if sum(len(g.data) if g.data.ndim == 3 else 1 for g, _ in group) >= per_run:
-                    flush()
-                bar.update(1)
-            flush()
-        wall = time.perf_counter() - started
-        ms = np.asarray(run_times) * 1e3
-        summary = {
-            "artifact": str(artifact),
+        report.backend = {
             "backend": rec.backend_name,
             "reason": rec.backend_reason,
             "precision": rec.precision,
-            "files": len(files),
-            "images": n_images,
-            "runs": len(run_times),
-            "run_ms": {
-                "p50": float(np.percentile(ms, 50)),
-                "p90": float(np.percentile(ms, 90)),
-                "mean": float(ms.mean()),
-                "max": float(ms.max()),
-            },
-            "per_image_ms": float(ms.sum() / max(n_images, 1)),
-            "wall_s": wall,
-            "out": str(out),
         }
+        yield rec
+
+
+def print_report(report: RunReport, wall: float, as_json: bool) -> None:
+    """JSON on stdout whatever happened; otherwise one stderr line per failed file and a summary."""
+    summary = report.to_json(wall)
     if as_json:
         click.echo(json.dumps(summary, indent=2))
-    else:
-        click.echo(
-            f"{n_images} image(s) from {len(files)} file(s) → {out}/  [{rec.backend_name}, "
-            f"{rec.precision}; {rec.backend_reason}]"
-        )
-        click.echo(
-            f"latency per run of ≤{per_run}: p50 {summary['run_ms']['p50']:.2f} ms, "
-            f"p90 {summary['run_ms']['p90']:.2f} ms, max {summary['run_ms']['max']:.2f} ms; "
-            f"{summary['per_image_ms']:.2f} ms per image; wall {wall:.2f} s"
-        )
+        return
+    if report.error:  # the command's own one-line error follows
+        return
+    for item in report.failed:
+        click.echo(f"error: {item.path}: {item.reason}", err=True)
+    failed = f"; {len(report.failed)} file(s) failed" if report.failed else ""
+    click.echo(
+        f"{report.images} image(s) from {len(report.files) - len(report.failed)} file(s) → {report.out}/"
+        f"{failed}  [{summary.get('backend')}, {summary.get('precision')}; {summary.get('reason')}]"
+    )
+    ms = summary["run_ms"]
+    click.echo(
+        f"latency per run: p50 {ms['p50']:.2f} ms, p90 {ms['p90']:.2f} ms, max {ms['max']:.2f} ms; "
+        f"{summary['per_image_ms']:.2f} ms per image; wall {wall:.2f} s"
+    )

@@ -9,7 +9,6 @@ safetensors, and resume checkpoints are read with ``torch.load(weights_only=True
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 from pathlib import Path
@@ -17,7 +16,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from recon.runtime.manifest import write_json_atomic
+from recon.runtime.files import sha256_of, write_json_atomic
 
 MAX_BYTES = 16 * 1024 * 1024  # each shipped file stays under 16 MB
 
@@ -32,14 +31,6 @@ def weights_dir() -> Path:
     return Path(WEIGHTS_DIR)
 
 
-def file_sha256(path: str | Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
 def save_trained(model: nn.Module, card: dict, stem: str | Path) -> tuple[Path, Path]:
     """Write ``stem``.safetensors (FP32 state dict) and ``stem``.json (``card`` + file, bytes, sha256)."""
     from safetensors.torch import save_file
@@ -51,7 +42,7 @@ def save_trained(model: nn.Module, card: dict, stem: str | Path) -> tuple[Path, 
     partial = st_path.with_name(st_path.name + ".partial")  # a killed run leaves the old weights whole
     save_file(state, str(partial), metadata={"model": json.dumps(card.get("model", {}))})
     partial.chmod(0o644)  # safetensors writes 0600; shipped files are read by everyone
-    card = {**card, "file": st_path.name, "bytes": partial.stat().st_size, "sha256": file_sha256(partial)}
+    card = {**card, "file": st_path.name, "bytes": partial.stat().st_size, "sha256": sha256_of(partial)}
     os.replace(partial, st_path)
     write_json_atomic(card_path, card)
     return st_path, card_path
@@ -101,7 +92,7 @@ def load_trained(model_name: str, task: str, weights: str | Path | None = None) 
         )
     if not st_path.exists():
         raise WeightsError(f"{st_path} is missing (its card {card_path.name} is there)")
-    digest = file_sha256(st_path)
+    digest = sha256_of(st_path)
     if digest != card.get("sha256"):
         raise WeightsError(
             f"{st_path} does not match its card: sha256 {digest[:12]}… but the card says "

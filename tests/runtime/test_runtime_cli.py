@@ -105,7 +105,7 @@ def test_user_mistakes_are_one_line_errors(deblur_artifact, ct_artifact, inputs,
     assert "offers only" in one_line_error(
         cli("recon-run", deblur_artifact, inputs, "--out", tmp_path / "o", "--backend", "cuda")
     )
-    assert "the artifact takes (6, 10)" in one_line_error(
+    assert "does not fit this artifact; expected (6, 10)" in one_line_error(
         cli("recon-run", ct_artifact, inputs / "img0.png", "--out", tmp_path / "o")
     )
     assert "Missing option '--out'" in one_line_error(cli("recon-run", deblur_artifact, inputs))

@@ -8,11 +8,11 @@ from pathlib import Path
 import pytest
 import torch
 
+from recon.runtime.files import sha256_of
 from recon.training.models import create_model
 from recon.training.weights import (
     MAX_BYTES,
     WeightsError,
-    file_sha256,
     load_trained,
     save_trained,
     shipped_cards,
@@ -27,7 +27,7 @@ def test_shipped_card_matches_its_file(card_path: Path):
     st = card_path.with_suffix(".safetensors")
     assert st.exists(), f"{st.name} missing"
     assert st.stat().st_size <= MAX_BYTES
-    assert card["sha256"] == file_sha256(st)
+    assert card["sha256"] == sha256_of(st)
     assert card["name"] == card_path.stem == f"{card['model']['name']}-{card['task_name']}"
     for key in ("model", "task", "data", "training", "metrics"):
         assert key in card
@@ -64,7 +64,7 @@ def _saved(tmp_path) -> tuple[torch.nn.Module, Path]:
 def test_save_and_load_round_trip(tmp_path):
     model, st = _saved(tmp_path)
     loaded, card = load_trained("cnn", "deblur", st)
-    assert card["sha256"] == file_sha256(st) and card["bytes"] == st.stat().st_size
+    assert card["sha256"] == sha256_of(st) and card["bytes"] == st.stat().st_size
     for a, b in zip(model.state_dict().values(), loaded.state_dict().values(), strict=True):
         assert torch.equal(a, b)
     # The card path and the folder work too.
