@@ -127,7 +127,7 @@ def main() -> None:
     from recon.runtime import Reconstructor
     from recon.runtime.manifest import load_manifest
 
-    task_cfg = load_manifest(args.resunet).physics["task_config"]
+    task_cfg = load_manifest(args.resunet).task_config
     rows, agreement = [], {}
     whole = Reconstructor.from_artifact(args.resunet, backend="cpu", threads=args.threads)
     tiled = Reconstructor.from_artifact(args.resunet, backend="cpu", threads=args.threads, tile=args.tile)

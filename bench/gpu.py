@@ -206,13 +206,10 @@ def load_network(name: str, task: str) -> tuple[nn.Module, dict | None, str]:
     return net.eval(), card, f"weights/{name}-{task}.safetensors"
 
 
-def bench_task_config(task: str, card: dict | None, size: int) -> dict:
+def bench_task_config(task: str, card: dict | None, size: int) -> tasks.TaskConfig:
     """The card's task config (defaults without a card) at ``size``² (CT re-derives its detector count)."""
-    cfg = dict(card["task"]) if card else tasks.task_config(task)
-    if cfg["image_size"] == size:
-        return cfg
-    overrides = {k: v for k, v in cfg.items() if k not in ("task", "n_detectors")}
-    return tasks.task_config(task, **{**overrides, "image_size": size})
+    cfg = tasks.task_config_from_json(card["task"]) if card else tasks.task_config(task)
+    return cfg if cfg.image_size == size else cfg.with_overrides(image_size=size)
 
 
 def ellipse_phantoms(n: int, size: int) -> torch.Tensor:
@@ -239,7 +236,7 @@ def evaluation_set(cfg: dict, n: int, size: int, notes: list[str]) -> data.EvalS
     try:
         return data.heldout_set(cfg, n, size)
     except ImportError as err:  # scikit-image / scipy missing: same physics, simpler images
-        notes.append(f"held-out set needs {err.name}: {cfg['task']} used {n} numpy ellipse phantoms instead")
+        notes.append(f"held-out set needs {err.name}: {cfg.task} used {n} numpy ellipse phantoms instead")
         return data.simulate_pairs(ellipse_phantoms(n, size), cfg, seed=20_261_125)
 
 
@@ -715,10 +712,10 @@ def collect_networks(args: argparse.Namespace, device: torch.device, report: dic
                                     Arch(name, name, net.config, net, evalset.inputs))  # fmt: skip
             arch.tasks.append(task)
             if task == "ct" and "fbp" not in archs:  # what the CT pipeline runs before the network
-                ct, label = tasks.build_physics(cfg), f"fbp ({cfg['n_angles']} views)"
-                config = {**ct.to_config(), "filter": cfg["filter"]}
+                ct, label = tasks.build_physics(cfg), f"fbp ({cfg.n_views} views)"
+                config = {**ct.to_config(), "filter": cfg.filter}
                 archs["fbp"] = Arch(
-                    label, "fbp", config, FBP(ct, cfg["filter"]).eval(), evalset.measurements, ["ct"]
+                    label, "fbp", config, FBP(ct, cfg.filter).eval(), evalset.measurements, ["ct"]
                 )
     names = [a.name for a in archs.values()]
     for arch in archs.values():  # one name, two architectures (cards trained with other presets): say which

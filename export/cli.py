@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 import json
-import os
 import sys
 from pathlib import Path
 from typing import Any
 
 import click
 
-from recon.export.errors import ExportError
+from recon.runtime.cli_base import Command
+from recon.training.task_options import task_options, task_overrides
 
 EXAMPLES = """
 \b
@@ -71,6 +71,7 @@ class _Steps:
 
 @click.command(
     name="recon-export",
+    cls=Command,
     epilog=EXAMPLES,
     context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 110},
 )
@@ -119,14 +120,19 @@ class _Steps:
     "TensorRT profile); larger images are tiled by the runtime. [64:512:2048; MIN lowered to a smaller "
     "--size]",
 )
-@click.option("--size", type=int, help="Image size N (N×N) of the training physics and parity; default 256.")
-@click.option("--angles", type=int, help="CT: number of projection angles.")
-@click.option("--detectors", type=int, help="CT: number of detector bins.")
+@task_options
 @click.option(
-    "--task-option",
-    multiple=True,
-    metavar="KEY=VALUE",
-    help="Any other task setting (repeatable), e.g. kernel_size=9, angle=20, noise_level=0.02.",
+    "--allow-geometry-change",
+    is_flag=True,
+    help="Deploy trained weights at another geometry (CT views/detectors/size, blur kernel); both are "
+    "recorded and the quality at the new one is measured.",
+)
+@click.option(
+    "--geometry-heldout",
+    type=click.IntRange(2, 32),
+    default=8,
+    show_default=True,
+    help="Held-out images for the quality report at a changed geometry.",
 )
 @click.option("--opset", type=int, default=18, show_default=True, help="ONNX opset (≤ 19 with GridSample).")
 @click.option("--workspace-mb", type=int, default=4096, show_default=True, help="TensorRT workspace limit.")
@@ -178,23 +184,17 @@ def cli(**kw: Any) -> None:
     """Export a reconstruction network to an artifact: ONNX (+ FP16, INT8, TensorRT), checked for parity."""
     from recon.export.exporter import ExportOptions, export_artifact
     from recon.export.parity import DEFAULT_TOLERANCES, Tolerance
-    from recon.training.info import parse_overrides
 
     tolerances = dict(DEFAULT_TOLERANCES)
     tolerances["onnxruntime-fp32"] = Tolerance(atol=kw["atol"])
     tolerances["onnxruntime-fp16"] = Tolerance(min_psnr=kw["fp16_min_psnr"])
     tolerances["onnxruntime-int8"] = Tolerance(min_psnr=kw["int8_min_psnr"])
     tolerances["tensorrt"] = Tolerance(atol=kw["trt_atol"], min_psnr=DEFAULT_TOLERANCES["tensorrt"].min_psnr)
-    overrides = parse_overrides(kw["task_option"], "--task-option")
-    for key, option in (("image_size", "size"), ("n_angles", "angles"), ("n_detectors", "detectors")):
-        if kw[option] is not None:
-            overrides[key] = kw[option]
-    if kw["task"] != "ct" and (kw["angles"] is not None or kw["detectors"] is not None):
-        raise ExportError("--angles/--detectors apply to --task ct only")
+    overrides = task_overrides(kw["task"], kw)  # the trained task is known only once the weights are read
     passed_through = ("model", "task", "out", "weights", "random_init", "preset", "fp16", "int8", "engine",
                       "batch", "spatial", "opset", "workspace_mb", "opt_level", "timing_cache", "lean",
-                      "triton_repo", "force", "allow_mismatch", "threads", "calibration_images",
-                      "seed")  # fmt: skip
+                      "triton_repo", "force", "allow_mismatch", "threads", "calibration_images", "seed",
+                      "allow_geometry_change", "geometry_heldout")  # fmt: skip
     options = ExportOptions(
         **{key: kw[key] for key in passed_through}, task_overrides=overrides, tolerances=tolerances
     )
@@ -228,6 +228,13 @@ def cli(**kw: Any) -> None:
             )
     if "int8_cpu_speedup" in summary["parity"]:
         click.echo(f"  INT8 speed-up on the CPU: {summary['parity']['int8_cpu_speedup']:.2f}×")
+    if "geometry" in summary:
+        g = summary["geometry"]
+        click.echo(
+            f"  deployed at another geometry than trained ({g['changed']}): held-out ({g['heldout']['n']} "
+            f"images) PSNR {g['heldout']['model']['psnr']:.2f} dB vs {g['baseline_name']} "
+            f"{g['heldout']['baseline']['psnr']:.2f} dB"
+        )
     for note in summary["notes"]:
         click.echo(f"  note: {note}")
     for folder in summary.get("triton_models", []):
@@ -235,31 +242,9 @@ def cli(**kw: Any) -> None:
 
 
 def main(argv: list[str] | None = None) -> None:
-    """Entry point: user mistakes print one `error: …` line and exit non-zero, never a traceback."""
-    try:
-        code = cli.main(args=argv, prog_name="recon-export", standalone_mode=False)
-    except click.exceptions.Exit as done:
-        code = done.exit_code
-    except click.exceptions.Abort:
-        click.echo("error: aborted", err=True)
-        code = 130
-    except click.ClickException as error:
-        click.echo(f"error: {error.format_message()}", err=True)
-        code = error.exit_code
-    except ExportError as error:
-        click.echo(f"error: {error}", err=True)
-        code = 1
-    except KeyboardInterrupt:
-        click.echo("error: interrupted; nothing was written", err=True)
-        code = 130
-    except Exception as error:  # a bug, not a user mistake: still one line unless asked for the traceback
-        if os.environ.get("RECON_DEBUG"):
-            raise
-        first = str(error).strip().splitlines()[0] if str(error).strip() else ""
-        name = type(error).__name__
-        click.echo(f"error: internal error {name}: {first} (RECON_DEBUG=1 shows the traceback)", err=True)
-        code = 1
-    sys.exit(code or 0)
+    """Entry point: user mistakes print one `error: …` line and exit non-zero (recon's one CLI error style,
+    `recon.runtime.cli_base`); an interrupted export leaves nothing behind."""
+    cli.main(args=argv, prog_name="recon-export")
 
 
 if __name__ == "__main__":

@@ -23,9 +23,13 @@ if TYPE_CHECKING:
     import torch
 
     from recon.runtime.manifest import Manifest
+    from recon.runtime.task_config import TaskConfig
 
 INPUT_NAME, OUTPUT_NAME = "measurement", "image"
 ENGINE_CHOICES = ("auto", "trt", "none")
+# The artifact's files, by role: one table, so no step spells a name of its own.
+ONNX_FILES = {"fp32": "model.onnx", "fp16": "model.fp16.onnx", "int8": "model.int8.onnx"}
+PLAN_FILE, PARITY_FILE = "model.plan", "parity.json"
 DEFAULT_SPATIAL = (64, 512, 2048)  # sides taken whole: the issue's TensorRT profile 64², 512², 2048²
 
 
@@ -37,7 +41,8 @@ class ExportOptions:
     weights: Path | None = None  # a user's .safetensors/.json (with its card) or a folder
     random_init: bool = False  # export an untrained network (no weights needed)
     preset: str | None = None  # model preset, with --random-init
-    task_overrides: dict[str, Any] = field(default_factory=dict)  # image_size, n_angles, ...
+    task_overrides: dict[str, Any] = field(default_factory=dict)  # image_size, n_views, ... (None: unset)
+    allow_geometry_change: bool = False  # deploy at another geometry than the weights were trained on
     fp16: bool = False
     int8: bool = False
     engine: str = "auto"
@@ -55,6 +60,7 @@ class ExportOptions:
     threads: int | None = None  # onnxruntime intra-op threads for parity and timing
     calibration_images: int = 32
     seed: int = 0
+    geometry_heldout: int = 8  # held-out images for the quality report at a changed geometry
 
     def target(self) -> Path:
         return Path(self.out) if self.out is not None else Path("artifacts") / f"{self.model}-{self.task}"
@@ -64,17 +70,17 @@ Progress = Callable[[str], None]
 
 
 # -- step 1: the torch graph --------------------------------------------------------------------------------
-def load_network(options: ExportOptions) -> tuple[torch.nn.Module, dict[str, Any], dict[str, Any]]:
-    """(network in eval mode, task config, provenance) from --weights, shipped weights or --random-init."""
+def load_network(options: ExportOptions) -> tuple[torch.nn.Module, TaskConfig, dict[str, Any]]:
+    """(network in eval mode, deployed task config, provenance) from --weights, shipped weights or
+    --random-init. Provenance holds the task the weights were trained on ("trained_task_config")."""
     from recon.training.models import create_model, list_models
-    from recon.training.tasks import TASK_DEFAULTS, task_config
+    from recon.training.tasks import TASKS
     from recon.training.weights import WeightsError, load_trained
 
     if options.model not in list_models():
         raise ExportError(f"unknown model {options.model!r}; available: {', '.join(list_models())}")
-    if options.task not in TASK_DEFAULTS:
-        raise ExportError(f"unknown task {options.task!r}; available: {', '.join(sorted(TASK_DEFAULTS))}")
-    overrides = {k: v for k, v in options.task_overrides.items() if v is not None}
+    if options.task not in TASKS:
+        raise ExportError(f"unknown task {options.task!r}; available: {', '.join(TASKS)}")
     card: dict[str, Any] = {}
     if options.random_init:
         if options.weights is not None:
@@ -108,20 +114,48 @@ def load_network(options: ExportOptions) -> tuple[torch.nn.Module, dict[str, Any
             "weights_sha256": card.get("sha256"),
             "card_metrics": card.get("metrics"),
         }
-    # The physics the weights were trained for, then the user's overrides (a fully convolutional network runs
-    # at any size; the manifest records the geometry actually exported).
-    trained = dict(card.get("task") or {})
-    base = {k: v for k, v in trained.items() if k in TASK_DEFAULTS[options.task] and k != "task"}
-    if "image_size" in overrides and "n_detectors" not in overrides:
-        base.pop("n_detectors", None)  # re-derive the detector count from the new image size
+    trained, deployed = deployed_task_config(options, card)
+    source["trained_task_config"] = trained.to_json() if trained is not None else None
+    return network.eval(), deployed, source
+
+
+def deployed_task_config(
+    options: ExportOptions, card: dict[str, Any]
+) -> tuple[TaskConfig | None, TaskConfig]:
+    """(the task the weights were trained on or None, the task to deploy: that one with the user's overrides).
+
+    A geometry other than the trained one (CT views, detectors, spacing, image size; the blur kernel) is
+    refused unless `allow_geometry_change`: the network is then reused as it is, and the export measures its
+    quality at the new geometry.
+    """
+    from recon.training.tasks import task_config, task_config_from_json
+
     try:
-        task_cfg = task_config(options.task, **{**base, **overrides})
+        trained = task_config_from_json(card["task"]) if card.get("task") else None
+        if trained is not None and trained.task != options.task:
+            raise ValueError(f"the weights were trained for task {trained.task!r}, not {options.task!r}")
+        base = trained if trained is not None else task_config(options.task)
+        deployed = base.with_overrides(**options.task_overrides)
     except ValueError as error:
         raise ExportError(str(error)) from None
-    return network.eval(), task_cfg, source
+    if (
+        trained is not None
+        and deployed.geometry() != trained.geometry()
+        and not options.allow_geometry_change
+    ):
+        changed = ", ".join(
+            f"{key} {value} → {deployed.geometry()[key]}"
+            for key, value in trained.geometry().items()
+            if deployed.geometry()[key] != value
+        )
+        raise ExportError(
+            f"{options.model}-{options.task} was trained at another geometry ({changed}); pass "
+            "--allow-geometry-change to deploy it there (quality at the new geometry goes into the report)"
+        )
+    return trained, deployed
 
 
-def build_pipeline(network: torch.nn.Module, task_cfg: dict[str, Any]) -> tuple[torch.nn.Module, list[str]]:
+def build_pipeline(network: torch.nn.Module, task_cfg: TaskConfig) -> tuple[torch.nn.Module, list[str]]:
     """measurement → image as one module, and the module paths that must stay FP32 (the FBP / physics)."""
     from recon.training.physics import FBP, LinearOperator
     from recon.training.tasks import ReconstructionPipeline
@@ -133,7 +167,7 @@ def build_pipeline(network: torch.nn.Module, task_cfg: dict[str, Any]) -> tuple[
         if name and isinstance(module, (FBP, LinearOperator))
     ]
     top = [name for name in islands if not any(name.startswith(other + ".") for other in islands)]
-    if task_cfg["task"] == "ct" and not top:
+    if task_cfg.task == "ct" and not top:
         raise ExportError("internal: the CT pipeline holds no FBP module to keep in FP32")
     return pipeline, top
 
@@ -142,26 +176,25 @@ def build_pipeline(network: torch.nn.Module, task_cfg: dict[str, Any]) -> tuple[
 def make_manifest(
     options: ExportOptions,
     network: torch.nn.Module,
-    task_cfg: dict[str, Any],
+    task_cfg: TaskConfig,
     source: dict[str, Any],
     input_shape: list[Any],
     output_shape: list[Any],
     spatial: dict[str, Any] | None = None,
 ) -> Manifest:
     from recon.runtime.manifest import Manifest
-    from recon.training.tasks import build_physics
 
     lo, opt, hi = options.batch
-    physics = build_physics(task_cfg).to_config()
-    ct = task_cfg["task"] == "ct"
+    ct = task_cfg.task == "ct"
     return Manifest(
         name=f"{options.model}-{options.task}",
-        task=task_cfg["task"],
+        task=task_cfg.task,
         model={
             "name": options.model,
             "config": dict(getattr(network, "config", {"name": options.model})),
             "weights_sha256": source.get("weights_sha256"),
             "weights_source": source["kind"],
+            "trained_task_config": source.get("trained_task_config"),
         },
         input={
             "name": INPUT_NAME,
@@ -177,7 +210,7 @@ def make_manifest(
             "value_range": [0.0, 1.0],
             "clip": True,
         },
-        physics={**physics, "task_config": task_cfg},
+        task_config=task_cfg,
         batch={"min": lo, "opt": opt, "max": hi},
         spatial=spatial,
     )
@@ -200,8 +233,15 @@ def receptive_field_of(network: torch.nn.Module) -> int | None:
     return None if layers is None else receptive_field(layers())
 
 
+def default_spatial(size: int, multiple: int) -> tuple[int, int, int]:
+    """DEFAULT_SPATIAL, its minimum lowered to a smaller training size (not below the pad multiple)."""
+    lo, opt, hi = DEFAULT_SPATIAL
+    lo = max(min(lo, size), multiple)
+    return lo, max(lo, opt), max(hi, size)
+
+
 def spatial_entry(
-    options: ExportOptions, network: torch.nn.Module, task_cfg: dict[str, Any]
+    options: ExportOptions, network: torch.nn.Module, task_cfg: TaskConfig
 ) -> dict[str, Any] | None:
     """The manifest's "spatial" entry (recon.runtime.spatial); None for CT (the input is a sinogram).
 
@@ -211,10 +251,10 @@ def spatial_entry(
     """
     from recon.runtime.spatial import default_overlap
 
-    if task_cfg["task"] != "deblur":
+    if task_cfg.task != "deblur":
         return None
     field = receptive_field_of(network)
-    size = int(task_cfg["image_size"])
+    size = int(task_cfg.image_size)
     if field is None:
         return {
             "whole_image": False, "min": size, "opt": size, "max": size, "multiple_of": 1, "tile": size,
@@ -227,13 +267,6 @@ def spatial_entry(
     }  # fmt: skip
 
 
-def default_spatial(size: int, multiple: int) -> tuple[int, int, int]:
-    """DEFAULT_SPATIAL, its minimum lowered to a smaller training size (not below the pad multiple)."""
-    lo, opt, hi = DEFAULT_SPATIAL
-    lo = max(min(lo, size), multiple)
-    return lo, max(lo, opt), max(hi, size)
-
-
 def spatial_parity_sizes(spatial: dict[str, Any]) -> list[tuple[int, int]]:
     """Sizes beyond the training size, non-square and not multiples of 16, to check the symbolic graph at."""
     lo = spatial["min"]
@@ -241,8 +274,8 @@ def spatial_parity_sizes(spatial: dict[str, Any]) -> list[tuple[int, int]]:
 
 
 def check_spatial_parity(
-    options: ExportOptions, onnx_path: Path, pipeline: Any, task_cfg: dict[str, Any], spatial: dict[str, Any]
-) -> Any:
+    options: ExportOptions, onnx_path: Path, pipeline: Any, task_cfg: TaskConfig, spatial: dict[str, Any]
+) -> tuple[Any, list[tuple[int, int]]]:
     """torch vs onnxruntime (FP32) at non-training sizes: a dynamic-H/W graph that is wrong somewhere
     (an assert dropped on the way to ONNX, see onnx_export) shows here."""
     import numpy as np
@@ -257,6 +290,7 @@ def check_spatial_parity(
     runners = {"torch": par.torch_runner(pipeline), "onnxruntime-fp32": par.onnxruntime_runner(onnx_path)}
     outputs = par.run_all(runners, inputs)
     result = par.compare(outputs, "torch", "onnxruntime-fp32", options.tolerances["onnxruntime-fp32"])
+    result.candidate = "onnxruntime-fp32-other-sizes"
     return result, sizes
 
 
@@ -332,9 +366,11 @@ def _engine(
     spatial: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Build model.plan from the FP16 (or FP32) ONNX, list it in the manifest; return the engine report."""
+    import onnx
+
     from recon.export.tensorrt_build import DEFAULT_TIMING_CACHE, EngineOptions, build_engine
 
-    source_onnx = "model.fp16.onnx" if options.fp16 else "model.onnx"
+    source_onnx = ONNX_FILES["fp16" if options.fp16 else "fp32"]
     conv_nodes = {n.name for n in fp32_model.graph.node if n.op_type in ("Conv", "ConvTranspose")} - island
     engine_options = EngineOptions(
         batch=options.batch,
@@ -346,19 +382,20 @@ def _engine(
     )
     info = build_engine(
         tmp / source_onnx,
-        tmp / "model.plan",
+        tmp / PLAN_FILE,
         input_name=INPUT_NAME,
         input_chw=input_chw,
         options=engine_options,
         fp32_island_nodes=island,
         conv_nodes=conv_nodes,
+        node_order=[n.name for n in onnx.load(str(tmp / source_onnx)).graph.node],  # ForeignNode ranges
         # H, W profile min/opt/max for a symbolic-size graph (the batch profile is options.batch)
         spatial=(spatial["min"], spatial["opt"], spatial["max"])
         if spatial and spatial["whole_image"]
         else None,
     )
     precision = "fp16" if options.fp16 else "fp32"
-    manifest.add_file(tmp, "model.plan", "tensorrt", precision, tensorrt=info["tensorrt"])
+    manifest.add_file(tmp, PLAN_FILE, "tensorrt", precision, tensorrt=info["tensorrt"])
     manifest.save(tmp)
     return {**info["tensorrt"], "layers": info["layers"], "built_from": source_onnx}
 
@@ -371,206 +408,350 @@ def _parity_summary(comparisons: list[Any], sizes: list[int]) -> dict[str, Any]:
     return summary
 
 
-def export_artifact(options: ExportOptions, progress: Progress | None = None) -> dict[str, Any]:
-    """Run the export; return a JSON summary. Raises ExportError (one line) on any user-facing failure."""
-    import numpy as np
-    import onnx
-    import torch
+@dataclass
+class _Run:
+    """What the export steps share: the options, the temp folder, what has been built so far."""
 
-    from recon.export import int8 as int8_mod
-    from recon.export import parity as par
-    from recon.export.onnx_export import export_onnx
-    from recon.export.precision import check_fp16, convert_to_fp16, island_node_names
+    options: ExportOptions
+    say: Progress
+    network: Any
+    task_cfg: TaskConfig
+    source: dict[str, Any]
+    pipeline: Any
+    island_scopes: list[str]
+    measurements: dict[int, Any]  # parity inputs per batch size
+    clean: dict[int, Any]  # their ground truth
+    example: Any  # the tracing input
+    clock: _Clock
+    notes: list[str] = field(default_factory=list)
+    report: dict[str, Any] = field(default_factory=dict)  # parity.json, less the comparisons
+    tmp: Path = Path()
+    manifest: Any = None
+    fp32_model: Any = None
+    island: set[str] = field(default_factory=set)
+    input_shape: list[Any] = field(default_factory=list)
+    spatial: dict[str, Any] | None = None  # the manifest's "spatial" entry
+    outputs: dict[str, Any] = field(default_factory=dict)
+    comparisons: list[Any] = field(default_factory=list)
+    runners: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def sizes(self) -> list[int]:
+        return sorted(self.measurements)
+
+
+def _tensorrt_wanted(options: ExportOptions, notes: list[str]) -> bool:
+    """Whether to build an engine; --engine trt fails here, before any work, when none can be built."""
     from recon.export.tensorrt_build import tensorrt_builder_status
 
-    say = progress or (lambda message: None)
-    _check_options(options)
-    writer = ArtifactWriter(options.target(), force=options.force)
-    writer.check_target()  # fail before minutes of work
-    notes: list[str] = []
-    clock = _Clock()
+    if options.engine == "none":
+        return False
+    trt, _, why_not = tensorrt_builder_status()
+    if trt is None and options.engine == "trt":
+        raise ExportError(f"--engine trt: cannot build a TensorRT engine here: {why_not}")
+    if trt is None:
+        notes.append(f"no TensorRT engine: {why_not}")
+    return trt is not None
 
-    build_trt = False
-    if options.engine != "none":  # decided first: --engine trt fails before any work when it cannot build
-        trt, _, why_not = tensorrt_builder_status()
-        build_trt = trt is not None
-        if not build_trt and options.engine == "trt":
-            raise ExportError(f"--engine trt: cannot build a TensorRT engine here: {why_not}")
-        if not build_trt:
-            notes.append(f"no TensorRT engine: {why_not}")
+
+def _prepare(options: ExportOptions, say: Progress, clock: _Clock) -> _Run:
+    """Weights → torch pipeline, and the simulated inputs for tracing and parity."""
+    import torch
+
+    from recon.export import parity as par
 
     say("loading weights")
     network, task_cfg, source = load_network(options)
     pipeline, island_scopes = build_pipeline(network, task_cfg)
     sizes = parity_batch_sizes(options.batch)
-    size = task_cfg["image_size"]
+    size = task_cfg.image_size
     measurements, clean = par.simulated_inputs(task_cfg, sizes, size, seed=options.seed + 1)
     example = torch.from_numpy(par.simulated_inputs(task_cfg, [2], size, seed=options.seed + 2)[0][2])
     clock.lap("load")
-
-    spatial = spatial_entry(options, network, task_cfg)
-    dynamic = spatial is not None and spatial["whole_image"]
-    if dynamic:
+    run = _Run(
+        options, say, network, task_cfg, source, pipeline, island_scopes, measurements, clean, example, clock
+    )
+    run.spatial = spatial_entry(options, network, task_cfg)
+    if _dynamic(run):
         multiple = pad_multiple(network)
-        if spatial["min"] < multiple or not spatial["min"] <= size <= spatial["max"]:
+        lo, opt, hi = (run.spatial[k] for k in ("min", "opt", "max"))
+        if lo < multiple or not lo <= size <= hi:
             raise ExportError(
-                f"--spatial {spatial['min']}:{spatial['opt']}:{spatial['max']}: MIN must be at least "
-                f"{multiple} (the network pads to multiples of {multiple} by reflection) and MIN..MAX "
-                f"must hold the image size {size}"
+                f"--spatial {lo}:{opt}:{hi}: MIN must be at least {multiple} (the network pads to multiples "
+                f"of {multiple} by reflection) and MIN..MAX must hold the image size {size}"
             )
+    return run
 
-    with writer as tmp:
-        say("exporting ONNX")
-        info = export_onnx(
-            pipeline,
-            example,
-            tmp / "model.onnx",
+
+def _dynamic(run: _Run) -> bool:
+    """Whether the graph gets symbolic H, W (fully convolutional deblur networks)."""
+    return run.spatial is not None and run.spatial["whole_image"]
+
+
+def _write_onnx(run: _Run) -> None:
+    """The FP32 graph (dynamic batch), its FP32 islands, and the manifest that lists it."""
+    import onnx
+
+    from recon.export.onnx_export import export_onnx
+    from recon.export.precision import island_node_names
+
+    run.say("exporting ONNX")
+    options, tmp = run.options, run.tmp
+    info = export_onnx(
+        run.pipeline,
+        run.example,
+        tmp / ONNX_FILES["fp32"],
+        input_name=INPUT_NAME,
+        output_name=OUTPUT_NAME,
+        batch_max=options.batch[2],
+        opset=options.opset,
+        spatial=(run.spatial["min"], run.spatial["max"]) if _dynamic(run) else None,
+    )
+    run.fp32_model = onnx.load(str(tmp / ONNX_FILES["fp32"]))
+    run.island = island_node_names(run.fp32_model, run.island_scopes)
+    run.input_shape = list(info.input_shape)
+    run.manifest = make_manifest(
+        options, run.network, run.task_cfg, run.source, info.input_shape, info.output_shape, run.spatial
+    )
+    run.manifest.add_file(tmp, ONNX_FILES["fp32"], "onnx", "fp32")
+    run.report["onnx"] = {
+        **info.to_json(),
+        "fp32_island_scopes": run.island_scopes,
+        "fp32_island_nodes": len(run.island),
+    }
+    run.clock.lap("onnx")
+    checkpoint("onnx")
+
+
+def _write_fp16(run: _Run) -> None:
+    import onnx
+
+    from recon.export.precision import check_fp16, convert_to_fp16
+
+    run.say("converting to FP16")
+    fp16_model, fp16_report = convert_to_fp16(run.fp32_model, island_scopes=run.island_scopes)
+    precision_info = check_fp16(fp16_model, run.island)
+    onnx.save(fp16_model, str(run.tmp / ONNX_FILES["fp16"]))
+    run.manifest.add_file(run.tmp, ONNX_FILES["fp16"], "onnx", "fp16")
+    run.report["fp16"] = {**fp16_report.to_json(), **precision_info}
+    run.clock.lap("fp16")
+    checkpoint("fp16")
+
+
+def _write_int8(run: _Run) -> None:
+    import numpy as np
+
+    from recon.export import int8 as int8_mod
+
+    run.say("quantizing to INT8")
+    options = run.options
+    n_cal = max(1, options.calibration_images)
+    cal = int8_mod.calibration_inputs(run.task_cfg, n_cal, run.task_cfg.image_size, seed=options.seed + 3)
+    batches = [np.ascontiguousarray(chunk) for chunk in np.array_split(cal, max(1, n_cal // 4))]
+    run.report["int8"] = int8_mod.quantize_int8(
+        run.tmp / ONNX_FILES["fp32"],
+        run.tmp / ONNX_FILES["int8"],
+        batches,
+        input_name=INPUT_NAME,
+        exclude_nodes=run.island,
+    )
+    run.manifest.add_file(run.tmp, ONNX_FILES["int8"], "onnx", "int8")
+    run.clock.lap("int8")
+    checkpoint("int8")
+
+
+def _check_parity(run: _Run) -> None:
+    """torch against every ONNX file, through the runtime; the INT8 file's CPU speed-up."""
+    from recon.export import int8 as int8_mod
+
+    run.say("checking parity")
+    options = run.options
+    precisions = ["fp32"] + ["fp16"] * options.fp16 + ["int8"] * options.int8
+    run.outputs, run.comparisons, run.runners = _parity(
+        options, run.tmp, run.pipeline, run.measurements, precisions
+    )
+    if _dynamic(run):
+        result, sizes = check_spatial_parity(
+            options, run.tmp / ONNX_FILES["fp32"], run.pipeline, run.task_cfg, run.spatial
+        )
+        run.report["spatial"] = {**run.spatial, "parity_sizes": sizes, "parity": result.to_json()}
+        run.comparisons.append(result)
+    if options.int8:
+        run.report["int8"]["speed"] = int8_mod.cpu_speedup(
+            run.tmp / ONNX_FILES["fp32"],
+            run.tmp / ONNX_FILES["int8"],
+            run.measurements[min(run.sizes)],
             input_name=INPUT_NAME,
-            output_name=OUTPUT_NAME,
-            batch_max=options.batch[2],
-            opset=options.opset,
-            spatial=(spatial["min"], spatial["max"]) if dynamic else None,
+            threads=options.threads or 1,
         )
-        fp32_model = onnx.load(str(tmp / "model.onnx"))
-        island = island_node_names(fp32_model, island_scopes)
-        manifest = make_manifest(
-            options, network, task_cfg, source, info.input_shape, info.output_shape, spatial
+    run.clock.lap("parity")
+    checkpoint("parity")
+
+
+def _build_tensorrt(run: _Run) -> None:
+    """model.plan, and its parity against onnxruntime and torch."""
+    from recon.export import parity as par
+
+    run.say("building the TensorRT engine")
+    options = run.options
+    size = run.task_cfg.image_size
+    chw = tuple(int(d) if isinstance(d, int) else size for d in run.input_shape[1:])
+    run.report["tensorrt"] = _engine(
+        options, run.tmp, run.manifest, chw, run.fp32_model, run.island, run.spatial
+    )
+    runner, run.runners["tensorrt"], close = par.artifact_runner(
+        run.tmp, "fp16" if options.fp16 else "fp32", backend="tensorrt"
+    )
+    try:
+        run.outputs["tensorrt"] = {n: runner(batch) for n, batch in run.measurements.items()}
+    finally:
+        close()
+    tolerance = options.tolerances["tensorrt"]
+    run.comparisons.append(par.compare(run.outputs, "onnxruntime-fp32", "tensorrt", tolerance))
+    run.comparisons.append(par.compare(run.outputs, "torch", "tensorrt", tolerance))
+    run.clock.lap("tensorrt")
+    checkpoint("tensorrt")
+
+
+def _geometry_report(run: _Run) -> dict[str, Any] | None:
+    """Deployed at another geometry than trained: the network's quality there, on the held-out set simulated
+    at the deployed geometry (fewer images than the card's 32: at 512² the simulation takes minutes)."""
+    from recon.training.data import heldout_set
+    from recon.training.fit import evaluate
+    from recon.training.tasks import task_config_from_json
+
+    stored = run.source.get("trained_task_config")
+    trained = task_config_from_json(stored) if stored else None
+    if trained is None or trained.geometry() == run.task_cfg.geometry():
+        return None
+    run.say(f"measuring quality at the new geometry ({run.options.geometry_heldout} held-out images)")
+    deployed = run.task_cfg
+    heldout = evaluate(run.network, heldout_set(deployed, run.options.geometry_heldout, deployed.image_size))
+    changed = {
+        k: [v, deployed.geometry()[k]] for k, v in trained.geometry().items() if deployed.geometry()[k] != v
+    }
+    run.clock.lap("geometry")
+    return {
+        "trained": trained.to_json(),
+        "deployed": deployed.to_json(),
+        "changed": ", ".join(f"{k} {a} → {b}" for k, (a, b) in changed.items()),
+        "baseline_name": "FBP" if deployed.task == "ct" else "blurred input",
+        "heldout": heldout,
+        "card_heldout_at_trained_geometry": (run.source.get("card_metrics") or {}).get("heldout"),
+    }
+
+
+def _write_report(run: _Run) -> None:
+    """parity.json (every comparison, quality on the phantoms, each step's report); the manifest summary."""
+    import numpy as np
+
+    from recon.export import parity as par
+
+    geometry = _geometry_report(run)
+    # What the model is worth on these phantoms, for context (not a parity criterion).
+    quality = {
+        name: round(float(np.mean([par.psnr(run.clean[n], out[n]) for n in run.sizes])), 3)
+        for name, out in run.outputs.items()
+    }
+    summary = _parity_summary(run.comparisons, run.sizes)
+    report = {
+        "passed": summary["passed"],
+        "inputs": {
+            "source": "recon.training.tasks.simulate of recon.training.data.phantom",
+            "seed": run.options.seed + 1,
+            "batch_sizes": run.sizes,
+            "shape": ["batch", *run.input_shape[1:]],
+        },
+        "runners": run.runners,
+        "comparisons": [c.to_json() for c in run.comparisons],
+        "psnr_vs_ground_truth": quality,
+        **run.report,
+        **({"geometry_change": geometry} if geometry else {}),
+    }
+    (run.tmp / PARITY_FILE).write_text(json.dumps(report, indent=2) + "\n")
+    run.manifest.add_file(run.tmp, PARITY_FILE, "report")
+    run.manifest.parity = summary
+    if run.options.int8:
+        run.manifest.parity["int8_cpu_speedup"] = run.report["int8"]["speed"]["speedup"]
+    run.manifest.save(run.tmp)
+    if geometry:
+        run.report["geometry_change"] = geometry
+    run.clock.lap("report")
+    checkpoint("manifest")
+
+
+def _refuse_failed_parity(run: _Run) -> None:
+    failures = [f"{c.candidate} vs {c.reference}: {c.reason}" for c in run.comparisons if not c.passed]
+    if failures and not run.options.allow_mismatch:
+        raise ExportError(
+            f"parity failed ({'; '.join(failures)}); nothing was written (--allow-mismatch writes it)"
         )
-        manifest.add_file(tmp, "model.onnx", "onnx", "fp32")
-        report: dict[str, Any] = {
-            "onnx": {**info.to_json(), "fp32_island_scopes": island_scopes, "fp32_island_nodes": len(island)}
-        }
-        clock.lap("onnx")
-        checkpoint("onnx")
+    if failures:
+        run.notes.append(f"parity failed but --allow-mismatch was given: {'; '.join(failures)}")
 
-        if options.fp16:
-            say("converting to FP16")
-            fp16_model, fp16_report = convert_to_fp16(fp32_model, island_scopes=island_scopes)
-            precision_info = check_fp16(fp16_model, island)
-            onnx.save(fp16_model, str(tmp / "model.fp16.onnx"))
-            manifest.add_file(tmp, "model.fp16.onnx", "onnx", "fp16")
-            report["fp16"] = {**fp16_report.to_json(), **precision_info}
-            clock.lap("fp16")
-            checkpoint("fp16")
 
-        if options.int8:
-            say("quantizing to INT8")
-            n_cal = max(1, options.calibration_images)
-            cal = int8_mod.calibration_inputs(task_cfg, n_cal, size, seed=options.seed + 3)
-            batches = [np.ascontiguousarray(chunk) for chunk in np.array_split(cal, max(1, n_cal // 4))]
-            report["int8"] = int8_mod.quantize_int8(
-                tmp / "model.onnx",
-                tmp / "model.int8.onnx",
-                batches,
-                input_name=INPUT_NAME,
-                exclude_nodes=island,
-            )
-            manifest.add_file(tmp, "model.int8.onnx", "onnx", "int8")
-            clock.lap("int8")
-            checkpoint("int8")
-        manifest.save(tmp)
-
-        say("checking parity")
-        precisions = ["fp32"] + ["fp16"] * options.fp16 + ["int8"] * options.int8
-        outputs, comparisons, runners = _parity(options, tmp, pipeline, measurements, precisions)
-        if dynamic:
-            spatial_result, spatial_sizes = check_spatial_parity(
-                options, tmp / "model.onnx", pipeline, task_cfg, spatial
-            )
-            report["spatial"] = {**spatial, "parity_sizes": spatial_sizes, "parity": spatial_result.to_json()}
-            spatial_result.candidate = "onnxruntime-fp32-other-sizes"
-            comparisons.append(spatial_result)
-        if options.int8:
-            report["int8"]["speed"] = int8_mod.cpu_speedup(
-                tmp / "model.onnx",
-                tmp / "model.int8.onnx",
-                measurements[min(sizes)],
-                input_name=INPUT_NAME,
-                threads=options.threads or 1,
-            )
-        clock.lap("parity")
-        checkpoint("parity")
-
-        if build_trt:
-            say("building the TensorRT engine")
-            chw = tuple(int(d) if isinstance(d, int) else size for d in info.input_shape[1:])
-            report["tensorrt"] = _engine(options, tmp, manifest, chw, fp32_model, island, spatial)
-            run, runners["tensorrt"], close = par.artifact_runner(
-                tmp, "fp16" if options.fp16 else "fp32", backend="tensorrt"
-            )
-            try:
-                outputs["tensorrt"] = {n: run(batch) for n, batch in measurements.items()}
-            finally:
-                close()
-            tolerance = options.tolerances["tensorrt"]
-            comparisons.append(par.compare(outputs, "onnxruntime-fp32", "tensorrt", tolerance))
-            comparisons.append(par.compare(outputs, "torch", "tensorrt", tolerance))
-            clock.lap("tensorrt")
-            checkpoint("tensorrt")
-
-        # What the model is worth on these phantoms, for context (not a parity criterion).
-        quality = {
-            name: round(float(np.mean([par.psnr(clean[n], out[n]) for n in sizes])), 3)
-            for name, out in outputs.items()
-        }
-        parity_summary = _parity_summary(comparisons, sizes)
-        parity_report = {
-            "passed": parity_summary["passed"],
-            "inputs": {
-                "source": "recon.training.tasks.simulate of recon.training.data.phantom",
-                "seed": options.seed + 1,
-                "batch_sizes": sizes,
-                "shape": ["batch", *info.input_shape[1:]],
-            },
-            "runners": runners,
-            "comparisons": [c.to_json() for c in comparisons],
-            "psnr_vs_ground_truth": quality,
-            **report,
-        }
-        (tmp / "parity.json").write_text(json.dumps(parity_report, indent=2) + "\n")
-        manifest.add_file(tmp, "parity.json", "report")
-        manifest.parity = parity_summary
-        if options.int8:
-            manifest.parity["int8_cpu_speedup"] = report["int8"]["speed"]["speedup"]
-        manifest.save(tmp)
-        clock.lap("report")
-        checkpoint("manifest")
-
-        failures = [f"{c.candidate} vs {c.reference}: {c.reason}" for c in comparisons if not c.passed]
-        if failures and not options.allow_mismatch:
-            raise ExportError(
-                f"parity failed ({'; '.join(failures)}); nothing was written (--allow-mismatch writes it)"
-            )
-        if failures:
-            notes.append(f"parity failed but --allow-mismatch was given: {'; '.join(failures)}")
-        say("writing the artifact")
-        final = writer.commit()
-
+def _summary(run: _Run, final: Path) -> dict[str, Any]:
+    manifest = run.manifest
     summary: dict[str, Any] = {
         "artifact": str(final),
         "name": manifest.name,
         "task": manifest.task,
-        "model": options.model,
-        "weights": source["kind"],
+        "model": run.options.model,
+        "weights": run.source["kind"],
         "input_shape": manifest.input["shape"],
         "output_shape": manifest.output["shape"],
         "batch": manifest.batch,
         "spatial": manifest.spatial,
         "files": {name: entry.to_json() for name, entry in manifest.files.items()},
         "parity": manifest.parity,
-        "notes": notes,
-        "timings_s": clock.timings,
+        "notes": run.notes,
+        "timings_s": run.clock.timings,
     }
-    if options.triton_repo is not None:
-        from recon.export.triton import write_triton_repository
+    if "geometry_change" in run.report:
+        summary["geometry"] = run.report["geometry_change"]
+    return summary
 
-        say("writing the Triton repository")
-        folders = write_triton_repository(
-            options.triton_repo,
-            final,
-            manifest.to_json(),
-            onnx_precision="fp16" if options.fp16 else "fp32",
-            force=options.force,
-        )
-        summary["triton_models"] = [str(folder) for folder in folders]
+
+def _write_triton(run: _Run, final: Path) -> list[str]:
+    from recon.export.triton import write_triton_repository
+
+    run.say("writing the Triton repository")
+    folders = write_triton_repository(
+        run.options.triton_repo,
+        final,
+        run.manifest.to_json(),
+        onnx_precision="fp16" if run.options.fp16 else "fp32",
+        force=run.options.force,
+    )
+    return [str(folder) for folder in folders]
+
+
+def export_artifact(options: ExportOptions, progress: Progress | None = None) -> dict[str, Any]:
+    """Run the export; return a JSON summary. Raises ExportError (one line) on any user-facing failure."""
+    say = progress or (lambda message: None)
+    _check_options(options)
+    writer = ArtifactWriter(options.target(), force=options.force)
+    writer.check_target()  # fail before minutes of work
+    notes: list[str] = []
+    build_trt = _tensorrt_wanted(options, notes)
+    run = _prepare(options, say, _Clock())
+    run.notes = notes
+    with writer as tmp:
+        run.tmp = tmp
+        _write_onnx(run)
+        if options.fp16:
+            _write_fp16(run)
+        if options.int8:
+            _write_int8(run)
+        run.manifest.save(tmp)
+        _check_parity(run)
+        if build_trt:
+            _build_tensorrt(run)
+        _write_report(run)
+        _refuse_failed_parity(run)
+        say("writing the artifact")
+        final = writer.commit()
+    summary = _summary(run, final)
+    if options.triton_repo is not None:
+        summary["triton_models"] = _write_triton(run, final)
     return summary

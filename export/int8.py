@@ -26,6 +26,8 @@ if TYPE_CHECKING:
     import numpy as np
     import onnx
 
+    from recon.runtime.task_config import TaskConfig
+
 QUANTIZED_OP_TYPES = ("Conv", "ConvTranspose", "MatMul", "Gemm")
 FLOAT_END_LAYERS = 2  # compute layers kept in float at each end of the network
 CALIBRATION_PERCENTILE = 99.999
@@ -105,13 +107,13 @@ def quantize_int8(
     return {**check_int8(model, exclude), "float_end_layers": float_ends}
 
 
-def calibration_inputs(task_cfg: dict[str, Any], n: int, image_size: int, seed: int) -> np.ndarray:
+def calibration_inputs(task_cfg: TaskConfig, n: int, image_size: int, seed: int) -> np.ndarray:
     """Simulated measurements from the training distribution (phantoms + training-image crops; never the
     held-out images), (n, 1, ·, ·) float32."""
     from recon.training.data import TRAIN_IMAGES, clean_images, simulate_pairs
 
     clean = clean_images(0, seed, n, image_size, TRAIN_IMAGES)
-    return simulate_pairs(clean, dict(task_cfg), seed=seed).measurements.numpy()
+    return simulate_pairs(clean, task_cfg, seed=seed).measurements.numpy()
 
 
 def check_int8(model: onnx.ModelProto, island: Iterable[str]) -> dict[str, Any]:

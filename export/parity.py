@@ -21,6 +21,8 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     import numpy as np
 
+    from recon.runtime.task_config import TaskConfig
+
 Runner = Callable[["np.ndarray"], "np.ndarray"]
 DIRECT_ORT_ENV = "RECON_PARITY_DIRECT_ORT"
 
@@ -199,7 +201,7 @@ def artifact_runner(
 
 # -- inputs ------------------------------------------------------------------------------------------------
 def simulated_inputs(
-    task_cfg: Mapping[str, Any], sizes: Sequence[int], image_size: int, seed: int = 1234
+    task_cfg: TaskConfig, sizes: Sequence[int], image_size: int, seed: int = 1234
 ) -> tuple[dict[int, np.ndarray], dict[int, np.ndarray]]:
     """Realistic test measurements: `recon.training.tasks.simulate` of random phantoms (not noise).
 
@@ -217,7 +219,7 @@ def simulated_inputs(
     for size in sizes:
         x = torch.from_numpy(np.stack([phantom(image_size, rng)[None] for _ in range(size)]))
         with torch.no_grad():
-            y = simulate(x, dict(task_cfg), generator)
+            y = simulate(x, task_cfg, generator)
         measurements[size] = np.ascontiguousarray(y.float().numpy())
         clean[size] = x.numpy()
     return measurements, clean

@@ -1,10 +1,13 @@
-"""The PyTorch pipeline an artifact was exported from, rebuilt from its manifest (for side-by-side timing)."""
+"""The PyTorch pipeline an artifact was exported from, rebuilt from its manifest, and its eager latency timed
+into the runtime's own `LatencyReport`s: `recon-bench --compare-torch` (registered for the runtime as the
+"torch" entry point of "recon.bench_references", so the runtime never imports this module)."""
 
 from __future__ import annotations
 
+import os
+import time
+from pathlib import Path
 from typing import Any
-
-from recon.export.errors import ExportError
 
 
 def torch_pipeline(manifest: Any) -> tuple[Any, str]:
@@ -19,9 +22,7 @@ def torch_pipeline(manifest: Any) -> tuple[Any, str]:
     from recon.training.weights import WeightsError, load_trained
 
     model = manifest.model
-    task_cfg = manifest.physics.get("task_config")
-    if task_cfg is None:
-        raise ExportError("the manifest has no physics.task_config; re-export the artifact with this recon")
+    task_cfg = manifest.task_config
     source = model.get("weights_source", "unknown")
     sha = model.get("weights_sha256")
     network, note = None, ""
@@ -40,3 +41,33 @@ def torch_pipeline(manifest: Any) -> tuple[Any, str]:
         note = "shipped weights (sha256 matches the manifest)"
     pipeline, _fp32_modules = build_pipeline(network.eval(), task_cfg)
     return pipeline.eval(), note
+
+
+def torch_reports(
+    artifact: Path, batches: list[int], iters: int, warmup: int, threads: int | None
+) -> tuple[list[Any], str]:
+    """Eager PyTorch latency of the artifact's source pipeline per batch size (same threads, inputs of the
+    manifest's input shape): ([LatencyReport "torch-eager" per batch], where the weights came from)."""
+    import torch
+
+    from recon.runtime.manifest import load_manifest
+    from recon.runtime.profiling import LatencyReport
+
+    manifest = load_manifest(artifact)
+    pipeline, note = torch_pipeline(manifest)
+    torch.set_num_threads(threads or os.cpu_count() or 1)
+    # a symbolic H, W (images of any size): the runtime profiler's default of 256
+    _, _, height, width = (d if isinstance(d, int) else 256 for d in manifest.input["shape"])
+    reports = []
+    for size in batches:
+        batch = torch.rand(size, 1, int(height), int(width), generator=torch.Generator().manual_seed(0))
+        latencies = []
+        with torch.inference_mode():
+            for step in range(warmup + iters):
+                start = time.perf_counter()
+                pipeline(batch)
+                if step >= warmup:
+                    latencies.append(time.perf_counter() - start)
+        meta = {"backend": "torch-eager", "precision": "fp32", "threads": torch.get_num_threads()}
+        reports.append(LatencyReport("torch-eager", size, latencies, {}, warmup, meta))
+    return reports, note

@@ -3,8 +3,6 @@ optionally the original PyTorch pipeline side by side."""
 
 from __future__ import annotations
 
-import os
-import time
 from pathlib import Path
 from typing import Any
 
@@ -93,36 +91,13 @@ def torch_reports(
 ) -> tuple[list[Any], str]:
     """`--compare-torch`: eager PyTorch latency of the artifact's source pipeline, same threads and batch.
 
-    It needs the training extra; imported here, never at module level (the runtime stays torch-free).
+    The export side times it (`recon.export.reference.torch_reports`, registered as the "torch" entry point of
+    "recon.bench_references"): the runtime never imports torch or recon.export, not even here.
     """
-    try:
-        import torch
+    from recon.runtime import plugins
 
-        from recon.export.reference import torch_pipeline
-    except ImportError:
-        raise click.ClickException(
-            "--compare-torch needs the training extra: `pip install recon[train]`"
-        ) from None
-    from recon.runtime.manifest import load_manifest
-    from recon.runtime.profiling import LatencyReport
-
-    manifest = load_manifest(artifact)
-    pipeline, note = torch_pipeline(manifest)
-    torch.set_num_threads(threads or os.cpu_count() or 1)
-    _, _, height, width = (d if isinstance(d, int) else 256 for d in manifest.input["shape"])  # symbolic: 256
-    reports = []
-    for size in batches:
-        batch = torch.rand(size, 1, int(height), int(width), generator=torch.Generator().manual_seed(0))
-        latencies = []
-        with torch.inference_mode():
-            for step in range(warmup + iters):
-                start = time.perf_counter()
-                pipeline(batch)
-                if step >= warmup:
-                    latencies.append(time.perf_counter() - start)
-        meta = {"backend": "torch-eager", "precision": "fp32", "threads": torch.get_num_threads()}
-        reports.append(LatencyReport("torch-eager", size, latencies, {}, warmup, meta))
-    return reports, note
+    needs = "--compare-torch needs the training extra: `pip install recon[train]`"
+    return plugins.load(plugins.BENCH_REFERENCES, "torch", needs)(artifact, batches, iters, warmup, threads)
 
 
 def _row(report: Any, bare: Any | None) -> dict[str, Any]:

@@ -1,6 +1,8 @@
-"""recon-run, recon-bench and `recon {run,bench,inspect}`: the entry points.
+"""recon-run, recon-bench and `recon {run,bench,inspect,...}`: the entry points.
 
-The commands live in `run_cli.py` and `bench_cli.py`; their shared error handling in `cli_base.py`.
+The commands live in `run_cli.py` and `bench_cli.py`; their shared error handling in `cli_base.py`. Other
+installed parts add `recon` subcommands through the "recon.commands" entry points (`plugins.py`): training
+registers `recon info`, so the runtime never imports it.
 """
 
 from __future__ import annotations
@@ -10,6 +12,7 @@ from pathlib import Path
 
 import click
 
+from recon.runtime import plugins
 from recon.runtime.bench_cli import bench_command
 from recon.runtime.cli_base import Command, Group
 from recon.runtime.run_cli import collect_inputs, plan_outputs, run_command
@@ -17,7 +20,6 @@ from recon.runtime.run_cli import collect_inputs, plan_outputs, run_command
 __all__ = [
     "bench_command",
     "bench_main",
-    "info_command",
     "collect_inputs",
     "inspect_command",
     "main",
@@ -78,27 +80,25 @@ def inspect_command(artifact: Path, verify: bool, as_json: bool) -> None:
     click.echo("  files verified (sha256)" if verify else "  files not verified (--no-verify)")
 
 
-# -- recon info (the training extra's recon-info, loaded only when asked for) --------------------------------
-@click.command(
-    "info",
-    context_settings={"ignore_unknown_options": True, "allow_extra_args": True, "help_option_names": []},
-    add_help_option=False,
-)
-@click.pass_context
-def info_command(ctx: click.Context) -> None:
-    """Parameters, receptive field and FLOPs of a model (needs the training extra; = recon-info)."""
-    import importlib.util
+class PluginGroup(Group):
+    """The `recon` group: its own commands, then those registered as "recon.commands" (loaded when used)."""
 
-    if importlib.util.find_spec("torch") is None:  # recon.training installs with the base package; torch not
-        raise click.ClickException("recon info needs the training extra (torch): `pip install recon[train]`")
-    from recon.training.info import main as info_main
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted(set(super().list_commands(ctx)) | set(plugins.registered(plugins.COMMANDS)))
 
-    info_main.main(ctx.args, prog_name="recon info")
+    def get_command(self, ctx: click.Context, name: str) -> click.Command | None:
+        command = super().get_command(ctx, name)
+        if command is not None or name not in plugins.registered(plugins.COMMANDS):
+            return command
+        loaded = plugins.load(plugins.COMMANDS, name, f"recon {name} cannot be loaded")
+        if not isinstance(loaded, click.Command):
+            raise plugins.PluginError(f"recon {name}: the registered entry point is not a click command")
+        return loaded
 
 
 @click.group(
     "recon",
-    cls=Group,
+    cls=PluginGroup,
     epilog="\b\nExamples:\n  recon inspect artifacts/resunet-deblur\n"
     "  recon run artifacts/resunet-deblur blurred/ --out restored/\n"
     "  recon bench artifacts/resunet-deblur --batch 1,8\n"
@@ -111,7 +111,6 @@ def main() -> None:
 main.add_command(run_command)
 main.add_command(bench_command)
 main.add_command(inspect_command)
-main.add_command(info_command)
 
 run_main = run_command
 bench_main = bench_command

@@ -1,6 +1,9 @@
-"""What recon's runtime commands share: one-line errors and option parsing.
+"""What every recon command shares (runtime, training and export alike): one-line errors, option parsing.
 
-User mistakes print one line, `error: …`, and exit non-zero (RECON_DEBUG=1 shows the traceback).
+User mistakes print one line, `error: …`, and exit non-zero; so does a bug, as "internal error …"
+(RECON_DEBUG=1 shows the traceback). User mistakes are click's errors and the ValueError / OSError /
+RuntimeError families, which every recon error type belongs to (ArtifactError, ImageIOError, WeightsError:
+ValueError; BackendError, ExportError: RuntimeError). Imports nothing of recon, so any layer may use it.
 """
 
 from __future__ import annotations
@@ -10,10 +13,6 @@ import sys
 from typing import Any
 
 import click
-
-from recon.runtime.backends.base import BackendError
-from recon.runtime.imageio import ImageIOError
-from recon.runtime.manifest import ArtifactError
 
 PRECISIONS = ["auto", "fp32", "fp16", "int8"]
 
@@ -46,10 +45,15 @@ class OneLineErrors:
             if isinstance(error, KeyboardInterrupt) or isinstance(error.__cause__, KeyboardInterrupt):
                 fail("interrupted", 130)
             fail("aborted", 1)
-        except (ArtifactError, BackendError, ImageIOError, ValueError, OSError, RuntimeError) as error:
+        except (ValueError, OSError, RuntimeError) as error:
             if os.environ.get("RECON_DEBUG"):
                 raise
             fail(str(error) or type(error).__name__)
+        except Exception as error:  # a bug, not a user mistake: one line too, unless asked for the traceback
+            if os.environ.get("RECON_DEBUG"):
+                raise
+            first = (str(error).strip().splitlines() or [""])[0]
+            fail(f"internal error {type(error).__name__}: {first} (RECON_DEBUG=1 shows the traceback)")
         sys.exit(result if isinstance(result, int) else 0)
 
 

@@ -3,14 +3,14 @@
 What `read_image` hands the Reconstructor:
 - PNG 8/16-bit, TIFF and NPY integers: the stored integers (the Reconstructor scales them by dtype max);
   TIFF/NPY floats as they are (CT sinograms are NPY/TIFF, (n_angles, n_detectors)).
-- DICOM: physical values (stored · RescaleSlope + RescaleIntercept) mapped to [0, 1] over a window,
-  by default the physical range the stored bits can hold; the output goes back through the same window.
+- DICOM (runtime/dicom.py): physical values (stored · RescaleSlope + RescaleIntercept) mapped to [0, 1]
+  through a window (given, else the header's WindowCenter/Width, else the stored bits' range), clipped; the
+  output goes back through the same window into the source's stored representation.
 Writes are atomic (temp file beside the target, then rename).
 """
 
 from __future__ import annotations
 
-import copy
 import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -37,13 +37,17 @@ class ImageFile:
 
 
 def detect_format(path: str | os.PathLike) -> str | None:
-    """The format by suffix; DICOM files without a suffix by their "DICM" preamble; None otherwise."""
+    """The format by suffix; otherwise DICOM by its "DICM" preamble; None when neither.
+
+    Any unknown suffix is sniffed: files named by UID (`1.2.840.113619.2.55.3.123`) have the pathlib
+    suffix ".123".
+    """
     path = Path(path)
     fmt = SUFFIXES.get(path.suffix.lower())
-    if fmt is None and path.suffix == "" and path.is_file():
-        with open(path, "rb") as handle:
-            head = handle.read(132)
-        if len(head) == 132 and head[128:] == b"DICM":
+    if fmt is None and path.is_file():
+        from recon.runtime.dicom import is_dicom_file
+
+        if is_dicom_file(path):
             return "dicom"
     return fmt
 
@@ -177,128 +181,14 @@ def _write_npy(path: Path, image: np.ndarray, like: ImageFile) -> None:
         np.save(handle, image.astype(np.float32, copy=False), allow_pickle=False)
 
 
-# -- DICOM (pydicom, optional) -----------------------------------------------------------------------------
-def _import_pydicom() -> Any:
-    try:
-        import pydicom
-    except ImportError:
-        raise ImportError("reading DICOM needs pydicom: `pip install recon[dicom]`") from None
-    return pydicom
-
-
-def _stored_range(ds: Any) -> tuple[int, int]:
-    bits = int(ds.get("BitsStored", ds.get("BitsAllocated", 16)))
-    if int(ds.get("PixelRepresentation", 0)) == 1:
-        return -(1 << (bits - 1)), (1 << (bits - 1)) - 1
-    return 0, (1 << bits) - 1
-
-
-def _ds_text(value: float) -> str:
-    """A DICOM decimal string (at most 16 characters) as close to `value` as fits."""
-    for digits in range(12, 0, -1):
-        text = f"{value:.{digits}g}"
-        if len(text) <= 16:
-            return text
-    return "0"
-
-
-def _pixels(ds: Any, path: Path) -> np.ndarray:
-    """`ds.pixel_array`, with compressed transfer syntaxes refused by name when no decoder is installed."""
-    syntax = getattr(getattr(ds, "file_meta", None), "TransferSyntaxUID", None)
-    if syntax is None or not syntax.is_compressed:
-        return ds.pixel_array
-    try:
-        from pydicom.pixels import get_decoder  # pydicom >= 3
-    except ImportError:
-        return ds.pixel_array
-    try:
-        decoder = get_decoder(syntax)
-    except (NotImplementedError, ValueError):
-        decoder = None
-    if decoder is None or not decoder.is_available:
-        needs = "; ".join(decoder.missing_dependencies) if decoder is not None else "none exists in pydicom"
-        raise ImageIOError(
-            f"{path}: compressed DICOM ({syntax.name!r}) and no decoder for it is installed ({needs}); "
-            "install one, or convert the file to an uncompressed transfer syntax"
-        )
-    try:
-        return ds.pixel_array
-    except Exception as error:  # pydicom lists each plugin's failure on its own line: keep one line
-        reason = " ".join(str(error).split())[:300]
-        raise ImageIOError(
-            f"{path}: compressed DICOM ({syntax.name}) could not be decoded ({reason})"
-        ) from None
-
-
+# -- DICOM: runtime/dicom.py (pydicom, the [dicom] extra, imported there only when needed) -------------------
 def _read_dicom(path: Path, window: tuple[float, float] | None) -> ImageFile:
-    pydicom = _import_pydicom()
-    ds = pydicom.dcmread(path)
-    if "PixelData" not in ds:
-        raise ImageIOError(f"{path}: DICOM file without pixel data")
-    if int(ds.get("NumberOfFrames", 1) or 1) > 1 or int(ds.get("SamplesPerPixel", 1)) != 1:
-        raise ImageIOError(
-            f"{path}: multi-frame or colour DICOM; recon-run takes single-frame grayscale slices"
-        )
-    photometric = str(ds.get("PhotometricInterpretation", "MONOCHROME2")).strip().upper()
-    if photometric not in ("MONOCHROME1", "MONOCHROME2"):  # PALETTE COLOR has one sample of indices
-        raise ImageIOError(
-            f"{path}: DICOM photometric interpretation {photometric!r}; recon-run takes grayscale "
-            "(MONOCHROME1/2) slices"
-        )
-    # absent or empty tags mean slope 1, intercept 0; a present zero slope or a NaN is damage, not a
-    # default (a zero slope would make every pixel the same physical value)
-    slope = ds.get("RescaleSlope")
-    intercept = ds.get("RescaleIntercept")
-    slope = 1.0 if slope is None or str(slope).strip() == "" else float(slope)
-    intercept = 0.0 if intercept is None or str(intercept).strip() == "" else float(intercept)
-    if not (np.isfinite(slope) and np.isfinite(intercept) and slope != 0):
-        raise ImageIOError(
-            f"{path}: DICOM RescaleSlope {slope} / RescaleIntercept {intercept} cannot map stored to "
-            "physical values (need a finite, non-zero slope and a finite intercept)"
-        )
-    physical = _pixels(ds, path).astype(np.float64) * slope + intercept
-    if window is None:
-        low, high = (intercept + slope * v for v in _stored_range(ds))
-        window = (min(low, high), max(low, high))
-    low, high = float(window[0]), float(window[1])
-    if not high > low:
-        raise ImageIOError(f"{path}: DICOM window {window} is empty; give LOW < HIGH")
-    data = ((physical - low) / (high - low)).astype(np.float32)
-    return ImageFile(path, "dicom", data, {"dataset": ds, "window": (low, high)})
+    from recon.runtime.dicom import read_dicom
+
+    return read_dicom(path, window)
 
 
 def _write_dicom(path: Path, image: np.ndarray, like: ImageFile) -> None:
-    pydicom = _import_pydicom()
-    from pydicom.uid import ExplicitVRLittleEndian, generate_uid
+    from recon.runtime.dicom import write_dicom
 
-    if image.ndim != 2:
-        raise ImageIOError(f"{like.path}: DICOM output is one 2-D slice, got shape {image.shape}")
-    source = like.meta["dataset"]
-    low, high = like.meta["window"]
-    ds = copy.deepcopy(source)
-    # a new instance derived from the source; slices of one source series share one new series
-    ds.SOPInstanceUID = generate_uid()
-    series = str(source.get("SeriesInstanceUID", source.get("StudyInstanceUID", "")))
-    ds.SeriesInstanceUID = generate_uid(entropy_srcs=[series, "recon-derived"])
-    ds.ImageType = ["DERIVED", "SECONDARY"]
-    ds.DerivationDescription = "reconstructed by recon"
-    # uint16 over the same physical window: physical = stored * slope + intercept
-    ds.Rows, ds.Columns = int(image.shape[0]), int(image.shape[1])
-    ds.SamplesPerPixel = 1
-    ds.PhotometricInterpretation = "MONOCHROME2"
-    ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 16, 16, 15, 0
-    slope, intercept = _ds_text((high - low) / 65535), _ds_text(low)
-    ds.RescaleSlope, ds.RescaleIntercept = slope, intercept
-    for stale in ("SmallestImagePixelValue", "LargestImagePixelValue", "PixelPaddingValue"):
-        if stale in ds:
-            del ds[stale]
-    # quantize against the slope/intercept as written (DS text), so readers recover the physical values
-    physical = low + np.clip(image.astype(np.float64), 0.0, 1.0) * (high - low)
-    stored = np.clip(np.rint((physical - float(intercept)) / float(slope)), 0, 65535).astype("<u2")
-    ds.PixelData = stored.tobytes()
-    ds["PixelData"].VR = "OW"
-    ds.file_meta = copy.deepcopy(source.file_meta) if hasattr(source, "file_meta") else pydicom.Dataset()
-    ds.file_meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID
-    ds.file_meta.MediaStorageSOPClassUID = ds.get("SOPClassUID", "1.2.840.10008.5.1.4.1.1.7")
-    ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian  # always uncompressed out
-    ds.save_as(path, enforce_file_format=True)
+    write_dicom(path, image, like)

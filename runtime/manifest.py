@@ -1,20 +1,23 @@
 """The artifact manifest: the one contract between `recon.export` and `recon.runtime`.
 
 An artifact is a directory holding `manifest.json` plus the files it lists. Layout of manifest.json
-(format version 1; every key below is required unless marked optional):
+(format version 2; every key below is required unless marked optional):
 
     {
-      "format_version": 1,
+      "format_version": 2,
       "recon_version": "0.1.0",
       "name": "resunet-deblur",
       "task": "deblur" | "ct",
-      "model": {"name": "resunet", "config": {...}, "weights_sha256": "<hex>" | null},
+      "model": {"name": "resunet", "config": {...}, "weights_sha256": "<hex>" | null,
+                "trained_task_config": {...} | null},     # optional: the task the weights were trained on
+      "task_config": {"task": "ct", "image_size": 256, "n_views": 60, "n_detectors": 363,
+                      "detector_spacing": 1.0, "angle_range": 3.14159, "filter": "ram-lak",
+                      "noise_level": 0.01, "oversample": 2},  # the deployed task (runtime/task_config.py)
       "input":  {"name": "measurement", "shape": ["batch", 1, H_in, W_in], "dtype": "float32",
-                 "layout": "NCHW" (deblur: an image) | "N1AD" (ct: (B, 1, n_angles, n_detectors)),
+                 "layout": "NCHW" (deblur: an image) | "N1AD" (ct: (B, 1, n_views, n_detectors)),
                  "value_range": [lo, hi] | null},           # null: unbounded (sinograms)
       "output": {"name": "image", "shape": ["batch", 1, H, W], "dtype": "float32",
                  "value_range": [0.0, 1.0], "clip": true},  # runtime clips to value_range when clip
-      "physics": {...},                                     # blur kernel or CT geometry, as exported
       "batch": {"min": 1, "opt": 8, "max": 32},             # the dynamic-batch profile
       "spatial": {"whole_image": true, "min": 64, ...},     # optional: image sizes taken (runtime/spatial.py)
       "files": {
@@ -33,6 +36,9 @@ Optional keys of a plan's "tensorrt" entry: "hardware_compatibility_level" ("non
 GPU of compute capability >= 8.0 may run it) and "lean_runtime_excluded" (a version-compatible plan built with
 EXCLUDE_LEAN_RUNTIME: it carries no host code, so the runtime need not allow any).
 
+Format version 1 (recon before the typed task config) is still read: its "physics" entry gives way to
+"task_config" (taken from "physics"."task_config"; its legacy key "n_angles" is read as "n_views").
+
 Integer inputs are scaled to [0, 1] by their dtype's maximum before they reach the graph; float inputs are
 taken as they are. Everything here is plain JSON and numpy-free, so any host (C++ included) can read it.
 """
@@ -48,8 +54,10 @@ from typing import Any
 
 from recon.runtime.files import sha256_of, write_json_atomic
 from recon.runtime.spatial import SpatialError, parse_spatial
+from recon.runtime.task_config import TaskConfig, task_config_from_json
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
+READABLE_VERSIONS = (1, 2)  # 1: the task config sat in "physics"."task_config"
 MANIFEST_NAME = "manifest.json"
 TASKS = ("deblur", "ct")
 FILE_KINDS = ("onnx", "tensorrt", "report")
@@ -101,6 +109,23 @@ def check_io_spec(spec: Any, side: str, source: str = "manifest.json") -> None:
         raise ArtifactError(f"{source}: {side} clip must be true or false, got {spec['clip']!r}; re-export")
 
 
+def read_task_config(data: dict[str, Any], version: int, source: str = "manifest.json") -> TaskConfig:
+    """The deployed task configuration, stored once as "task_config" (v1: "physics"."task_config")."""
+    stored = data["task_config"] if version >= 2 else data["physics"].get("task_config")
+    try:
+        task_cfg = task_config_from_json(stored)
+    except ValueError as error:
+        raise ArtifactError(
+            f"{source}: task_config: {error}; the artifact is damaged, re-export it"
+        ) from None
+    if task_cfg.task != data["task"]:
+        raise ArtifactError(
+            f"{source}: task_config is for task {task_cfg.task!r} but the artifact's task is "
+            f"{data['task']!r}; the artifact is damaged, re-export it"
+        )
+    return task_cfg
+
+
 def check_batch(batch: dict[str, Any], source: str = "manifest.json") -> dict[str, int]:
     """The batch profile: positive integers, "max" required, min <= opt <= max where given."""
     if not (
@@ -139,7 +164,7 @@ class Manifest:
     model: dict[str, Any]
     input: dict[str, Any]
     output: dict[str, Any]
-    physics: dict[str, Any]
+    task_config: TaskConfig
     batch: dict[str, int]
     files: dict[str, FileEntry] = field(default_factory=dict)
     parity: dict[str, Any] | None = None
@@ -150,14 +175,14 @@ class Manifest:
     # -- serialization -------------------------------------------------------------------------------
     def to_json(self) -> dict[str, Any]:
         data: dict[str, Any] = {
-            "format_version": self.format_version,
+            "format_version": FORMAT_VERSION,  # the layout written here, whatever version was read
             "recon_version": self.recon_version,
             "name": self.name,
             "task": self.task,
             "model": self.model,
             "input": self.input,
             "output": self.output,
-            "physics": self.physics,
+            "task_config": self.task_config.to_json(),
             "batch": self.batch,
             "files": {name: entry.to_json() for name, entry in self.files.items()},
         }
@@ -172,13 +197,15 @@ class Manifest:
         if not isinstance(data, dict):
             raise ArtifactError(f"{source}: expected a JSON object, got {type(data).__name__}")
         version = data.get("format_version")
-        if version != FORMAT_VERSION or not _is_int(version):
+        if not _is_int(version) or version not in READABLE_VERSIONS:
             raise ArtifactError(
                 f"{source}: artifact format version {version!r} is not known to this recon "
-                f"(it reads version {FORMAT_VERSION}); re-export the model with this recon version or "
+                f"(it reads versions {', '.join(map(str, READABLE_VERSIONS))}); re-export the model with "
+                "this recon version or "
                 f"install the recon version that wrote it ({data.get('recon_version', 'unknown')})"
             )
-        required = ("name", "task", "model", "input", "output", "physics", "batch", "files")
+        task_key = "task_config" if version >= 2 else "physics"
+        required = ("name", "task", "model", "input", "output", task_key, "batch", "files")
         missing = [key for key in required if key not in data]
         if missing:
             raise ArtifactError(f"{source}: missing keys {missing}; the artifact is damaged, re-export it")
@@ -186,7 +213,7 @@ class Manifest:
             raise ArtifactError(f"{source}: task must be one of {TASKS}, got {data['task']!r}")
         # every entry the runtime reads is checked here, so a damaged manifest is one ArtifactError
         # rather than a KeyError/TypeError later, or a silent misreading (e.g. a reversed clip range)
-        kinds = {"name": str, "model": dict, "physics": dict, "batch": dict, "files": dict}
+        kinds = {"name": str, "model": dict, task_key: dict, "batch": dict, "files": dict}
         for key, kind in kinds.items():
             if not isinstance(data[key], kind):
                 raise ArtifactError(
@@ -198,6 +225,7 @@ class Manifest:
         check_io_spec(data["input"], "input", source)
         check_io_spec(data["output"], "output", source)
         batch = check_batch(data["batch"], source)
+        task_cfg = read_task_config(data, version, source)
         if data.get("spatial") is not None:
             try:
                 parse_spatial(data["spatial"])
@@ -232,7 +260,7 @@ class Manifest:
             model=data["model"],
             input=data["input"],
             output=data["output"],
-            physics=data["physics"],
+            task_config=task_cfg,
             batch=batch,
             files=files,
             parity=data.get("parity"),

@@ -88,6 +88,7 @@ RUN_EPILOG = """\b
 Examples:
   recon-run artifacts/resunet-deblur blurred/ --out restored/
   recon-run artifacts/resunet-deblur scan.dcm --out out/ --backend cpu --threads 2
+  recon-run artifacts/resunet-deblur dicom_folder/ --out derived/ --json   (one derived series per series)
   recon-run artifacts/fbpconvnet-ct sinograms/*.npy --out images/ --batch 16 --json
 """
 
@@ -130,6 +131,7 @@ class RunReport:
     run_seconds: list[float] = field(default_factory=list)
     backend: dict[str, Any] = field(default_factory=dict)
     error: str = ""
+    series: list[dict[str, Any]] = field(default_factory=list)  # per DICOM series: counts and folder
 
     @property
     def failed(self) -> list[FileOutcome]:
@@ -162,6 +164,7 @@ class RunReport:
             "wall_s": wall,
             "out": str(self.out),
             "outcomes": [f.to_json() for f in self.files],
+            **({"series": self.series} if self.series else {}),
         }
 
 
@@ -232,7 +235,9 @@ class Batcher:
             item.fail(error)
 
 
-def reconstruct_files(rec: Reconstructor, report: RunReport, per_run: int, window: Any) -> None:
+def reconstruct_files(
+    rec: Reconstructor, report: RunReport, per_run: int, window: Any, derivation: Any = None
+) -> None:
     """Every file read, checked, run and written on its own; failures land on the file's outcome."""
     from tqdm import tqdm
 
@@ -243,8 +248,41 @@ def reconstruct_files(rec: Reconstructor, report: RunReport, per_run: int, windo
         except FILE_ERRORS as error:
             item.fail(error)
             continue
+        if item.image is not None and derivation is not None:
+            item.image.meta["derivation"] = derivation  # DICOM outputs: this run's new series
         batcher.add(item, batch)
     batcher.flush()
+
+
+def reconstruct_series(
+    rec: Reconstructor, report: RunReport, job: Any, per_run: int, window: Any, derivation: Any
+) -> None:
+    """The DICOM series (dicom_series.SeriesJob), slice by slice into the report; a bar of slices done."""
+    from tqdm import tqdm
+
+    def run(batch: np.ndarray) -> np.ndarray:
+        result = rec.run(batch)
+        report.run_seconds.append(rec.last_timings["total"])
+        return result
+
+    with tqdm(total=job.n_slices, unit="slice", desc="series", disable=None, leave=False) as bar:
+        outcomes = job.run(
+            run,
+            batch=per_run,
+            window=window,
+            derivation=derivation,
+            check=lambda image: rec.prepare(image.data),  # the one input rule, as for other files
+            progress=bar.update,
+        )
+    for outcome in outcomes:
+        item = FileOutcome(outcome.path, outcome.output or job.plan.get(outcome.path, report.out))
+        item.details["series"] = outcome.series
+        if outcome.status == "ok":
+            item.status, item.images = "written", 1
+        else:
+            item.fail(outcome.error or "failed")
+        report.files.append(item)
+    report.series = job.summary()
 
 
 @click.command("run", cls=Command, epilog=RUN_EPILOG)
@@ -290,7 +328,8 @@ def reconstruct_files(rec: Reconstructor, report: RunReport, per_run: int, windo
     "--dicom-window",
     default=None,
     metavar="LOW,HIGH",
-    help="Physical values mapped to [0, 1] for DICOM inputs (default: the stored bits' range).",
+    help="Physical values mapped to [0, 1] for DICOM inputs (default: the header's WindowCenter/Width, "
+    "else the stored bits' range).",
 )
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON summary on stdout.")
 def run_command(
@@ -312,8 +351,13 @@ def run_command(
     INPUTS are files or folders. CT artifacts take sinograms (NPY/TIFF, n_angles × n_detectors). Image
     artifacts take any size: whole where the graph can, as blended tiles above its maximum side.
     A file that cannot be read or does not fit the artifact is reported and skipped; the others are
-    written, and the exit status is 1 when any file failed.
+    written, and the exit status is 1 when any file failed. DICOM files inside a folder (any name) are
+    grouped by series and ordered; each source series becomes a new derived series in
+    OUT/<series>/0001.dcm, … (recon.runtime.dicom_series).
     """
+    from recon.runtime.dicom import run_derivation
+    from recon.runtime.dicom_series import SeriesJob, series_inputs
+
     started = time.perf_counter()
     report = RunReport(artifact, out)
     try:
@@ -321,11 +365,18 @@ def run_command(
         if batch is not None and batch < 1:
             raise click.BadParameter(f"--batch must be >= 1, got {batch}")
         files = collect_inputs(inputs)
+        in_series = series_inputs(inputs)  # DICOM files in folders: by series, not by file name
+        files = [f for f in files if f not in set(in_series)]
+        series = SeriesJob(in_series, out, force) if in_series else None
         targets = plan_outputs(files, out, force)
         report.files = [FileOutcome(f, t) for f, t in zip(files, targets, strict=True)]
         with open_reconstructor(artifact, report, backend, precision, threads, tile, overlap) as rec:
             out.mkdir(parents=True, exist_ok=True)
-            reconstruct_files(rec, report, batch or rec.manifest.batch.get("opt", 1), window)
+            per_run = batch or rec.manifest.batch.get("opt", 1)
+            derivation = run_derivation(artifact, rec.manifest, rec.backend_name, rec.precision, window)
+            reconstruct_files(rec, report, per_run, window, derivation)
+            if series is not None:
+                reconstruct_series(rec, report, series, per_run, window, derivation)
     except BaseException as error:
         report.error = "interrupted" if isinstance(error, KeyboardInterrupt) else one_line(error)
         raise
@@ -377,3 +428,8 @@ def print_report(report: RunReport, wall: float, as_json: bool) -> None:
         f"latency per run: p50 {ms['p50']:.2f} ms, p90 {ms['p90']:.2f} ms, max {ms['max']:.2f} ms; "
         f"{summary['per_image_ms']:.2f} ms per image; wall {wall:.2f} s"
     )
+    for row in report.series:
+        click.echo(
+            f"series {row['series_number']} {row['description']!r}: {row['written']}/{row['slices']} "
+            f"slice(s) → {row['out']}/"
+        )

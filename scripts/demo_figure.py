@@ -24,14 +24,16 @@ def ssim(x: np.ndarray, ref: np.ndarray) -> float:
 
 
 def degraded_view(task: str, measurement: np.ndarray, task_cfg: dict) -> np.ndarray:
-    """What a person would look at without the network: the blurred image, or the FBP of the sinogram."""
+    """What a person would look at without the network: the blurred image, or the FBP of the sinogram.
+
+    ``task_cfg`` is the JSON recon-simulate wrote (`simulate.json`'s "task")."""
     if task == "deblur":
         return measurement
     import torch
 
-    from recon.training.tasks import build_physics
+    from recon.training.tasks import build_physics, task_config_from_json
 
-    ct = build_physics(task_cfg)
+    ct = build_physics(task_config_from_json(task_cfg))
     with torch.no_grad():
         return ct.fbp(torch.from_numpy(measurement)[None, None].float())[0, 0].numpy()
 

@@ -13,11 +13,8 @@ from pathlib import Path
 import click
 import numpy as np
 
-_USER_ERRORS = (ValueError, FileNotFoundError, KeyError)
-
-
-def _fail(err: Exception) -> None:
-    raise click.ClickException(str(err).strip("'\"")) from None
+from recon.runtime.cli_base import Command
+from recon.training.task_options import task_config_from_options, task_options
 
 
 def _hardware() -> dict:
@@ -43,9 +40,10 @@ def _hardware() -> dict:
 
 
 # ----------------------------------------------------------------------------------------------- recon-train
-@click.command(context_settings={"help_option_names": ["-h", "--help"], "show_default": True})
+@click.command(cls=Command, context_settings={"help_option_names": ["-h", "--help"], "show_default": True})
 @click.option("--model", "model_name", required=True, help="cnn, rescnn, resunet, unet, vit")
 @click.option("--task", type=click.Choice(["deblur", "ct"]), required=True)
+@task_options
 @click.option(
     "--data", type=click.Path(exists=True, file_okay=False), help="DIR/{train,test}/<patient>/*.png etc."
 )
@@ -70,155 +68,180 @@ def _hardware() -> dict:
 @click.option("--out", type=click.Path(file_okay=False), help="run folder [runs/<model>-<task>]")
 @click.option("--resume", is_flag=True, help="continue from <out>/last.pt exactly")
 @click.option("--threads", type=int, help="torch CPU threads")
-def train_main(
-    model_name,
-    task,
-    data,
-    epochs,
-    steps,
-    steps_per_epoch,
-    batch_size,
-    crop,
-    lr,
-    loss,
-    amp,
-    time_budget,
-    pool,
-    model_opts,
-    heldout_n,
-    seed,
-    out,
-    resume,
-    threads,
-):
+def train_main(**kw):
     """Train a reconstruction network and write <out>/<model>-<task>.safetensors + .json card.
 
     \b
     Examples:
       recon-train --model resunet --task deblur --time-budget 20 --amp bf16
       recon-train --model cnn --task ct --steps 2000 --loss "0.8*l1+0.2*ssim"
+      recon-train --model cnn --task ct --image-size 512 --views 180 --steps 500
       torchrun --nproc-per-node 2 -m recon.training.cli --model resunet --task deblur --steps 500
     """
     import torch
 
-    from recon.training import data as data_mod
-    from recon.training import distributed, tasks
-    from recon.training.fit import FitConfig, evaluate, fit, start_at_identity
-    from recon.training.info import parse_overrides
-    from recon.training.models import count_parameters, create_model
-    from recon.training.weights import MAX_BYTES, save_trained
+    from recon.training import distributed
 
-    if threads:
-        torch.set_num_threads(threads)
-    try:
-        distributed.init_from_env()
-        task_cfg = tasks.task_config(task)
-        size = int(task_cfg.get("image_size", 256))
-        overrides = parse_overrides(model_opts, "--model-opt")
-        if model_name == "vit":
-            overrides.setdefault("image_size", crop)  # learned positions for the training crop
-        torch.manual_seed(seed)
-        model = create_model(model_name, **overrides)
-        start_at_identity(model)
-        out = Path(out or f"runs/{model_name}-{task}")
-        t0 = time.time()
-        clean, inputs = data_mod.training_pool(task_cfg, pool, size, seed, data, cache_dir=Path("runs/cache"))
-        cfg = FitConfig(
-            epochs=epochs,
-            steps=steps,
-            batch_size=batch_size,
-            lr=lr,
-            loss=loss,
-            amp=amp,
-            time_budget=time_budget,
-            seed=seed,
-        )
-        world = torch.distributed.get_world_size() if torch.distributed.is_initialized() else 1
-        train = data_mod.TrainingPairs(
-            clean, task_cfg, crop, steps_per_epoch * batch_size * world, seed, inputs
-        )
-        valid = data_mod.validation_set(task_cfg, 8, size, seed, data)
-        data_seconds = time.time() - t0
-        result = fit(model, train, valid, cfg, out, resume=resume)
-    except _USER_ERRORS as err:
-        _fail(err)
+    if kw["threads"]:
+        torch.set_num_threads(kw["threads"])
+    task_cfg = task_config_from_options(kw["task"], kw)
+    out = Path(kw["out"] or f"runs/{kw['model_name']}-{kw['task']}")
+    distributed.init_from_env()
+    model = _new_model(kw["model_name"], kw["model_opts"], kw["crop"], kw["seed"])
+    run = _train(model, task_cfg, out, kw)
     if not distributed.is_main():
         distributed.cleanup()
         return
+    _finish(run, task_cfg, out, kw)
+    distributed.cleanup()
+
+
+def _new_model(name: str, model_opts: tuple[str, ...], crop: int, seed: int):
+    """The untrained network, started at the identity (each family knows how: `init_identity`)."""
+    import torch
+
+    from recon.training.fit import start_at_identity
+    from recon.training.info import parse_overrides
+    from recon.training.models import create_model, get_entry
+
+    family = get_entry(name).cls
+    defaults = family.training_overrides(crop) if hasattr(family, "training_overrides") else {}
+    torch.manual_seed(seed)
+    model = create_model(name, **{**defaults, **parse_overrides(model_opts, "--model-opt")})
+    start_at_identity(model)
+    return model
+
+
+def _train(model, task_cfg, out: Path, kw: dict) -> dict:
+    """Data (pool, pairs, validation set) and the fit loop; returns what the card needs."""
+    import torch
+
+    from recon.training import data as data_mod
+    from recon.training.fit import FitConfig, fit
+
+    size, seed, data = task_cfg.image_size, kw["seed"], kw["data"]
+    t0 = time.time()
+    clean, inputs = data_mod.training_pool(
+        task_cfg, kw["pool"], size, seed, data, cache_dir=Path("runs/cache")
+    )
+    cfg = FitConfig(
+        epochs=kw["epochs"],
+        steps=kw["steps"],
+        batch_size=kw["batch_size"],
+        lr=kw["lr"],
+        loss=kw["loss"],
+        amp=kw["amp"],
+        time_budget=kw["time_budget"],
+        seed=seed,
+    )
+    world = torch.distributed.get_world_size() if torch.distributed.is_initialized() else 1
+    length = kw["steps_per_epoch"] * kw["batch_size"] * world
+    train = data_mod.TrainingPairs(clean, task_cfg, kw["crop"], length, seed, inputs)
+    valid = data_mod.validation_set(task_cfg, 8, size, seed, data)
+    data_seconds = time.time() - t0
+    result = fit(model, train, valid, cfg, out, resume=kw["resume"])
+    return {"result": result, "fit": cfg, "world": world, "pool": len(clean), "data_seconds": data_seconds}
+
+
+def _finish(run: dict, task_cfg, out: Path, kw: dict) -> None:
+    """Held-out evaluation, the weights and their card, one summary line."""
+    import torch
+
+    from recon.training import data as data_mod
+    from recon.training.fit import evaluate
+    from recon.training.weights import MAX_BYTES, save_trained
+
+    name = f"{kw['model_name']}-{kw['task']}"
     # Contiguous FP32 on the CPU: the layout recon-eval rebuilds, so both evaluate with the same kernels.
-    model = result.model.cpu().to(memory_format=torch.contiguous_format).eval()
-    heldout = evaluate(model, data_mod.heldout_set(task_cfg, heldout_n, size))
-    card = {
-        "name": f"{model_name}-{task}",
-        "task_name": task,
+    model = run["result"].model.cpu().to(memory_format=torch.contiguous_format).eval()
+    heldout = evaluate(model, data_mod.heldout_set(task_cfg, kw["heldout_n"], task_cfg.image_size))
+    st, _ = save_trained(model, _card(model, run, task_cfg, heldout, kw), out / name)
+    m, b = heldout["model"], heldout["baseline"]
+    click.echo(
+        f"held-out ({heldout['n']} images): {kw['model_name']} PSNR {m['psnr']:.2f} dB SSIM {m['ssim']:.4f} "
+        f"| baseline PSNR {b['psnr']:.2f} dB SSIM {b['ssim']:.4f} → {st} ({st.stat().st_size / 1e6:.1f} MB)"
+    )
+    if st.stat().st_size > MAX_BYTES:
+        click.echo(f"warning: {st} is larger than {MAX_BYTES >> 20} MB, too big to ship", err=True)
+
+
+def _card(model, run: dict, task_cfg, heldout: dict, kw: dict) -> dict:
+    """The weights' card: architecture, task, data recipe, training record, held-out metrics."""
+    from recon.training import data as data_mod
+    from recon.training.models import count_parameters
+
+    data, result = kw["data"], run["result"]
+    return {
+        "name": f"{kw['model_name']}-{kw['task']}",
+        "task_name": kw["task"],
         "model": model.config,
         "params": count_parameters(model),
-        "task": task_cfg,
+        "task": task_cfg.to_json(),
         "data": {
             "source": f"folder {data}" if data else "synthetic phantoms + scikit-image crops",
             "train_images": None if data else list(data_mod.TRAIN_IMAGES),
             "heldout_images": list(data_mod.HELDOUT_IMAGES),
-            "pool": len(clean),
-            "image_size": size,
-            "crop": crop,
-            "seed": seed,
+            "pool": run["pool"],
+            "image_size": task_cfg.image_size,
+            "crop": kw["crop"],
+            "seed": kw["seed"],
             "augment": "random crops, dihedral (8), random rotations; deblur: fresh noise per sample",
         },
         "training": {
-            "fit": {**vars(cfg), "steps_per_epoch": steps_per_epoch},
+            "fit": {**vars(run["fit"]), "steps_per_epoch": kw["steps_per_epoch"]},
             "steps": result.steps,
-            "world_size": world,
+            "world_size": run["world"],
             "train_seconds": round(result.train_seconds, 1),
-            "data_seconds": round(data_seconds, 1),
+            "data_seconds": round(run["data_seconds"], 1),
             "best_validation": result.best,
             "hardware": _hardware(),
             "command": shlex.join(["recon-train", *sys.argv[1:]]),
         },
         "metrics": {"heldout": heldout},
     }
-    st, card_path = save_trained(model, card, out / f"{model_name}-{task}")
-    m, b = heldout["model"], heldout["baseline"]
-    click.echo(
-        f"held-out ({heldout['n']} images): {model_name} PSNR {m['psnr']:.2f} dB SSIM {m['ssim']:.4f} "
-        f"| baseline PSNR {b['psnr']:.2f} dB SSIM {b['ssim']:.4f} → {st} ({st.stat().st_size / 1e6:.1f} MB)"
-    )
-    if st.stat().st_size > MAX_BYTES:
-        click.echo(f"warning: {st} is larger than {MAX_BYTES >> 20} MB, too big to ship", err=True)
-    distributed.cleanup()
 
 
 # ------------------------------------------------------------------------------------------------ recon-eval
-@click.command(context_settings={"help_option_names": ["-h", "--help"]})
+@click.command(cls=Command, context_settings={"help_option_names": ["-h", "--help"]})
 @click.option("--model", "model_name", required=True)
 @click.option("--task", type=click.Choice(["deblur", "ct"]), required=True)
 @click.option("--weights", type=click.Path(exists=True), help="a .safetensors/.json pair [shipped weights]")
+@task_options
+@click.option("--heldout", "heldout_n", type=click.IntRange(min=2), help="held-out images [the card's count]")
 @click.option("--json", "as_json", is_flag=True, help="print JSON")
 @click.option("--threads", type=int)
-def eval_main(model_name, task, weights, as_json, threads):
+def eval_main(model_name, task, weights, heldout_n, as_json, threads, **kw):
     """PSNR / SSIM / RE of a trained model and of the no-learning baseline (blurred input or FBP) on the fixed
-    held-out set, next to the numbers its card claims.
+    held-out set, next to the numbers its card claims. The task options evaluate it at another geometry
+    (the held-out set is then simulated there; the card's numbers are for its own geometry).
 
     \b
     Examples:
       recon-eval --model resunet --task deblur
       recon-eval --model cnn --task ct --weights runs/cnn-ct/cnn-ct.safetensors --json
+      recon-eval --model cnn --task ct --image-size 512 --views 180 --heldout 8
     """
     import torch
 
     from recon.training.data import heldout_set
     from recon.training.fit import evaluate
+    from recon.training.tasks import task_config_from_json
     from recon.training.weights import load_trained
 
     if threads:
         torch.set_num_threads(threads)
-    try:
-        model, card = load_trained(model_name, task, weights)
-        claimed = card.get("metrics", {}).get("heldout", {})
-        n, size = claimed.get("n", 32), claimed.get("size", [256, 256])[0]
-        result = evaluate(model, heldout_set(card["task"], n, size))
-    except _USER_ERRORS as err:
-        _fail(err)
+    model, card = load_trained(model_name, task, weights)
+    if "task" not in card:
+        raise click.ClickException(f"the weights card of {model_name}-{task} records no task configuration")
+    trained = task_config_from_json(card["task"])
+    task_cfg = task_config_from_options(task, kw, base=trained)
+    claimed = card.get("metrics", {}).get("heldout", {}) if task_cfg == trained else {}
+    n = heldout_n or claimed.get("n", 32)
+    size = task_cfg.image_size
+    result = evaluate(model, heldout_set(task_cfg, n, size))
     result["card"] = {k: claimed.get(k) for k in ("model", "baseline")}
+    if task_cfg != trained:
+        result["task"] = task_cfg.to_json()
     if as_json:
         click.echo(json.dumps(result, indent=1))
         return
@@ -232,8 +255,9 @@ def eval_main(model_name, task, weights, as_json, threads):
 
 
 # -------------------------------------------------------------------------------------------- recon-simulate
-@click.command(context_settings={"help_option_names": ["-h", "--help"]})
+@click.command(cls=Command, context_settings={"help_option_names": ["-h", "--help"]})
 @click.option("--task", type=click.Choice(["deblur", "ct"]), required=True)
+@task_options
 @click.argument("inputs", nargs=-1, type=click.Path(exists=True, dir_okay=False))
 @click.option("--out", type=click.Path(file_okay=False), required=True)
 @click.option(
@@ -243,68 +267,79 @@ def eval_main(model_name, task, weights, as_json, threads):
     "--heldout", "n_heldout", type=int, default=0, help="add the first K images of the held-out set"
 )
 @click.option("--seed", type=int, default=0, help="noise seed (and phantom seed)")
-def simulate_main(task, inputs, out, n_phantoms, n_heldout, seed):
+def simulate_main(task, inputs, out, n_phantoms, n_heldout, seed, **kw):
     """Degrade clean images into measurements the runtime can reconstruct, with their ground truth.
 
     Writes OUT/measurements/<name>.{png,npy} (deblur: blurred images) or .{npy,tif} (ct: float32 sinograms,
-    n_angles × n_detectors), OUT/targets/<name>.{png,npy} and OUT/simulate.json (the task config).
+    n_views × n_detectors), OUT/targets/<name>.{png,npy} and OUT/simulate.json (the task config).
 
     \b
     Examples:
       recon-simulate --task deblur photo.png scan.dcm --out demo-in
       recon-simulate --task ct --heldout 8 --out ct-in
+      recon-simulate --task ct --image-size 512 --views 180 --heldout 2 --out ct512-in
     """
+    if not inputs and not n_phantoms and not n_heldout:
+        raise click.UsageError("give INPUTS, --phantoms K or --heldout K")
+    cfg = task_config_from_options(task, kw)
+    names, images = _clean_inputs(cfg, inputs, n_phantoms, n_heldout, seed)
+    out = Path(out)
+    _write_measurements(cfg, names, images, out, seed)
+    (out / "simulate.json").write_text(
+        json.dumps({"task": cfg.to_json(), "files": names, "seed": seed}, indent=1)
+    )
+    click.echo(f"wrote {len(names)} {task} measurement(s) and targets to {out}")
+
+
+def _clean_inputs(cfg, inputs, n_phantoms: int, n_heldout: int, seed: int) -> tuple[list[str], list]:
+    """(names, clean images as 2-D tensors): the given files, then phantoms, then held-out images."""
+    import torch
+
+    from recon.training import data as data_mod
+
+    size = cfg.image_size
+    names, images = [], []
+    for path in inputs:
+        names.append(Path(path).stem)
+        # Deblur keeps the image's own size; CT needs the geometry's.
+        images.append(torch.from_numpy(data_mod.load_image(path, size if cfg.task == "ct" else None)))
+    if n_phantoms:
+        clean = data_mod.clean_images(data_mod._TRAIN, 10_000 + seed, n_phantoms, size, ())
+        names += [f"phantom{i:03d}" for i in range(n_phantoms)]
+        images += list(clean[:, 0])
+    if n_heldout:
+        clean = data_mod.heldout_set(cfg, max(n_heldout, 2), size).targets[:n_heldout]
+        names += [f"heldout{i:03d}" for i in range(n_heldout)]
+        images += list(clean[:, 0])
+    return names, images
+
+
+def _write_measurements(cfg, names: list[str], images: list, out: Path, seed: int) -> None:
     import tifffile
     import torch
     from PIL import Image
 
-    from recon.training import data as data_mod
     from recon.training import tasks
 
-    if not inputs and not n_phantoms and not n_heldout:
-        raise click.UsageError("give INPUTS, --phantoms K or --heldout K")
-    try:
-        cfg = tasks.task_config(task)
-        size = int(cfg.get("image_size", 256))
-        names, images = [], []
-        for path in inputs:
-            names.append(Path(path).stem)
-            # Deblur keeps the image's own size; CT needs the geometry's.
-            images.append(torch.from_numpy(data_mod.load_image(path, size if task == "ct" else None)))
-        if n_phantoms:
-            clean = data_mod.clean_images(data_mod._TRAIN, 10_000 + seed, n_phantoms, size, ())
-            names += [f"phantom{i:03d}" for i in range(n_phantoms)]
-            images += list(clean[:, 0])
-        if n_heldout:
-            clean = data_mod.heldout_set(cfg, max(n_heldout, 2), size).targets[:n_heldout]
-            names += [f"heldout{i:03d}" for i in range(n_heldout)]
-            images += list(clean[:, 0])
-        physics = tasks.build_physics(cfg)
-        gen = torch.Generator().manual_seed(seed)
-        out = Path(out)
-        for sub in ("measurements", "targets"):
-            (out / sub).mkdir(parents=True, exist_ok=True)
-        for name, img in zip(names, images, strict=True):
-            y = (
-                tasks.simulate(img[None, None].float(), cfg, gen, physics=physics)[0, 0]
-                .numpy()
-                .astype(np.float32)
+    physics = tasks.build_physics(cfg)
+    gen = torch.Generator().manual_seed(seed)
+    for sub in ("measurements", "targets"):
+        (out / sub).mkdir(parents=True, exist_ok=True)
+    for name, img in zip(names, images, strict=True):
+        y = (
+            tasks.simulate(img[None, None].float(), cfg, gen, physics=physics)[0, 0]
+            .numpy()
+            .astype(np.float32)
+        )
+        np.save(out / "measurements" / f"{name}.npy", y)
+        if cfg.task == "ct":
+            tifffile.imwrite(out / "measurements" / f"{name}.tif", y)
+        else:
+            Image.fromarray((np.clip(y, 0, 1) * 65535).round().astype(np.uint16)).save(
+                out / "measurements" / f"{name}.png"
             )
-            np.save(out / "measurements" / f"{name}.npy", y)
-            if task == "ct":
-                tifffile.imwrite(out / "measurements" / f"{name}.tif", y)
-            else:
-                Image.fromarray((np.clip(y, 0, 1) * 65535).round().astype(np.uint16)).save(
-                    out / "measurements" / f"{name}.png"
-                )
-            np.save(out / "targets" / f"{name}.npy", img.numpy())
-            Image.fromarray((img.numpy() * 65535).round().astype(np.uint16)).save(
-                out / "targets" / f"{name}.png"
-            )
-        (out / "simulate.json").write_text(json.dumps({"task": cfg, "files": names, "seed": seed}, indent=1))
-    except _USER_ERRORS as err:
-        _fail(err)
-    click.echo(f"wrote {len(names)} {task} measurement(s) and targets to {out}")
+        np.save(out / "targets" / f"{name}.npy", img.numpy())
+        Image.fromarray((img.numpy() * 65535).round().astype(np.uint16)).save(out / "targets" / f"{name}.png")
 
 
 if __name__ == "__main__":  # `python -m recon.training.cli` (e.g. under torchrun) trains

@@ -20,6 +20,8 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
+from recon.runtime.task_config import TaskConfig
+
 # skimage.data images available offline (bundled with the wheel). `cat` is `chelsea` again, so it is absent.
 TRAIN_IMAGES = (
     "astronaut",
@@ -240,7 +242,7 @@ class EvalSet:
 
 
 @torch.no_grad()
-def simulate_pairs(clean: torch.Tensor, task_cfg: dict, seed: int, chunk: int = 16) -> EvalSet:
+def simulate_pairs(clean: torch.Tensor, task_cfg: TaskConfig, seed: int, chunk: int = 16) -> EvalSet:
     """Measurements (forward + relative noise) and network inputs for clean images, deterministically."""
     from recon.training import tasks
 
@@ -257,10 +259,10 @@ def simulate_pairs(clean: torch.Tensor, task_cfg: dict, seed: int, chunk: int = 
 _HELDOUT_CACHE: dict[str, EvalSet] = {}
 
 
-def heldout_set(task_cfg: dict, n: int = 32, size: int = 256) -> EvalSet:
+def heldout_set(task_cfg: TaskConfig, n: int = 32, size: int = 256) -> EvalSet:
     """The fixed held-out test set: half phantoms from the held-out seed stream, half crops of
     `HELDOUT_IMAGES` (never used in training). Identical on every call and machine (CPU simulation)."""
-    key = json.dumps([task_cfg, n, size], sort_keys=True)
+    key = json.dumps([task_cfg.to_json(), n, size], sort_keys=True)
     if key not in _HELDOUT_CACHE:
         clean = clean_images(_HELDOUT, 0, n, size, HELDOUT_IMAGES)
         _HELDOUT_CACHE[key] = simulate_pairs(clean, task_cfg, seed=20_261_125)
@@ -268,7 +270,7 @@ def heldout_set(task_cfg: dict, n: int = 32, size: int = 256) -> EvalSet:
 
 
 def validation_set(
-    task_cfg: dict, n: int = 8, size: int = 256, seed: int = 0, data: str | None = None
+    task_cfg: TaskConfig, n: int = 8, size: int = 256, seed: int = 0, data: str | None = None
 ) -> EvalSet:
     """A small validation set for model selection: the training sources, validation seed stream (or, with a
     user folder, its ``test`` split)."""
@@ -280,7 +282,7 @@ def validation_set(
 
 
 def training_pool(
-    task_cfg: dict,
+    task_cfg: TaskConfig,
     n: int,
     size: int,
     seed: int = 0,
@@ -295,7 +297,9 @@ def training_pool(
     clean = folder_images(data, "train", size) if data else clean_images(_TRAIN, seed, n, size, TRAIN_IMAGES)
     if not needs_precomputed_inputs(task_cfg):
         return clean, None
-    recipe = json.dumps([task_cfg, n, size, seed, data and str(Path(data).resolve())], sort_keys=True)
+    recipe = json.dumps(
+        [task_cfg.to_json(), n, size, seed, data and str(Path(data).resolve())], sort_keys=True
+    )
     path = (
         Path(cache_dir) / f"pool-{hashlib.sha256(recipe.encode()).hexdigest()[:16]}.pt" if cache_dir else None
     )
@@ -309,15 +313,8 @@ def training_pool(
     return clean, inputs
 
 
-def needs_precomputed_inputs(task_cfg: dict) -> bool:
-    return _task_name(task_cfg) == "ct"
-
-
-def _task_name(task_cfg: dict) -> str:
-    for key in ("task", "name", "kind"):
-        if isinstance(task_cfg.get(key), str) and task_cfg[key] in ("deblur", "ct"):
-            return task_cfg[key]
-    return "ct" if any("angle" in k for k in task_cfg) else "deblur"
+def needs_precomputed_inputs(task_cfg: TaskConfig) -> bool:
+    return task_cfg.task == "ct"
 
 
 # ----------------------------------------------------------------------------------------- training samples
@@ -335,7 +332,7 @@ class TrainingPairs(Dataset):
     def __init__(
         self,
         clean: torch.Tensor,
-        task_cfg: dict,
+        task_cfg: TaskConfig,
         crop: int,
         length: int,
         seed: int = 0,

@@ -146,45 +146,13 @@ def evaluate(model: nn.Module, data: EvalSet, batch_size: int = 4) -> dict:
     }
 
 
-def zero_init_residual(model: nn.Module) -> bool:
-    """Zero the last layer of a global-residual model's branch, so training starts at the identity (the
-    degraded input, already a fair estimate) instead of input + a random residual: the first hundreds of steps
-    are otherwise spent undoing the random residual. Returns whether the model has such a branch."""
-    cfg = getattr(model, "config", {})
-    residual = cfg.get("name") in ("resunet", "vit") or cfg.get("residual") or cfg.get("name") == "rescnn"
-    convs = [
-        m
-        for m in getattr(model, "head", nn.Identity()).modules()
-        if isinstance(m, nn.Conv2d | nn.ConvTranspose2d)
-    ]
-    if not residual or not convs:
-        return False
-    with torch.no_grad():
-        convs[-1].weight.zero_()
-        if convs[-1].bias is not None:
-            convs[-1].bias.zero_()
-    return True
-
-
 def start_at_identity(model: nn.Module) -> bool:
-    """Initialize so that the untrained network returns its input: residual models get their branch's last
-    layer zeroed (`zero_init_residual`); the plain `cnn` gets an identity path through channel 0 of every conv
-    (images are ≥ 0, so the ReLUs pass it). Training then refines the degraded input instead of first learning
-    to reproduce it, which a few CPU minutes cannot afford. Returns whether the model was changed."""
-    if zero_init_residual(model):
-        return True
-    cfg = getattr(model, "config", {})
-    convs = [m for m in model.modules() if isinstance(m, nn.Conv2d)]
-    if cfg.get("name") != "cnn" or cfg.get("residual") or not convs:
-        return False
-    with torch.no_grad():
-        for conv in convs:
-            kh, kw = conv.weight.shape[-2] // 2, conv.weight.shape[-1] // 2
-            conv.weight[0].zero_()
-            conv.weight[0, 0, kh, kw] = 1.0
-            if conv.bias is not None:
-                conv.bias[0] = 0.0
-    return True
+    """Initialize so that the untrained network returns its input, through the family's own
+    ``init_identity()`` (residual families zero their branch's last layer; the plain cnn gets an identity
+    path). Training then refines the degraded input instead of first learning to reproduce it, which a few CPU
+    minutes cannot afford. Returns whether the model was changed (False for a family without the method)."""
+    init_identity = getattr(model, "init_identity", None)
+    return bool(init_identity()) if callable(init_identity) else False
 
 
 def _unwrap(model: nn.Module) -> nn.Module:

@@ -104,6 +104,10 @@ def main(
     as_json: bool,
 ) -> None:
     """Print parameters, receptive field and FLOPs of MODEL (no MODEL: list the models)."""
+    import importlib.util
+
+    if importlib.util.find_spec("torch") is None:  # the base install carries recon.training, not torch
+        raise click.ClickException("recon info needs the training extra (torch): `pip install recon[train]`")
     # torch is imported here so that `--help` stays fast.
     import torch
 

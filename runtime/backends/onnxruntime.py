@@ -1,14 +1,23 @@
 """ONNX Runtime backends: CPU, CUDA and TensorRT execution providers.
 
-A GPU provider asked for by name never falls back to the CPU in silence: the session is created with
-`session.disable_cpu_ep_fallback` = "1" and its providers are checked after creation.
+A GPU provider asked for by name never falls back to the CPU in silence: the session's providers are checked
+after creation, and so is where each node went (`session.record_ep_graph_assignment_info`): a convolution or
+matmul placed on the CPU is refused. `session.disable_cpu_ep_fallback` is NOT set: the CUDA provider itself
+hands small shape subgraphs (Shape → Concat → Expand, as in the CT graph) to the CPU
+(onnxruntime core/framework/fallback_cpu_capability.cc, GetCpuPreferredNodes), so that option makes session
+creation fail on every GPU.
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
+import io
 import os
+import sys
 import time
+from collections.abc import Iterable
+from importlib import metadata
 from pathlib import Path
 from typing import Any
 
@@ -42,6 +51,87 @@ def available_providers() -> list[str]:
         return list(import_onnxruntime().get_available_providers())
     except BackendError:
         return []
+
+
+# Ops whose placement on the CPU would matter (the compute, not shape arithmetic): refused for GPU backends.
+HEAVY_OPS = frozenset(
+    {"Conv", "ConvTranspose", "MatMul", "Gemm", "GridSample", "GatherElements", "Resize", "ReduceSum",
+     "ReduceMean", "LayerNormalization", "Softmax", "Attention", "MultiHeadAttention", "Einsum", "Pad"}
+)  # fmt: skip
+
+
+def trt_cache_paths(cache_root: str | os.PathLike, artifact: str, onnx_sha256: str) -> tuple[Path, Path]:
+    """(engine cache folder, timing cache folder) for the TensorRT provider.
+
+    Its engine cache id (TRTGenerateId, tensorrt_execution_provider_utils.h) hashes the model's file name,
+    input and node-output names and the ORT/CUDA/TensorRT versions — not the weights: a re-export with new
+    weights would reuse the old engine. The folder is keyed on the ONNX file's sha256. Without
+    trt_timing_cache_path the timing cache is written to the working directory; it is shared per machine.
+    """
+    root = Path(cache_root)
+    return root / f"{artifact}-{onnx_sha256[:16]}", root / "timing"
+
+
+def cpu_placed_compute(placement: list[tuple[str, str, str]], wanted: str) -> list[str]:
+    """Names of heavy nodes (HEAVY_OPS) that went to the CPU though `wanted` is a GPU provider."""
+    if wanted == "CPUExecutionProvider":
+        return []
+    return [f"{op}:{name}" for ep, op, name in placement if ep == "CPUExecutionProvider" and op in HEAVY_OPS]
+
+
+def node_placement(session: Any) -> list[tuple[str, str, str]]:
+    """(provider, op type, node name) of every node, from onnxruntime's assignment record (ORT >= 1.26);
+    empty when this onnxruntime cannot tell."""
+    try:
+        subgraphs = session.get_provider_graph_assignment_info()
+    except (AttributeError, RuntimeError):
+        return []
+    return [(sg.ep_name, node.op_type, node.name) for sg in subgraphs for node in sg.get_nodes()]
+
+
+# PyPI distributions that all install the one `onnxruntime` module
+ONNXRUNTIME_BUILDS = frozenset(
+    {"onnxruntime", "onnxruntime-gpu", "onnxruntime-openvino", "onnxruntime-directml"}
+)
+
+
+def onnxruntime_conflict(distribution_names: Iterable[str]) -> str | None:
+    """A sentence when more than one onnxruntime build is installed: they all install the same `onnxruntime`
+    module, so the files of one overwrite the other's and the GPU providers may be missing or mixed."""
+    builds = sorted({n.lower().replace("_", "-") for n in distribution_names} & ONNXRUNTIME_BUILDS)
+    if len(builds) < 2:
+        return None
+    return (
+        f"{' and '.join(builds)} are both installed and share one `onnxruntime` module; uninstall all of "
+        "them and install only onnxruntime-gpu (pip install 'recon[gpu-cu13]', docs/gpu.md)"
+    )
+
+
+ONNXRUNTIME_BUILDS = frozenset(
+    {"onnxruntime", "onnxruntime-gpu", "onnxruntime-openvino", "onnxruntime-directml"}
+)
+
+
+def preload_cuda_libraries(ort: Any) -> str:
+    """Load CUDA/cuDNN from the nvidia-* wheels (onnxruntime-gpu[cuda,cudnn]) before a GPU session starts.
+
+    `onnxruntime.preload_dlls()` (onnxruntime/__init__.py) is what onnxruntime's docs ask for when CUDA comes
+    from pip; skipped when torch is already loaded (it brought its own CUDA, and loading a second copy is
+    what the docs warn against) or this is not the GPU build. Returns what it printed (it reports failures
+    on stdout), so that a failure can be shown in the error it leads to.
+    """
+    if "torch" in sys.modules or not hasattr(ort, "preload_dlls"):
+        return ""
+    try:
+        from onnxruntime.capi import build_and_package_info as build
+    except ImportError:
+        return ""
+    if not getattr(build, "cuda_version", None):
+        return ""
+    printed = io.StringIO()
+    with contextlib.redirect_stdout(printed), contextlib.suppress(Exception):
+        ort.preload_dlls()
+    return printed.getvalue().strip()
 
 
 def choose_onnx_file(manifest: Manifest, precision: str, gpu: bool) -> tuple[str, str]:
@@ -128,6 +218,7 @@ class OnnxRuntimeBackend(Backend):
         self.trt_cache_dir = trt_cache_dir
         self.log_severity_level = log_severity_level
         self.session: Any = None
+        self.placement: list[tuple[str, str, str]] = []
         self._input_name = manifest.input["name"]
         self._output_name = manifest.output["name"]
 
@@ -151,8 +242,8 @@ class OnnxRuntimeBackend(Backend):
                 raise ValueError(f"threads must be >= 0 (0: one per core), got {self.threads}")
             options.intra_op_num_threads = self.threads
         options.log_severity_level = self.log_severity_level
-        if self.gpu:
-            options.add_session_config_entry("session.disable_cpu_ep_fallback", "1")
+        if self.gpu:  # where each node went, checked after creation (cpu_placed_compute)
+            options.add_session_config_entry("session.record_ep_graph_assignment_info", "1")
         return options
 
     def providers(self) -> list[tuple[str, dict[str, Any]]]:
@@ -167,20 +258,25 @@ class OnnxRuntimeBackend(Backend):
                     "arena_extend_strategy": "kSameAsRequested",
                     # EXHAUSTIVE picks the fastest conv per shape; warm every batch size up once
                     "cudnn_conv_algo_search": "EXHAUSTIVE",
-                    # TF32 would cost FP32 graphs ~1e-3 parity against the CPU
+                    # TF32 would cost FP32 graphs ~1e-3 parity against the CPU, and the FP32 islands their
+                    # point (cuda_execution_provider_info.cc: use_tf32 defaults to on)
                     "use_tf32": "0",
                     "do_copy_in_default_stream": "1",
                 }
-            else:  # TensorrtExecutionProvider
-                cache = Path(self.trt_cache_dir or Path.home() / ".cache" / "recon" / "ort-trt")
+            else:  # TensorrtExecutionProvider (option names: tensorrt_execution_provider_info.cc)
+                # No TF32 switch exists here: run with NVIDIA_TF32_OVERRIDE=0 in the environment (docs/gpu.md)
+                root = Path(self.trt_cache_dir or Path.home() / ".cache" / "recon" / "ort-trt")
+                sha = self.manifest.files[self.file].sha256
+                engines, timing = trt_cache_paths(root, self.manifest.name, sha)
                 batch = self.manifest.batch
                 options = {
                     "device_id": str(self.device_id),
                     # the FP16 graph carries its own precision (FP32 islands); no weak-typing flag
                     "trt_fp16_enable": "False",
                     "trt_engine_cache_enable": "True",
-                    "trt_engine_cache_path": str(cache / self.manifest.name),
+                    "trt_engine_cache_path": str(engines),
                     "trt_timing_cache_enable": "True",
+                    "trt_timing_cache_path": str(timing),
                     "trt_profile_min_shapes": _profile_shape(
                         self.manifest, self._input_name, batch["min"], "min"
                     ),
@@ -209,8 +305,14 @@ class OnnxRuntimeBackend(Backend):
                 "(`pip install recon[gpu]`) on a machine with an NVIDIA GPU, or choose --backend cpu"
             )
         providers = self.providers()
-        if self.name == "onnxruntime-tensorrt":  # the provider does not create its cache folder
-            Path(providers[0][1]["trt_engine_cache_path"]).mkdir(parents=True, exist_ok=True)
+        if self.name == "onnxruntime-tensorrt":  # the provider does not create its cache folders
+            for key in ("trt_engine_cache_path", "trt_timing_cache_path"):
+                Path(providers[0][1][key]).mkdir(parents=True, exist_ok=True)
+        if self.gpu:
+            conflict = onnxruntime_conflict(str(d.metadata.get("Name", "")) for d in metadata.distributions())
+            if conflict:
+                raise BackendError(f"backend {self.name!r}: {conflict}")
+        preload_note = preload_cuda_libraries(ort) if self.gpu else ""
         # The bytes hashed are the bytes loaded: load_manifest checked the file, but it may change between
         # that check and this read (a copy in progress, a tampered file).
         model = self.onnx_path.read_bytes()
@@ -228,8 +330,9 @@ class OnnxRuntimeBackend(Backend):
         except Exception as error:  # ORT raises its own Fail/InvalidArgument/RuntimeException types
             message = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
             if self.gpu:
+                loaded = f"; loading CUDA libraries said: {preload_note[:200]}" if preload_note else ""
                 raise BackendError(
-                    f"backend {self.name!r} could not start on this machine ({message}); "
+                    f"backend {self.name!r} could not start on this machine ({message}){loaded}; "
                     f"providers offered: {', '.join(available)}; check the GPU and driver "
                     "(nvidia-smi) or choose --backend cpu"
                 ) from None
@@ -241,6 +344,14 @@ class OnnxRuntimeBackend(Backend):
             raise BackendError(
                 f"backend {self.name!r} asked for {wanted[0]} but onnxruntime gave {', '.join(got)}; "
                 "refusing to run on another provider"
+            )
+        self.placement = node_placement(session) if self.gpu else []
+        on_cpu = cpu_placed_compute(self.placement, wanted[0])
+        if on_cpu:
+            raise BackendError(
+                f"backend {self.name!r}: onnxruntime put compute on the CPU ({', '.join(on_cpu[:4])}); "
+                "refusing to run it there; check the onnxruntime-gpu version (docs/gpu.md) or choose "
+                "--backend cpu"
             )
         try:
             graph_inputs, graph_outputs = session.get_inputs(), session.get_outputs()
@@ -286,4 +397,7 @@ class OnnxRuntimeBackend(Backend):
         info = super().describe()
         info["providers"] = self.session.get_providers() if self.session is not None else None
         info["threads"] = self.threads
+        if self.placement:  # the small shape subgraphs the CUDA provider leaves on the CPU, by design
+            cpu = [f"{op}:{name}" for ep, op, name in self.placement if ep == "CPUExecutionProvider"]
+            info["nodes_on_cpu"] = cpu
         return info

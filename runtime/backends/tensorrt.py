@@ -1,7 +1,8 @@
 """Native TensorRT backend: runs the artifact's plan with `tensorrt` or the lean `tensorrt_lean` runtime.
 
 Device memory and streams come from cuda-python (`cuda.bindings.runtime`), never from torch. The engine is
-shared; each thread gets its own execution context, stream and buffers (contexts are not thread-safe).
+shared; a call takes an execution context with its stream and buffers from a pool and gives it back
+(contexts are not thread-safe, so one call at a time each; the pool grows to the peak concurrency only).
 Order matters: the CUDA device is checked before TensorRT is touched (without a GPU a TensorRT `Runtime`
 can crash the process when freed), and the plan's sha256 is checked on the very bytes that get deserialized.
 """
@@ -11,9 +12,12 @@ from __future__ import annotations
 import hashlib
 import importlib
 import os
+import re
 import shutil
 import threading
+from collections.abc import Iterable
 from dataclasses import dataclass, field
+from importlib import metadata
 from pathlib import Path
 from typing import Any
 
@@ -55,17 +59,35 @@ def _check(result: Any, what: str) -> Any:
     return values[0] if len(values) == 1 else tuple(values)
 
 
+def nvidia_driver_present() -> bool:
+    """Whether an NVIDIA kernel driver is loaded (it writes /proc/driver/nvidia/version)."""
+    return Path("/proc/driver/nvidia/version").exists()
+
+
+def no_gpu_message(error_name: str, error_text: str, cuda_major: int | None, driver: bool = True) -> str:
+    """The one sentence for a failed cudaGetDeviceCount. cudaErrorInsufficientDriver means either no driver
+    at all or one too old for this CUDA: only the second is named a driver problem."""
+    if error_name == "cudaErrorInsufficientDriver" and driver:
+        # CUDA 13 wheels (cuda-python 13, TensorRT cu13, onnxruntime-gpu >= 1.28) need driver R580+
+        wheels = f"CUDA {cuda_major} wheels" if cuda_major else "these CUDA wheels"
+        return (
+            f"the NVIDIA driver here is too old for {wheels} ({error_text}); update the driver (CUDA 13 "
+            "needs R580 or newer) or install recon[gpu-cu12] / recon[lean-cu12], or use --backend cpu"
+        )
+    return (
+        f"the tensorrt backend needs an NVIDIA GPU, and none is usable here ({error_text}); "
+        "use --backend cpu on this machine"
+    )
+
+
 def cuda_device(device_id: int = 0) -> dict[str, Any]:
     """Name and compute capability of a CUDA device; BackendError (one sentence) when there is none."""
     cudart = import_cudart()
-    error, count = cudart.cudaGetDeviceCount()
+    error, count = cudart.cudaGetDeviceCount()  # cuda-python 13: an error code, never an exception
     if int(error) != 0 or count == 0:
-        reason = cudart.cudaGetErrorString(error)[1]
-        reason = reason.decode() if isinstance(reason, bytes) else str(reason)
-        raise BackendError(
-            f"the tensorrt backend needs an NVIDIA GPU, and none is usable here ({reason}); "
-            "use --backend cpu on this machine"
-        )
+        name, text = (cudart.cudaGetErrorName(error)[1], cudart.cudaGetErrorString(error)[1])
+        name, text = (v.decode() if isinstance(v, bytes) else str(v) for v in (name, text))
+        raise BackendError(no_gpu_message(name, text, cuda_python_major(), nvidia_driver_present()))
     if not 0 <= device_id < count:
         raise BackendError(f"CUDA device {device_id} does not exist (this machine has {count})")
     props = _check(cudart.cudaGetDeviceProperties(device_id), "cudaGetDeviceProperties")
@@ -86,38 +108,115 @@ def import_tensorrt() -> tuple[Any, bool]:
     )
 
 
-def _version(text: str) -> tuple[int, ...]:
-    return tuple(int(part) for part in str(text).split(".")[:3] if part.isdigit())
+# -- versions, as plain data --------------------------------------------------------------------------------
+def version_tuple(text: str) -> tuple[int, ...]:
+    """ "10.13.3.9.post1" → (10, 13, 3, 9): the numeric release parts, a packaging suffix dropped."""
+    parts = []
+    for part in str(text).split("."):
+        if not part.isdigit():
+            break
+        parts.append(int(part))
+    return tuple(parts)
+
+
+def same_release(built: tuple[int, ...], have: tuple[int, ...]) -> bool:
+    """Equal as far as both are spelled: major.minor.patch, and the build number when both give it."""
+    if len(built) < 3:  # an old manifest's "11.4": the runtime must at least agree on that much
+        return built == have[: len(built)]
+    n = min(len(built), len(have))
+    return n >= 3 and built[:n] == have[:n]
+
+
+_TENSORRT_DIST = re.compile(r"^tensorrt(?:_lean|_dispatch)?_cu(\d+)(?:_.*)?$")
+
+
+def cuda_major_of(distribution_names: Iterable[str]) -> int | None:
+    """The CUDA major the installed TensorRT wheels were built for (`tensorrt-cu13`,
+    `tensorrt_lean_cu12_libs`); None when none or several are installed."""
+    majors = set()
+    for name in distribution_names:
+        match = _TENSORRT_DIST.match(name.lower().replace("-", "_"))
+        if match:
+            majors.add(int(match.group(1)))
+    return majors.pop() if len(majors) == 1 else None
+
+
+def installed_tensorrt_cuda_major() -> int | None:
+    return cuda_major_of(str(d.metadata.get("Name", "")) for d in metadata.distributions())
+
+
+def cuda_python_major() -> int | None:
+    """Major version of the installed cuda-python (`cuda-bindings` since 12.6, `cuda-python` before)."""
+    for dist in ("cuda-bindings", "cuda-python"):
+        try:
+            return version_tuple(metadata.version(dist))[0]
+        except (metadata.PackageNotFoundError, IndexError):
+            continue
+    return None
+
+
+def check_cuda_majors(tensorrt_cuda: int | None, cuda_python: int | None) -> None:
+    """cuda-python 12 beside a cu13 TensorRT (or the reverse) passes the device check, then fails to start
+    CUDA inside TensorRT: refuse it up front."""
+    if tensorrt_cuda is not None and cuda_python is not None and tensorrt_cuda != cuda_python:
+        raise BackendError(
+            f"TensorRT here is built for CUDA {tensorrt_cuda} but cuda-python is {cuda_python}.x; install "
+            f"cuda-python {tensorrt_cuda}.x (pip install recon[lean-cu{tensorrt_cuda}] or "
+            f"recon[gpu-cu{tensorrt_cuda}])"
+        )
+
+
+def engine_host_code_allowed(info: dict[str, Any]) -> bool:
+    """Whether the runtime must allow host code in the plan: for every version-compatible plan, as trtexec and
+    Polygraphy (backend/trt/loader.py, EngineFromBytes) do. Set only after the plan's sha256 matched."""
+    return bool(info.get("version_compatible", False))
+
+
+def lean_package(info: dict[str, Any], version: str) -> str:
+    cuda = info.get("cuda_major")
+    return f"tensorrt-lean-cu{cuda}=={version}" if cuda else f"tensorrt-lean-cuXX=={version} (XX: your CUDA)"
 
 
 def check_engine_compatible(
     info: dict[str, Any], runtime_version: str, lean: bool, compute_capability: tuple[int, int]
 ) -> None:
-    """Refuse an engine this TensorRT or this GPU cannot run, with one sentence saying what to do."""
-    built = _version(info.get("version", ""))
-    have = _version(runtime_version)
+    """Refuse an engine this TensorRT or this GPU cannot run, with one sentence saying what to do.
+
+    - a version-compatible plan built with EXCLUDE_LEAN_RUNTIME (recon's --lean) carries no lean runtime: it
+      runs on a runtime of exactly the builder's release (lean or full), nothing newer;
+    - a version-compatible plan with its lean runtime embedded runs on a full runtime of the builder's
+      release or later (TensorRT's version-compatibility docs), on a lean runtime of exactly its release;
+    - any other plan needs the full runtime of exactly the builder's release.
+    """
+    built = version_tuple(info.get("version", ""))
+    have = version_tuple(runtime_version)
     version_compatible = bool(info.get("version_compatible", False))
+    excluded = bool(info.get("lean_runtime_excluded", version_compatible))
     shown = ".".join(map(str, built))
     if not built:  # an empty tuple would pass the equality test below
         raise ArtifactError(
             f"the manifest does not say which TensorRT version built the engine (got "
             f"{info.get('version')!r}); rebuild it with recon-export --engine trt, or {_WHAT_TO_DO}"
         )
-    if version_compatible:
-        if built[:1] != have[:1] or have < built:
+    if version_compatible and not same_release(built, have) and (excluded or lean or have < built):
+        if excluded or lean:
+            why = "no lean runtime in the plan" if excluded else "a lean runtime runs its release only"
             raise ArtifactError(
-                f"the engine was built with TensorRT {shown} (version-compatible), which TensorRT "
-                f"{runtime_version} cannot run (needs the same major version, {shown} or newer); "
-                f"install TensorRT {built[0]}.x ≥ {shown}, or {_WHAT_TO_DO}"
+                f"the engine was built with TensorRT {shown} (version-compatible, {why}), and this is "
+                f"TensorRT {runtime_version}; install exactly {lean_package(info, shown)}, or {_WHAT_TO_DO}"
             )
-    else:
+        raise ArtifactError(
+            f"the engine was built with TensorRT {shown} (version-compatible), which the older TensorRT "
+            f"{runtime_version} cannot run; install TensorRT {shown} or newer, or {_WHAT_TO_DO}"
+        )
+    if not version_compatible:
         if lean:
             raise ArtifactError(
                 f"the engine was built with TensorRT {shown} without version compatibility, and the lean "
                 "runtime runs only version-compatible engines; re-export with a version-compatible "
                 f"engine, install the full tensorrt=={shown}, or {_WHAT_TO_DO}"
             )
-        if built != have[: len(built)]:
+        if not same_release(built, have):
             raise ArtifactError(
                 f"the engine was built with TensorRT {shown} and this is TensorRT {runtime_version}; "
                 f"install tensorrt=={shown}, or {_WHAT_TO_DO}"
@@ -142,7 +241,9 @@ def check_engine_compatible(
 
 
 @dataclass
-class _ThreadState:
+class _ExecutionState:
+    """One execution context with its stream, device buffers and events; used by one call at a time."""
+
     context: Any
     stream: Any
     d_input: int
@@ -177,15 +278,18 @@ class TensorRTBackend(Backend):
                 f"use --precision {self.precision} (or auto) with --backend tensorrt"
             )
         self.device: dict[str, Any] | None = None
-        self._states: list[_ThreadState] = []
+        # Contexts are pooled, not kept per thread: a state serves one call at a time and goes back to the
+        # pool, so their number is bounded by the peak concurrency, not by how many threads ever called.
+        self._states: list[_ExecutionState] = []
+        self._free: list[_ExecutionState] = []
         self._lock = threading.Lock()
-        self._tls = threading.local()
         self._input = manifest.input["name"]
         self._output = manifest.output["name"]
 
     def check_usable(self) -> None:
         """Everything short of loading: a GPU, TensorRT, and an engine built for both."""
         self.device = cuda_device(self.device_id)  # first: TensorRT must not start without a GPU
+        check_cuda_majors(installed_tensorrt_cuda_major(), cuda_python_major())
         trt, lean = import_tensorrt()
         check_engine_compatible(
             self.entry.tensorrt or {}, trt.__version__, lean, self.device["compute_capability"]
@@ -202,10 +306,8 @@ class TensorRTBackend(Backend):
             raise ArtifactError(f"{path}: sha256 does not match the manifest; refusing to load it, re-export")
         self._logger = trt.Logger(trt.Logger.WARNING)
         self._runtime = trt.Runtime(self._logger)
-        info = self.entry.tensorrt or {}
-        if info.get("version_compatible") and not info.get("lean_runtime_excluded"):
-            # the plan embeds its own lean runtime (host code); its sha256 was checked just above
-            self._runtime.engine_host_code_allowed = True
+        if engine_host_code_allowed(self.entry.tensorrt or {}):
+            self._runtime.engine_host_code_allowed = True  # the bytes were checked against the manifest
         self._engine = self._runtime.deserialize_cuda_engine(data)
         if self._engine is None:
             raise ArtifactError(
@@ -214,8 +316,10 @@ class TensorRTBackend(Backend):
         names = [self._engine.get_tensor_name(i) for i in range(self._engine.num_io_tensors)]
         if self._input not in names or self._output not in names:
             raise ArtifactError(f"{path}: engine tensors {names} do not match the manifest; re-export")
-        self._in_dtype = np.dtype(trt.nptype(self._engine.get_tensor_dtype(self._input)))
-        self._out_dtype = np.dtype(trt.nptype(self._engine.get_tensor_dtype(self._output)))
+        dtypes = [self._engine.get_tensor_dtype(n) for n in (self._input, self._output)]
+        if any("BF16" in str(d).upper() for d in dtypes):  # numpy has no bfloat16: trt.nptype cannot map it
+            raise ArtifactError(f"{path}: the engine's I/O is bfloat16 ({dtypes}); re-export with FP32 I/O")
+        self._in_dtype, self._out_dtype = (np.dtype(trt.nptype(d)) for d in dtypes)
         # buffers for the profile's max batch up front; symbolic sizes grow them on demand
         self._in_bytes = self._max_bytes(self.manifest.input["shape"], self._in_dtype)
         self._out_bytes = self._max_bytes(self.manifest.output["shape"], self._out_dtype)
@@ -226,8 +330,8 @@ class TensorRTBackend(Backend):
             return 0
         return self.manifest.batch["max"] * int(np.prod(dims)) * dtype.itemsize
 
-    def _ensure(self, state: _ThreadState, side: str, nbytes: int) -> None:
-        """Grow a thread's device buffer (and re-point the context at it) when a batch needs more."""
+    def _ensure(self, state: _ExecutionState, side: str, nbytes: int) -> None:
+        """Grow a state's device buffer (and re-point its context at it) when a batch needs more."""
         if nbytes <= getattr(state, f"{side}_capacity"):
             return
         cudart = import_cudart()
@@ -239,40 +343,48 @@ class TensorRTBackend(Backend):
         setattr(state, f"{side}_capacity", nbytes)
         state.context.set_tensor_address(self._input if side == "input" else self._output, pointer)
 
-    def _thread_state(self) -> _ThreadState:
-        state = getattr(self._tls, "state", None)
-        if state is None:
-            cudart = import_cudart()
-            _check(cudart.cudaSetDevice(self.device_id), "cudaSetDevice")  # the current device is per thread
-            context = self._engine.create_execution_context()
-            stream = _check(
-                cudart.cudaStreamCreateWithFlags(cudart.cudaStreamNonBlocking), "cudaStreamCreate"
-            )
-            state = _ThreadState(
-                context=context,
-                stream=stream,
-                d_input=0,
-                d_output=0,
-                input_capacity=0,
-                output_capacity=0,
-                events=[_check(cudart.cudaEventCreate(), "cudaEventCreate") for _ in range(4)],
-            )
-            self._ensure(state, "input", self._in_bytes)
-            self._ensure(state, "output", self._out_bytes)
-            with self._lock:
-                self._states.append(state)
-            self._tls.state = state
+    def _acquire(self) -> _ExecutionState:
+        cudart = import_cudart()
+        _check(cudart.cudaSetDevice(self.device_id), "cudaSetDevice")  # the current device is per thread
+        with self._lock:
+            if self._free:
+                return self._free.pop()
+        context = self._engine.create_execution_context()
+        stream = _check(cudart.cudaStreamCreateWithFlags(cudart.cudaStreamNonBlocking), "cudaStreamCreate")
+        state = _ExecutionState(
+            context=context,
+            stream=stream,
+            d_input=0,
+            d_output=0,
+            input_capacity=0,
+            output_capacity=0,
+            events=[_check(cudart.cudaEventCreate(), "cudaEventCreate") for _ in range(4)],
+        )
+        with self._lock:
+            self._states.append(state)
+        self._ensure(state, "input", self._in_bytes)
+        self._ensure(state, "output", self._out_bytes)
         return state
 
+    def _release(self, state: _ExecutionState) -> None:
+        with self._lock:
+            self._free.append(state)
+
     def infer_impl(self, batch: np.ndarray, timings: dict[str, float]) -> np.ndarray:
-        cudart = import_cudart()
-        state = self._thread_state()
         if batch.dtype != self._in_dtype:
             batch = batch.astype(self._in_dtype)
         if batch.shape[0] > self.manifest.batch["max"]:
             raise ValueError(
                 f"batch of {batch.shape[0]} exceeds the engine profile's max {self.manifest.batch['max']}"
             )
+        state = self._acquire()
+        try:
+            return self._run(state, batch, timings)
+        finally:
+            self._release(state)
+
+    def _run(self, state: _ExecutionState, batch: np.ndarray, timings: dict[str, float]) -> np.ndarray:
+        cudart = import_cudart()
         context, stream, events = state.context, state.stream, state.events
         if not context.set_input_shape(self._input, tuple(batch.shape)):
             raise ValueError(
@@ -304,7 +416,7 @@ class TensorRTBackend(Backend):
     def deactivate_impl(self) -> None:
         cudart = import_cudart()
         with self._lock:
-            states, self._states = self._states, []
+            states, self._states, self._free = self._states, [], []
         for state in states:
             state.context = None
             for pointer in (state.d_input, state.d_output):
@@ -313,7 +425,6 @@ class TensorRTBackend(Backend):
             for event in state.events:
                 cudart.cudaEventDestroy(event)
             cudart.cudaStreamDestroy(state.stream)
-        self._tls = threading.local()
         # contexts before the engine, the engine before the runtime
         self._engine = None
         self._runtime = None
@@ -321,4 +432,5 @@ class TensorRTBackend(Backend):
     def describe(self) -> dict[str, Any]:
         info = super().describe()
         info["device"] = self.device
+        info["execution_contexts"] = len(self._states)
         return info

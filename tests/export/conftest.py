@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 
 # Small enough for 2 shared cores: every export of these takes a few seconds.
-SMALL = {"deblur": {"image_size": 32}, "ct": {"image_size": 32, "n_angles": 20}}
+SMALL = {"deblur": {"image_size": 32}, "ct": {"image_size": 32, "n_views": 20}}
 BATCH = (1, 2, 4)
 
 
@@ -29,7 +29,11 @@ def saved_weights(tmp_path_factory: pytest.TempPathFactory):
 
             torch.manual_seed(7)
             network = create_model(model)
-            card = {"model": network.config, "task_name": task, "task": task_config(task, **SMALL[task])}
+            card = {
+                "model": network.config,
+                "task_name": task,
+                "task": task_config(task, **SMALL[task]).to_json(),
+            }
             st_path, _ = save_trained(network, card, root / f"{model}-{task}")
             cache[(model, task)] = st_path
         return cache[(model, task)]
@@ -88,7 +92,7 @@ def simulated():
         from recon.training.tasks import task_config
 
         cfg = task_config(task, **SMALL[task])
-        measurements, clean = simulated_inputs(cfg, [n], cfg["image_size"], seed=seed)
+        measurements, clean = simulated_inputs(cfg, [n], cfg.image_size, seed=seed)
         return measurements[n], clean[n]
 
     return make

@@ -94,7 +94,7 @@ def test_tiled_inference_agrees_with_whole_image_inference(exported, shipped_res
     from recon.runtime.manifest import load_manifest
 
     directory = shipped_resunet if model == "resunet" else exported("cnn", "deblur")[0]
-    task_cfg = load_manifest(directory).physics["task_config"]
+    task_cfg = load_manifest(directory).task_config
     images = simulated_inputs(task_cfg, [2], 192, seed=5)[0][2][..., :160]
     with Reconstructor.from_artifact(directory, backend="cpu", threads=1) as whole:
         expected = whole.run(images)

@@ -29,7 +29,7 @@ def test_every_model_and_task_exports_and_passes_parity(exported, model, task):
     if dynamic:  # torch vs ONNX at sizes other than the example's, non-square and not multiples of 16
         assert manifest.parity["onnxruntime-fp32-other-sizes"]["max_abs"] <= 1e-4
     if task == "ct":
-        assert manifest.input["shape"][1:] == [1, 20, manifest.physics["n_detectors"]]
+        assert manifest.input["shape"][1:] == [1, 20, manifest.task_config.n_detectors]
         assert manifest.input["layout"] == "N1AD"
     report = json.loads((directory / "parity.json").read_text())
     assert report["inputs"]["batch_sizes"] == [1, 2, 3]

@@ -1,48 +1,155 @@
-"""TensorRT: layer-precision checks (anywhere) and real engine builds (where TensorRT and a GPU exist)."""
+"""TensorRT: the builder's decisions and the inspector's verdicts as plain data (anywhere), and real engine
+builds (where TensorRT and a GPU exist). No stand-in for TensorRT: the data tests never touch it."""
 
 from __future__ import annotations
 
+import copy
 import json
+from pathlib import Path
 
 import pytest
 
 from recon.export.errors import ExportError
 from recon.export.tensorrt_build import (
-    check_engine_fp16,
+    DEFAULT_TIMING_CACHE,
+    EngineOptions,
+    builder_settings,
+    check_engine_precision,
     cuda_device_info,
+    format_precision,
+    layer_nodes,
+    layer_precision,
+    profile_shapes,
     summarize_layers,
+    tactic_precision,
     tensorrt_builder_status,
+    timing_cache_path,
 )
 
-# Shaped like the engine inspector's DETAILED JSON ("Format/Datatype" per tensor).
-LAYERS = [
-    {"Name": "node_MatMul_3", "LayerType": "MatrixMultiply",
-     "Inputs": [{"Format/Datatype": "Row major linear FP32 format"}]},
-    {"Name": "node_Conv_7 + node_relu", "LayerType": "CaskConvolution",
-     "Inputs": [{"Format/Datatype": "Channel major FP16 format where channel % 8 == 0"}]},
-    {"Name": "{ForeignNode[node_conv2d_2...node_add_9]}", "LayerType": "Myelin",
-     "Inputs": [{"Format/Datatype": "Row major linear Half format"}]},
-    {"Name": "node_Conv_fbp", "LayerType": "CaskConvolution",
-     "Inputs": [{"Format/Datatype": "Row major linear FP32 format"}]},
-]  # fmt: skip
+INSPECTOR = json.loads((Path(__file__).parent / "data" / "inspector_ct_fp16.json").read_text())
+# recon's cnn CT graph (opset 18, as exported): the FBP nodes are the FP32 island, three convs the network
+ISLAND = {"node_Shape_0", "node_matmul", "node_Reshape_161", "node_pad", "node_slice_1", "node_slice_2",
+          "node_sub_11", "node_Reshape_164", "node_Reshape_167", "node_Concat_103", "node_expand",
+          "node_gather", "node_gather_1", "n3", "n4", "node_Reshape_174", "node_sum_1", "node_Reshape_177",
+          "node_mul_63"}  # fmt: skip
+CONVS = {"node_conv2d", "node_conv2d_1", "node_conv2d_2"}
 
 
-def test_layer_summary_counts_network_convs_by_precision_and_sets_the_fbp_apart():
-    summary = summarize_layers(LAYERS, fp32_island_nodes={"node_Conv_fbp", "node_MatMul_3"},
-                               conv_nodes={"node_Conv_7", "node_conv2d_2"})  # fmt: skip
-    assert summary["conv_fp16"] == 2 and summary["conv_fp32"] == 0 and summary["island_convs"] == 1
-    check_engine_fp16(summary)
+@pytest.mark.parametrize(
+    ("text", "precision"),
+    [
+        ("Row major linear FP32 format", "fp32"),
+        ("Float", "fp32"),
+        ("Half", "fp16"),
+        ("Channel major FP16 format where channel % 8 == 0", "fp16"),
+        ("BFloat16", "bf16"),  # once read as fp32 ("float" in "bfloat16")
+        ("Row major linear BFloat16 format", "bf16"),
+        ("Int8", "int8"),
+        ("Row major linear Int64 format", "int64"),
+        ("", "unknown"),
+    ],
+)
+def test_inspector_formats_name_their_data_type(text, precision):
+    assert format_precision(text) == precision
+
+
+@pytest.mark.parametrize(
+    ("tactic", "precision"),
+    [
+        ("sm80_xmma_fprop_implicit_gemm_f16f16_f16f32_f32_nhwckrsc_nhwc_tilesize64x64x64", "fp16"),
+        ("sm90_xmma_gemm_f32f32_tf32f32_f32_nn_n_tilesize128x128x32", "tf32"),
+        ("sm90_xmma_gemm_f32f32_f32f32_f32_nn_n_tilesize64x64x8", "fp32"),
+        ("sm80_xmma_gemm_bf16bf16_bf16f32_f32_tn_n", "bf16"),
+        ("sm80_xmma_gemm_i8i8_i8i32_f32_tn_n", "int8"),
+        ("__myl_MulSum_0xfa6c1858aea1b13b03f90165d7149ec6", None),  # Myelin names the fusion, not the type
+    ],
+)
+def test_tactic_names_state_their_math_precision(tactic, precision):
+    assert tactic_precision(tactic) == precision
+
+
+def test_a_fused_input_cast_does_not_make_an_fp16_conv_read_as_fp32():
+    (conv,) = [layer for layer in INSPECTOR["Layers"] if layer["Name"] == "node_conv2d_myl0_3"]
+    assert format_precision(conv["Inputs"][0]["Format/Datatype"]) == "fp32"  # what the first version read
+    assert layer_precision(conv) == "fp16"
+    no_tactic = {**conv, "TacticName": "__myl_CastConvRelu_0x1"}
+    assert layer_precision(no_tactic) == "fp16"  # then the output format decides
+
+
+def test_layers_map_to_onnx_nodes_through_metadata_myelin_names_and_foreign_node_ranges():
+    assert layer_nodes({"Name": "node_conv2d_2_myl0_5"}) == {"node_conv2d_2"}
+    assert layer_nodes({"Name": "__myl_Move_myl0_0", "Metadata": "[ONNX Layer: a/b][ONNX Layer: c]"}) >= {
+        "a/b",
+        "c",
+    }
+    assert {"node_conv2d_1", "node_relu_1"} <= layer_nodes({"Name": "node_conv2d_1 + node_relu_1"})
+    order = ["n0", "n1", "n2", "n3", "n4"]
+    assert {"n1", "n2", "n3"} <= layer_nodes({"Name": "{ForeignNode[n1...n3]}"}, order)
+    assert "n4" not in layer_nodes({"Name": "{ForeignNode[n1...n3]}"}, order)
+
+
+def test_the_ct_engine_summary_counts_fp16_convs_and_fp32_island_layers():
+    summary = summarize_layers(INSPECTOR["Layers"], ISLAND, CONVS)
+    assert summary["conv_fp16"] == 3 and summary["conv_fp32"] == 0 and summary["conv_other"] == 0
+    assert summary["island_layers"] == 2 and summary["island_reduced_names"] == []
+    check_engine_precision(summary, expect_fp16=True)
+
+
+def test_an_island_layer_on_tf32_or_fp16_is_refused_even_without_fp16():
+    layers = copy.deepcopy(INSPECTOR["Layers"])
+    layers[0]["TacticName"] = "sm90_xmma_gemm_f32f32_tf32f32_f32_nn_n_tilesize128x128x32"  # TF32 left on
+    summary = summarize_layers(layers, ISLAND, CONVS)
+    assert summary["island_reduced_names"] == ["node_matmul_myl0_0 (tf32)"]
+    with pytest.raises(ExportError, match="FP32-island layers .* reduced precision"):
+        check_engine_precision(summary, expect_fp16=False)
 
 
 def test_an_fp32_network_conv_in_an_fp16_engine_is_refused():
-    layers = [*LAYERS, {"Name": "node_Conv_12", "LayerType": "CaskConvolution",
-                        "Inputs": [{"Format/Datatype": "Row major linear FP32 format"}]}]  # fmt: skip
-    summary = summarize_layers(layers, fp32_island_nodes={"node_Conv_fbp"})
-    assert summary["conv_fp32"] == 1 and summary["conv_fp32_names"] == ["node_Conv_12"]
+    layers = copy.deepcopy(INSPECTOR["Layers"])
+    layers[5]["TacticName"] = "sm80_xmma_fprop_implicit_gemm_f32f32_f32f32_f32_nchwkcrs_nchw"
+    layers[5]["Outputs"][0]["Format/Datatype"] = "Row major linear FP32 format"
+    summary = summarize_layers(layers, ISLAND, CONVS)
+    assert summary["conv_fp32"] == 1 and summary["conv_fp32_names"] == ["node_conv2d_1 + node_relu_1"]
     with pytest.raises(ExportError, match="in FP32 though --fp16"):
-        check_engine_fp16(summary)
+        check_engine_precision(summary)
+    check_engine_precision(summary, expect_fp16=False)  # an FP32 export may run FP32 convs
     with pytest.raises(ExportError, match="no FP16 layer"):
-        check_engine_fp16(summarize_layers(LAYERS[:1]))
+        check_engine_precision(summarize_layers(INSPECTOR["Layers"][:2], ISLAND, CONVS))
+
+
+def test_builder_settings_clear_tf32_and_set_strong_typing_only_below_11():
+    options = EngineOptions(batch=(1, 4, 8), workspace_mb=512, opt_level=4)
+    old = builder_settings(options, "10.13.3.9.post1", "measurement", (1, 60, 363), "9.0", cuda_major=13)
+    new = builder_settings(options, "11.4.0.106", "measurement", (1, 60, 363), "9.0", cuda_major=13)
+    assert old.network_flags == ("STRONGLY_TYPED",) and new.network_flags == ()
+    assert old.clear_flags == new.clear_flags == ("TF32",) and new.set_flags == ()
+    assert new.workspace_bytes == 512 << 20 and new.optimization_level == 4
+    assert new.profile == {"measurement": ((1, 1, 60, 363), (4, 1, 60, 363), (8, 1, 60, 363))}
+    assert old.manifest["version"] == "10.13.3.9" and new.manifest["tf32"] is False
+    assert new.manifest["profile"] == {"min": 1, "opt": 4, "max": 8} and new.manifest["cuda_major"] == 13
+
+
+def test_lean_engines_exclude_the_lean_runtime_and_say_so_in_the_manifest():
+    settings = builder_settings(EngineOptions(version_compatible=True), "11.4.0.106", "x", (1, 8, 8))
+    assert settings.set_flags == ("VERSION_COMPATIBLE", "EXCLUDE_LEAN_RUNTIME")
+    assert settings.manifest["version_compatible"] and settings.manifest["lean_runtime_excluded"]
+    assert settings.manifest["version"] == "11.4.0.106"  # the lean runtime must match it exactly
+
+
+def test_a_profile_out_of_order_is_refused():
+    assert profile_shapes((2, 2, 2), (1, 8, 8)) == ((2, 1, 8, 8),) * 3
+    for batch in ((0, 1, 2), (4, 2, 8), (1, 8, 4)):
+        with pytest.raises(ExportError, match="min <= opt <= max"):
+            profile_shapes(batch, (1, 8, 8))
+
+
+def test_the_default_timing_cache_is_keyed_on_tensorrt_and_gpu_and_a_chosen_one_is_kept(tmp_path):
+    a = timing_cache_path(DEFAULT_TIMING_CACHE, "10.13.3.9.post1", "9.0")
+    b = timing_cache_path(DEFAULT_TIMING_CACHE, "11.4.0.106", "9.0")
+    c = timing_cache_path(DEFAULT_TIMING_CACHE, "11.4.0.106", "8.6")
+    assert a.name == "tensorrt-10.13.3.9-sm90.timing-cache" and len({a, b, c}) == 3
+    assert timing_cache_path(tmp_path / "mine.cache", "11.4.0.106", "9.0") == tmp_path / "mine.cache"
+    assert timing_cache_path(None, "11.4.0.106", "9.0") is None
 
 
 def test_the_gpu_probe_answers_without_touching_tensorrt():
@@ -74,11 +181,12 @@ def test_an_fp16_ct_engine_builds_with_fp16_convs_and_passes_parity(exported, tm
     plan = manifest.files["model.plan"]
     assert plan.precision == "fp16" and plan.tensorrt["version_compatible"] is lean
     assert plan.tensorrt["compute_capability"].count(".") == 1 and plan.tensorrt["version"]
-    assert plan.tensorrt["profile"] == {"min": 1, "opt": 2, "max": 4}
+    assert plan.tensorrt["profile"] == {"min": 1, "opt": 2, "max": 4} and plan.tensorrt["tf32"] is False
     assert (tmp_path / "cache").stat().st_size > 0  # the timing cache persisted
     report = json.loads((directory / "parity.json").read_text())
     layers = report["tensorrt"]["layers"]
-    assert layers["conv_fp16"] > 0 and layers["conv_fp32"] == 0
+    assert layers["conv_fp16"] > 0 and layers["conv_fp32"] == 0 and not layers["island_reduced_names"]
+    assert layers["inspector"]  # the raw inspector JSON: copy it over data/inspector_ct_fp16.json
     assert manifest.parity["tensorrt_vs_onnxruntime-fp32"]["passed"] and manifest.parity["passed"]
 
     folders = write_triton_repository(tmp_path / "repo", directory, manifest.to_json(), onnx_precision="fp16")

@@ -15,6 +15,7 @@ import numpy as np
 from runtime_artifacts import H, W
 
 from recon.runtime.manifest import Manifest
+from recon.runtime.task_config import DeblurTask
 
 GAIN = 4.0
 
@@ -67,7 +68,7 @@ def build_special_artifact(directory: Path, kind: str, max_batch: int = 8) -> Pa
         model={"name": kind, "config": {}, "weights_sha256": None},
         input={**spec, "value_range": None},  # unbounded: these graphs exist to overflow inside
         output={**spec, "name": "image", "value_range": [0.0, 1.0], "clip": True},
-        physics={},
+        task_config=DeblurTask(image_size=H),
         batch={"min": 1, "opt": 4, "max": max_batch},
     )
     manifest.add_file(directory, "model.onnx", "onnx", "fp32")

@@ -20,12 +20,12 @@ NPY = ["npy", "npy-stack", "npy-fortran", "npy-big-endian", "npy-0d", "npy-1d", 
 DICOM = ["dcm", "dcm-signed", "dcm-8bit", "dcm-no-rescale", "dcm-empty-rescale", "dcm-monochrome1",
          "dcm-big-endian", "dcm-deflated", "dcm-zero-slope", "dcm-nan-slope", "dcm-palette", "dcm-rgb",
          "dcm-multiframe", "dcm-no-pixels", "dcm-jpeg-lossless", "dcm-short-pixels",
-         "dcm-no-suffix"]  # fmt: skip
+         "dcm-no-suffix", "dcm-window", "dcm-uid-name"]  # fmt: skip
 VARIANTS = PNG + TIFF + NPY + DICOM
 READABLE = ["png-L", "png-I16", "tiff", "tiff-stack", "tiff-one-page", "tiff-zlib", "tiff-big-endian", "npy",
             "npy-stack", "npy-fortran", "npy-big-endian", "dcm", "dcm-signed", "dcm-8bit", "dcm-no-rescale",
             "dcm-empty-rescale", "dcm-monochrome1", "dcm-big-endian", "dcm-deflated",
-            "dcm-no-suffix"]  # fmt: skip
+            "dcm-no-suffix", "dcm-window", "dcm-uid-name"]  # fmt: skip
 TIFF_DTYPES = ["uint8", "uint16", "int16", "uint32", "float16", "float32", "float64"]
 NPY_DTYPES = [
     "uint8",
@@ -56,6 +56,8 @@ def suffix(variant: str) -> str:
     family = variant.split("-")[0]
     if variant == "dcm-no-suffix":
         return ""
+    if variant == "dcm-uid-name":  # scanners' export naming: the pathlib suffix is ".123"
+        return ".1.2.840.113619.2.55.3.123"
     return {"png": ".png", "tiff": ".tif", "npy": ".npy", "dcm": ".dcm"}[family]
 
 
@@ -188,6 +190,8 @@ def _dicom(path: Path, variant: str, rng: np.random.Generator, h: int, w: int, d
         slope, intercept = 1.0, 0.0
     elif variant == "dcm-monochrome1":  # inverted display; the physical values are what recon reads
         ds.PhotometricInterpretation = "MONOCHROME1"
+    elif variant == "dcm-window":  # several presets: the first (C 40, W 400) maps HU to [0, 1], clipped
+        ds.WindowCenter, ds.WindowWidth = ["40", "300"], ["400", "1500"]
     elif variant in ("dcm-zero-slope", "dcm-nan-slope"):
         ds.RescaleSlope = "0" if variant == "dcm-zero-slope" else "NaN"
         expected = refuse("RescaleSlope")
@@ -221,4 +225,6 @@ def _dicom(path: Path, variant: str, rng: np.random.Generator, h: int, w: int, d
         return expected
     physical = stored.astype(np.float64) * slope + intercept
     lo, hi = sorted((intercept + slope * low, intercept + slope * high))
-    return Expectation(((physical - lo) / (hi - lo)).astype(np.float32), atol=1e-6)
+    if variant == "dcm-window":
+        lo, hi = -160.0, 240.0
+    return Expectation(np.clip((physical - lo) / (hi - lo), 0, 1).astype(np.float32), atol=1e-6)

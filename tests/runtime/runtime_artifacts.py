@@ -7,6 +7,7 @@ from pathlib import Path
 import numpy as np
 
 from recon.runtime.manifest import Manifest
+from recon.runtime.task_config import CTTask, DeblurTask
 
 H = W = 16  # deblur image size
 ANGLES, DETECTORS, N = 6, 10, 8  # CT: sinogram (6, 10) -> image (8, 8)
@@ -130,7 +131,11 @@ def build_artifact(
             "value_range": value_range or [0.0, 1.0],
             "clip": clip,
         },
-        physics={},
+        task_config=(
+            DeblurTask(image_size=H)
+            if task == "deblur"
+            else CTTask(image_size=N, n_views=ANGLES, n_detectors=DETECTORS)
+        ),
         batch={"min": min_batch, "opt": min(4, max_batch), "max": max_batch},
     )
     manifest.add_file(directory, "model.onnx", "onnx", "fp32")

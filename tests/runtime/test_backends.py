@@ -117,14 +117,23 @@ def test_the_tensorrt_backend_needs_a_plan(deblur_artifact):
         Reconstructor.from_artifact(deblur_artifact, backend="tensorrt")
 
 
+VC = {**PLAN, "version_compatible": True, "lean_runtime_excluded": True, "cuda_major": 13}
+EMBEDDED = {**VC, "lean_runtime_excluded": False}
+
+
 @pytest.mark.parametrize(
     ("info", "runtime", "lean", "cc", "message"),
     [
         (PLAN, "11.5.0", False, (9, 0), "built with TensorRT 11.4.0 and this is TensorRT 11.5.0"),
         (PLAN, "11.4.0", True, (9, 0), "lean runtime runs only version-compatible engines"),
         (PLAN, "11.4.0.106", False, (8, 9), "compute capability 9.0 and this GPU is 8.9"),
-        ({**PLAN, "version_compatible": True}, "11.3.0", True, (9, 0), "needs the same major version"),
-        ({**PLAN, "version_compatible": True}, "12.0.0", True, (9, 0), "needs the same major version"),
+        # --lean plans carry no lean runtime: only exactly the builder's release runs them (finding 2)
+        (VC, "11.3.0", True, (9, 0), r"install exactly tensorrt-lean-cu13==11\.4\.0"),
+        (VC, "11.6.1", True, (9, 0), "no lean runtime in the plan"),
+        (VC, "11.6.1", False, (9, 0), "no lean runtime in the plan"),
+        ({**VC, "version": "11.4.0.106"}, "11.4.0.107", True, (9, 0), r"tensorrt-lean-cu13==11\.4\.0\.106"),
+        (EMBEDDED, "11.3.0", False, (9, 0), "older TensorRT 11.3.0 cannot run"),
+        (EMBEDDED, "11.5.0", True, (9, 0), "a lean runtime runs its release only"),
     ],
 )
 def test_engines_built_for_another_tensorrt_or_gpu_are_refused(info, runtime, lean, cc, message):
@@ -134,7 +143,9 @@ def test_engines_built_for_another_tensorrt_or_gpu_are_refused(info, runtime, le
 
 def test_compatible_engines_are_accepted():
     check_engine_compatible(PLAN, "11.4.0.106", False, (9, 0))
-    check_engine_compatible({**PLAN, "version_compatible": True}, "11.6.1", True, (9, 0))
+    check_engine_compatible(VC, "11.4.0.106", True, (9, 0))
+    check_engine_compatible({**VC, "version": "11.4.0.106"}, "11.4.0.106.post1", True, (9, 0))
+    check_engine_compatible(EMBEDDED, "11.6.1", False, (9, 0))  # a full runtime loads the embedded one
     check_engine_compatible({**PLAN, "hardware_compatibility_level": "AMPERE_PLUS"}, "11.4.0", False, (8, 6))
 
 

@@ -131,6 +131,6 @@ def test_recon_simulate_deblur_and_ct(tmp_path):
     r = CliRunner().invoke(simulate_main, ["--task", "ct", "--phantoms", "1", "--out", str(out)])
     assert r.exit_code == 0, r.output
     cfg = task_config("ct")
-    assert np.load(out / "measurements" / "phantom000.npy").shape == (cfg["n_angles"], cfg["n_detectors"])
+    assert np.load(out / "measurements" / "phantom000.npy").shape == (cfg.n_views, cfg.n_detectors)
     assert (out / "measurements" / "phantom000.tif").exists()
     assert CliRunner().invoke(simulate_main, ["--task", "ct", "--out", str(out)]).exit_code != 0

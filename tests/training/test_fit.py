@@ -9,7 +9,7 @@ import torch
 import torch.multiprocessing as mp
 
 from recon.training import data
-from recon.training.fit import FitConfig, WarmupCosine, fit, predict, start_at_identity, zero_init_residual
+from recon.training.fit import FitConfig, WarmupCosine, fit, predict, start_at_identity
 from recon.training.models import create_model
 from recon.training.tasks import task_config
 
@@ -92,13 +92,16 @@ def test_ddp_two_processes_end_with_identical_weights(tmp_path):
     assert any(not torch.equal(a[k], init[k]) for k in a)  # it trained
 
 
-@pytest.mark.parametrize("name", ["cnn", "rescnn", "resunet", "vit"])
+@pytest.mark.parametrize("name", ["cnn", "rescnn", "resunet", "unet", "vit"])
 def test_models_start_at_the_identity(name):
     model = create_model(name)
     assert start_at_identity(model)
     x = torch.rand(1, 1, 32, 32)
     assert torch.equal(model.eval()(x), x)
-    assert zero_init_residual(create_model(name)) == (name != "cnn")  # cnn has no residual branch
+
+
+def test_a_unet_without_its_global_residual_has_no_identity_start():
+    assert not start_at_identity(create_model("unet", global_residual=False))
 
 
 def test_retargeting_the_schedule_never_jumps():

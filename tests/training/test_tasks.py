@@ -11,7 +11,6 @@ from torch import nn
 
 from recon.training.physics import Blur, ParallelBeamCT
 from recon.training.tasks import (
-    TASK_DEFAULTS,
     ReconstructionPipeline,
     build_physics,
     network_input,
@@ -22,20 +21,20 @@ from recon.training.tasks import (
 
 def test_defaults_describe_the_course_setups():
     deblur, ct = task_config("deblur"), task_config("ct")
-    assert (deblur["kind"], deblur["kernel_size"], deblur["angle"], deblur["motion_style"]) == (
+    assert (deblur.kernel_kind, deblur.kernel_size, deblur.angle, deblur.motion_style) == (
         "motion",
         7,
         45.0,
         "centred",
     )
-    assert (ct["image_size"], ct["n_angles"], ct["n_detectors"], ct["filter"]) == (256, 60, 363, "ram-lak")
-    assert deblur["noise_level"] == ct["noise_level"] == 0.01
-    json.dumps(deblur), json.dumps(ct)
+    assert (ct.image_size, ct.n_views, ct.n_detectors, ct.filter) == (256, 60, 363, "ram-lak")
+    assert deblur.noise_level == ct.noise_level == 0.01
+    json.dumps(deblur.to_json()), json.dumps(ct.to_json())
 
 
 def test_task_config_drops_none_overrides_and_rejects_unknown_ones():
-    cfg = task_config("ct", n_angles=180, noise_level=None)
-    assert cfg["n_angles"] == 180 and cfg["noise_level"] == TASK_DEFAULTS["ct"]["noise_level"]
+    cfg = task_config("ct", n_views=180, noise_level=None)
+    assert cfg.n_views == 180 and cfg.noise_level == task_config("ct").noise_level
     with pytest.raises(ValueError, match="n_angle"):
         task_config("ct", n_angle=180)
     with pytest.raises(ValueError, match="unknown task"):
@@ -44,7 +43,7 @@ def test_task_config_drops_none_overrides_and_rejects_unknown_ones():
 
 def test_build_physics_returns_the_task_operator():
     assert isinstance(build_physics(task_config("deblur")), Blur)
-    ct = build_physics(task_config("ct", image_size=32, n_angles=9))
+    ct = build_physics(task_config("ct", image_size=32, n_views=9))
     assert isinstance(ct, ParallelBeamCT) and ct.sinogram_shape == (9, 46)
 
 
@@ -52,7 +51,7 @@ def test_build_physics_returns_the_task_operator():
     ("task", "overrides", "shape"),
     [
         ("deblur", {"image_size": 32}, (2, 1, 32, 32)),
-        ("ct", {"image_size": 32, "n_angles": 12}, (2, 1, 12, 46)),
+        ("ct", {"image_size": 32, "n_views": 12}, (2, 1, 12, 46)),
     ],
 )
 def test_simulate_gives_measurements_of_the_task_shape_with_the_noise_level(task, overrides, shape):
@@ -60,7 +59,7 @@ def test_simulate_gives_measurements_of_the_task_shape_with_the_noise_level(task
     x = torch.rand(2, 1, 32, 32)
     y = simulate(x, cfg, torch.Generator().manual_seed(0))
     assert y.shape == shape
-    clean = simulate(x, {**cfg, "noise_level": 0.0})
+    clean = simulate(x, cfg.with_overrides(noise_level=0.0))
     ratio = (y - clean).flatten(1).norm(dim=1) / clean.flatten(1).norm(dim=1)
     torch.testing.assert_close(ratio, torch.full((2,), 0.01), rtol=1e-4, atol=0)
     torch.testing.assert_close(y, simulate(x, cfg, torch.Generator().manual_seed(0)), rtol=0, atol=0)
@@ -69,7 +68,7 @@ def test_simulate_gives_measurements_of_the_task_shape_with_the_noise_level(task
 
 
 def test_ct_simulation_projects_a_finer_grid_with_the_same_geometry():
-    cfg = task_config("ct", image_size=64, n_angles=20, noise_level=0.0)
+    cfg = task_config("ct", image_size=64, n_views=20, noise_level=0.0)
     x = torch.zeros(1, 1, 64, 64)
     x[..., 20:44, 24:40] = 1.0
     fine = simulate(x, cfg)
@@ -80,7 +79,7 @@ def test_ct_simulation_projects_a_finer_grid_with_the_same_geometry():
 
 def test_ct_pipeline_is_network_after_fbp_and_exports_as_one_graph(tmp_path):
     ort = pytest.importorskip("onnxruntime")
-    cfg = task_config("ct", image_size=64, n_angles=16)
+    cfg = task_config("ct", image_size=64, n_views=16)
     network = nn.Conv2d(1, 1, 3, padding=1)
     pipeline = ReconstructionPipeline(network, cfg).eval()
     y = simulate(torch.rand(3, 1, 64, 64), cfg)

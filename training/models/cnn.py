@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from .layers import check_positive, make_activation, make_final_activation
+from .layers import check_positive, make_activation, make_final_activation, zero_last_conv
 from .receptive_field import RFLayer
 from .registry import register_model
 
@@ -63,6 +63,20 @@ class SimpleCNN(nn.Module):
         if self.residual:
             y = y + x  # the network learns the artifact, not the image
         return self.final_activation(y)
+
+    @torch.no_grad()
+    def init_identity(self) -> bool:
+        """Start as the identity. ResCNN: zero the head (tanh(0) + input). SimpleCNN: an identity path through
+        channel 0 of every conv (images are >= 0, so the activations between pass it)."""
+        if self.residual:
+            return zero_last_conv(self.head)
+        for conv in (m for m in self.modules() if isinstance(m, nn.Conv2d)):
+            kh, kw = conv.weight.shape[-2] // 2, conv.weight.shape[-1] // 2
+            conv.weight[0].zero_()
+            conv.weight[0, 0, kh, kw] = 1.0
+            if conv.bias is not None:
+                conv.bias[0] = 0.0
+        return True
 
     def receptive_field_layers(self) -> list[RFLayer]:
         convs = [m for m in self.modules() if isinstance(m, nn.Conv2d)]

@@ -1,4 +1,5 @@
-"""Small building blocks shared by the model families: activations by name, pad-to-multiple and crop."""
+"""Small building blocks shared by the model families: activations by name, conv-BN-act, pad-to-multiple and
+crop, and the zero-initialisation that starts a residual family at the identity."""
 
 from __future__ import annotations
 
@@ -76,3 +77,25 @@ def crop(x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
     if isinstance(height, int) and isinstance(width, int) and tuple(x.shape[-2:]) == (height, width):
         return x
     return x[..., :height, :width]
+
+
+def conv_bn_act(in_channels: int, out_channels: int, act: str, stride: int = 1) -> nn.Sequential:
+    """conv3×3 (no bias: BatchNorm has one) → BatchNorm → activation."""
+    return nn.Sequential(
+        nn.Conv2d(in_channels, out_channels, 3, stride=stride, padding=1, bias=False),
+        nn.BatchNorm2d(out_channels),
+        make_activation(act),
+    )
+
+
+@torch.no_grad()
+def zero_last_conv(module: nn.Module) -> bool:
+    """Zero the last (transposed) convolution of ``module``: a residual branch ending there then adds 0, so an
+    untrained network returns its input (timm's ``zero_init_last``). Returns whether there was one."""
+    convs = [m for m in module.modules() if isinstance(m, nn.Conv2d | nn.ConvTranspose2d)]
+    if not convs:
+        return False
+    convs[-1].weight.zero_()
+    if convs[-1].bias is not None:
+        convs[-1].bias.zero_()
+    return True

@@ -16,18 +16,17 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from .layers import check_positive, crop, make_activation, make_final_activation, pad_to_multiple
+from .layers import (
+    check_positive,
+    conv_bn_act,
+    crop,
+    make_activation,
+    make_final_activation,
+    pad_to_multiple,
+    zero_last_conv,
+)
 from .receptive_field import RFLayer, transposed_conv_layer
 from .registry import register_model
-
-
-def conv_bn_act(in_channels: int, out_channels: int, act: str, stride: int = 1) -> nn.Sequential:
-    """conv3×3 (no bias: BatchNorm has one) → BatchNorm → activation."""
-    return nn.Sequential(
-        nn.Conv2d(in_channels, out_channels, 3, stride=stride, padding=1, bias=False),
-        nn.BatchNorm2d(out_channels),
-        make_activation(act),
-    )
 
 
 class ResidualBlock(nn.Module):
@@ -138,6 +137,10 @@ class ResUNet(nn.Module):
         padded, size = pad_to_multiple(x, 2**self.depth)
         residual = torch.tanh(self.head(self.features(padded)))  # (n, c0, H', W') -> (n, c, H', W')
         return self.final_activation(crop(residual + padded, size))
+
+    def init_identity(self) -> bool:
+        """Zero the head: tanh(0) + input, so the untrained network returns its input."""
+        return zero_last_conv(self.head)
 
     def receptive_field_layers(self) -> list[RFLayer]:
         """Stem, encoder down to the bottleneck, decoder back up, head (skips only add shorter paths)."""

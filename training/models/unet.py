@@ -15,10 +15,16 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from .layers import check_positive, crop, make_final_activation, pad_to_multiple
+from .layers import (
+    check_positive,
+    conv_bn_act,
+    crop,
+    make_final_activation,
+    pad_to_multiple,
+    zero_last_conv,
+)
 from .receptive_field import RFLayer, transposed_conv_layer
 from .registry import register_model
-from .resunet import conv_bn_act
 
 
 @register_model(
@@ -98,6 +104,10 @@ class UNet(nn.Module):
         if self.global_residual:
             y = torch.tanh(y) + padded
         return self.final_activation(crop(y, size))
+
+    def init_identity(self) -> bool:
+        """With the global residual: zero the head, so the untrained network returns its input."""
+        return self.global_residual and zero_last_conv(self.head)
 
     def receptive_field_layers(self) -> list[RFLayer]:
         """Encoder down through the bottleneck, decoder back up, head."""

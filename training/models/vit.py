@@ -24,7 +24,14 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .layers import check_positive, crop, make_activation, make_final_activation, pad_to_multiple
+from .layers import (
+    check_positive,
+    crop,
+    make_activation,
+    make_final_activation,
+    pad_to_multiple,
+    zero_last_conv,
+)
 from .registry import register_model
 
 
@@ -148,6 +155,15 @@ class ViT(nn.Module):
         padded, size = pad_to_multiple(x, self.patch_size)
         residual = self.head(self.features(padded))  # (n, d, H/p, W/p) -> (n, c, H, W)
         return self.final_activation(crop(residual + padded, size))
+
+    def init_identity(self) -> bool:
+        """Zero the decoder's last conv: residual 0 + input, so the untrained network returns its input."""
+        return zero_last_conv(self.head)
+
+    @staticmethod
+    def training_overrides(crop_size: int) -> dict[str, int]:
+        """Hyperparameters a training run on ``crop_size`` crops sets: learned positions for the crop."""
+        return {"image_size": crop_size}
 
     def receptive_field_layers(self) -> None:
         """Self-attention mixes every token: the receptive field is the whole (padded) image."""

@@ -6,10 +6,12 @@ from typing import Any
 
 import torch
 
+from recon.runtime.task_config import default_n_detectors
+
 from .blur import Blur, gaussian_kernel, motion_kernel
 from .noise import add_relative_noise
 from .operator import LinearOperator
-from .radon import FILTERS, default_n_detectors, parallel_beam_angles, ramp_filter_taps
+from .radon import FILTERS, parallel_beam_angles, ramp_filter_taps
 from .tomography import FBP, ParallelBeamCT
 
 __all__ = [

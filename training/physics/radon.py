@@ -2,11 +2,11 @@
 
 Geometry (shared by every function here and by scikit-image's ``radon``/``iradon``):
 
-- pixels and detector bins have unit spacing; the rotation centre is pixel ``(N // 2, N // 2)`` and
-  detector bin ``D // 2``;
+- pixels have unit width, detector bins ``spacing`` pixels (1 by default, scikit-image's geometry); the
+  rotation centre is pixel ``(N // 2, N // 2)`` and detector bin ``D // 2``;
 - angle ``a`` takes the values ``θ_a = a · angle_range / n_angles`` (endpoint excluded);
 - the pixel at row ``r``, column ``c`` projects onto detector position
-  ``s = (c - N//2)·cos θ - (r - N//2)·sin θ + D//2`` (in bins);
+  ``s = ((c - N//2)·cos θ - (r - N//2)·sin θ) / spacing + D//2`` (in bins);
 - sinograms are ``(B, 1, n_angles, n_detectors)``: one row per angle (scikit-image's is the transpose).
 """
 
@@ -19,16 +19,18 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from recon.runtime.task_config import CT_FILTERS
+
 FilterName = Literal["ram-lak", "shepp-logan", "hann"]
-FILTERS: tuple[str, ...] = ("ram-lak", "shepp-logan", "hann")
+FILTERS: tuple[str, ...] = CT_FILTERS
 
 # grid_sample points per chunk of angles: bounds the memory of radon() at a few tens of MB
 _POINTS_PER_CHUNK = 1 << 21
 
 
-def default_n_detectors(image_size: int) -> int:
-    """``ceil(√2 · N)``: the detector covers the image's diagonal (scikit-image's ``circle=False`` width)."""
-    return math.ceil(math.sqrt(2) * image_size)
+def ray_samples(n_detectors: int, spacing: float = 1.0) -> int:
+    """Samples per ray, one per pixel: rays as long as the detector is wide (``D · spacing`` pixels)."""
+    return math.ceil(n_detectors * spacing - 1e-9)
 
 
 def parallel_beam_angles(
@@ -39,9 +41,15 @@ def parallel_beam_angles(
 
 
 def _ray_grid(
-    angles: torch.Tensor, n_detectors: int, image_size: int, factor: int, dtype: torch.dtype
+    angles: torch.Tensor,
+    n_detectors: int,
+    image_size: int,
+    factor: int,
+    dtype: torch.dtype,
+    spacing: float = 1.0,
 ) -> torch.Tensor:
-    """grid_sample coordinates ``(1, n_angles · K, D, 2)`` of the ray samples, ``K = factor · D`` per ray.
+    """grid_sample coordinates ``(1, n_angles · K, D, 2)`` of the ray samples, ``K = factor · L`` per ray
+    (``L = ray_samples(D, spacing)``).
 
     Samples are ``1 / factor`` pixel apart along each ray, on an image ``factor`` times finer than the
     ``image_size`` grid that defines the geometry. The point at detector offset ``s`` and ray offset
@@ -49,8 +57,10 @@ def _ray_grid(
     an affine map of ``(s, t)``, so the whole grid is one batched matrix product.
     """
     device = angles.device
-    n_samples = factor * n_detectors
+    n_samples = factor * ray_samples(n_detectors, spacing)
     s = torch.arange(n_detectors, dtype=dtype, device=device) - n_detectors // 2
+    if spacing != 1.0:
+        s = s * spacing
     t = (torch.arange(n_samples, dtype=dtype, device=device) - n_samples // 2) / factor
     base = torch.stack(torch.broadcast_tensors(s[None, :], t[:, None], s.new_ones(())), -1)
     # coarse pixel -> index on the fine grid (pixel centres) -> [-1, 1] with align_corners=True
@@ -68,13 +78,15 @@ def _ray_grid(
     return torch.matmul(base.reshape(1, -1, 3), affine).reshape(1, -1, n_detectors, 2)
 
 
-def _angle_chunks(n_angles: int, n_detectors: int, factor: int):
-    per_angle = factor * n_detectors * n_detectors
+def _angle_chunks(n_angles: int, n_detectors: int, factor: int, n_ray: int):
+    per_angle = factor * n_ray * n_detectors
     step = max(1, _POINTS_PER_CHUNK // per_angle)
     return [(i, min(i + step, n_angles)) for i in range(0, n_angles, step)]
 
 
-def radon(x: torch.Tensor, angles: torch.Tensor, n_detectors: int, image_size: int) -> torch.Tensor:
+def radon(
+    x: torch.Tensor, angles: torch.Tensor, n_detectors: int, image_size: int, spacing: float = 1.0
+) -> torch.Tensor:
     """Line integrals of ``x`` ``(B, 1, M, M)`` -> sinogram ``(B, 1, n_angles, n_detectors)``.
 
     Ray-driven: bilinear samples one pixel apart along each ray, summed (scikit-image's rotate-and-sum).
@@ -85,24 +97,28 @@ def radon(x: torch.Tensor, angles: torch.Tensor, n_detectors: int, image_size: i
     if m != m2 or m % image_size:
         raise ValueError(f"radon needs square images of side k·{image_size}, got {tuple(x.shape)}")
     factor = m // image_size
+    n_ray = ray_samples(n_detectors, spacing)
     planes = x.transpose(0, 1)  # (1, B, M, M): the batch rides in channels and shares one grid
     out = []
-    for lo, hi in _angle_chunks(len(angles), n_detectors, factor):
-        grid = _ray_grid(angles[lo:hi], n_detectors, image_size, factor, x.dtype)
+    for lo, hi in _angle_chunks(len(angles), n_detectors, factor, n_ray):
+        grid = _ray_grid(angles[lo:hi], n_detectors, image_size, factor, x.dtype, spacing)
         samples = F.grid_sample(planes, grid, mode="bilinear", padding_mode="zeros", align_corners=True)
-        out.append(samples.reshape(batch, hi - lo, factor * n_detectors, n_detectors).sum(2) / factor)
+        out.append(samples.reshape(batch, hi - lo, factor * n_ray, n_detectors).sum(2) / factor)
     return torch.cat(out, dim=1).unsqueeze(1)
 
 
-def radon_adjoint(y: torch.Tensor, angles: torch.Tensor, image_size: int) -> torch.Tensor:
+def radon_adjoint(
+    y: torch.Tensor, angles: torch.Tensor, image_size: int, spacing: float = 1.0
+) -> torch.Tensor:
     """The exact transpose of :func:`radon` (at ``k = 1``): sinogram ``(B, 1, A, D)`` -> ``(B, 1, N, N)``."""
     batch, _, n_angles, n_detectors = y.shape
+    n_ray = ray_samples(n_detectors, spacing)
     planes = y.new_zeros(1, batch, image_size, image_size)
     image = torch.zeros_like(planes)
-    for lo, hi in _angle_chunks(n_angles, n_detectors, 1):
-        grid = _ray_grid(angles[lo:hi], n_detectors, image_size, 1, y.dtype)
+    for lo, hi in _angle_chunks(n_angles, n_detectors, 1, n_ray):
+        grid = _ray_grid(angles[lo:hi], n_detectors, image_size, 1, y.dtype, spacing)
         # every sample along a ray received that ray's value: spread it back along the ray
-        grad = y[:, 0, lo:hi, None, :].expand(batch, hi - lo, n_detectors, n_detectors)
+        grad = y[:, 0, lo:hi, None, :].expand(batch, hi - lo, n_ray, n_detectors)
         grad = grad.reshape(1, batch, -1, n_detectors)
         image += torch.ops.aten.grid_sampler_2d_backward(grad, planes, grid, 0, 0, True, [True, False])[0]
     return image.transpose(0, 1)
@@ -154,6 +170,7 @@ def backprojection_plan(
     *,
     dtype: torch.dtype = torch.float32,
     device=None,
+    spacing: float = 1.0,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Where each pixel reads the sinogram: bin indices (int64) and linear weights, both ``(N², A)``.
 
@@ -170,8 +187,10 @@ def backprojection_plan(
     pos = (
         coord[None, :, None] * torch.cos(theta)[None, None, :]
         - coord[:, None, None] * torch.sin(theta)[None, None, :]
-        + n_detectors // 2
     )
+    if spacing != 1.0:
+        pos = pos / spacing
+    pos = pos + n_detectors // 2
     left = torch.floor(pos)
     weight = (pos - left).reshape(n * n, n_angles)
     offsets = torch.arange(n_angles, dtype=torch.int64, device=device) * (n_detectors + 3)
@@ -185,6 +204,7 @@ def backproject(
     angle_range: float = math.pi,
     plan: tuple[torch.Tensor, torch.Tensor] | None = None,
     pixels_per_chunk: int | None = None,
+    spacing: float = 1.0,
 ) -> torch.Tensor:
     """Pixel-driven backprojection with linear interpolation (``iradon``'s): ``(B, 1, A, D) -> (B, 1, N, N)``.
 
@@ -199,7 +219,7 @@ def backproject(
     batch, n_angles, n_detectors = y.shape[0], y.shape[-2], y.shape[-1]
     if plan is None:
         plan = backprojection_plan(
-            n_angles, n_detectors, image_size, angle_range, dtype=y.dtype, device=y.device
+            n_angles, n_detectors, image_size, angle_range, dtype=y.dtype, device=y.device, spacing=spacing
         )
     index, weight = plan  # (N², A)
     padded = F.pad(y.reshape(batch, n_angles, n_detectors), (2, 2))  # (B, A, D+4)

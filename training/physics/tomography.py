@@ -13,13 +13,14 @@ from typing import Any
 import torch
 from torch import nn
 
+from recon.runtime.task_config import default_n_detectors
+
 from .operator import LinearOperator, check_image_batch
 from .radon import (
     FILTERS,
     FilterName,
     backproject,
     backprojection_plan,
-    default_n_detectors,
     parallel_beam_angles,
     radon,
     radon_adjoint,
@@ -39,9 +40,10 @@ class ParallelBeamCT(LinearOperator):
     Args:
         image_size: side ``N`` of the square image.
         n_angles: number of projections, equispaced over ``[0, angle_range)``.
-        n_detectors: detector bins (unit spacing); default ``ceil(√2·N)`` so that every ray through the
+        n_detectors: detector bins; default ``ceil(√2·N / spacing)`` so that every ray through the
             square image hits the detector (363 for N = 256).
         angle_range: angular span in radians (π for a full parallel-beam scan).
+        detector_spacing: width of a detector bin in image pixels (1: scikit-image's geometry).
 
     ``A`` is ray-driven (bilinear samples along each ray, like ``skimage.transform.radon``) and also
     accepts an image ``k`` times finer than ``N`` over the same field of view (``tasks.simulate`` uses
@@ -56,13 +58,22 @@ class ParallelBeamCT(LinearOperator):
         n_angles: int,
         n_detectors: int | None = None,
         angle_range: float = math.pi,
+        detector_spacing: float = 1.0,
     ) -> None:
         super().__init__()
-        if image_size < 2 or n_angles < 1:
-            raise ValueError(f"need image_size >= 2 and n_angles >= 1, got {image_size}, {n_angles}")
+        if image_size < 2 or n_angles < 1 or not detector_spacing > 0:
+            raise ValueError(
+                "need image_size >= 2, n_angles >= 1 and detector_spacing > 0, got "
+                f"{image_size}, {n_angles}, {detector_spacing}"
+            )
         self.image_size = int(image_size)
         self.n_angles = int(n_angles)
-        self.n_detectors = int(n_detectors) if n_detectors is not None else default_n_detectors(image_size)
+        self.detector_spacing = float(detector_spacing)
+        self.n_detectors = (
+            int(n_detectors)
+            if n_detectors is not None
+            else default_n_detectors(image_size, self.detector_spacing)
+        )
         self.angle_range = float(angle_range)
         self._fbp: dict[tuple, FBP] = {}
 
@@ -75,11 +86,13 @@ class ParallelBeamCT(LinearOperator):
 
     def A(self, x: torch.Tensor) -> torch.Tensor:
         check_image_batch(x)
-        return radon(x, self.angles(device=x.device), self.n_detectors, self.image_size)
+        return radon(
+            x, self.angles(device=x.device), self.n_detectors, self.image_size, self.detector_spacing
+        )
 
     def A_adjoint(self, y: torch.Tensor) -> torch.Tensor:
         check_sinogram(y, self.n_angles, self.n_detectors)
-        return radon_adjoint(y, self.angles(device=y.device), self.image_size)
+        return radon_adjoint(y, self.angles(device=y.device), self.image_size, self.detector_spacing)
 
     def fbp(self, y: torch.Tensor, filter: FilterName = "ram-lak") -> torch.Tensor:
         """Filtered backprojection of a sinogram ``(B, 1, A, D)`` -> image ``(B, 1, N, N)``."""
@@ -99,6 +112,7 @@ class ParallelBeamCT(LinearOperator):
             "n_angles": self.n_angles,
             "n_detectors": self.n_detectors,
             "angle_range": self.angle_range,
+            "detector_spacing": self.detector_spacing,
         }
 
 
@@ -118,7 +132,7 @@ class FBP(nn.Module):
         if filter not in FILTERS:
             raise ValueError(f"unknown filter {filter!r}; expected one of {FILTERS}")
         self.image_size, self.n_angles, self.n_detectors = ct.image_size, ct.n_angles, ct.n_detectors
-        self.angle_range = ct.angle_range
+        self.angle_range, self.detector_spacing = ct.angle_range, ct.detector_spacing
         self.filter = filter
         self.register_buffer("filter_matrix", ramp_filter_matrix(ct.n_detectors, filter))
         self._plans: dict[tuple, tuple[torch.Tensor, torch.Tensor]] = {}
@@ -147,8 +161,10 @@ class FBP(nn.Module):
         else:
             blocks = math.ceil(n_pairs * y.shape[0] / (1 << 20))  # eager: ~2^20 pairs per block
         chunk = math.ceil(self.image_size**2 / max(1, blocks))
-        image = backproject(filtered, self.image_size, self.angle_range, plan, chunk)
-        return image * (math.pi / (2 * self.n_angles))
+        image = backproject(filtered, self.image_size, self.angle_range, plan, chunk, self.detector_spacing)
+        # bins `spacing` pixels wide: the ramp filter's taps scale as 1/spacing², its sum by spacing
+        scale = math.pi / (2 * self.n_angles)
+        return image * (scale / self.detector_spacing if self.detector_spacing != 1.0 else scale)
 
     def _plan(self, dtype: torch.dtype, device: torch.device) -> tuple[torch.Tensor, torch.Tensor] | None:
         # Eager runs reuse the sampling plan (A·N² indices and weights, ~47 MB at 60 views, 256²). A traced
@@ -158,6 +174,12 @@ class FBP(nn.Module):
         key = (dtype, device)
         if key not in self._plans:
             self._plans[key] = backprojection_plan(
-                self.n_angles, self.n_detectors, self.image_size, self.angle_range, dtype=dtype, device=device
+                self.n_angles,
+                self.n_detectors,
+                self.image_size,
+                self.angle_range,
+                dtype=dtype,
+                device=device,
+                spacing=self.detector_spacing,
             )
         return self._plans[key]

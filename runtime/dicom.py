@@ -1,0 +1,453 @@
+"""DICOM slices in and derived DICOM slices out: the one DICOM reader of recon (runtime and training).
+
+The convention, one for every caller:
+- physical values = stored · RescaleSlope + RescaleIntercept (Hounsfield units for CT);
+- mapped to [0, 1] through a window [low, high] and clipped: the caller's window if given, else the header's
+  first WindowCenter/WindowWidth (low = C − W/2, high = C + W/2; VOILUTFunction is taken as LINEAR), else the
+  physical range the stored bits can hold;
+- an output goes back through the same window into the source's stored representation (BitsAllocated,
+  BitsStored, PixelRepresentation, RescaleSlope/Intercept, PhotometricInterpretation), clipped to the stored
+  range, written as Explicit VR Little Endian whatever the input's transfer syntax. Physical values do not
+  depend on the display polarity, so MONOCHROME1 stays MONOCHROME1 and displays as the source does.
+
+Memory is bounded before any pixel is decoded: the header is read first (`stop_before_pixels`, large elements
+deferred; deflated files inflated only up to what the header declares) and Rows × Columns × frames × bytes is
+checked against `recon.runtime.limits`.
+
+Each run writes new series: a `Derivation` (one per run) gives every source series a fresh SeriesInstanceUID
+and a distinct SeriesNumber, and names the model, artifact and settings in SeriesDescription and
+DerivationDescription. pydicom (the `[dicom]` extra) is imported only when a DICOM file is read or written.
+"""
+
+from __future__ import annotations
+
+import copy
+import io
+import math
+import os
+import secrets
+import threading
+import time
+import zlib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from recon.runtime import limits
+from recon.runtime.imageio import ImageFile, ImageIOError
+
+# Room for everything in a file besides its pixels (header, overlays, private tags), and the most of a
+# deflated stream inflated before the header has been checked.
+HEADER_SLACK = 64 * 1024 * 1024
+HEADER_PREFIX = 4 * 1024 * 1024
+# Elements larger than this are not loaded while the header is checked (pydicom's `defer_size`).
+_DEFER = 1024 * 1024
+
+
+def is_dicom_file(path: str | os.PathLike) -> bool:
+    """True when the file carries the DICOM Part 10 preamble ("DICM" at byte 128); needs no pydicom."""
+    try:
+        with open(path, "rb") as handle:
+            head = handle.read(132)
+    except OSError:
+        return False
+    return len(head) == 132 and head[128:] == b"DICM"
+
+
+def import_pydicom() -> Any:
+    try:
+        import pydicom
+    except ImportError:
+        raise ImportError("reading DICOM needs pydicom: `pip install recon[dicom]`") from None
+    return pydicom
+
+
+# -- the convention ----------------------------------------------------------------------------------------
+def stored_range(ds: Any) -> tuple[int, int]:
+    """The integers BitsStored can hold, signed when PixelRepresentation is 1."""
+    bits = int(ds.get("BitsStored", ds.get("BitsAllocated", 16)) or 16)
+    if int(ds.get("PixelRepresentation", 0) or 0) == 1:
+        return -(1 << (bits - 1)), (1 << (bits - 1)) - 1
+    return 0, (1 << bits) - 1
+
+
+def rescale(ds: Any, path: Path) -> tuple[float, float]:
+    """(slope, intercept); absent or empty tags mean 1 and 0, a zero or non-finite slope is damage."""
+    slope, intercept = _number(ds.get("RescaleSlope")), _number(ds.get("RescaleIntercept"))
+    slope = 1.0 if slope is None else slope
+    intercept = 0.0 if intercept is None else intercept
+    if not (math.isfinite(slope) and math.isfinite(intercept) and slope != 0):
+        raise ImageIOError(
+            f"{path}: DICOM RescaleSlope {slope} / RescaleIntercept {intercept} cannot map stored to "
+            "physical values (need a finite, non-zero slope and a finite intercept)"
+        )
+    return slope, intercept
+
+
+def header_window(ds: Any) -> tuple[float, float] | None:
+    """(low, high) from the first WindowCenter/WindowWidth; None when absent, empty or unusable."""
+    center, width = _number(ds.get("WindowCenter")), _number(ds.get("WindowWidth"))
+    if center is None or width is None or not (math.isfinite(center) and math.isfinite(width)) or width <= 0:
+        return None
+    return center - width / 2, center + width / 2
+
+
+def window_of(
+    ds: Any, path: Path, window: tuple[float, float] | None = None
+) -> tuple[tuple[float, float], str]:
+    """The window [low, high] the convention uses for `ds`, and where it came from."""
+    if window is not None:
+        low, high = float(window[0]), float(window[1])
+        if not (math.isfinite(low) and math.isfinite(high) and high > low):
+            raise ImageIOError(f"{path}: DICOM window {tuple(window)} is empty; give LOW < HIGH")
+        return (low, high), "given"
+    found = header_window(ds)
+    if found is not None:
+        return found, "header"
+    slope, intercept = rescale(ds, path)
+    low, high = (intercept + slope * v for v in stored_range(ds))
+    return (min(low, high), max(low, high)), "stored range"
+
+
+def to_unit(stored: np.ndarray, slope: float, intercept: float, window: tuple[float, float]) -> np.ndarray:
+    """Stored integers → physical values → [0, 1] over the window, clipped; float32."""
+    low, high = window
+    unit = (stored.astype(np.float64) * slope + intercept - low) / (high - low)
+    return np.clip(unit, 0.0, 1.0).astype(np.float32)
+
+
+def from_unit(image: np.ndarray, ds: Any, window: tuple[float, float]) -> np.ndarray:
+    """[0, 1] → physical values over the window → the stored integers of `ds`'s representation."""
+    slope, intercept = rescale(ds, Path("?"))
+    low, high = window
+    physical = low + np.clip(image.astype(np.float64), 0.0, 1.0) * (high - low)
+    lo, hi = stored_range(ds)
+    stored = np.clip(np.rint((physical - intercept) / slope), lo, hi)
+    return stored.astype(_storage_dtype(ds))
+
+
+def _number(value: Any) -> float | None:
+    """A DS/IS value (first of several) as float; None when absent or empty."""
+    if value is None:
+        return None
+    if not isinstance(value, (str, bytes, int, float)):  # MultiValue, list: several presets, first wins
+        value = list(value)
+        if not value:
+            return None
+        value = value[0]
+    if isinstance(value, (str, bytes)) and not value.strip():
+        return None
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        return None
+
+
+def _storage_dtype(ds: Any) -> np.dtype:
+    bits = int(ds.get("BitsAllocated", 16))
+    signed = int(ds.get("PixelRepresentation", 0) or 0) == 1
+    return np.dtype(f"<{'i' if signed else 'u'}{max(1, bits // 8)}")
+
+
+# -- reading -----------------------------------------------------------------------------------------------
+def read_dicom(path: str | os.PathLike, window: tuple[float, float] | None = None) -> ImageFile:
+    """One grayscale DICOM slice as float32 in [0, 1] (see the module's convention); refuses others clearly.
+
+    `meta` holds the dataset ("dataset"), the window used ("window") and where it came from ("window_from").
+    """
+    path = Path(path)
+    pydicom = import_pydicom()
+    header, inflated = _read_header(path, pydicom)
+    _check_kind(header, path)
+    declared = check_declared_size(header, path)
+    ds = _read_whole(path, pydicom, inflated, declared)
+    if "PixelData" not in ds:
+        raise ImageIOError(f"{path}: DICOM file without pixel data")
+    slope, intercept = rescale(ds, path)
+    used, source = window_of(ds, path, window)
+    data = to_unit(_pixels(ds, path), slope, intercept, used)
+    return ImageFile(path, "dicom", data, {"dataset": ds, "window": used, "window_from": source})
+
+
+def _check_kind(ds: Any, path: Path) -> None:
+    if int(ds.get("NumberOfFrames", 1) or 1) > 1 or int(ds.get("SamplesPerPixel", 1) or 1) != 1:
+        raise ImageIOError(
+            f"{path}: multi-frame or colour DICOM; recon-run takes single-frame grayscale slices"
+        )
+    photometric = str(ds.get("PhotometricInterpretation", "MONOCHROME2")).strip().upper()
+    if photometric not in ("MONOCHROME1", "MONOCHROME2"):  # PALETTE COLOR has one sample of indices
+        raise ImageIOError(
+            f"{path}: DICOM photometric interpretation {photometric!r}; recon-run takes grayscale "
+            "(MONOCHROME1/2) slices"
+        )
+    if int(ds.get("BitsAllocated", 16) or 0) not in (8, 16, 32):
+        raise ImageIOError(
+            f"{path}: DICOM BitsAllocated {ds.get('BitsAllocated')}; recon-run takes 8-, 16- or 32-bit pixels"
+        )
+
+
+def check_declared_size(ds: Any, path: Path) -> int:
+    """Bytes the pixels declare (Rows × Columns × frames × samples × BitsAllocated/8), held to the limits."""
+    try:
+        rows, columns = int(ds.Rows), int(ds.Columns)
+        frames = int(ds.get("NumberOfFrames", 1) or 1)
+        samples = int(ds.get("SamplesPerPixel", 1) or 1)
+        bits = int(ds.get("BitsAllocated", 16) or 16)
+    except (AttributeError, TypeError, ValueError):
+        raise ImageIOError(f"{path}: DICOM header without usable Rows/Columns/BitsAllocated") from None
+    pixels = rows * columns
+    if min(rows, columns, frames, samples) < 1:
+        raise ImageIOError(f"{path}: DICOM declares {rows}×{columns} pixels × {frames} frame(s): empty")
+    if (
+        max(rows, columns) > limits.MAX_IMAGE_SIDE
+        or pixels > limits.MAX_IMAGE_PIXELS
+        or frames > limits.MAX_IMAGES_PER_FILE
+        or pixels * frames * samples > limits.MAX_PIXELS_PER_FILE
+    ):
+        raise ImageIOError(
+            f"{path}: DICOM declares {rows}×{columns} pixels × {frames} frame(s), above recon's limits "
+            f"(side ≤ {limits.MAX_IMAGE_SIDE}, ≤ {limits.MAX_IMAGE_PIXELS} pixels per image, "
+            f"≤ {limits.MAX_PIXELS_PER_FILE} per file; recon.runtime.limits); not decoded"
+        )
+    return pixels * frames * samples * max(1, (bits + 7) // 8)
+
+
+def _read_header(path: Path, pydicom: Any) -> tuple[Any, Any]:
+    """The dataset up to the pixel data, and for deflated files the inflater that continues the stream.
+
+    pydicom inflates a deflated file whole before parsing (filereader.read_partial: `zlib.decompress(
+    fileobj.read())`), so a small file can declare gigabytes; here at most HEADER_PREFIX bytes are inflated
+    before the header is checked.
+    """
+    meta = pydicom.filereader.read_file_meta_info(path)
+    syntax = meta.get("TransferSyntaxUID")
+    if syntax != pydicom.uid.DeflatedExplicitVRLittleEndian:
+        return pydicom.dcmread(path, stop_before_pixels=True, defer_size=_DEFER), None
+    inflater = _Inflater(path, _dataset_offset(path, meta))
+    inflater.inflate_to(HEADER_PREFIX)
+    header = pydicom.dcmread(
+        io.BytesIO(_as_explicit_little(meta, pydicom) + bytes(inflater.data)),
+        stop_before_pixels=True,
+        defer_size=_DEFER,
+    )
+    return header, inflater
+
+
+def _read_whole(path: Path, pydicom: Any, inflated: Any, declared: int) -> Any:
+    if inflated is None:
+        size = path.stat().st_size
+        if size > declared + HEADER_SLACK:  # a header far larger than any scanner writes, or hidden payload
+            raise ImageIOError(
+                f"{path}: {size} bytes, far more than the {declared} bytes of pixels it declares; not read"
+            )
+        return pydicom.dcmread(path)
+    inflated.inflate_to(declared + HEADER_SLACK)
+    if not inflated.finished:
+        raise ImageIOError(
+            f"{path}: deflated DICOM inflates to more than the {declared} bytes of pixels it "
+            "declares; not read"
+        )
+    meta = pydicom.filereader.read_file_meta_info(path)
+    ds = pydicom.dcmread(io.BytesIO(_as_explicit_little(meta, pydicom) + bytes(inflated.data)))
+    ds.filename = str(path)
+    return ds
+
+
+class _Inflater:
+    """A raw-deflate stream read from the file and inflated on demand, never past the size asked for."""
+
+    def __init__(self, path: Path, offset: int) -> None:
+        self._engine = zlib.decompressobj(-zlib.MAX_WBITS)  # PS3.5 A.5: raw deflate, no zlib header
+        self._path, self._offset = path, offset  # read in chunks: the compressed file is untrusted too
+        self._pending = b""
+        self._end_of_file = False
+        self.data = bytearray()
+
+    @property
+    def finished(self) -> bool:
+        return self._engine.eof or (self._end_of_file and not self._pending)
+
+    def inflate_to(self, size: int) -> None:
+        while not self.finished and len(self.data) < size:
+            if not self._pending:
+                with open(self._path, "rb") as handle:
+                    handle.seek(self._offset)
+                    self._pending = handle.read(1 << 20)
+                self._offset += len(self._pending)
+                self._end_of_file = len(self._pending) < 1 << 20
+                if not self._pending:
+                    break
+            try:
+                chunk = self._engine.decompress(self._pending, size + 1 - len(self.data))
+            except zlib.error as error:
+                raise ImageIOError(f"{self._path}: damaged deflated DICOM ({error})") from None
+            self._pending = self._engine.unconsumed_tail
+            self.data += chunk
+
+
+def _dataset_offset(path: Path, meta: Any) -> int:
+    """Where the dataset starts: after the preamble, "DICM" and the file meta group."""
+    length = meta.get("FileMetaInformationGroupLength")
+    if length is None or not is_dicom_file(path):
+        raise ImageIOError(f"{path}: deflated DICOM without a preamble or meta group length")
+    return 132 + 12 + int(length)  # (0002,0000) UL element: tag 4, VR 2, length 2, value 4
+
+
+def _as_explicit_little(meta: Any, pydicom: Any) -> bytes:
+    """A preamble and file meta group that declare the (inflated) dataset Explicit VR Little Endian."""
+    meta = copy.deepcopy(meta)
+    meta.TransferSyntaxUID = pydicom.uid.ExplicitVRLittleEndian
+    buffer = io.BytesIO()
+    buffer.write(b"\0" * 128 + b"DICM")
+    pydicom.filewriter.write_file_meta_info(buffer, meta, enforce_standard=True)
+    return buffer.getvalue()
+
+
+def _pixels(ds: Any, path: Path) -> np.ndarray:
+    """`ds.pixel_array`, with compressed transfer syntaxes refused by name when no decoder is installed."""
+    syntax = getattr(getattr(ds, "file_meta", None), "TransferSyntaxUID", None)
+    if syntax is None or not syntax.is_compressed:
+        return ds.pixel_array
+    try:
+        from pydicom.pixels import get_decoder  # pydicom >= 3
+    except ImportError:
+        return ds.pixel_array
+    try:
+        decoder = get_decoder(syntax)
+    except (NotImplementedError, ValueError):
+        decoder = None
+    if decoder is None or not decoder.is_available:
+        needs = "; ".join(decoder.missing_dependencies) if decoder is not None else "none exists in pydicom"
+        raise ImageIOError(
+            f"{path}: compressed DICOM ({syntax.name!r}) and no decoder for it is installed ({needs}); "
+            "install one, or convert the file to an uncompressed transfer syntax"
+        )
+    try:
+        return ds.pixel_array
+    except Exception as error:  # pydicom lists each plugin's failure on its own line: keep one line
+        reason = " ".join(str(error).split())[:300]
+        raise ImageIOError(
+            f"{path}: compressed DICOM ({syntax.name}) could not be decoded ({reason})"
+        ) from None
+
+
+# -- writing -----------------------------------------------------------------------------------------------
+@dataclass
+class Derivation:
+    """What one run writes: new series (one per source series), numbered and described.
+
+    `description` goes to SeriesDescription (cut to 64 characters), `details` to DerivationDescription. Every
+    source series gets a fresh random SeriesInstanceUID the first time one of its slices is written, so two
+    runs (other settings, another model) never share a series. SeriesNumber = source number (mod 1000) +
+    1000 × a random run number in 1..2 000 000 (IS holds < 2³¹): never the source's, and two runs collide
+    with probability 1/2 000 000 even when started in the same second. SeriesDate/SeriesTime are the run's,
+    so a PACS lists runs in the order they were made.
+    """
+
+    description: str = "recon"
+    details: str = "reconstructed by recon"
+    run_number: int = field(default_factory=lambda: 1 + secrets.randbelow(2_000_000))
+    started: time.struct_time = field(default_factory=time.localtime)
+    _series: dict[str, str] = field(default_factory=dict, repr=False)
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+
+    def series_uid(self, source_uid: str) -> str:
+        from pydicom.uid import generate_uid  # pydicom 3.0 uid.py: uuid4-based without entropy_srcs
+
+        with self._lock:
+            if source_uid not in self._series:
+                self._series[source_uid] = generate_uid()
+            return self._series[source_uid]
+
+    def series_number(self, source_number: Any) -> int:
+        number = _number(source_number)
+        return int(number or 0) % 1000 + 1000 * self.run_number
+
+
+def run_derivation(
+    artifact: str | os.PathLike,
+    manifest: Any,
+    backend: str,
+    precision: str | None,
+    window: tuple[float, float] | None,
+) -> Derivation:
+    """The derivation of one `recon-run`: its series named after the model, artifact and settings."""
+    model = manifest.model.get("name", "?") if isinstance(manifest.model, dict) else "?"
+    weights = (manifest.model.get("weights_sha256") or "") if isinstance(manifest.model, dict) else ""
+    shown = "header window" if window is None else f"window {window[0]:g}..{window[1]:g}"
+    return Derivation(
+        description=f"recon {model} {manifest.task} {precision or ''} {Path(artifact).name}".strip(),
+        details=(
+            f"reconstructed by recon {manifest.recon_version}: model {model}, artifact {manifest.name} "
+            f"({Path(artifact).name}), task {manifest.task}, backend {backend}, precision {precision}, "
+            f"{shown}" + (f", weights sha256 {weights[:16]}" if weights else "")
+        ),
+    )
+
+
+_default_derivation: Derivation | None = None
+_default_lock = threading.Lock()
+
+
+def default_derivation() -> Derivation:
+    """The derivation of writes that name none: one per process (pass one per run to tell runs apart)."""
+    global _default_derivation
+    with _default_lock:
+        if _default_derivation is None:
+            _default_derivation = Derivation()
+        return _default_derivation
+
+
+def derived_dataset(image: np.ndarray, like: ImageFile, derivation: Derivation | None = None) -> Any:
+    """A new instance of a new series derived from `like`: its patient, study and spatial tags, new pixels."""
+    pydicom = import_pydicom()
+    from pydicom.uid import ExplicitVRLittleEndian, generate_uid
+
+    if image.ndim != 2:
+        raise ImageIOError(f"{like.path}: DICOM output is one 2-D slice, got shape {image.shape}")
+    derivation = derivation or like.meta.get("derivation") or default_derivation()
+    source = like.meta["dataset"]
+    ds = copy.deepcopy(source)
+    if image.shape != (int(source.Rows), int(source.Columns)):
+        ds.Rows, ds.Columns = int(image.shape[0]), int(image.shape[1])
+    ds.SOPInstanceUID = generate_uid()
+    source_series = str(source.get("SeriesInstanceUID", "") or source.get("StudyInstanceUID", ""))
+    ds.SeriesInstanceUID = derivation.series_uid(source_series)
+    ds.SeriesNumber = derivation.series_number(source.get("SeriesNumber"))
+    ds.SeriesDescription = derivation.description[:64]
+    ds.DerivationDescription = derivation.details[:1024]
+    ds.ImageType = ["DERIVED", "SECONDARY"]
+    ds.SeriesDate = ds.InstanceCreationDate = time.strftime("%Y%m%d", derivation.started)
+    ds.SeriesTime = ds.InstanceCreationTime = time.strftime("%H%M%S", derivation.started)
+    _reference_source(ds, source, pydicom)
+    for stale in ("SmallestImagePixelValue", "LargestImagePixelValue", "PixelPaddingValue"):
+        if stale in ds:  # facts about the source's pixels, not these
+            del ds[stale]
+    stored = from_unit(image, source, like.meta["window"])
+    ds.PixelData = stored.tobytes()
+    ds["PixelData"].VR = "OB" if stored.itemsize == 1 else "OW"
+    ds.file_meta = copy.deepcopy(source.file_meta) if hasattr(source, "file_meta") else pydicom.Dataset()
+    ds.file_meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID
+    ds.file_meta.MediaStorageSOPClassUID = ds.get("SOPClassUID", "1.2.840.10008.5.1.4.1.1.7")
+    ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian  # always uncompressed little endian out
+    # the copy remembers the source's encoding (big endian, implicit VR), which pydicom 3.0's save_as checks
+    # against the transfer syntax (filewriter.dcmwrite/write_dataset use Dataset.original_encoding): reset it
+    ds.set_original_encoding(False, True, source.get("SpecificCharacterSet"))
+    return ds
+
+
+def _reference_source(ds: Any, source: Any, pydicom: Any) -> None:
+    """SourceImageSequence: the slice this one was derived from (PS3.3 C.7.6.1.1.4)."""
+    if "SOPInstanceUID" not in source or "SOPClassUID" not in source:
+        return
+    item = pydicom.Dataset()
+    item.ReferencedSOPClassUID = source.SOPClassUID
+    item.ReferencedSOPInstanceUID = source.SOPInstanceUID
+    ds.SourceImageSequence = [item]
+
+
+def write_dicom(path: Path, image: np.ndarray, like: ImageFile, derivation: Derivation | None = None) -> None:
+    """Write `image` ([0, 1]) as a slice derived from `like` (not atomic: `imageio.write_image` is)."""
+    derived_dataset(image, like, derivation).save_as(path, enforce_file_format=True)

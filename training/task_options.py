@@ -1,0 +1,79 @@
+"""One option set for the task configuration: recon-train, recon-simulate, recon-eval and recon-export.
+
+    --image-size N  --views A  --detectors D  --detector-spacing S  --task-option KEY=VALUE (repeatable)
+
+Each command keeps its own ``--task``; `task_options` adds the rest and `task_config_from_options` turns
+them into a `DeblurTask` / `CTTask` (on top of a base config: the defaults, or the one weights were
+trained on), with a one-line error naming the option when a value does not fit.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+import click
+
+from recon.runtime.task_config import TaskConfig, task_config
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+# option (click parameter name) -> task config field
+_NAMED = {
+    "image_size": "image_size",
+    "views": "n_views",
+    "detectors": "n_detectors",
+    "detector_spacing": "detector_spacing",
+}
+_CT_ONLY = ("views", "detectors", "detector_spacing")
+
+
+def task_options(func: F) -> F:
+    """Add the task-configuration options to a click command (the values reach it as keyword arguments)."""
+    options = [
+        click.option(
+            "--image-size", "--size", "image_size", type=click.IntRange(min=2), help="Image side N (N×N)."
+        ),
+        click.option("--views", "--angles", "views", type=click.IntRange(min=1), help="CT: projections."),
+        click.option(
+            "--detectors", type=click.IntRange(min=1), help="CT: detector bins [ceil(√2·N / spacing)]."
+        ),
+        click.option("--detector-spacing", type=float, help="CT: detector bin width in image pixels [1]."),
+        click.option(
+            "--task-option",
+            "task_option",
+            multiple=True,
+            metavar="KEY=VALUE",
+            help="Any other task setting (repeatable), e.g. kernel_size=9, angle=20, noise_level=0.02, "
+            "filter=hann.",
+        ),
+    ]
+    for option in reversed(options):
+        func = option(func)
+    return func
+
+
+def task_overrides(task: str, kw: dict[str, Any]) -> dict[str, Any]:
+    """Remove the task options from a command's keyword arguments; return them as task-config fields
+    (for a command that applies them to a base it learns later, e.g. the weights' trained task)."""
+    from recon.training.info import parse_overrides
+
+    if task != "ct":
+        given = [f"--{name.replace('_', '-')}" for name in _CT_ONLY if kw.get(name) is not None]
+        if given:
+            raise click.UsageError(f"{'/'.join(given)} apply to --task ct only")
+    overrides = parse_overrides(kw.pop("task_option", ()), "--task-option")
+    for option, field_name in _NAMED.items():
+        value = kw.pop(option, None)
+        if value is not None:
+            overrides[field_name] = value
+    return overrides
+
+
+def task_config_from_options(task: str, kw: dict[str, Any], base: TaskConfig | None = None) -> TaskConfig:
+    """The task configuration a command was given: ``base`` (default: the task's defaults) + its options."""
+    overrides = task_overrides(task, kw)
+    try:
+        return (base if base is not None else task_config(task)).with_overrides(**overrides)
+    except ValueError as error:
+        raise click.BadParameter(str(error), param_hint="task options") from None
