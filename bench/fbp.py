@@ -16,13 +16,14 @@ import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import numpy as np
-import onnxruntime as ort
 import torch
 from skimage.data import shepp_logan_phantom
 from skimage.transform import iradon, resize
 
+from recon.runtime.backends.onnxruntime import new_session, session_options
 from recon.training.physics import FBP, ParallelBeamCT
 
 IMAGE_SIZE = 256
@@ -42,9 +43,7 @@ def psnr(image: np.ndarray, reference: np.ndarray) -> float:
     return float(10 * np.log10(1.0 / np.mean((np.clip(image, 0, 1) - reference) ** 2)))
 
 
-def onnx_session(
-    fbp: FBP, n_views: int, n_detectors: int, threads: int, folder: Path
-) -> ort.InferenceSession:
+def onnx_session(fbp: FBP, n_views: int, n_detectors: int, threads: int, folder: Path) -> Any:
     path = folder / f"fbp-{n_views}.onnx"
     torch.onnx.export(
         fbp,
@@ -53,10 +52,7 @@ def onnx_session(
         dynamic_shapes=({0: torch.export.Dim("batch")},),
         external_data=False,
     )
-    options = ort.SessionOptions()
-    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-    options.intra_op_num_threads = threads
-    return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+    return new_session(path, session_options(threads))
 
 
 def bench_views(n_views: int, phantom: np.ndarray, repeats: int, threads: int, folder: Path) -> dict:

@@ -1,20 +1,18 @@
 """GPU benchmark of recon's networks (issue 7): latency per precision, layout and CUDA graph; FP16 error on
 real GPU arithmetic; FLOPs and bytes against the card's measured roofline; the ``gpu``-marked tests.
 
-    python bench/gpu.py --markdown docs/gpu.md --json gpu.json    # the whole table, one command
+    python bench/gpu.py --markdown docs/gpu-benchmark.md --json gpu.json   # everything, one command
     python bench/gpu.py --quick                                   # smoke run: cnn only, 64², few iterations
 
-One run ends within ten minutes: timings left when ``--budget-s`` (400 s, imports included) runs out are
-skipped and marked, ``pytest -m gpu`` gets at most 150 s, and the JSON and markdown are rewritten after each
-architecture, so a run cut short still leaves its numbers (marked PARTIAL).
+One run ends within ten minutes: torch timings left when ``--budget-s`` (400 s, imports included) runs out
+are skipped and marked, the runtime paths get ``--runtime-budget-s`` (240 s, each worker killed at its
+limit: an engine build can take minutes), ``pytest -m gpu`` gets ``--pytest-timeout-s`` (420 s), and the
+JSON and markdown are rewritten after each step, so a run cut short still leaves its numbers (PARTIAL).
 
-Runs from a plain copy of the repository (no ``pip install``): it links ``recon.<part>`` to this checkout's
-folders in a temporary directory put first on ``sys.path`` (and on ``PYTHONPATH`` for the pytest run).
-Needs torch and numpy. Optional, all present in the GPU machines' image (so no wheels to carry):
-scikit-image + scipy for the held-out set (without them: numpy ellipse phantoms, noted in the output),
-safetensors (without it a built-in reader loads the weights, after the same sha256 check against the card),
-pytest for ``pytest -m gpu`` (without it: noted). Without CUDA it runs on the CPU (perf_counter timing,
-FP32 variants only; the FP16 error is then CPU arithmetic, labelled so) so that it is tested everywhere.
+Needs recon installed with its training extra (torch, scikit-image, safetensors: ``pip install -e .[train]``
+and onnxruntime-gpu as docs/gpu.md says), and pytest for ``pytest -m gpu`` (without it: noted). Without
+CUDA it runs on the CPU (perf_counter timing, FP32 variants only; the FP16 error is then CPU arithmetic,
+labelled so) so that it is tested everywhere.
 
 What it measures, per shipped model and task (``weights/<model>-<task>.json``; random init, noted, without):
 - latency at batch 1, 8, 32 and ``--size``² of each variant in ``VARIANTS`` (FP32, FP16 by ``.half()`` and
@@ -32,12 +30,18 @@ What it measures, per shipped model and task (``weights/<model>-<task>.json``; r
   below the DRAM floor is possible.
 - the card once: device-to-device copy bandwidth (read + written bytes) and large-matmul rates (fp16, tf32,
   fp32); each time is reported as a multiple of its roofline floor max(flops / peak, bytes / bandwidth).
+- the deployment paths, whenever importable: each ``--runtime-models`` model is exported (FP16, and a
+  TensorRT engine where the builder works) and run through ``recon.runtime.Reconstructor`` on the
+  onnxruntime CUDA and TensorRT providers and on native TensorRT, next to onnxruntime on the CPU: latency per
+  call including host↔device copies (what a caller of ``run`` waits), and the error against the FP32 graph
+  with the export's TensorRT tolerance. Each runs in a worker process with ``NVIDIA_TF32_OVERRIDE=0`` (the
+  onnxruntime TensorRT provider has no TF32 switch) and a time limit; a path that is not importable is
+  listed with the reason.
 """
 
 from __future__ import annotations
 
 import argparse
-import atexit
 import copy
 import datetime
 import json
@@ -48,7 +52,6 @@ import re
 import shlex
 import subprocess
 import sys
-import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -57,33 +60,6 @@ from typing import Any
 
 STARTED = time.perf_counter()  # the --budget-s clock includes the imports
 ROOT = Path(__file__).resolve().parents[1]
-SUBPACKAGES = ("training", "export", "runtime", "weights")  # pyproject's package-dir: recon.<name> = <name>
-
-
-def make_recon_importable() -> str:
-    """Put a folder holding ``recon/<part> -> <checkout>/<part>`` links first on sys.path; return it.
-
-    ``recon`` is a namespace package (no ``__init__``), so the links alone make ``recon.training`` and the
-    rest importable, from this checkout even where another recon is installed.
-    """
-    folder = tempfile.mkdtemp(prefix="recon-bench-")
-    (Path(folder) / "recon").mkdir()
-    links = [Path(folder) / "recon" / name for name in SUBPACKAGES]
-    for link, name in zip(links, SUBPACKAGES, strict=True):
-        link.symlink_to(ROOT / name, target_is_directory=True)
-
-    def cleanup() -> None:  # unlink the links themselves: never walk into the checkout
-        for link in links:
-            link.unlink(missing_ok=True)
-        (Path(folder) / "recon").rmdir()
-        os.rmdir(folder)
-
-    atexit.register(cleanup)
-    sys.path.insert(0, folder)
-    return folder
-
-
-RECON_PATH = make_recon_importable()
 
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
@@ -93,7 +69,6 @@ from torch.utils._pytree import tree_leaves  # noqa: E402
 from torch.utils.flop_counter import FlopCounterMode  # noqa: E402
 
 from recon.export.parity import DEFAULT_TOLERANCES, compare_outputs  # noqa: E402
-from recon.runtime.files import sha256_of  # noqa: E402
 from recon.training import data, tasks, weights  # noqa: E402
 from recon.training.models import count_flops, create_model, list_models  # noqa: E402
 from recon.training.physics import FBP  # noqa: E402
@@ -164,45 +139,11 @@ class Arch:
 
 
 # ------------------------------------------------------------------------------------------ loading things
-_ST_DTYPES = dict(
-    F64=torch.float64, F32=torch.float32, F16=torch.float16, BF16=torch.bfloat16, I64=torch.int64
-)
-
-
-def read_safetensors(path: Path) -> dict[str, torch.Tensor]:
-    """A safetensors file without the safetensors package: u64 header size, JSON header, raw little-endian."""
-    raw = path.read_bytes()
-    size = int.from_bytes(raw[:8], "little")
-    header, base = json.loads(raw[8 : 8 + size]), 8 + size
-    tensors = {}
-    for name, info in header.items():
-        if name == "__metadata__":
-            continue
-        start, end = info["data_offsets"]
-        dtype = _ST_DTYPES[info["dtype"]]
-        chunk = bytearray(raw[base + start : base + end])
-        flat = torch.frombuffer(chunk, dtype=dtype) if chunk else torch.empty(0, dtype=dtype)
-        tensors[name] = flat.reshape(info["shape"])
-    return tensors
-
-
 def load_network(name: str, task: str) -> tuple[nn.Module, dict | None, str]:
-    """(network in eval mode, its card or None, where its weights came from)."""
+    """(network in eval mode, its card or None, where its weights came from): the package's loader."""
     if not (weights.weights_dir() / f"{name}-{task}.json").exists():
         return create_model(name).eval(), None, f"random init (no weights/{name}-{task}.json)"
-    try:
-        net, card = weights.load_trained(name, task)
-    except ModuleNotFoundError as err:  # the same checks as load_trained, then the built-in reader
-        if (err.name or "").split(".")[0] != "safetensors":
-            raise
-        st_path, card_path = weights.resolve(name, task)
-        card = json.loads(card_path.read_text())
-        if card.get("model", {}).get("name") != name or card.get("task_name") != task:
-            raise weights.WeightsError(f"{card_path} is not a card for {name}-{task}") from None
-        if not st_path.exists() or sha256_of(st_path) != card.get("sha256"):
-            raise weights.WeightsError(f"{st_path} is missing or does not match its card's sha256") from None
-        net = create_model(**card["model"])
-        net.load_state_dict(read_safetensors(st_path), strict=True)
+    net, card = weights.load_trained(name, task)
     return net.eval(), card, f"weights/{name}-{task}.safetensors"
 
 
@@ -210,34 +151,6 @@ def bench_task_config(task: str, card: dict | None, size: int) -> tasks.TaskConf
     """The card's task config (defaults without a card) at ``size``² (CT re-derives its detector count)."""
     cfg = tasks.task_config_from_json(card["task"]) if card else tasks.task_config(task)
     return cfg if cfg.image_size == size else cfg.with_overrides(image_size=size)
-
-
-def ellipse_phantoms(n: int, size: int) -> torch.Tensor:
-    """(n, 1, size, size) random-ellipse phantoms in [0, 1], numpy only (held-out needs scikit-image)."""
-    rng = np.random.default_rng(7)
-    c = (np.arange(size) + 0.5) / size * 2 - 1
-    yy, xx = np.meshgrid(c, c, indexing="ij")
-    out = np.zeros((n, 1, size, size), np.float32)
-    for i in range(n):
-        for _ in range(10):
-            (cx, cy), (a, b), t = (
-                rng.uniform(-0.5, 0.5, 2),
-                rng.uniform(0.05, 0.5, 2),
-                rng.uniform(0, math.pi),
-            )
-            u = (xx - cx) * math.cos(t) + (yy - cy) * math.sin(t)
-            v = (yy - cy) * math.cos(t) - (xx - cx) * math.sin(t)
-            out[i, 0] += ((u / a) ** 2 + (v / b) ** 2 <= 1) * rng.uniform(-0.3, 0.6)
-        out[i, 0] = data.normalize(out[i, 0])
-    return torch.from_numpy(out)
-
-
-def evaluation_set(cfg: dict, n: int, size: int, notes: list[str]) -> data.EvalSet:
-    try:
-        return data.heldout_set(cfg, n, size)
-    except ImportError as err:  # scikit-image / scipy missing: same physics, simpler images
-        notes.append(f"held-out set needs {err.name}: {cfg.task} used {n} numpy ellipse phantoms instead")
-        return data.simulate_pairs(ellipse_phantoms(n, size), cfg, seed=20_261_125)
 
 
 # ---------------------------------------------------------------------------------------------- measuring
@@ -465,16 +378,15 @@ def fp16_error(
 
 
 def run_gpu_tests(timeout: float) -> dict[str, Any]:
-    """``pytest -m gpu`` in a subprocess that imports recon the way this script does."""
+    """``pytest -m gpu`` in a subprocess (recon as installed)."""
     shown = "pytest -m gpu -q -p no:cacheprovider --continue-on-collection-errors tests"
     command = [sys.executable, "-m", *shown.split()]
     try:
         import pytest  # noqa: F401
     except ImportError:
         return {"ran": False, "command": shown, "reason": "pytest is not installed"}
-    path = os.pathsep.join(p for p in (RECON_PATH, os.environ.get("PYTHONPATH")) if p)
     try:
-        proc = subprocess.run(command, cwd=ROOT, env={**os.environ, "PYTHONPATH": path}, capture_output=True,
+        proc = subprocess.run(command, cwd=ROOT, env={**os.environ, **WORKER_ENV}, capture_output=True,
                               text=True, timeout=timeout)  # fmt: skip
     except subprocess.TimeoutExpired:
         return {
@@ -494,6 +406,139 @@ def run_gpu_tests(timeout: float) -> dict[str, Any]:
     tail = (proc.stdout + proc.stderr)[-4000:]
     return {"ran": True, "command": shown, "exit_code": proc.returncode, "summary": summary, "counts": counts,
             "errors": broken, "output_tail": tail}  # fmt: skip
+
+
+# ------------------------------------------------------------------------------------- deployment paths
+RUNTIME_BACKENDS = ("onnxruntime-cpu", "onnxruntime-cuda", "onnxruntime-tensorrt", "tensorrt")
+# The onnxruntime TensorRT provider has no TF32 switch; cuBLAS/cuDNN read this at start (docs/gpu.md).
+WORKER_ENV = {"NVIDIA_TF32_OVERRIDE": "0"}
+
+
+def runtime_availability() -> dict[str, str]:
+    """Backend → "" when it is worth a try here, else why not. No TensorRT Runtime is created here."""
+    import importlib.util
+
+    from recon.runtime.backends.onnxruntime import available_providers
+    from recon.runtime.backends.tensorrt import BackendError, cuda_device
+
+    providers = available_providers()
+    offered = ", ".join(providers) or "onnxruntime is not installed"
+    why = {
+        "onnxruntime-cpu": "" if "CPUExecutionProvider" in providers else offered,
+        "onnxruntime-cuda": "" if "CUDAExecutionProvider" in providers else f"no CUDA provider ({offered})",
+        "onnxruntime-tensorrt": ""
+        if "TensorrtExecutionProvider" in providers
+        else f"no TensorRT provider ({offered})",
+    }
+    if not any(importlib.util.find_spec(m) for m in ("tensorrt", "tensorrt_lean")):
+        why["tensorrt"] = "neither tensorrt nor tensorrt_lean is importable"
+    else:
+        try:
+            cuda_device(0)
+            why["tensorrt"] = ""
+        except BackendError as err:
+            why["tensorrt"] = str(err)
+    return why
+
+
+def export_for_runtime(name: str, task: str, size: int, folder: Path, timeout: float) -> tuple[Path, str]:
+    """recon-export in a worker: FP16 graph, a TensorRT engine where the builder works (--engine auto)."""
+    out = folder / f"{name}-{task}"
+    args = ["--model", name, "--task", task, "--size", str(size), "--fp16", "--engine", "auto",
+            "--batch", "1:8:32", "--out", str(out), "--force"]  # fmt: skip
+    if not (weights.weights_dir() / f"{name}-{task}.json").exists():
+        args.append("--random-init")
+    elif (
+        size != tasks.task_config(task).image_size
+    ):  # shipped weights at a smaller --size (--quick): timing only
+        args.append("--allow-geometry-change")
+    code = "import sys\nfrom recon.export.cli import main\nmain(sys.argv[1:])"
+    env = {**os.environ, **WORKER_ENV}
+    proc = subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True,
+                          timeout=timeout, env=env)  # fmt: skip
+    if proc.returncode != 0:
+        raise RuntimeError((proc.stderr.strip().splitlines() or [f"exit {proc.returncode}"])[-1][:300])
+    return out, " ".join(args)
+
+
+def runtime_worker(spec: dict) -> dict:
+    """In the worker process: one backend on one artifact, against onnxruntime's FP32 graph on the CPU."""
+    from recon.runtime import Reconstructor
+
+    inputs = np.load(spec["inputs"])
+    with Reconstructor.from_artifact(spec["artifact"], backend="onnxruntime-cpu", precision="fp32") as ref:
+        reference = ref.run(inputs)
+    with Reconstructor.from_artifact(spec["artifact"], backend=spec["backend"]) as rec:
+        result: dict[str, Any] = {"backend": rec.backend_name, "precision": rec.precision, "timings": []}
+        output = rec.run(inputs)
+        metrics = compare_outputs(reference, output)
+        ok, why = TRT_TOLERANCE.check(metrics)
+        result.update(max_abs=metrics["max_abs"], psnr=metrics["psnr"], trt_tolerance_ok=ok,
+                      trt_tolerance_why=why)  # fmt: skip
+        for batch in spec["batches"]:
+            x = inputs[np.arange(batch) % len(inputs)]
+            t = time_calls(lambda x=x: rec.run(x), torch.device("cpu"), spec["warmup"], spec["iters"],
+                           spec["max_seconds"])  # fmt: skip
+            result["timings"].append({"batch": batch, **t})
+    return result
+
+
+def time_runtime_paths(args: argparse.Namespace, report: dict) -> list[dict]:
+    """Each --runtime-models model through recon.runtime on every backend that can run here, in workers."""
+    import tempfile
+
+    deadline = time.perf_counter() + args.runtime_budget_s
+    availability = runtime_availability()
+    report["runtime_availability"] = availability
+    rows: list[dict] = []
+    with tempfile.TemporaryDirectory(prefix="recon-gpu-bench-") as tmp:
+        folder = Path(tmp)
+        for name, task in args.runtime_models:
+            entry: dict[str, Any] = {"model": name, "task": task, "backends": []}
+            rows.append(entry)
+            left = deadline - time.perf_counter()
+            if left < 10:
+                entry["skipped"] = "runtime budget (--runtime-budget-s) spent"
+                continue
+            log(f"{name}-{task}: exporting for the runtime paths (FP16, engine where the builder works)")
+            try:
+                artifact, entry["export"] = export_for_runtime(name, task, args.size, folder, min(left, 600))
+            except (RuntimeError, subprocess.TimeoutExpired) as err:
+                entry["error"] = f"export failed: {describe(err)}"
+                continue
+            inputs = folder / f"{name}-{task}-inputs.npy"
+            evalset = data.heldout_set(bench_task_config(task, None, args.size), max(args.batches), args.size)
+            np.save(inputs, evalset.measurements.numpy().astype(np.float32))
+            for backend in RUNTIME_BACKENDS:
+                row: dict[str, Any] = {"backend": backend}
+                entry["backends"].append(row)
+                if availability[backend]:
+                    row["skipped"] = availability[backend]
+                    continue
+                left = deadline - time.perf_counter()
+                if left < 5:
+                    row["skipped"] = "runtime budget (--runtime-budget-s) spent"
+                    continue
+                spec = {"artifact": str(artifact), "backend": backend, "inputs": str(inputs),
+                        "iters": args.iters, "warmup": args.warmup, "max_seconds": args.max_seconds,
+                        "batches": [b for b in args.batches if b <= 32]}  # fmt: skip
+                log(f"  {name}-{task} on {backend}")
+                row.update(run_worker(spec, timeout=min(left, args.worker_timeout_s)))
+    return rows
+
+
+def run_worker(spec: dict, timeout: float) -> dict:
+    command = [sys.executable, str(Path(__file__).resolve()), "--runtime-worker", json.dumps(spec)]
+    try:
+        proc = subprocess.run(command, capture_output=True, text=True, timeout=timeout,
+                              env={**os.environ, **WORKER_ENV})  # fmt: skip
+    except subprocess.TimeoutExpired:
+        return {"error": f"stopped after {timeout:.0f} s (--worker-timeout-s)"}
+    lines = proc.stdout.strip().splitlines()
+    if proc.returncode != 0 or not lines:
+        tail = (proc.stderr.strip().splitlines() or [f"exit {proc.returncode}"])[-1]
+        return {"error": tail[:300]}
+    return json.loads(lines[-1])
 
 
 # ---------------------------------------------------------------------------------------------- reporting
@@ -591,6 +636,32 @@ def accuracy_table(report: dict) -> list[str]:
     return lines
 
 
+def runtime_table(report: dict) -> list[str]:
+    """One row per (model, task, backend): latency per call with copies, error against the FP32 graph."""
+    batches = [b for b in report["settings"]["batches"] if b <= 32]
+    head = ["model", "task", "backend", "precision", *[f"b{b} ms median / p99" for b in batches],
+            "max abs vs FP32", "TRT tolerance"]  # fmt: skip
+    lines = ["| " + " | ".join(head) + " |", "|---" * len(head) + "|"]
+    notes = []
+    for entry in report["runtime"]:
+        start = f"| {entry['model']} | {entry['task']} |"
+        if "error" in entry or "skipped" in entry:
+            notes.append(f"- {entry['model']}-{entry['task']}: {entry.get('error') or entry.get('skipped')}")
+            continue
+        for row in entry["backends"]:
+            if "skipped" in row or "error" in row:
+                why = f"not run, {row['skipped']}" if "skipped" in row else f"error, {row['error']}"
+                notes.append(f"- {entry['model']}-{entry['task']} {row['backend']}: {why}")
+                continue
+            times = {t["batch"]: t for t in row["timings"]}
+            cells = [f"{_ms(times[b]['median_ms'])} / {_ms(times[b]['p99_ms'])}" if b in times else "–"
+                     for b in batches]  # fmt: skip
+            verdict = "pass" if row["trt_tolerance_ok"] else f"FAIL: {row['trt_tolerance_why']}"
+            lines.append(f"{start} {row['backend']} | {row['precision']} | " + " | ".join(cells)
+                         + f" | {row['max_abs']:.2e} | {verdict} |")  # fmt: skip
+    return lines + [""] + notes
+
+
 def render_markdown(report: dict) -> str:
     dev, s, peaks, t = report["device"], report["settings"], report["peaks"], report["pytest"]
     rates = ", ".join(
@@ -618,6 +689,11 @@ def render_markdown(report: dict) -> str:
         f"{s['n_images']} held-out images per task (simulated measurements); PSNR on outputs clipped to "
         f"[0, 1]; the export's TensorRT tolerance is {tol}.", "",
         *accuracy_table(report), "",
+        "### Deployment paths (recon.runtime)", "",
+        "ms per `Reconstructor.run` call (perf_counter; host↔device copies and input checks included), each "
+        "backend in a worker with NVIDIA_TF32_OVERRIDE=0; error against onnxruntime's FP32 graph on the CPU.",
+        "",
+        *(runtime_table(report) if report["runtime"] else ["not run"]), "",
         "### Tests marked gpu", "",
         tests, "",
         "### Notes", "",
@@ -661,8 +737,18 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     add(
         "--max-seconds", type=float, default=1.0, help="end a measurement after this long (once 30 calls ran)"
     )
-    add("--budget-s", type=float, default=400.0, help="skip the timings left after this long (default: 400)")
+    add("--budget-s", type=float, default=300.0,
+        help="skip the torch timings left after this long (default: 300)")  # fmt: skip
+    add("--runtime-paths", action=argparse.BooleanOptionalAction,
+        help="export and time recon.runtime's backends (default: with CUDA)")  # fmt: skip
+    add("--runtime-models", help="model:task pairs for the runtime paths "
+        "(default: resunet:deblur,resunet:ct; --quick: cnn:deblur)")  # fmt: skip
+    add("--runtime-budget-s", type=float, default=240.0, help="time for all runtime paths (default: 240)")
+    add("--worker-timeout-s", type=float, default=180.0,
+        help="limit of one runtime worker; an engine build counts (default: 180)")  # fmt: skip
     add("--pytest", action=argparse.BooleanOptionalAction, help="run `pytest -m gpu` (default: with CUDA)")
+    add("--pytest-timeout-s", type=float, default=300.0,
+        help="limit of `pytest -m gpu`; its engine builds take minutes (default: 300)")  # fmt: skip
     add("--device", choices=("auto", "cuda", "cpu"), default="auto")
     add("--quick", action="store_true", help="smoke run: cnn at 64², batch 1, few calls")
     add("--markdown", metavar="FILE", help="also write the markdown section here")
@@ -676,6 +762,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     args.warmup = args.warmup if args.warmup is not None else (2 if q else 20)
     args.n_images = args.n_images or (2 if q else 16)
     args.variants = args.variants.split(",") if args.variants else None
+    pairs = args.runtime_models or ("cnn:deblur" if q else "resunet:deblur,resunet:ct")
+    args.runtime_models = [tuple(pair.split(":", 1)) for pair in pairs.split(",")]
+    if any(len(pair) != 2 or pair[1] not in TASKS for pair in args.runtime_models):
+        p.error(f"--runtime-models takes model:task pairs (task one of {', '.join(TASKS)}), got {pairs!r}")
     for given, known, what in ((args.models, list_models(), "model"), (args.tasks, TASKS, "task"),
                                (args.variants or [], list(VARIANTS), "variant")):  # fmt: skip
         if set(given) - set(known):
@@ -702,7 +792,7 @@ def collect_networks(args: argparse.Namespace, device: torch.device, report: dic
                 )
             cfg = bench_task_config(task, card, args.size)
             log(f"{name}-{task}: held-out set ({args.n_images} images), reduced-precision error")
-            evalset = evaluation_set(cfg, args.n_images, args.size, notes)
+            evalset = data.heldout_set(cfg, args.n_images, args.size)
             try:
                 results = fp16_error(net, evalset, error_variants or ["fp16"], device)
             except Exception as err:  # the FP32 reference itself failed
@@ -725,6 +815,10 @@ def collect_networks(args: argparse.Namespace, device: torch.device, report: dic
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["--runtime-worker"]:  # one backend in a process of its own (run_worker)
+        print(json.dumps(finite(runtime_worker(json.loads(argv[1])))))
+        return 0
     args = parse_args(argv)
     cuda = torch.cuda.is_available() and args.device != "cpu"
     if args.device == "cuda" and not cuda:
@@ -744,16 +838,17 @@ def main(argv: list[str] | None = None) -> int:
     torch.backends.cudnn.benchmark = True  # what a deployment does; the warm-up absorbs the autotuning
     set_tf32(False)
     keys = ["models", "tasks", "batches", "iters", "warmup", "size", "variants", "n_images", "max_seconds",
-            "budget_s", "quick"]  # fmt: skip
+            "budget_s", "quick", "runtime_models", "runtime_budget_s", "worker_timeout_s",
+            "pytest_timeout_s"]  # fmt: skip
     report: dict[str, Any] = {
         "device": device_info(device),
         "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
-        "command": shlex.join(["python", "bench/gpu.py", *(sys.argv[1:] if argv is None else argv)]),
+        "command": shlex.join(["python", "bench/gpu.py", *argv]),
         "commit": git_commit(), "recon_from": str(Path(weights.__file__).resolve().parents[1]),
         "settings": {**{k: getattr(args, k) for k in keys}, "cudnn_benchmark": True,
                      "tf32": "off except in the tf32 variant", "accuracy_device": "GPU" if cuda else "CPU"},
         "peaks": {}, "models": [], "timings": [], "accuracy": [], "notes": notes, "partial": True,
-        "pytest": {"ran": False, "reason": "not run yet"},
+        "pytest": {"ran": False, "reason": "not run yet"}, "runtime": [], "runtime_availability": {},
     }  # fmt: skip
     log(f"device: {report['device']['name']}; copy bandwidth and matmul rates")
     report["peaks"] = measure_peaks(device, args.quick)
@@ -772,8 +867,13 @@ def main(argv: list[str] | None = None) -> int:
         report["timings"] += time_arch(arch, costs, args, device, report["peaks"], deadline)
         write_outputs(report, args)  # partial results survive a run cut short
 
+    if cuda if args.runtime_paths is None else args.runtime_paths:
+        report["runtime"] = time_runtime_paths(args, report)
+        write_outputs(report, args)
+    else:
+        notes.append("runtime paths not run (no CUDA; --runtime-paths runs them anyway)")
     run_tests = cuda if args.pytest is None else args.pytest
-    report["pytest"] = run_gpu_tests(timeout=150) if run_tests else {
+    report["pytest"] = run_gpu_tests(timeout=args.pytest_timeout_s) if run_tests else {
         "ran": False, "reason": "no CUDA device, where they skip (--pytest runs them anyway)"}  # fmt: skip
     if any("skipped" in r for r in report["timings"]):
         notes.append(

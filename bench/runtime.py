@@ -111,10 +111,10 @@ def int8_quality(fp32: Any, int8: Any, task: str) -> dict:
 
 
 def bench_deblur(work: Path, threads: int, rounds: int, iters: int) -> dict:
-    import onnxruntime as ort
     import torch
 
     from recon.runtime import Reconstructor
+    from recon.runtime.backends.onnxruntime import new_session, session_options
     from recon.training.models import count_flops
     from recon.training.weights import load_trained
 
@@ -126,10 +126,7 @@ def bench_deblur(work: Path, threads: int, rounds: int, iters: int) -> dict:
 
     fp32 = Reconstructor.from_artifact(artifact, backend="cpu", threads=threads)
     int8 = Reconstructor.from_artifact(artifact, backend="cpu", precision="int8", threads=threads)
-    options = ort.SessionOptions()
-    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-    options.intra_op_num_threads = threads
-    bare = ort.InferenceSession(str(artifact / "model.onnx"), options, providers=["CPUExecutionProvider"])
+    bare = new_session(artifact / "model.onnx", session_options(threads))
     bf16_ok = "avx512_bf16" in Path("/proc/cpuinfo").read_text() if Path("/proc/cpuinfo").exists() else False
 
     rows = []

@@ -21,6 +21,7 @@ Examples:
   recon-export --model unet --random-init --size 64 --batch 1:4:8 --engine none --json
   recon-export --model resunet --spatial 64:512:4096 --out art/resunet   # whole images up to 4096²
   recon-export --model resunet --fp16 --engine trt --lean --batch 1:8:32 --triton-repo models/
+  recon-export --model cnn --task ct --triton-repo models/ --triton-flavour python --triton-instances 2
 \b
 The artifact is written atomically: a temp folder beside --out, renamed into place when every check passed.
 Parity (torch vs onnxruntime at batch 1, 3 and OPT; TensorRT too when built) must pass, or nothing is written.
@@ -154,6 +155,33 @@ class _Steps:
 @click.option(
     "--triton-repo", type=click.Path(path_type=Path), help="Also write a Triton model repository here."
 )
+@click.option(
+    "--triton-flavour",
+    type=click.Choice(["native", "python", "both"]),
+    default="both",
+    show_default=True,
+    help="native: onnxruntime/TensorRT models (NGC container); python: recon.runtime in Triton's python "
+    "backend (docs/triton.md).",
+)
+@click.option(
+    "--triton-instances",
+    type=click.IntRange(1, 64),
+    default=1,
+    show_default=True,
+    help="Triton instances per model (instance_group count).",
+)
+@click.option(
+    "--triton-max-queue-delay-us",
+    type=click.IntRange(0, 10_000_000),
+    default=100,
+    show_default=True,
+    help="Dynamic batching: how long a request may wait for others.",
+)
+@click.option(
+    "--triton-threads",
+    type=click.IntRange(1, 256),
+    help="Python flavour: onnxruntime threads per instance [onnxruntime's default].",
+)
 @click.option("--allow-mismatch", is_flag=True, help="Write the artifact even when parity fails (recorded).")
 @click.option("--atol", type=float, default=1e-4, show_default=True, help="FP32 parity: max abs difference.")
 @click.option(
@@ -195,8 +223,23 @@ def cli(**kw: Any) -> None:
                       "batch", "spatial", "opset", "workspace_mb", "opt_level", "timing_cache", "lean",
                       "triton_repo", "force", "allow_mismatch", "threads", "calibration_images", "seed",
                       "allow_geometry_change", "geometry_heldout")  # fmt: skip
+    context = click.get_current_context()
+    triton_given = [f"--{key.replace('_', '-')}" for key in ("triton_flavour", "triton_instances",
+                    "triton_max_queue_delay_us", "triton_threads")
+                    if context.get_parameter_source(key) != click.core.ParameterSource.DEFAULT]  # fmt: skip
+    if triton_given and kw["triton_repo"] is None:
+        raise click.UsageError(f"{', '.join(triton_given)} need(s) --triton-repo DIR")
+    triton = {
+        "flavour": kw["triton_flavour"],
+        "instances": kw["triton_instances"],
+        "max_queue_delay_us": kw["triton_max_queue_delay_us"],
+        "python_threads": kw["triton_threads"],
+    }
     options = ExportOptions(
-        **{key: kw[key] for key in passed_through}, task_overrides=overrides, tolerances=tolerances
+        **{key: kw[key] for key in passed_through},
+        task_overrides=overrides,
+        tolerances=tolerances,
+        triton=triton,
     )
     steps = _Steps(enabled=not kw["quiet"])
     try:

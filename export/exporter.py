@@ -54,6 +54,7 @@ class ExportOptions:
     timing_cache: Path | None = None  # None: ~/.cache/recon/tensorrt-timing.cache
     lean: bool = False
     triton_repo: Path | None = None
+    triton: dict[str, Any] = field(default_factory=dict)  # write_triton_repository's flavour, instances...
     force: bool = False
     allow_mismatch: bool = False
     tolerances: dict[str, Tolerance] = field(default_factory=lambda: dict(DEFAULT_TOLERANCES))
@@ -716,13 +717,15 @@ def _write_triton(run: _Run, final: Path) -> list[str]:
     from recon.export.triton import write_triton_repository
 
     run.say("writing the Triton repository")
-    folders = write_triton_repository(
+    folders, notes = write_triton_repository(
         run.options.triton_repo,
         final,
         run.manifest.to_json(),
         onnx_precision="fp16" if run.options.fp16 else "fp32",
         force=run.options.force,
+        **run.options.triton,
     )
+    run.notes.extend(notes)  # the summary's "notes" list
     return [str(folder) for folder in folders]
 
 

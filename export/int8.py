@@ -157,17 +157,11 @@ def cpu_speedup(
 ) -> dict[str, Any]:
     """Median latency of both files in onnxruntime CPU, same options and threads, runs interleaved."""
     import numpy as np
-    import onnxruntime as ort
 
-    def session(path: str | os.PathLike) -> ort.InferenceSession:
-        options = ort.SessionOptions()
-        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        options.intra_op_num_threads = threads
-        options.inter_op_num_threads = 1
-        options.log_severity_level = 3
-        return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+    from recon.runtime.backends.onnxruntime import new_session, session_options
 
-    sessions = {"fp32": session(fp32_path), "int8": session(int8_path)}
+    options = session_options(threads, inter_op_threads=1)
+    sessions = {"fp32": new_session(fp32_path, options), "int8": new_session(int8_path, options)}
     times: dict[str, list[float]] = {key: [] for key in sessions}
     for i in range(warmup + iterations):
         for key, sess in sessions.items():  # interleaved: a noisy neighbour hits both alike

@@ -2,8 +2,7 @@
 
 Runners are plain callables `(B, 1, H_in, W_in) float32 → (B, 1, H, W) float32`. The deployed path is checked
 with the very code that deploys: `recon.runtime.Reconstructor` (clip off, so FP32 differences are not hidden
-by clipping); `RECON_PARITY_DIRECT_ORT=1` or a runtime without `Reconstructor` falls back to a bare
-onnxruntime session (see `artifact_runner`).
+by clipping).
 
 Metrics per batch size: max |a−b|, mean |a−b|, relative RMSE, PSNR (both clipped to the output's value range,
 data range 1, as the course measures PSNR). Tolerances are arguments; the result says pass/fail and why.
@@ -15,7 +14,6 @@ import math
 import os
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
@@ -24,7 +22,6 @@ if TYPE_CHECKING:
     from recon.runtime.task_config import TaskConfig
 
 Runner = Callable[["np.ndarray"], "np.ndarray"]
-DIRECT_ORT_ENV = "RECON_PARITY_DIRECT_ORT"
 
 
 @dataclass(frozen=True)
@@ -154,46 +151,13 @@ def torch_runner(module: Any) -> Runner:
     return run
 
 
-def onnxruntime_runner(path: str | os.PathLike, threads: int | None = None) -> Runner:
-    """A bare onnxruntime CPU session at ORT_ENABLE_ALL (the runtime's CPU default)."""
-    import onnxruntime as ort
-
-    options = ort.SessionOptions()
-    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-    options.log_severity_level = 3
-    if threads:
-        options.intra_op_num_threads = threads
-    session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
-    name = session.get_inputs()[0].name
-    return lambda batch: session.run(None, {name: batch})[0]
-
-
-def _reconstructor_class() -> Any | None:
-    if os.environ.get(DIRECT_ORT_ENV) == "1":
-        return None
-    try:
-        from recon.runtime.reconstructor import Reconstructor
-    except ImportError:
-        return None
-    return Reconstructor
-
-
 def artifact_runner(
     directory: str | os.PathLike, precision: str, backend: str = "onnxruntime-cpu", threads: int | None = None
 ) -> tuple[Runner, str, Callable[[], None]]:
     """Run an artifact's file of `precision` with the deployed runtime; returns (runner, what, close)."""
-    reconstructor = _reconstructor_class()
-    if reconstructor is None:
-        from recon.runtime.manifest import load_manifest
+    from recon.runtime.reconstructor import Reconstructor
 
-        if backend != "onnxruntime-cpu":
-            raise RuntimeError(f"backend {backend} needs recon.runtime.Reconstructor, which is not available")
-        manifest = load_manifest(directory)
-        file = manifest.onnx_file(precision)
-        if file is None:
-            raise RuntimeError(f"the artifact has no {precision} ONNX file")
-        return onnxruntime_runner(Path(directory) / file, threads), "onnxruntime (direct)", lambda: None
-    rec = reconstructor.from_artifact(
+    rec = Reconstructor.from_artifact(
         directory, backend=backend, precision=precision, threads=threads, clip=False
     )
     return rec.run, f"recon.runtime.Reconstructor[{rec.backend_name}]", rec.close

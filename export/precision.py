@@ -223,22 +223,30 @@ class Fp16Report:
         return dict(self.__dict__)
 
 
-def convert_to_fp16(
-    model: onnx.ModelProto,
-    *,
-    keep_fp32: Callable[[onnx.NodeProto], bool] | None = None,
-    island_scopes: Iterable[str] = (),
-) -> tuple[onnx.ModelProto, Fp16Report]:
-    """Return an FP16 copy of an FP32 model with FP32 islands and FP32 inputs/outputs."""
-    import onnx
-    from onnx import helper
+class _Names:
+    """Fresh value/node names that collide with nothing in the graph."""
 
-    model = _infer(model)
+    def __init__(self, used: set[str]) -> None:
+        self.used = used
+
+    def fresh(self, base: str) -> str:
+        name, k = base, 0
+        while name in self.used:
+            k += 1
+            name = f"{base}_{k}"
+        self.used.add(name)
+        return name
+
+
+def _plan_fp16(
+    model: onnx.ModelProto,
+    islands: set[str],
+    keep_fp32: Callable[[onnx.NodeProto], bool] | None,
+    dtypes: dict[str, int],
+) -> dict[int, _NodePlan]:
+    """Which nodes compute in FP16 (by index), and which of their inputs/outputs are FP16."""
     graph = model.graph
     opset = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), 18)
-    dtypes = _dtypes(model)
-    islands = island_node_names(model, island_scopes)
-
     # Nodes computing only from constants (e.g. a ViT's position table resized) stay FP32: runtimes fold them
     # once at load, in FP32 (ORT has no FP16 CPU kernel to fold a Resize with), and one Cast follows.
     constant = {init.name for init in graph.initializer}
@@ -273,37 +281,27 @@ def convert_to_fp16(
             fp16_reads.get(o, 0) == all_reads.get(o, 0) > 0 and o not in graph_output_names for o in outputs
         ):
             plans[index] = plan
+    return plans
 
-    # Each value's precision after conversion: decided by its producer.
-    new_dtype = dict(dtypes)
-    clipped = 0
-    for index, plan in plans.items():
-        node = graph.node[index]
-        for i in plan.fp16_outputs:
-            new_dtype[node.output[i]] = FLOAT16
-        if node.op_type in _DTYPE_ATTRIBUTE_OPS:
-            clipped += _convert_node_attributes(node)
 
-    used_names = {n.name for n in graph.node} | set(dtypes)
+def _fp32_graph_outputs(
+    graph: onnx.GraphProto, new_dtype: dict[str, int], dtypes: dict[str, int], names: _Names
+) -> list[onnx.NodeProto]:
+    """Graph outputs stay FP32: the FP16 producer writes a renamed value, a final Cast restores the name.
+    Returns those Casts (to append after every other node)."""
+    from onnx import helper
 
-    def fresh(base: str) -> str:
-        name, k = base, 0
-        while name in used_names:
-            k += 1
-            name = f"{base}_{k}"
-        used_names.add(name)
-        return name
-
-    # Graph outputs stay FP32: the FP16 producer writes a renamed value, a final Cast restores the name.
     tail_casts = []
     renamed: dict[str, str] = {}
-    for name in graph_output_names:
+    for name in {o.name for o in graph.output}:
         if new_dtype.get(name) == FLOAT16:
-            renamed[name] = fresh(f"{name}__fp16")
+            renamed[name] = names.fresh(f"{name}__fp16")
             new_dtype[renamed[name]] = FLOAT16
             dtypes[renamed[name]] = dtypes[name]
             tail_casts.append(
-                helper.make_node("Cast", [renamed[name]], [name], name=fresh(f"{name}__to_fp32"), to=FLOAT)
+                helper.make_node(
+                    "Cast", [renamed[name]], [name], name=names.fresh(f"{name}__to_fp32"), to=FLOAT
+                )
             )
     for node in graph.node:
         for i, name in enumerate(node.output):
@@ -312,10 +310,24 @@ def convert_to_fp16(
         for i, name in enumerate(node.input):
             if name in renamed:
                 node.input[i] = renamed[name]
+    return tail_casts
+
+
+def _insert_casts(
+    graph: onnx.GraphProto,
+    plans: dict[int, _NodePlan],
+    dtypes: dict[str, int],
+    new_dtype: dict[str, int],
+    names: _Names,
+) -> tuple[list[onnx.NodeProto], int, int]:
+    """Every node in order, with a Cast (shared, one per value and direction) where an FP16 node meets an FP32
+    value or the reverse; FP16 copies of the initializers FP16 nodes read. Returns (nodes, casts, clipped)."""
+    from onnx import helper
 
     initializers = {init.name: init for init in graph.initializer}
     fp16_initializers: dict[str, str] = {}
     casts: dict[tuple[str, int], str] = {}
+    clipped = 0
     new_nodes = []
     for index, node in enumerate(graph.node):
         plan = plans.get(index)
@@ -328,12 +340,11 @@ def convert_to_fp16(
                 want = FLOAT  # an FP32 node reading an FP16 value
             else:
                 continue
-            have = new_dtype.get(name)
-            if have == want:
+            if new_dtype.get(name) == want:
                 continue
             if name in initializers and want == FLOAT16:
                 if name not in fp16_initializers:
-                    tensor, count = _to_fp16_tensor(initializers[name], fresh(f"{name}__fp16"))
+                    tensor, count = _to_fp16_tensor(initializers[name], names.fresh(f"{name}__fp16"))
                     clipped += count
                     graph.initializer.append(tensor)
                     fp16_initializers[name] = tensor.name
@@ -342,17 +353,47 @@ def convert_to_fp16(
             key = (name, want)
             if key not in casts:
                 suffix = "fp16" if want == FLOAT16 else "fp32"
-                casts[key] = fresh(f"{name}__to_{suffix}")
+                casts[key] = names.fresh(f"{name}__to_{suffix}")
                 new_nodes.append(helper.make_node("Cast", [name], [casts[key]], name=casts[key], to=want))
             node.input[i] = casts[key]
         new_nodes.append(node)
-    new_nodes.extend(tail_casts)
-
     # FP32 initializers that only FP16 nodes read are now dead: drop them.
     read = {name for node in new_nodes for name in node.input}
     for name in fp16_initializers:
         if name not in read:
             graph.initializer.remove(initializers[name])
+    return new_nodes, len(casts), clipped
+
+
+def convert_to_fp16(
+    model: onnx.ModelProto,
+    *,
+    keep_fp32: Callable[[onnx.NodeProto], bool] | None = None,
+    island_scopes: Iterable[str] = (),
+) -> tuple[onnx.ModelProto, Fp16Report]:
+    """Return an FP16 copy of an FP32 model with FP32 islands and FP32 inputs/outputs."""
+    import onnx
+
+    model = _infer(model)
+    graph = model.graph
+    dtypes = _dtypes(model)
+    islands = island_node_names(model, island_scopes)
+    plans = _plan_fp16(model, islands, keep_fp32, dtypes)
+
+    # Each value's precision after conversion: decided by its producer.
+    new_dtype = dict(dtypes)
+    clipped = 0
+    for index, plan in plans.items():
+        node = graph.node[index]
+        for i in plan.fp16_outputs:
+            new_dtype[node.output[i]] = FLOAT16
+        if node.op_type in _DTYPE_ATTRIBUTE_OPS:
+            clipped += _convert_node_attributes(node)
+
+    names = _Names({n.name for n in graph.node} | set(dtypes))
+    tail_casts = _fp32_graph_outputs(graph, new_dtype, dtypes, names)
+    new_nodes, n_casts, clipped_initializers = _insert_casts(graph, plans, dtypes, new_dtype, names)
+    new_nodes.extend(tail_casts)
 
     del graph.node[:]
     graph.node.extend(new_nodes)
@@ -364,10 +405,10 @@ def convert_to_fp16(
         raise ExportError(f"the FP16 graph fails onnx.checker: {str(error).splitlines()[0]}") from None
     report = Fp16Report(
         fp16_nodes=len(plans),
-        fp32_nodes=len(graph.node) - len(plans) - len(casts) - len(tail_casts),
+        fp32_nodes=len(graph.node) - len(plans) - n_casts - len(tail_casts),
         island_nodes=len(islands),
-        casts_inserted=len(casts) + len(tail_casts),
-        initializers_clipped=clipped,
+        casts_inserted=n_casts + len(tail_casts),
+        initializers_clipped=clipped + clipped_initializers,
     )
     return model, report
 

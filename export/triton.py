@@ -1,13 +1,20 @@
 """A Triton Inference Server model repository from an artifact (serving at scale is Triton's job, not ours).
 
-    REPO/<name>/config.pbtxt      platform "onnxruntime_onnx", 1/model.onnx
-    REPO/<name>-trt/config.pbtxt  platform "tensorrt_plan",    1/model.plan   (only when an engine was built)
+    REPO/<name>/config.pbtxt         platform "onnxruntime_onnx", 1/model.onnx        (native)
+    REPO/<name>-trt/config.pbtxt     platform "tensorrt_plan",    1/model.plan        (native, with a plan)
+    REPO/<name>-python/config.pbtxt  backend "python", 1/model.py + 1/artifact/      (python)
+
+The native models are for the NGC container's onnxruntime/TensorRT backends; the python-backend model runs
+the whole artifact through `recon.runtime` inside Triton (manifest and sha256 checked at load, input checks
+and output clipping as in process; for CT the FBP is inside the graph, so sinogram in, image out). Its
+`model.py` is `triton_python_model.py`, copied as text; the artifact folder is copied beside it so the
+repository is self-contained.
 
 `max_batch_size` is the profile's max (dims then exclude the batch axis; the engine's profile covers it),
 dynamic batching prefers the profile's opt and max; ONNX instances go where Triton finds a device
-(KIND_AUTO), plan instances on the GPU. Every config is parsed back with Triton's own ModelConfig
-protobuf (tritonclient) before it is written, so a typo cannot ship. Each model folder is written beside its
-final place and renamed, like the artifact.
+(KIND_AUTO), plan instances on the GPU, python instances on the CPU (recon.runtime picks its own backend).
+Every config is parsed back with Triton's own ModelConfig protobuf (tritonclient) before it is written, so a
+typo cannot ship. Each model folder is written beside its final place and renamed, like the artifact.
 """
 
 from __future__ import annotations
@@ -22,6 +29,8 @@ from typing import Any
 from recon.export.errors import ExportError
 
 _TRITON_TYPES = {"float32": "TYPE_FP32", "float16": "TYPE_FP16"}
+FLAVOURS = ("native", "python", "both")
+PYTHON_MODEL = Path(__file__).with_name("triton_python_model.py")  # copied as text, never imported here
 
 
 def config_text(
@@ -32,20 +41,36 @@ def config_text(
     instance_kind: str = "KIND_GPU",
     instances: int = 1,
     max_queue_delay_us: int = 100,
+    parameters: Mapping[str, str] | None = None,
+    comments: tuple[str, ...] = (),
 ) -> str:
-    """config.pbtxt text for one model of the artifact described by `manifest` (its JSON form)."""
+    """config.pbtxt text for one model of the artifact described by `manifest` (its JSON form).
+
+    `platform` is "onnxruntime_onnx", "tensorrt_plan" or "python" (written as `backend: "python"`).
+    A symbolic spatial dim (an any-size artifact) becomes -1, Triton's variable dim.
+    """
     batch = manifest["batch"]
     max_batch = int(batch["max"])
-    preferred = sorted({int(b) for b in (batch.get("opt", max_batch), max_batch) if 1 <= int(b) <= max_batch})
+    # a plan's profile refuses batches below its min (Triton's TensorRT backend rejects them), so the
+    # batcher should not aim below it either
+    floor = int(batch.get("min", 1)) if platform == "tensorrt_plan" else 1
+    preferred = sorted(
+        {int(b) for b in (batch.get("opt", max_batch), max_batch) if max(1, floor) <= int(b) <= max_batch}
+    )
 
     def tensor(spec: Mapping[str, Any]) -> str:
-        dims = ", ".join(str(int(d)) for d in spec["shape"][1:])  # without the batch axis
+        dims = ", ".join(str(d if isinstance(d, int) else -1) for d in spec["shape"][1:])  # no batch axis
         dtype = _TRITON_TYPES[spec["dtype"]]
         return f'  {{\n    name: "{spec["name"]}"\n    data_type: {dtype}\n    dims: [ {dims} ]\n  }}'
 
+    kind = 'backend: "python"' if platform == "python" else f'platform: "{platform}"'
+    params = "".join(
+        f'parameters {{\n  key: "{key}"\n  value {{ string_value: "{value}" }}\n}}\n'
+        for key, value in (parameters or {}).items()
+    )
     return (
-        f'name: "{name}"\n'
-        f'platform: "{platform}"\n'
+        "".join(f"# {line}\n" for line in comments) + f'name: "{name}"\n'
+        f"{kind}\n"
         f"max_batch_size: {max_batch}\n"
         f"input [\n{tensor(manifest['input'])}\n]\n"
         f"output [\n{tensor(manifest['output'])}\n]\n"
@@ -55,8 +80,41 @@ def config_text(
         "}\n"
         "instance_group [\n"
         f"  {{\n    count: {int(instances)}\n    kind: {instance_kind}\n  }}\n"
-        "]\n"
+        "]\n" + params
     )
+
+
+def plan_notes(manifest: Mapping[str, Any], plan_entry: Mapping[str, Any]) -> list[str]:
+    """What a Triton server needs to know about a plan that config.pbtxt cannot say (issue 16, item 7).
+
+    Triton's TensorRT backend rejects a batch smaller than the engine profile's minimum (NOTES.md, from the
+    issue-16 reading of tensorrt_backend), and only with `--backend-config=tensorrt,version-compatible=true`
+    does it call `setEngineHostCodeAllowed(true)` on its runtime (tensorrt_backend src/loader.cc, README
+    "Command-line Options"). It creates that runtime with `createInferRuntime` and never `loadRuntime`, so a
+    plan built with EXCLUDE_LEAN_RUNTIME (recon's --lean) deserializes only under the builder's exact
+    TensorRT version.
+    """
+    notes = []
+    low = int(manifest["batch"].get("min", 1))
+    if low > 1:
+        notes.append(
+            f"the engine's profile minimum batch is {low}: Triton's TensorRT backend rejects requests "
+            f"(and dynamic batches) smaller than {low}; export with --batch 1:OPT:MAX to serve batch 1"
+        )
+    trt = plan_entry.get("tensorrt") or {}
+    version = trt.get("version", "unknown")
+    if trt.get("version_compatible"):
+        exact = " exactly" if trt.get("lean_runtime_excluded", True) else " or newer (same major)"
+        notes.append(
+            "version-compatible plan: start tritonserver with --backend-config=tensorrt,"
+            f"version-compatible=true; the server's TensorRT must be {version}{exact}"
+        )
+    else:
+        notes.append(
+            f"the plan runs only on TensorRT {version} and compute capability "
+            f"{trt.get('compute_capability', 'unknown')}: pick the NGC Triton release that ships it"
+        )
+    return notes
 
 
 def parse_config(text: str) -> Any:
@@ -72,7 +130,8 @@ def parse_config(text: str) -> Any:
         raise ExportError(f"generated Triton config does not parse: {error}") from None
 
 
-def _write_model(repo: Path, name: str, text: str, source: Path, file_name: str, force: bool) -> Path:
+def _write_model(repo: Path, name: str, text: str, files: Mapping[str, Path], force: bool) -> Path:
+    """REPO/name/{config.pbtxt, 1/<files>} (a file or a folder each), written beside and renamed in."""
     parse_config(text)
     target = repo / name
     if target.exists() and not force:
@@ -80,7 +139,11 @@ def _write_model(repo: Path, name: str, text: str, source: Path, file_name: str,
     temp = Path(tempfile.mkdtemp(prefix=f".{name}.partial-{os.getpid()}-", dir=repo))
     try:
         (temp / "1").mkdir()
-        shutil.copyfile(source, temp / "1" / file_name)
+        for file_name, source in files.items():
+            if source.is_dir():
+                shutil.copytree(source, temp / "1" / file_name)
+            else:
+                shutil.copyfile(source, temp / "1" / file_name)
         (temp / "config.pbtxt").write_text(text)
         temp.chmod(0o755)
         if target.exists():
@@ -102,35 +165,58 @@ def write_triton_repository(
     manifest: Mapping[str, Any],
     *,
     name: str | None = None,
+    flavour: str = "both",
     onnx_precision: str = "fp32",
     instances: int = 1,
     max_queue_delay_us: int = 100,
+    python_threads: int | None = None,
     force: bool = False,
-) -> list[Path]:
-    """Write the ONNX model (and the TensorRT plan when the artifact has one); return the model folders."""
+) -> tuple[list[Path], list[str]]:
+    """Write the chosen flavour's models; return (model folders, notes for whoever starts the server).
+
+    native: the ONNX model (and the TensorRT plan when the artifact has one); python: the artifact through
+    recon.runtime in Triton's python backend; both: all of them.
+    """
+    if flavour not in FLAVOURS:
+        raise ExportError(f"unknown Triton flavour {flavour!r}; choose one of {', '.join(FLAVOURS)}")
+    if instances < 1 or max_queue_delay_us < 0:
+        raise ExportError("Triton instances must be >= 1 and the queue delay >= 0 microseconds")
     repo, artifact = Path(repo), Path(artifact)
     name = name or str(manifest["name"])
     files = manifest["files"]
-    onnx_file = next(
-        (f for f, e in files.items() if e["kind"] == "onnx" and e.get("precision") == onnx_precision), None
-    )
-    if onnx_file is None:
-        raise ExportError(f"the artifact has no {onnx_precision} ONNX file for the Triton repository")
     try:
         repo.mkdir(parents=True, exist_ok=True)
     except OSError as error:
         raise ExportError(f"cannot create the Triton repository {repo}: {error.strerror}") from None
-    onnx_config = config_text(
-        name, "onnxruntime_onnx", manifest, instance_kind="KIND_AUTO", instances=instances,
-        max_queue_delay_us=max_queue_delay_us,
-    )  # fmt: skip
-    written = [_write_model(repo, name, onnx_config, artifact / onnx_file, "model.onnx", force)]
-    plan = next((f for f, e in files.items() if e["kind"] == "tensorrt"), None)
-    if plan is not None:
-        trt_name = f"{name}-trt"
-        trt_config = config_text(
-            trt_name, "tensorrt_plan", manifest, instance_kind="KIND_GPU", instances=instances,
-            max_queue_delay_us=max_queue_delay_us,
-        )  # fmt: skip
-        written.append(_write_model(repo, trt_name, trt_config, artifact / plan, "model.plan", force))
-    return written
+    written: list[Path] = []
+    notes: list[str] = []
+    settings = {"instances": instances, "max_queue_delay_us": max_queue_delay_us}
+    if flavour in ("native", "both"):
+        onnx_files = [
+            f for f, e in files.items() if e["kind"] == "onnx" and e.get("precision") == onnx_precision
+        ]
+        onnx_file = onnx_files[0] if onnx_files else None
+        if onnx_file is None:
+            raise ExportError(f"the artifact has no {onnx_precision} ONNX file for the Triton repository")
+        onnx_config = config_text(name, "onnxruntime_onnx", manifest, instance_kind="KIND_AUTO", **settings)
+        written.append(_write_model(repo, name, onnx_config, {"model.onnx": artifact / onnx_file}, force))
+        plan = next((f for f, e in files.items() if e["kind"] == "tensorrt"), None)
+        if plan is not None:
+            trt_name = f"{name}-trt"
+            plan_lines = plan_notes(manifest, files[plan])
+            trt_config = config_text(
+                trt_name, "tensorrt_plan", manifest, instance_kind="KIND_GPU", comments=tuple(plan_lines),
+                **settings,
+            )  # fmt: skip
+            written.append(_write_model(repo, trt_name, trt_config, {"model.plan": artifact / plan}, force))
+            notes += [f"{trt_name}: {line}" for line in plan_lines]
+    if flavour in ("python", "both"):
+        py_name = f"{name}-python"
+        threads = str(python_threads or 0)  # 0: onnxruntime's default
+        parameters = {"recon_backend": "auto", "recon_precision": "auto", "recon_threads": threads}
+        py_config = config_text(
+            py_name, "python", manifest, instance_kind="KIND_CPU", parameters=parameters, **settings
+        )
+        py_files = {"model.py": PYTHON_MODEL, "artifact": artifact}
+        written.append(_write_model(repo, py_name, py_config, py_files, force))
+    return written, notes

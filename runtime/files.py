@@ -6,6 +6,7 @@ import hashlib
 import json
 import os
 import secrets
+import stat
 from pathlib import Path
 from typing import Any
 
@@ -58,3 +59,70 @@ def write_json_atomic(path: str | os.PathLike, data: Any) -> None:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+class FileRefused(ValueError):
+    """A file that recon will not read: a link, not a regular file, or not the size it should be."""
+
+
+def open_regular(path: str | os.PathLike) -> int:
+    """A read-only descriptor on `path`, refusing symbolic links and anything but a regular file.
+
+    O_NOFOLLOW: a link (to a file outside the artifact, to /proc/...) is refused rather than followed;
+    O_NONBLOCK: opening a FIFO does not wait for a writer; fstat on the descriptor, so what is checked is
+    what is read.
+    """
+    flags = os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_NONBLOCK", 0)
+    flags |= getattr(os, "O_CLOEXEC", 0) | getattr(os, "O_BINARY", 0)
+    if os.path.islink(path):  # O_NOFOLLOW's ELOOP would read as "too many levels of links"
+        raise FileRefused(f"{path}: is a symbolic link; recon reads only regular files, not links")
+    try:
+        fd = os.open(path, flags)
+    except OSError as error:
+        raise FileRefused(f"{path}: cannot be opened ({error.strerror or error})") from None
+    try:
+        info = os.fstat(fd)
+        if not stat.S_ISREG(info.st_mode):
+            raise FileRefused(f"{path}: is not a regular file (a device, FIFO, socket or folder)")
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd
+
+
+def _held(read: int, size: int) -> str:
+    return f"more than {size}" if read > size else str(read)
+
+
+def read_bounded(path: str | os.PathLike, size: int) -> bytes:
+    """Exactly `size` bytes of a regular file that holds exactly that many; never reads more."""
+    fd = open_regular(path)
+    with os.fdopen(fd, "rb") as handle:
+        data = handle.read(size + 1)  # one byte more tells a longer file from a whole one
+    if len(data) != size:
+        raise FileRefused(f"{path}: holds {_held(len(data), size)} bytes, expected {size}")
+    return data
+
+
+def sha256_bounded(path: str | os.PathLike, size: int, chunk_size: int = 1 << 20) -> str:
+    """The sha256 of a regular file that must hold exactly `size` bytes, reading at most size + 1."""
+    digest = hashlib.sha256()
+    fd = open_regular(path)
+    left = size + 1
+    with os.fdopen(fd, "rb") as handle:
+        while left > 0 and (block := handle.read(min(chunk_size, left))):
+            digest.update(block)
+            left -= len(block)
+    if left != 1:
+        raise FileRefused(f"{path}: holds {_held(size + 1 - left, size)} bytes, expected {size}")
+    return digest.hexdigest()
+
+
+def read_at_most(path: str | os.PathLike, limit: int) -> bytes:
+    """The whole of a regular file holding at most `limit` bytes; never reads more than limit + 1."""
+    fd = open_regular(path)
+    with os.fdopen(fd, "rb") as handle:
+        data = handle.read(limit + 1)
+    if len(data) > limit:
+        raise FileRefused(f"{path}: larger than {limit} bytes")
+    return data

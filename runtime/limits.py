@@ -18,3 +18,10 @@ MAX_IMAGES_PER_FILE = 4096
 MAX_PIXELS_PER_FILE = 256 * 1024 * 1024
 # Batch sizes an artifact may declare (min/opt/max of its profile).
 MAX_BATCH = 256
+# manifest.json itself, and how deeply its JSON may nest (objects/arrays inside each other).
+MAX_MANIFEST_BYTES = 4 * 1024 * 1024
+MAX_JSON_DEPTH = 32
+# One file of an artifact (ONNX protobufs stop at 2 GiB; TensorRT plans of recon's models are far smaller).
+MAX_ARTIFACT_FILE_BYTES = 4 * 1024**3
+# Files an artifact may list.
+MAX_ARTIFACT_FILES = 64

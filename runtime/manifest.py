@@ -33,8 +33,9 @@ An artifact is a directory holding `manifest.json` plus the files it lists. Layo
     }
 
 Optional keys of a plan's "tensorrt" entry: "hardware_compatibility_level" ("none" | "ampere_plus": then any
-GPU of compute capability >= 8.0 may run it) and "lean_runtime_excluded" (a version-compatible plan built with
-EXCLUDE_LEAN_RUNTIME: it carries no host code, so the runtime need not allow any).
+GPU of compute capability >= 8.0 may run it), "lean_runtime_excluded" (a version-compatible plan built with
+EXCLUDE_LEAN_RUNTIME: only a runtime of exactly "version" runs it), "cuda_major" (of the builder's TensorRT
+wheels, so the runtime can name the lean package) and "tf32" (false: cleared at build). docs/gpu.md.
 
 Format version 1 (recon before the typed task config) is still read: its "physics" entry gives way to
 "task_config" (taken from "physics"."task_config"; its legacy key "n_angles" is read as "n_views").
@@ -45,14 +46,25 @@ taken as they are. Everything here is plain JSON and numpy-free, so any host (C+
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import os
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from recon.runtime.files import sha256_of, write_json_atomic
+from recon.runtime import limits
+from recon.runtime.files import (
+    FileRefused,
+    read_at_most,
+    read_bounded,
+    sha256_bounded,
+    sha256_of,
+    write_json_atomic,
+)
+from recon.runtime.onnx_proto import MalformedModel, external_tensors
 from recon.runtime.spatial import SpatialError, parse_spatial
 from recon.runtime.task_config import TaskConfig, task_config_from_json
 
@@ -68,31 +80,53 @@ class ArtifactError(ValueError):
     """An artifact cannot be used as it is; the message says why and what to do."""
 
 
+TAMPERED = "the file is damaged or tampered with, re-export the artifact"
+FLOAT32_MAX = 3.4028234663852886e38
+NAME_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9._+-]{0,127}")  # becomes a folder name (engine caches)
+SHA256_PATTERN = re.compile(r"[0-9a-f]{64}")
+
+
 def _is_int(value: Any) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)
 
 
 def _is_number(value: Any) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+    """A finite number that float32 holds: value ranges are applied to float32 arrays."""
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and abs(value) <= FLOAT32_MAX
+
+
+def _shape_caps() -> tuple[int, int, int, int]:  # read at call time: hosts may raise the caps
+    return limits.MAX_BATCH, 1, limits.MAX_IMAGE_SIDE, limits.MAX_IMAGE_SIDE
 
 
 def check_io_spec(spec: Any, side: str, source: str = "manifest.json") -> None:
-    """An "input"/"output" entry: a name, a shape [batch, 1, H, W], a value range lo < hi, a bool clip."""
+    """An "input"/"output" entry: a name, a shape [batch, 1, H, W], a value range lo < hi, a bool clip.
+
+    H and W are positive integers up to limits.MAX_IMAGE_SIDE (H·W up to MAX_IMAGE_PIXELS), or a name /
+    null for "any size"; the batch entry is a name, null or an integer up to limits.MAX_BATCH.
+    """
     shape = spec.get("shape") if isinstance(spec, dict) else None
     if not (
         isinstance(spec, dict)
         and isinstance(spec.get("name"), str)
-        and spec["name"]
+        and 0 < len(spec["name"]) <= 256
         and isinstance(shape, list)
         and len(shape) == 4
         and shape[1] == 1
         and _is_int(shape[1])
-        # H and W: positive integers, or a name / null for "any size"
-        and all((_is_int(d) and d > 0) or isinstance(d, str) or d is None for d in shape)
+        and all(
+            (_is_int(d) and 0 < d <= top) or (isinstance(d, str) and len(d) <= 64) or d is None
+            for d, top in zip(shape, _shape_caps(), strict=True)
+        )
     ):
         raise ArtifactError(
-            f"{source}: {side} needs a name and a shape [batch, 1, H, W], got {spec!r}; "
-            "re-export the artifact"
+            f"{source}: {side} needs a name and a shape [batch, 1, H, W] (H, W at most "
+            f"{limits.MAX_IMAGE_SIDE}), got {spec!r}; re-export the artifact"
+        )
+    if _is_int(shape[2]) and _is_int(shape[3]) and shape[2] * shape[3] > limits.MAX_IMAGE_PIXELS:  # if capped
+        raise ArtifactError(
+            f"{source}: {side} shape {shape} holds more than {limits.MAX_IMAGE_PIXELS} pixels per image "
+            "(recon.runtime.limits.MAX_IMAGE_PIXELS); re-export the artifact"
         )
     value_range = spec.get("value_range")
     if value_range is not None and not (
@@ -102,8 +136,8 @@ def check_io_spec(spec: Any, side: str, source: str = "manifest.json") -> None:
         and value_range[0] < value_range[1]
     ):
         raise ArtifactError(
-            f"{source}: {side} value_range must be null or [low, high] with low < high, got "
-            f"{value_range!r}; re-export the artifact"
+            f"{source}: {side} value_range must be null or [low, high] with low < high, both within "
+            f"float32's range (±{FLOAT32_MAX:.4g}), got {value_range!r}; re-export the artifact"
         )
     if not isinstance(spec.get("clip", True), bool):
         raise ArtifactError(f"{source}: {side} clip must be true or false, got {spec['clip']!r}; re-export")
@@ -127,17 +161,95 @@ def read_task_config(data: dict[str, Any], version: int, source: str = "manifest
 
 
 def check_batch(batch: dict[str, Any], source: str = "manifest.json") -> dict[str, int]:
-    """The batch profile: positive integers, "max" required, min <= opt <= max where given."""
+    """The batch profile: integers 1..limits.MAX_BATCH, "max" required, min <= opt <= max where given."""
     if not (
         "max" in batch
-        and all(_is_int(v) and v >= 1 for v in batch.values())
+        and set(batch) <= {"min", "opt", "max"}
+        and all(_is_int(v) and 1 <= v <= limits.MAX_BATCH for v in batch.values())
         and batch.get("min", 1) <= batch.get("opt", batch["max"]) <= batch["max"]
     ):
         raise ArtifactError(
-            f"{source}: batch profile {batch!r} must hold positive integers min <= opt <= max (max "
-            "required); re-export the artifact"
+            f"{source}: batch profile {batch!r} must hold integers 1 <= min <= opt <= max <= "
+            f"{limits.MAX_BATCH} (max required; recon.runtime.limits.MAX_BATCH); re-export the artifact"
         )
     return dict(batch)
+
+
+def check_file_entry(name: str, entry: Any, source: str = "manifest.json") -> FileEntry:
+    """One entry of "files": a plain name inside the artifact, its sha256, size, kind and precision."""
+    if not (isinstance(name, str) and Path(name).name == name and name not in ("", ".", "..")):
+        raise ArtifactError(f"{source}: file name {name!r} must be a plain name inside the artifact")
+    if not isinstance(entry, dict):
+        raise ArtifactError(f"{source}: files[{name!r}] must be an object, got {entry!r}; re-export")
+    size, precision, tensorrt = entry.get("size"), entry.get("precision"), entry.get("tensorrt")
+    problems = {
+        "sha256": not (isinstance(entry.get("sha256"), str) and SHA256_PATTERN.fullmatch(entry["sha256"])),
+        "size": not (_is_int(size) and 0 <= size <= limits.MAX_ARTIFACT_FILE_BYTES),
+        "kind": entry.get("kind") not in FILE_KINDS,
+        "precision": not (precision is None or precision in PRECISIONS),
+        "tensorrt": not (tensorrt is None or isinstance(tensorrt, dict)),
+    }
+    bad = [key for key, wrong in problems.items() if wrong]
+    if bad:
+        expected = {
+            "sha256": "64 lowercase hex digits",
+            "size": f"an integer 0..{limits.MAX_ARTIFACT_FILE_BYTES}",
+            "kind": f"one of {FILE_KINDS}",
+            "precision": f"null or one of {PRECISIONS}",
+            "tensorrt": "null or an object",
+        }[bad[0]]
+        raise ArtifactError(
+            f"{source}: files[{name!r}].{bad[0]} must be {expected}, got {entry.get(bad[0])!r}; "
+            "the artifact is damaged, re-export it"
+        )
+    return FileEntry(entry["sha256"], size, entry["kind"], precision, tensorrt)
+
+
+def _json_depth_ok(data: Any, limit: int) -> bool:
+    """Whether containers nest at most `limit` deep (iterative: a deep document cannot recurse here)."""
+    stack = [(data, 1)]
+    while stack:
+        value, depth = stack.pop()
+        if isinstance(value, (dict, list)):
+            if depth > limit:
+                return False
+            stack.extend((v, depth + 1) for v in (value.values() if isinstance(value, dict) else value))
+    return True
+
+
+def parse_manifest_json(raw: bytes, source: str) -> Any:
+    """manifest.json's bytes as plain JSON: no NaN/Infinity, no float that overflows, no 20+ digit integer,
+    nesting at most limits.MAX_JSON_DEPTH deep. Every failure is an ArtifactError naming `source`."""
+
+    def constant(name: str) -> Any:
+        raise ValueError(f"{name} is not a JSON number")
+
+    def finite(text: str) -> float:
+        value = float(text)
+        if not math.isfinite(value):
+            raise ValueError(f"number {text[:40]} overflows a float")
+        return value
+
+    def bounded_int(text: str) -> int:
+        if len(text.lstrip("-")) > 19:  # int64 holds 19 digits; a 5000-digit number is damage or attack
+            raise ValueError(f"integer with {len(text)} digits")
+        return int(text)
+
+    try:
+        data = json.loads(
+            raw.decode("utf-8"), parse_constant=constant, parse_float=finite, parse_int=bounded_int
+        )
+    except (ValueError, RecursionError) as error:  # JSONDecodeError and UnicodeDecodeError are ValueErrors
+        reason = str(error).splitlines()[0] if str(error) else type(error).__name__
+        raise ArtifactError(
+            f"{source}: not valid JSON ({reason}); the artifact is damaged, re-export it"
+        ) from None
+    if not _json_depth_ok(data, limits.MAX_JSON_DEPTH):
+        raise ArtifactError(
+            f"{source}: JSON nested deeper than {limits.MAX_JSON_DEPTH} levels; the artifact is damaged, "
+            "re-export it"
+        )
+    return data
 
 
 @dataclass
@@ -231,29 +343,14 @@ class Manifest:
                 parse_spatial(data["spatial"])
             except SpatialError as error:
                 raise ArtifactError(f"{source}: {error}; re-export the artifact") from None
-        files = {}
-        for name, entry in data["files"].items():
-            if Path(name).name != name or name in ("", ".", ".."):
-                raise ArtifactError(f"{source}: file name {name!r} must be a plain name inside the artifact")
-            try:
-                if not isinstance(entry, dict):
-                    raise TypeError(f"expected an object, got {entry!r}")
-                size, precision, tensorrt = entry["size"], entry.get("precision"), entry.get("tensorrt")
-                if not (_is_int(size) and size >= 0):  # JSON also holds 1e3, Infinity, "12"
-                    raise ValueError(f"size must be a non-negative integer, got {size!r}")
-                if not (precision is None or isinstance(precision, str)):
-                    raise ValueError(f"precision must be a string, got {precision!r}")
-                if not (tensorrt is None or isinstance(tensorrt, dict)):
-                    raise ValueError(f"tensorrt must be an object, got {tensorrt!r}")
-                files[name] = FileEntry(
-                    sha256=str(entry["sha256"]),
-                    size=size,
-                    kind=str(entry["kind"]),
-                    precision=precision,
-                    tensorrt=tensorrt,
-                )
-            except (KeyError, TypeError, ValueError) as error:
-                raise ArtifactError(f"{source}: file entry {name!r} is malformed ({error})") from None
+        if not NAME_PATTERN.fullmatch(data["name"]):
+            raise ArtifactError(
+                f"{source}: name {data['name']!r} must be 1-128 letters, digits, '.', '_', '+' or '-' "
+                "(it names cache folders); re-export the artifact"
+            )
+        if len(data["files"]) > limits.MAX_ARTIFACT_FILES:
+            raise ArtifactError(f"{source}: more than {limits.MAX_ARTIFACT_FILES} files listed; re-export")
+        files = {name: check_file_entry(name, entry, source) for name, entry in data["files"].items()}
         return cls(
             name=data["name"],
             task=data["task"],
@@ -265,7 +362,7 @@ class Manifest:
             files=files,
             parity=data.get("parity"),
             spatial=data.get("spatial"),
-            recon_version=data.get("recon_version", "unknown"),
+            recon_version=str(data.get("recon_version", "unknown"))[:64],
             format_version=version,
         )
 
@@ -310,44 +407,83 @@ class Manifest:
 
 
 def load_manifest(directory: str | os.PathLike, verify: bool = True) -> Manifest:
-    """Read `directory/manifest.json`; with `verify`, check that every listed file is there and whole."""
+    """Read `directory/manifest.json`; with `verify`, check that every listed file is there and whole.
+
+    Everything that can go wrong with the artifact is an ArtifactError naming the file (and the field).
+    """
     directory = Path(directory)
     path = directory / MANIFEST_NAME
     if not directory.is_dir():
         raise ArtifactError(
             f"{directory}: not an artifact directory (expected a folder made by recon-export)"
         )
-    if not path.is_file():
+    if not path.exists() and not path.is_symlink():
         raise ArtifactError(
             f"{directory}: no {MANIFEST_NAME}; this is not a recon artifact, run recon-export"
         )
     try:
-        data = json.loads(path.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as error:
-        raise ArtifactError(
-            f"{path}: not valid JSON ({error}); the artifact is damaged, re-export it"
-        ) from None
-    manifest = Manifest.from_json(data, source=str(path))
+        raw = read_at_most(path, limits.MAX_MANIFEST_BYTES)
+    except FileRefused as error:
+        raise ArtifactError(f"{error}; the artifact is damaged or tampered with, re-export it") from None
+    manifest = Manifest.from_json(parse_manifest_json(raw, str(path)), source=str(path))
     if verify:
         verify_files(directory, manifest)
     return manifest
 
 
 def verify_files(directory: str | os.PathLike, manifest: Manifest, names: list[str] | None = None) -> None:
+    """Each listed file: a regular file inside `directory` (no link), of the listed size and sha256.
+
+    Reads at most size + 1 bytes of each, so a file that grew (or /proc/..., a device) cannot stall it.
+    """
     directory = Path(directory)
     for name in names if names is not None else list(manifest.files):
         entry = manifest.files[name]
         path = directory / name
-        if not path.is_file():
+        if not path.exists() and not path.is_symlink():
             raise ArtifactError(f"{path}: listed in the manifest but missing; re-export the artifact")
-        size = path.stat().st_size
-        if size != entry.size:
-            raise ArtifactError(
-                f"{path}: {size} bytes, the manifest says {entry.size}; the file is damaged or truncated, "
-                "re-export the artifact"
-            )
-        if sha256_of(path) != entry.sha256:
+        if entry.kind == "onnx":  # the bytes are needed anyway, for the external-data scan
+            read_verified(directory, manifest, name)
+            continue
+        try:
+            digest = sha256_bounded(path, entry.size)
+        except FileRefused as error:
+            raise ArtifactError(f"{error}; {TAMPERED}") from None
+        if digest != entry.sha256:
             raise ArtifactError(
                 f"{path}: sha256 does not match the manifest; the file was changed or damaged, "
                 "re-export the artifact"
             )
+
+
+def read_verified(directory: str | os.PathLike, manifest: Manifest, name: str) -> bytes:
+    """The bytes of one listed file, checked against its size and sha256: what is checked is what is used.
+
+    A backend loads these bytes, never the path, so a file changed after `load_manifest` (a copy in
+    progress, a tampered file) is refused rather than loaded. An ONNX file must also be self-contained:
+    a tensor kept as external data would be read by onnxruntime from elsewhere, unhashed.
+    """
+    path = Path(directory) / name
+    entry = manifest.files[name]
+    try:
+        data = read_bounded(path, entry.size)
+    except FileRefused as error:
+        raise ArtifactError(f"{error}; {TAMPERED}") from None
+    if hashlib.sha256(data).hexdigest() != entry.sha256:
+        raise ArtifactError(f"{path}: sha256 does not match the manifest; refusing to load it, re-export")
+    if entry.kind == "onnx":
+        check_self_contained(path, data)
+    return data
+
+
+def check_self_contained(path: Path, model: bytes) -> None:
+    """Refuse an ONNX model that keeps any tensor outside itself (see runtime/onnx_proto.py)."""
+    try:
+        external = external_tensors(model)
+    except MalformedModel as error:
+        raise ArtifactError(f"{path}: not a readable ONNX model ({error}); re-export") from None
+    if external:
+        raise ArtifactError(
+            f"{path}: tensors {external[:3]} keep their data in other files (ONNX external data), which "
+            "the manifest does not hash; refusing it, re-export as one self-contained file"
+        )

@@ -156,15 +156,9 @@ def bare_session(reconstructor: Any) -> Any:
         raise ValueError(
             f"backend {backend.name!r} does not run through onnxruntime; no bare session to compare"
         )
-    import onnxruntime
+    from recon.runtime.backends.onnxruntime import new_session
 
-    providers = backend.providers()
-    return onnxruntime.InferenceSession(
-        str(backend.onnx_path),
-        sess_options=backend.session_options(),
-        providers=[p for p, _ in providers],
-        provider_options=[o for _, o in providers],
-    )
+    return new_session(backend.onnx_path, backend.session_options(), backend.providers())
 
 
 def profile_against_bare(

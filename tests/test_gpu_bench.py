@@ -1,4 +1,5 @@
-"""bench/gpu.py (issue 7): its quick run works end to end without a GPU and fills every field of its JSON."""
+"""bench/gpu.py (issues 7, 16): its quick run works end to end without a GPU and fills every field of its
+JSON, the runtime paths included (onnxruntime on the CPU runs; each GPU backend is listed with why not)."""
 
 from __future__ import annotations
 
@@ -19,11 +20,12 @@ CNN_PARAMS = 38145
 @pytest.fixture(scope="module")
 def quick_run(tmp_path_factory) -> tuple[subprocess.CompletedProcess, dict, str]:
     folder = tmp_path_factory.mktemp("gpu-bench")
-    args = ["--quick", "--models", "cnn", "--batches", "1", "--iters", "2", "--warmup", "1", "--size", "64"]
+    args = ["--quick", "--models", "cnn", "--batches", "1", "--iters", "2", "--warmup", "1", "--size", "64",
+            "--runtime-paths"]  # fmt: skip
     outputs = ["--json", str(folder / "gpu.json"), "--markdown", str(folder / "gpu.md")]
-    # a plain `python bench/gpu.py` from another folder: the script makes recon importable itself
+    # a plain `python bench/gpu.py` from another folder, with recon installed
     proc = subprocess.run([sys.executable, str(SCRIPT), *args, *outputs], cwd=folder, capture_output=True,
-                          text=True, timeout=120)  # fmt: skip
+                          text=True, timeout=400)  # fmt: skip
     assert proc.returncode == 0, proc.stderr[-3000:]
     return proc, json.loads((folder / "gpu.json").read_text()), (folder / "gpu.md").read_text()
 
@@ -82,20 +84,35 @@ def test_markdown_goes_to_stdout_and_the_file_and_the_gpu_tests_are_accounted_fo
         assert any("no CUDA device" in note for note in report["notes"])
 
 
-def test_without_safetensors_shipped_weights_still_load_and_a_tampered_file_is_refused(tmp_path, monkeypatch):
+def test_the_runtime_paths_run_onnxruntime_here_and_name_why_each_gpu_backend_did_not(quick_run):
+    _, report, markdown = quick_run
+    (entry,) = report["runtime"]
+    assert (entry["model"], entry["task"]) == ("cnn", "deblur") and "--fp16" in entry["export"]
+    rows = {row["backend"]: row for row in entry["backends"]}
+    assert list(rows) == ["onnxruntime-cpu", "onnxruntime-cuda", "onnxruntime-tensorrt", "tensorrt"]
+    cpu = rows["onnxruntime-cpu"]
+    assert cpu["precision"] == "fp32" and cpu["max_abs"] == 0 and cpu["trt_tolerance_ok"]
+    (timing,) = cpu["timings"]
+    assert timing["batch"] == 1 and timing["iters"] == 2 and 0 < timing["median_ms"] <= timing["p99_ms"]
+    if report["runtime_availability"]["onnxruntime-cuda"]:  # no CUDA provider here: skipped, with why
+        assert "no CUDA provider" in rows["onnxruntime-cuda"]["skipped"]
+        assert "onnxruntime-cuda: not run, no CUDA provider" in markdown
+    assert "### Deployment paths (recon.runtime)" in markdown
+    assert "| cnn | deblur | onnxruntime-cpu | fp32 |" in markdown
+
+
+def test_the_bench_loads_weights_with_the_packages_own_checks(tmp_path, monkeypatch):
     from recon.training import weights
     from recon.training.models import create_model
 
     model = create_model("cnn")
     weights.save_trained(model, {"model": model.config, "task_name": "deblur"}, tmp_path / "cnn-deblur")
-    monkeypatch.setattr(sys, "path", list(sys.path))  # the script puts its recon links first on sys.path
     spec = importlib.util.spec_from_file_location("bench_gpu", SCRIPT)
     bench = importlib.util.module_from_spec(spec)
     monkeypatch.setitem(sys.modules, "bench_gpu", bench)  # its dataclasses look their module up
     spec.loader.exec_module(bench)
+    assert not hasattr(bench, "read_safetensors") and not hasattr(bench, "ellipse_phantoms")
     monkeypatch.setattr(weights, "weights_dir", lambda: tmp_path)
-    monkeypatch.setitem(sys.modules, "safetensors", None)  # any import of it now fails
-    monkeypatch.setitem(sys.modules, "safetensors.torch", None)
 
     net, card, source = bench.load_network("cnn", "deblur")
     assert source == "weights/cnn-deblur.safetensors" and card["task_name"] == "deblur"

@@ -42,7 +42,7 @@ HELDOUT_IMAGES = ("camera", "coins", "clock", "page")
 
 # Seed streams: the first word of every SeedSequence entropy, so streams can never collide.
 _TRAIN, _VALID, _HELDOUT = 0, 1, 2
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".npy", ".tif", ".tiff", ".dcm")
+IMAGE_SUFFIXES = (".png", ".npy", ".tif", ".tiff", ".dcm")  # what recon-run reads too
 
 
 # --------------------------------------------------------------------------------------------------- sources
@@ -128,60 +128,22 @@ def natural_crop(image: np.ndarray, size: int, rng: np.random.Generator) -> np.n
 
 
 # ------------------------------------------------------------------------------------------------ user files
-def read_dicom(path: str | Path, window: tuple[float, float] | None = None) -> np.ndarray:
-    """A DICOM slice in [0, 1]: RescaleSlope/Intercept applied, then a window (center, width) taken from
-    ``window`` or the WindowCenter/WindowWidth tags; without either, min-max over the slice."""
-    import pydicom
+def load_image(path: str | Path, size: int | None = None) -> np.ndarray:
+    """One 2-D image as float32 in [0, 1], resized to (size, size) if given, read by the runtime's own reader
+    (`recon.runtime.imageio.read_image`) so a model trains on files read exactly as recon-run reads them.
 
-    ds = pydicom.dcmread(str(path))
-    img = ds.pixel_array.astype(np.float64) * float(getattr(ds, "RescaleSlope", 1)) + float(
-        getattr(ds, "RescaleIntercept", 0)
-    )
-    if window is None and "WindowCenter" in ds and "WindowWidth" in ds:
-        window = (_first(ds.WindowCenter), _first(ds.WindowWidth))
-    if window is None:
-        return normalize(img)
-    center, width = window
-    return np.clip((img - (center - width / 2)) / width, 0, 1).astype(np.float32)
-
-
-def _first(value) -> float:
-    # WindowCenter/Width may be multi-valued (several presets): take the first.
-    from pydicom.multival import MultiValue
-
-    return float(value[0]) if isinstance(value, (MultiValue, list, tuple)) else float(value)
-
-
-def load_image(
-    path: str | Path, size: int | None = None, window: tuple[float, float] | None = None
-) -> np.ndarray:
-    """One 2-D image from PNG/JPEG, NPY, TIFF or DICOM as float32 in [0, 1], resized to (size, size) if given.
-
-    PNG/NPY/TIFF are min-max normalized per image; DICOM goes through slope/intercept and a window instead.
+    DICOM: the runtime's convention (physical values through RescaleSlope/Intercept, then its window) as is;
+    PNG/TIFF/NPY: integers scaled by their dtype's maximum as the runtime does, then min-max normalized per
+    image (the course's convention for clean training images of any range).
     """
-    path = Path(path)
-    suffix = path.suffix.lower()
-    if suffix == ".dcm":
-        img = read_dicom(path, window)
-    else:
-        if suffix == ".npy":
-            img = np.load(path)
-        elif suffix in (".tif", ".tiff"):
-            import tifffile
+    from recon.runtime.imageio import read_image
+    from recon.runtime.inputs import as_float_images
 
-            img = tifffile.imread(path)
-        elif suffix in (".png", ".jpg", ".jpeg"):
-            from PIL import Image
-
-            with Image.open(path) as im:
-                img = np.asarray(im.convert("I;16") if im.mode in ("I", "I;16") else im.convert("L"))
-        else:
-            raise ValueError(f"{path}: unsupported image type {suffix!r}; use one of {IMAGE_SUFFIXES}")
-        img = np.squeeze(np.asarray(img, dtype=np.float32))
-        if img.ndim == 3 and img.shape[-1] in (3, 4):
-            img = img[..., :3].mean(-1)
-        if img.ndim != 2:
-            raise ValueError(f"{path}: expected a 2-D image, got shape {img.shape}")
+    image = read_image(path)
+    if image.data.ndim != 2:
+        raise ValueError(f"{path}: expected a 2-D image, got shape {image.data.shape}")
+    img = as_float_images(image.data).astype(np.float32)
+    if image.format != "dicom":
         img = normalize(img)
     if size is not None and img.shape != (size, size):
         from skimage.transform import resize

@@ -13,7 +13,6 @@ import json
 import os
 from pathlib import Path
 
-import torch
 from torch import nn
 
 from recon.runtime.files import sha256_of, write_json_atomic
@@ -68,10 +67,6 @@ def resolve(model_name: str, task: str, weights: str | Path | None = None) -> tu
     return st_path, card_path
 
 
-def load_card(model_name: str, task: str, weights: str | Path | None = None) -> dict:
-    return json.loads(resolve(model_name, task, weights)[1].read_text())
-
-
 def load_trained(model_name: str, task: str, weights: str | Path | None = None) -> tuple[nn.Module, dict]:
     """The trained model (in eval mode, on the CPU) and its card.
 
@@ -106,8 +101,3 @@ def load_trained(model_name: str, task: str, weights: str | Path | None = None) 
 
 def shipped_cards() -> list[Path]:
     return sorted(weights_dir().glob("*.json"))
-
-
-def load_checkpoint(path: str | Path) -> dict:
-    """A resume checkpoint (``last.pt`` / ``best.pt``), read without unpickling arbitrary objects."""
-    return torch.load(path, map_location="cpu", weights_only=True)

@@ -11,7 +11,6 @@ creation fail on every GPU.
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import io
 import os
 import sys
@@ -24,7 +23,7 @@ from typing import Any
 import numpy as np
 
 from recon.runtime.backends.base import Backend, BackendError
-from recon.runtime.manifest import ArtifactError, Manifest
+from recon.runtime.manifest import ArtifactError, Manifest, read_verified
 
 # selection name → the ONNX Runtime providers in priority order
 PROVIDERS = {
@@ -44,6 +43,58 @@ def import_onnxruntime() -> Any:
             "(or `recon[gpu]` for onnxruntime-gpu)"
         ) from None
     return onnxruntime
+
+
+_OPTIMIZATION_LEVELS = {
+    "disable": "ORT_DISABLE_ALL",
+    "basic": "ORT_ENABLE_BASIC",
+    "extended": "ORT_ENABLE_EXTENDED",
+    "all": "ORT_ENABLE_ALL",  # NCHWc layouts: ~2x on CPU convs
+}
+Providers = list[tuple[str, dict[str, Any]]]
+
+
+def session_options(
+    threads: int | None = None,
+    optimization_level: str = "all",
+    log_severity_level: int = 3,
+    inter_op_threads: int | None = None,
+) -> Any:
+    """`onnxruntime.SessionOptions` as recon sets them: graph optimization by name, threads, logging."""
+    ort = import_onnxruntime()
+    if optimization_level not in _OPTIMIZATION_LEVELS:
+        raise ValueError(
+            f"optimization_level must be one of {sorted(_OPTIMIZATION_LEVELS)}, got {optimization_level!r}"
+        )
+    options = ort.SessionOptions()
+    options.graph_optimization_level = getattr(
+        ort.GraphOptimizationLevel, _OPTIMIZATION_LEVELS[optimization_level]
+    )
+    if threads is not None:
+        if threads < 0:
+            raise ValueError(f"threads must be >= 0 (0: one per core), got {threads}")
+        options.intra_op_num_threads = threads
+    if inter_op_threads is not None:
+        options.inter_op_num_threads = inter_op_threads
+    options.log_severity_level = log_severity_level
+    return options
+
+
+def new_session(
+    model: str | os.PathLike | bytes, options: Any = None, providers: Providers | None = None
+) -> Any:
+    """The one place recon builds an `onnxruntime.InferenceSession` (backend, parity, INT8 timing, profiling,
+    benches): a path or the model's bytes, `session_options()` by default, CPU unless `providers` (name,
+    options) pairs say otherwise. Checked against onnxruntime's documented signature
+    `InferenceSession(path_or_bytes, sess_options=None, providers=None, provider_options=None)`."""
+    ort = import_onnxruntime()
+    providers = providers if providers is not None else [("CPUExecutionProvider", {})]
+    return ort.InferenceSession(
+        model if isinstance(model, bytes) else str(model),
+        sess_options=options if options is not None else session_options(),
+        providers=[name for name, _ in providers],
+        provider_options=[provider_options for _, provider_options in providers],
+    )
 
 
 def available_providers() -> list[str]:
@@ -200,7 +251,7 @@ class OnnxRuntimeBackend(Backend):
         provider_options: dict[str, Any] | None = None,
         optimization_level: str = "all",
         trt_cache_dir: str | os.PathLike | None = None,
-        log_severity_level: int = 3,
+        log_severity_level: int = 4,  # fatal only: errors reach the caller as one exception, not log lines
     ) -> None:
         super().__init__()
         if name not in PROVIDERS:
@@ -224,24 +275,7 @@ class OnnxRuntimeBackend(Backend):
 
     # -- configuration (also used by recon-bench to build a bare session with the same options) --------
     def session_options(self) -> Any:
-        ort = import_onnxruntime()
-        options = ort.SessionOptions()
-        levels = {
-            "disable": ort.GraphOptimizationLevel.ORT_DISABLE_ALL,
-            "basic": ort.GraphOptimizationLevel.ORT_ENABLE_BASIC,
-            "extended": ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED,
-            "all": ort.GraphOptimizationLevel.ORT_ENABLE_ALL,  # NCHWc layouts: ~2x on CPU convs
-        }
-        if self.optimization_level not in levels:
-            raise ValueError(
-                f"optimization_level must be one of {sorted(levels)}, got {self.optimization_level!r}"
-            )
-        options.graph_optimization_level = levels[self.optimization_level]
-        if self.threads is not None:
-            if self.threads < 0:
-                raise ValueError(f"threads must be >= 0 (0: one per core), got {self.threads}")
-            options.intra_op_num_threads = self.threads
-        options.log_severity_level = self.log_severity_level
+        options = session_options(self.threads, self.optimization_level, self.log_severity_level)
         if self.gpu:  # where each node went, checked after creation (cpu_placed_compute)
             options.add_session_config_entry("session.record_ep_graph_assignment_info", "1")
         return options
@@ -313,20 +347,10 @@ class OnnxRuntimeBackend(Backend):
             if conflict:
                 raise BackendError(f"backend {self.name!r}: {conflict}")
         preload_note = preload_cuda_libraries(ort) if self.gpu else ""
-        # The bytes hashed are the bytes loaded: load_manifest checked the file, but it may change between
-        # that check and this read (a copy in progress, a tampered file).
-        model = self.onnx_path.read_bytes()
-        if hashlib.sha256(model).hexdigest() != self.manifest.files[self.file].sha256:
-            raise ArtifactError(
-                f"{self.onnx_path}: sha256 does not match the manifest; refusing to load it, re-export"
-            )
+        # the bytes checked are the bytes loaded (sha256, size, no link, no external data); never the path
+        model = read_verified(self.directory, self.manifest, self.file)
         try:
-            session = ort.InferenceSession(
-                model,
-                sess_options=self.session_options(),
-                providers=[p for p, _ in providers],
-                provider_options=[o for _, o in providers],
-            )
+            session = new_session(model, self.session_options(), providers)
         except Exception as error:  # ORT raises its own Fail/InvalidArgument/RuntimeException types
             message = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
             if self.gpu:

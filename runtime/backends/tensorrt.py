@@ -9,7 +9,6 @@ can crash the process when freed), and the plan's sha256 is checked on the very 
 
 from __future__ import annotations
 
-import hashlib
 import importlib
 import os
 import re
@@ -24,7 +23,7 @@ from typing import Any
 import numpy as np
 
 from recon.runtime.backends.base import Backend, BackendError
-from recon.runtime.manifest import ArtifactError, Manifest
+from recon.runtime.manifest import ArtifactError, Manifest, read_verified
 
 _WHAT_TO_DO = "run the ONNX graph instead (--backend onnxruntime-cuda or cpu), or rebuild the engine here"
 
@@ -301,9 +300,7 @@ class TensorRTBackend(Backend):
         cudart = import_cudart()
         _check(cudart.cudaSetDevice(self.device_id), "cudaSetDevice")
         path = self.directory / self.file
-        data = path.read_bytes()
-        if hashlib.sha256(data).hexdigest() != self.entry.sha256:
-            raise ArtifactError(f"{path}: sha256 does not match the manifest; refusing to load it, re-export")
+        data = read_verified(self.directory, self.manifest, self.file)  # no link, bounded, hashed as read
         self._logger = trt.Logger(trt.Logger.WARNING)
         self._runtime = trt.Runtime(self._logger)
         if engine_host_code_allowed(self.entry.tensorrt or {}):

@@ -189,6 +189,8 @@ def test_an_fp16_ct_engine_builds_with_fp16_convs_and_passes_parity(exported, tm
     assert layers["inspector"]  # the raw inspector JSON: copy it over data/inspector_ct_fp16.json
     assert manifest.parity["tensorrt_vs_onnxruntime-fp32"]["passed"] and manifest.parity["passed"]
 
-    folders = write_triton_repository(tmp_path / "repo", directory, manifest.to_json(), onnx_precision="fp16")
+    folders, _ = write_triton_repository(
+        tmp_path / "repo", directory, manifest.to_json(), onnx_precision="fp16"
+    )
     config = text_format.Parse((folders[1] / "config.pbtxt").read_text(), model_config_pb2.ModelConfig())
     assert config.platform == "tensorrt_plan" and config.max_batch_size == 4

@@ -166,9 +166,7 @@ def test_a_file_of_non_numeric_pixels_is_refused_by_name(hardening_artifacts, tm
     code, stderr = recon_run(
         hardening_artifacts["conv"], tmp_path / "a.npy", tmp_path / "b.npy", "--out", tmp_path / "o"
     )
-    expected = (
-        "b.npy: pixels of type [('x', '<f4'), ('y', '<i2')]; recon-run reconstructs integer or floating"
-    )
+    expected = "b.npy: images must be a numeric array, got dtype [('x', '<f4'), ('y', '<i2')]"
     assert code == 1 and expected in stderr and len(stderr.strip().splitlines()) == 1
 
 
