@@ -196,3 +196,23 @@ def test_load_manifest_refuses_a_damaged_spatial_entry(conv_artifact):
     data["spatial"] = {**GOOD, "min": 16, "tile": 64, "overlap": 16}
     path.write_text(json.dumps(data))
     assert load_manifest(conv_artifact).spatial["tile"] == 64
+
+
+def test_recon_run_and_recon_bench_take_other_sizes_and_tile_options(conv_artifact, tmp_path):
+    from test_runtime_cli import cli
+
+    with_spatial(conv_artifact, **TILED_ONLY)
+    images = np.random.default_rng(5).random((2, 40, 23), dtype=np.float32)
+    np.save(tmp_path / "a.npy", images)
+    result = cli("recon-run", conv_artifact, tmp_path / "a.npy", "--out", tmp_path / "out", "--overlap", "4")
+    assert result.returncode == 0, result.stderr
+    out = np.load(tmp_path / "out" / "a.npy")
+    assert out.shape == images.shape
+    assert psnr(np.clip(conv_reference(images[:, None]), 0, 1)[:, 0], out) > 100
+    refused = cli("recon-run", conv_artifact, tmp_path / "a.npy", "--out", tmp_path / "o2", "--tile", "32")
+    assert refused.returncode != 0 and "takes only tiles of 16×16" in refused.stderr
+    bench = cli("recon-bench", conv_artifact, "--backend", "cpu", "--size", "16,16", "--size", "32,32",
+                "--batch", "1", "--iters", "2", "--warmup", "0", "--threads", "1")  # fmt: skip
+    assert bench.returncode == 0, bench.stderr
+    assert "latency vs pixels (onnxruntime-cpu, batch 1, p50): 32×32 / 16×16" in bench.stdout
+    assert "for 4.00× the pixels" in bench.stdout
