@@ -282,13 +282,19 @@ def check_spatial_parity(
     import numpy as np
 
     from recon.export import parity as par
+    from recon.runtime.backends.onnxruntime import new_session, session_options
 
     sizes = spatial_parity_sizes(spatial)
     inputs = {}
     for index, (h, w) in enumerate(sizes):
         measurement, _ = par.simulated_inputs(task_cfg, [1], max(h, w), seed=options.seed + 5 + index)
         inputs[index] = np.ascontiguousarray(measurement[1][..., :h, :w])
-    runners = {"torch": par.torch_runner(pipeline), "onnxruntime-fp32": par.onnxruntime_runner(onnx_path)}
+    session = new_session(onnx_path, session_options(options.threads))
+    name = session.get_inputs()[0].name
+    runners = {
+        "torch": par.torch_runner(pipeline),
+        "onnxruntime-fp32": lambda batch: session.run(None, {name: batch})[0],
+    }
     outputs = par.run_all(runners, inputs)
     result = par.compare(outputs, "torch", "onnxruntime-fp32", options.tolerances["onnxruntime-fp32"])
     result.candidate = "onnxruntime-fp32-other-sizes"
