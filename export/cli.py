@@ -119,7 +119,7 @@ class _Steps:
     callback=_parse_batch,
     help="Image sides MIN:OPT:MAX a fully convolutional deblur graph takes whole (symbolic H, W; the "
     "TensorRT profile); larger images are tiled by the runtime. [64:512:2048; MIN lowered to a smaller "
-    "--size]",
+    "--image-size]",
 )
 @task_options
 @click.option(
@@ -204,6 +204,13 @@ class _Steps:
     help="INT8: simulated training-distribution measurements to calibrate on.",
 )
 @click.option(
+    "--consistency-images",
+    type=click.IntRange(0, 100_000),
+    default=500,
+    show_default=True,
+    help="In-distribution inputs that calibrate the consistency check (consistency.onnx); 0: no check.",
+)
+@click.option(
     "--seed", type=int, default=0, show_default=True, help="Seed of the simulated test/calibration data."
 )
 @click.option("--json", "as_json", is_flag=True, help="Print a machine-readable summary on stdout.")
@@ -221,8 +228,8 @@ def cli(**kw: Any) -> None:
     overrides = task_overrides(kw["task"], kw)  # the trained task is known only once the weights are read
     passed_through = ("model", "task", "out", "weights", "random_init", "preset", "fp16", "int8", "engine",
                       "batch", "spatial", "opset", "workspace_mb", "opt_level", "timing_cache", "lean",
-                      "triton_repo", "force", "allow_mismatch", "threads", "calibration_images", "seed",
-                      "allow_geometry_change", "geometry_heldout")  # fmt: skip
+                      "triton_repo", "force", "allow_mismatch", "threads", "calibration_images",
+                      "consistency_images", "seed", "allow_geometry_change", "geometry_heldout")  # fmt: skip
     context = click.get_current_context()
     triton_given = [f"--{key.replace('_', '-')}" for key in ("triton_flavour", "triton_instances",
                     "triton_max_queue_delay_us", "triton_threads")
@@ -269,6 +276,12 @@ def cli(**kw: Any) -> None:
             click.echo(
                 f"  parity {key:28} max abs {value['max_abs']:.2e}  PSNR {value['psnr']:7.2f} dB  {status}"
             )
+    if summary.get("consistency"):
+        entry = summary["consistency"]
+        click.echo(
+            f"  consistency check calibrated on {entry['calibration']['n']} inputs: residual threshold "
+            f"{entry['threshold']:.4g} ({len(entry['statistics'])} statistics)"
+        )
     if "int8_cpu_speedup" in summary["parity"]:
         click.echo(f"  INT8 speed-up on the CPU: {summary['parity']['int8_cpu_speedup']:.2f}×")
     if "geometry" in summary:

@@ -60,6 +60,7 @@ class ExportOptions:
     tolerances: dict[str, Tolerance] = field(default_factory=lambda: dict(DEFAULT_TOLERANCES))
     threads: int | None = None  # onnxruntime intra-op threads for parity and timing
     calibration_images: int = 32
+    consistency_images: int = 500  # in-distribution inputs that calibrate consistency.onnx; 0: no check
     seed: int = 0
     geometry_heldout: int = 8  # held-out images for the quality report at a changed geometry
 
@@ -183,6 +184,7 @@ def make_manifest(
     output_shape: list[Any],
     spatial: dict[str, Any] | None = None,
 ) -> Manifest:
+    from recon.export.input_range import input_value_range
     from recon.runtime.manifest import Manifest
 
     lo, opt, hi = options.batch
@@ -202,7 +204,7 @@ def make_manifest(
             "shape": ["batch", *input_shape[1:]],
             "dtype": "float32",
             "layout": "N1AD" if ct else "NCHW",
-            "value_range": None if ct else [0.0, 1.0],
+            "value_range": input_value_range(task_cfg),  # export/input_range.py
         },
         output={
             "name": OUTPUT_NAME,
@@ -620,6 +622,25 @@ def _build_tensorrt(run: _Run) -> None:
     checkpoint("tensorrt")
 
 
+def _write_consistency(run: _Run) -> None:
+    """consistency.onnx, calibrated on in-distribution inputs run through this artifact (the trust signal)."""
+    from recon.export.consistency import write_consistency
+
+    run.say("calibrating the consistency check")
+    options = run.options
+    run.report["consistency"] = write_consistency(
+        run.tmp,
+        run.manifest,
+        run.task_cfg,
+        n_images=options.consistency_images,
+        seed=options.seed,
+        threads=options.threads,
+        opset=options.opset,
+    )
+    run.clock.lap("consistency")
+    checkpoint("consistency")
+
+
 def _geometry_report(run: _Run) -> dict[str, Any] | None:
     """Deployed at another geometry than trained: the network's quality there, on the held-out set simulated
     at the deployed geometry (fewer images than the card's 32: at 512² the simulation takes minutes)."""
@@ -711,6 +732,7 @@ def _summary(run: _Run, final: Path) -> dict[str, Any]:
         "spatial": manifest.spatial,
         "files": {name: entry.to_json() for name, entry in manifest.files.items()},
         "parity": manifest.parity,
+        "consistency": manifest.consistency,
         "notes": run.notes,
         "timings_s": run.clock.timings,
     }
@@ -754,6 +776,8 @@ def export_artifact(options: ExportOptions, progress: Progress | None = None) ->
             _write_int8(run)
         run.manifest.save(tmp)
         _check_parity(run)
+        if options.consistency_images > 0:
+            _write_consistency(run)
         if build_trt:
             _build_tensorrt(run)
         _write_report(run)

@@ -95,13 +95,13 @@ def plan_notes(manifest: Mapping[str, Any], plan_entry: Mapping[str, Any]) -> li
     TensorRT version.
     """
     notes = []
-    low = int(manifest["batch"].get("min", 1))
+    trt = plan_entry.get("tensorrt") or {}
+    low = int((trt.get("profile") or manifest["batch"]).get("min", 1))  # the engine's own profile first
     if low > 1:
         notes.append(
             f"the engine's profile minimum batch is {low}: Triton's TensorRT backend rejects requests "
             f"(and dynamic batches) smaller than {low}; export with --batch 1:OPT:MAX to serve batch 1"
         )
-    trt = plan_entry.get("tensorrt") or {}
     version = trt.get("version", "unknown")
     if trt.get("version_compatible"):
         exact = " exactly" if trt.get("lean_runtime_excluded", True) else " or newer (same major)"

@@ -190,6 +190,12 @@ def _print_table(rows: list[dict[str, Any]]) -> None:
     help="Write a latency histogram PNG (needs matplotlib).",
 )
 @click.option(
+    "--consistency/--no-consistency",
+    default=True,
+    show_default=True,
+    help="Run the artifact's consistency check in every timed run and report its cost beside the rest.",
+)
+@click.option(
     "--compare-torch",
     is_flag=True,
     help="Also time the original PyTorch pipeline (eager, same threads and batch) and print the speed-up "
@@ -208,6 +214,7 @@ def bench_command(
     bare_session: str,
     json_path: Path | None,
     plot_path: Path | None,
+    consistency: bool,
     compare_torch: bool,
 ) -> int:
     """Latency per backend × batch size, and the runtime's overhead over bare onnxruntime."""
@@ -228,7 +235,9 @@ def bench_command(
     failed = False
     for name in names:
         try:
-            rec = Reconstructor.from_artifact(artifact, backend=name, precision=precision, threads=threads)
+            rec = Reconstructor.from_artifact(
+                artifact, backend=name, precision=precision, threads=threads, consistency=consistency
+            )
         except (BackendError, ArtifactError) as error:
             rows.append({"backend": name, "error": str(error)})
             failed = True
@@ -284,6 +293,19 @@ def bench_command(
                 for r in owns
             )
         )
+    guarded = [r for r in rows if r.get("consistency_ms")]
+    if guarded:  # measured in the same runs as the rest: load from elsewhere hits both alike
+        click.echo(
+            "consistency check (with vs without, same runs; mean): "
+            + ", ".join(
+                f"{r['mean_ms']:.2f} vs {r['mean_ms'] - r['consistency_ms']:.2f} ms = "
+                f"+{r['consistency_ms'] / (r['mean_ms'] - r['consistency_ms']) * 100:.1f}% "
+                f"({r['backend']}, batch {r['batch_size']})"
+                for r in guarded
+            )
+        )
+    elif consistency:
+        click.echo("consistency check: this artifact has none (exported before it existed); re-export it")
     if json_path is not None:
         write_json_atomic(
             json_path, {"artifact": str(artifact), "rows": rows, "reports": [r.to_json() for r in reports]}

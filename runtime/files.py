@@ -65,17 +65,20 @@ class FileRefused(ValueError):
     """A file that recon will not read: a link, not a regular file, or not the size it should be."""
 
 
-def open_regular(path: str | os.PathLike) -> int:
-    """A read-only descriptor on `path`, refusing symbolic links and anything but a regular file.
+def open_regular(path: str | os.PathLike, follow_links: bool = False) -> int:
+    """A read-only descriptor on `path`, refusing anything but a regular file (and links, by default).
 
     O_NOFOLLOW: a link (to a file outside the artifact, to /proc/...) is refused rather than followed;
     O_NONBLOCK: opening a FIFO does not wait for a writer; fstat on the descriptor, so what is checked is
-    what is read.
+    what is read. Input images may be links (`follow_links`): the user named them.
     """
-    flags = os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_NONBLOCK", 0)
-    flags |= getattr(os, "O_CLOEXEC", 0) | getattr(os, "O_BINARY", 0)
-    if os.path.islink(path):  # O_NOFOLLOW's ELOOP would read as "too many levels of links"
-        raise FileRefused(f"{path}: is a symbolic link; recon reads only regular files, not links")
+    flags = (
+        os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_CLOEXEC", 0) | getattr(os, "O_BINARY", 0)
+    )
+    if not follow_links:
+        flags |= getattr(os, "O_NOFOLLOW", 0)
+        if os.path.islink(path):  # O_NOFOLLOW's ELOOP would read as "too many levels of links"
+            raise FileRefused(f"{path}: is a symbolic link; recon reads only regular files, not links")
     try:
         fd = os.open(path, flags)
     except OSError as error:

@@ -27,13 +27,17 @@ def prepare_batch(
     hw: tuple[int | None, int | None],
     what: str = "image",
     value_range: Any = None,
+    scale_integers: bool = True,
 ) -> tuple[np.ndarray, int]:
     """(B, 1, H, W) float32 C-contiguous and the caller's rank (2, 3 or 4).
 
     Accepts (H, W), (B, H, W), (B, 1, H, W); floats as they are (float16/64 converted), integers scaled
-    to [0, 1] by their dtype's maximum. Raises ValueError naming what was expected. With the artifact's
-    input `value_range` [lo, hi], floats further than one range-width outside it are refused: 0..255 or
-    0..4095 floats fed to a [0, 1] network give saturated images that look plausible, not an error.
+    to [0, 1] by their dtype's maximum, or refused when `scale_integers` is false (a CT sinogram's
+    integers have no known scale: dividing a ×100 fixed-point sinogram by 65535 gives a black image).
+    Raises ValueError naming what was expected. With the artifact's input `value_range` [lo, hi], values
+    further than one range-width outside it are refused, whatever the dtype (one rule for integers and
+    floats, for the API and recon-run): 0..255 floats fed to a [0, 1] network, or int16 -32768 scaled to
+    -1.00003, give saturated images that look plausible, not an error.
     """
     if isinstance(images, np.ma.MaskedArray) and np.ma.is_masked(images):
         # np.asarray would hand the graph whatever lies under the mask
@@ -68,11 +72,18 @@ def prepare_batch(
                 f"{_shape_text(hw, rank)} (that is {expected})"
             )
     if x.dtype.kind in "ui":
+        if not scale_integers:
+            expected_range = f" in its input range {list(value_range)}" if value_range is not None else ""
+            raise ValueError(
+                f"integer {what}s ({x.dtype}) have no known scale for this artifact; convert them to "
+                f"floats in the units it was trained on{expected_range} (e.g. line integrals, not "
+                "fixed-point counts)"
+            )
         # one pass: cast, scale and make contiguous together (order "C": the default "K" keeps a
         # transposed input's layout, which the backends refuse)
         scale = np.float32(1.0 / np.iinfo(x.dtype).max)
-        return np.multiply(x, scale, dtype=np.float32, order="C"), rank
-    if x.dtype != np.float32:  # float16/float64, or float32 of the other byte order
+        x = np.multiply(x, scale, dtype=np.float32, order="C")
+    elif x.dtype != np.float32:  # float16/float64, or float32 of the other byte order
         with np.errstate(over="ignore"):  # float64 beyond float32's range: Inf, refused just below
             x = x.astype(np.float32)
     if not x.flags.c_contiguous:  # negative strides, slices, transposes
@@ -91,7 +102,8 @@ def prepare_batch(
         if low < lo - span or high > hi + span:
             raise ValueError(
                 f"{what} values span [{float(low):.6g}, {float(high):.6g}], far outside the artifact's input "
-                f"range [{lo:g}, {hi:g}]; scale them first (e.g. divide 8-bit floats by 255) or pass integers"
+                f"range [{lo:g}, {hi:g}]; scale them into it first (integers are divided by their dtype's "
+                "maximum; 8-bit floats need /255)"
             )
     return x, rank
 

@@ -14,8 +14,12 @@ MAX_IMAGE_SIDE = 8192
 MAX_IMAGE_PIXELS = 8192 * 8192
 # Images in one file (TIFF pages, DICOM frames, NPY stacks) and slices in one DICOM series.
 MAX_IMAGES_PER_FILE = 4096
-# Pixels decoded from one file in total (all pages/frames): 256 Mpx = 512 MB as uint16.
-MAX_PIXELS_PER_FILE = 256 * 1024 * 1024
+# Pixels decoded from one file in total (all pages/frames): 64 Mpx = 256 MB as float32, which recon-run holds
+# two of (input and output) at once; with MAX_DECODED_BYTES_PER_FILE it keeps one hostile or oversized file
+# under ~1 GB of peak RSS (tests/hardening/test_input_memory.py measures it).
+MAX_PIXELS_PER_FILE = 64 * 1024 * 1024
+# Bytes decoded from one file (pixels x bytes per stored pixel): 256 MB, e.g. 32 Mpx of float64.
+MAX_DECODED_BYTES_PER_FILE = 256 * 1024 * 1024
 # Batch sizes an artifact may declare (min/opt/max of its profile).
 MAX_BATCH = 256
 # manifest.json itself, and how deeply its JSON may nest (objects/arrays inside each other).

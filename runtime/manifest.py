@@ -15,7 +15,7 @@ An artifact is a directory holding `manifest.json` plus the files it lists. Layo
                       "noise_level": 0.01, "oversample": 2},  # the deployed task (runtime/task_config.py)
       "input":  {"name": "measurement", "shape": ["batch", 1, H_in, W_in], "dtype": "float32",
                  "layout": "NCHW" (deblur: an image) | "N1AD" (ct: (B, 1, n_views, n_detectors)),
-                 "value_range": [lo, hi] | null},           # null: unbounded (sinograms)
+                 "value_range": [lo, hi] | null},           # ct: what the geometry allows; null: unbounded
       "output": {"name": "image", "shape": ["batch", 1, H, W], "dtype": "float32",
                  "value_range": [0.0, 1.0], "clip": true},  # runtime clips to value_range when clip
       "batch": {"min": 1, "opt": 8, "max": 32},             # the dynamic-batch profile
@@ -27,15 +27,26 @@ An artifact is a directory holding `manifest.json` plus the files it lists. Layo
         "model.plan":      {"sha256": "<hex>", "size": n, "kind": "tensorrt", "precision": "fp16",
                             "tensorrt": {"version": "11.4.0", "compute_capability": "9.0",
                                          "version_compatible": false, "device_name": "..."}},
-        "parity.json":     {"sha256": "<hex>", "size": n, "kind": "report"}
+        "parity.json":     {"sha256": "<hex>", "size": n, "kind": "report"},
+        "consistency.onnx": {"sha256": "<hex>", "size": n, "kind": "consistency", "precision": "fp32"}
       },
-      "parity": {"passed": true, ...summary...}             # optional
+      "parity": {"passed": true, ...summary...},            # optional
+      "consistency": {"file": "consistency.onnx",           # optional: the trust signal (consistency.py)
+                      "inputs": ["image", "measurement"], "output": "scores",
+                      "statistics": ["residual", ...],      # the columns of "scores"
+                      "bounds": {"residual": {"check": "upper", "low": null, "high": 0.02}, ...},
+                      "percentiles": {...}, "threshold": 0.02, "rule": "...", "calibration": {...}}
     }
 
 Optional keys of a plan's "tensorrt" entry: "hardware_compatibility_level" ("none" | "ampere_plus": then any
 GPU of compute capability >= 8.0 may run it), "lean_runtime_excluded" (a version-compatible plan built with
 EXCLUDE_LEAN_RUNTIME: only a runtime of exactly "version" runs it), "cuda_major" (of the builder's TensorRT
 wheels, so the runtime can name the lean package) and "tf32" (false: cleared at build). docs/gpu.md.
+
+Every number is bounded (runtime/limits.py: batch <= MAX_BATCH, H and W <= MAX_IMAGE_SIDE, value ranges within
+float32, file sizes <= MAX_ARTIFACT_FILE_BYTES), the name is a plain folder name, the JSON holds no NaN,
+Infinity or 20+ digit integer and nests at most MAX_JSON_DEPTH deep; listed files are regular files inside
+the artifact (no links), read up to their size and hashed as read; ONNX files hold all their tensors.
 
 Format version 1 (recon before the typed task config) is still read: its "physics" entry gives way to
 "task_config" (taken from "physics"."task_config"; its legacy key "n_angles" is read as "n_views").
@@ -72,7 +83,7 @@ FORMAT_VERSION = 2
 READABLE_VERSIONS = (1, 2)  # 1: the task config sat in "physics"."task_config"
 MANIFEST_NAME = "manifest.json"
 TASKS = ("deblur", "ct")
-FILE_KINDS = ("onnx", "tensorrt", "report")
+FILE_KINDS = ("onnx", "tensorrt", "report", "consistency")
 PRECISIONS = ("fp32", "fp16", "int8")
 
 
@@ -281,6 +292,7 @@ class Manifest:
     files: dict[str, FileEntry] = field(default_factory=dict)
     parity: dict[str, Any] | None = None
     spatial: dict[str, Any] | None = None  # see recon.runtime.spatial
+    consistency: dict[str, Any] | None = None  # checked by recon.runtime.consistency
     recon_version: str = "0.1.0"
     format_version: int = FORMAT_VERSION
 
@@ -302,6 +314,8 @@ class Manifest:
             data["parity"] = self.parity
         if self.spatial is not None:
             data["spatial"] = self.spatial
+        if self.consistency is not None:
+            data["consistency"] = self.consistency
         return data
 
     @classmethod
@@ -351,6 +365,11 @@ class Manifest:
         if len(data["files"]) > limits.MAX_ARTIFACT_FILES:
             raise ArtifactError(f"{source}: more than {limits.MAX_ARTIFACT_FILES} files listed; re-export")
         files = {name: check_file_entry(name, entry, source) for name, entry in data["files"].items()}
+        consistency = data.get("consistency")
+        if consistency is not None:
+            from recon.runtime.consistency import check_consistency_entry  # it imports this module
+
+            check_consistency_entry(consistency, files, source)
         return cls(
             name=data["name"],
             task=data["task"],
@@ -362,6 +381,7 @@ class Manifest:
             files=files,
             parity=data.get("parity"),
             spatial=data.get("spatial"),
+            consistency=consistency,
             recon_version=str(data.get("recon_version", "unknown"))[:64],
             format_version=version,
         )

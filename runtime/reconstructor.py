@@ -13,6 +13,7 @@ import numpy as np
 
 from recon.runtime import limits
 from recon.runtime.backends import Backend, select_backend
+from recon.runtime.consistency import ConsistencyGuard, ImageScore
 from recon.runtime.inputs import check_output, finish_batch, prepare_batch, spatial_shape
 from recon.runtime.manifest import ArtifactError, Manifest, check_batch, check_io_spec, load_manifest
 from recon.runtime.spatial import BLENDS, Spatial, SpatialError, parse_spatial
@@ -53,6 +54,7 @@ class Reconstructor:
         backend: Backend,
         reason: str = "",
         clip: bool | None = None,
+        consistency: ConsistencyGuard | None = None,
         tile: int | None = None,
         overlap: int | None = None,
         blend: str | None = None,
@@ -74,9 +76,14 @@ class Reconstructor:
         if self.max_batch < self.min_batch:
             raise ArtifactError(f"manifest batch profile {manifest.batch} has max < min; re-export")
         self._local = threading.local()
+        # close() waits for runs in flight, then stops the backend; later runs raise "closed"
+        self._lifecycle = threading.Condition()
+        self._in_flight = 0
+        self._closed = False
         self.input_kind = "sinogram" if manifest.task == "ct" else "image"  # for error messages
         input_range = manifest.input.get("value_range")
         self.input_range = None if input_range is None else (float(input_range[0]), float(input_range[1]))
+        self.consistency = consistency  # None: no scores (switched off, or an artifact without the check)
         self.spatial = self._spatial(manifest, tile, overlap, blend)
         # a tile given by the caller is a cap: anything larger is tiled even when the graph takes it whole
         self.tile_cap = tile is not None
@@ -129,6 +136,7 @@ class Reconstructor:
         precision: str = "auto",
         threads: int | None = None,
         clip: bool | None = None,
+        consistency: bool = True,
         tile: int | None = None,
         overlap: int | None = None,
         blend: str | None = None,
@@ -143,6 +151,8 @@ class Reconstructor:
             precision: "auto" (FP32 on the CPU; plan or FP16 on a GPU), "fp32", "fp16" or "int8".
             threads: ONNX Runtime intra-op threads (None: ORT's default, one per core).
             clip: clip outputs to the manifest's output value range (default: the manifest's "clip").
+            consistency: score every output with the artifact's consistency check (`last_scores`); False
+                skips its cost. Artifacts exported without the check run without scores either way.
             tile: tile side in px: images larger than this are tiled even where the graph could take them
                 whole (a memory cap); default: the manifest's tile, used only above its maximum side.
             overlap: tile overlap in px (default: the manifest's, from the model's receptive field).
@@ -155,7 +165,11 @@ class Reconstructor:
         )
         log.info("recon.runtime: %s (file %s, %s)", reason, chosen.file, chosen.precision)
         try:
-            return cls(path, manifest, chosen, reason, clip=clip, tile=tile, overlap=overlap, blend=blend)
+            guard = None
+            if consistency and manifest.consistency is not None:
+                guard = ConsistencyGuard(path, manifest, threads=threads)
+            spatial = {"tile": tile, "overlap": overlap, "blend": blend}
+            return cls(path, manifest, chosen, reason, clip=clip, consistency=guard, **spatial)
         except BaseException:
             chosen.deactivate()
             raise
@@ -174,6 +188,12 @@ class Reconstructor:
         """Seconds per stage of this thread's last `run`: prepare, [h2d], compute, [d2h], finish, total."""
         return getattr(self._local, "timings", {})
 
+    @property
+    def last_scores(self) -> list[ImageScore] | None:
+        """This thread's last `run`: one ImageScore per image (residual, statistics, flagged, reasons);
+        None when the check is off or the artifact has none."""
+        return getattr(self._local, "scores", None)
+
     # -- running -----------------------------------------------------------------------------------------
     def prepare(self, images: Any) -> tuple[np.ndarray, int]:
         """`images` checked and converted as `run` takes them: ((B, 1, H, W) float32, the caller's rank).
@@ -187,8 +207,10 @@ class Reconstructor:
                     f"{self.input_kind}s of different sizes in one call "
                     f"({', '.join(map(str, sorted(shapes)))}); call run() once per size"
                 )
+        # integers are scaled by their dtype's maximum for images; a sinogram's integers have no known scale
+        scale_integers = self.manifest.task != "ct"
         hw = self.input_hw if self.spatial is None else (None, None)  # any size: whole or tiled
-        batch, rank = prepare_batch(images, hw, self.input_kind, self.input_range)
+        batch, rank = prepare_batch(images, hw, self.input_kind, self.input_range, scale_integers)
         height, width = batch.shape[-2:]
         if max(height, width) > limits.MAX_IMAGE_SIDE or height * width > limits.MAX_IMAGE_PIXELS:
             raise ValueError(
@@ -198,29 +220,41 @@ class Reconstructor:
             )
         return batch, rank
 
-    def run(self, images: Any) -> np.ndarray:
+    def run(self, images: Any, return_scores: bool = False) -> Any:
         """Reconstruct a batch: (H, W), (B, H, W) or (B, 1, H, W) in, the same rank out.
 
         One call takes one size (a batch is one array); for images of different sizes call `run` once per
         size (a list of differently sized arrays is refused with that advice). Inputs: floats as they are,
         integers scaled to [0, 1] by their dtype's maximum. Output: float32, clipped to the manifest's output
         value range when clipping is on. Raises ValueError on bad input.
+        With `return_scores`, returns (images, scores): scores as `last_scores`.
         """
-        if not self.backend.is_active:
-            raise RuntimeError("this Reconstructor is closed; create a new one with from_artifact()")
+        with self._lifecycle:
+            if self._closed or not self.backend.is_active:
+                raise RuntimeError("this Reconstructor is closed; create a new one with from_artifact()")
+            self._in_flight += 1
+        try:
+            return self._run(images, return_scores)
+        finally:
+            with self._lifecycle:
+                self._in_flight -= 1
+                self._lifecycle.notify_all()
+
+    def _run(self, images: Any, return_scores: bool) -> Any:
         start = time.perf_counter()
         batch, rank = self.prepare(images)
         timings: dict[str, float] = {"prepare": time.perf_counter() - start}
         output = self._reconstruct(batch, timings)
         mark = time.perf_counter()
-        output = self._finish(output, batch, rank)
+        check_output(output, batch, self.input_kind, self.manifest.input.get("value_range"))
+        clipped = output  # (B, 1, H, W); finish_batch clips it in place and returns the caller's rank
+        output = finish_batch(output, rank, self.value_range)
         end = time.perf_counter()
         timings["finish"] = end - mark
-        timings["total"] = end - start
+        scores = self._score(batch, clipped, timings)
+        timings["total"] = time.perf_counter() - start
         self._local.timings = timings
-        return output
-
-    __call__ = run
+        return (output, scores) if return_scores else output
 
     def size_plan(self, height: int, width: int) -> str:
         """How an H × W image runs: "whole", "padded" (whole after reflect-padding up to the graph's
@@ -302,10 +336,20 @@ class Reconstructor:
             if stage != "total":
                 timings[stage] = timings.get(stage, 0.0) + seconds
 
-    def _finish(self, output: np.ndarray, batch: np.ndarray, rank: int) -> np.ndarray:
-        """Refuse NaN/Inf, clip, return the caller's rank."""
-        check_output(output, batch, self.input_kind, self.manifest.input.get("value_range"))
-        return finish_batch(output, rank, self.value_range)
+    def _score(
+        self, batch: np.ndarray, output: np.ndarray, timings: dict[str, float]
+    ) -> list[ImageScore] | None:
+        """The trust signal (runtime/consistency.py) on the whole images, after inference; reads only."""
+        if self.consistency is None:
+            self._local.scores = None
+            return None
+        mark = time.perf_counter()
+        scores = self.consistency.score(output, batch)
+        timings["consistency"] = time.perf_counter() - mark
+        self._local.scores = scores
+        return scores
+
+    __call__ = run
 
     def _infer(self, batch: np.ndarray) -> np.ndarray:
         """The backend's output, held to the shape and dtype the manifest promises."""
@@ -339,11 +383,18 @@ class Reconstructor:
             "batch": self.manifest.batch,
             "spatial": None if self.spatial is None else self.spatial.to_json(),
             **self.backend.describe(),
+            "consistency": None if self.consistency is None else self.consistency.describe(),
         }
 
     # -- lifecycle ---------------------------------------------------------------------------------------
     def close(self) -> None:
-        self.backend.deactivate()
+        """Stop the backend once the runs in flight (other threads) have returned; later runs raise a
+        RuntimeError saying it is closed. Idempotent. Not from inside a run on the same thread."""
+        with self._lifecycle:
+            self._closed = True
+            self._lifecycle.wait_for(lambda: self._in_flight == 0)
+        if self.backend.is_active:
+            self.backend.deactivate()
 
     def __enter__(self) -> Reconstructor:
         return self

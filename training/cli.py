@@ -237,7 +237,7 @@ def eval_main(model_name, task, weights, heldout_n, as_json, threads, **kw):
     task_cfg = task_config_from_options(task, kw, base=trained)
     claimed = card.get("metrics", {}).get("heldout", {}) if task_cfg == trained else {}
     n = heldout_n or claimed.get("n", 32)
-    size = task_cfg.image_size
+    size = claimed.get("size", [task_cfg.image_size])[0]  # the card's, unless options changed the task
     result = evaluate(model, heldout_set(task_cfg, n, size))
     result["card"] = {k: claimed.get(k) for k in ("model", "baseline")}
     if task_cfg != trained:

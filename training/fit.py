@@ -159,6 +159,188 @@ def _unwrap(model: nn.Module) -> nn.Module:
     return model.module if isinstance(model, nn.parallel.DistributedDataParallel) else model
 
 
+class _Trainer:
+    """One run's state and its steps: set-up, resume, one optimizer step, validation, checkpoints, the log.
+
+    `fit` drives it; the state that the old closures shared lives here as attributes.
+    """
+
+    def __init__(self, model: nn.Module, train: TrainingPairs, cfg: FitConfig, out: Path) -> None:
+        self.cfg, self.train, self.out = cfg, train, out
+        self.ddp = dist.is_available() and dist.is_initialized()
+        self.rank, self.world = (dist.get_rank(), dist.get_world_size()) if self.ddp else (0, 1)
+        device = auto_device()
+        if device.type == "cuda" and self.ddp:
+            device = torch.device("cuda", torch.cuda.current_device())
+        self.device = device
+        torch.manual_seed(cfg.seed)
+        self.amp_dtype = _amp_dtype(cfg.amp, device)
+        # channels_last lets oneDNN/cuDNN pick their fast bf16/fp16 convolution kernels (≈1.3× on CPU).
+        self.memory_format = torch.channels_last if self.amp_dtype is not None else torch.contiguous_format
+        self.model = model.to(device, memory_format=self.memory_format)
+        ids = [device.index] if device.type == "cuda" else None
+        self.net = nn.parallel.DistributedDataParallel(self.model, device_ids=ids) if self.ddp else self.model
+        self.criterion = parse_loss(cfg.loss)
+        self.scaler = torch.amp.GradScaler(device.type, enabled=self.amp_dtype == torch.float16)
+        self.opt = torch.optim.Adam(self.model.parameters(), lr=cfg.lr)
+        self.auto_length = cfg.time_budget is not None and cfg.steps is None
+        self.calibrate = self.auto_length
+        self.sampler = DistributedSampler(
+            train, num_replicas=self.world, rank=self.rank, shuffle=True, seed=cfg.seed
+        )
+        per_rank = len(train) // self.world
+        self.steps_per_epoch = per_rank // cfg.batch_size
+        if self.steps_per_epoch < 1:
+            raise ValueError(
+                f"the epoch has {per_rank} samples per process, fewer than one batch of {cfg.batch_size}"
+            )
+        self.total = cfg.steps or cfg.epochs * self.steps_per_epoch
+        if self.calibrate:
+            self.total = 10**9  # set from the measured speed after a few steps
+        self.schedule = WarmupCosine(min(cfg.warmup, max(1, self.total // 10)), self.total)
+        self.sched = torch.optim.lr_scheduler.LambdaLR(self.opt, self.schedule)
+        self.step, self.history, self.best = 0, [], {"psnr": -math.inf}
+        self.train_seconds = 0.0
+
+    def resume(self) -> None:
+        """Continue exactly from ``out/last.pt``: weights, optimizer, schedule, scaler, RNG, counters."""
+        ck = torch.load(self.out / "last.pt", map_location="cpu", weights_only=True)
+        self.model.load_state_dict(ck["model"])
+        self.opt.load_state_dict(ck["optimizer"])
+        self.sched.load_state_dict(ck["scheduler"])  # restores schedule.total / warmup too
+        self.scaler.load_state_dict(ck["scaler"])
+        _set_rng_state(ck["rng"])
+        self.step, self.history, self.best = ck["step"], ck["history"], ck["best"]
+        self.train_seconds = ck["train_seconds"]
+        self.calibrate = self.calibrate and ck.get("calibrating", False)
+        self.total = self.schedule.total
+
+    def save(self, name: str) -> None:
+        if self.rank != 0:
+            return
+        self.out.mkdir(parents=True, exist_ok=True)
+        state = {
+            "model": self.model.state_dict(),
+            "optimizer": self.opt.state_dict(),
+            "scheduler": self.sched.state_dict(),
+            "scaler": self.scaler.state_dict(),
+            "rng": _rng_state(),
+            "step": self.step,
+            "history": self.history,
+            "best": self.best,
+            "train_seconds": self.train_seconds,
+            "calibrating": self.calibrate,
+            "fit_config": asdict(self.cfg),
+        }
+        torch.save(state, self.out / f"{name}.tmp")
+        (self.out / f"{name}.tmp").replace(self.out / name)
+
+    def write_log(self) -> None:
+        if self.rank == 0:
+            log = {
+                "fit_config": asdict(self.cfg),
+                "world_size": self.world,
+                "device": str(self.device),
+                "steps": self.step,
+                "total_steps": self.total,
+                "train_seconds": round(self.train_seconds, 1),
+                "best": self.best,
+                "epochs": self.history,
+            }
+            write_json_atomic(self.out / "log.json", log)
+
+    def agreed(self, flag: bool) -> bool:
+        # Rank 0's clock decides, so every rank stops at the same step.
+        if not self.ddp:
+            return flag
+        t = torch.tensor([float(flag)], device=self.device if dist.get_backend() == "nccl" else "cpu")
+        dist.broadcast(t, 0)
+        return bool(t.item())
+
+    def retarget(self, elapsed: float, seconds_per_step: float) -> None:
+        # Fit the cosine's length to the time left; re-run each epoch: a shared machine's speed drifts.
+        left = self.cfg.time_budget * 60 * 0.97 - elapsed
+        t = torch.tensor([float(self.step + max(1, int(left / seconds_per_step / 1.03)))])  # ~3%: validation
+        if self.ddp:
+            dist.broadcast(t, 0)
+        self.total = max(self.step + 1, int(t.item()))
+        schedule = self.schedule
+        if self.step < schedule.warmup:
+            schedule.warmup = schedule.anchor_step = min(schedule.warmup, max(1, self.total // 10))
+        schedule.retarget(self.step, self.total)
+
+    def optimizer_step(self, items: list) -> float:
+        """One step on one batch of (input, target) pairs; returns the loss."""
+        x0 = torch.stack([it[0] for it in items]).to(self.device, memory_format=self.memory_format)
+        x = torch.stack([it[1] for it in items]).to(self.device)
+        amp = (
+            torch.autocast(self.device.type, dtype=self.amp_dtype)
+            if self.amp_dtype
+            else contextlib.nullcontext()
+        )
+        with amp:
+            estimate = self.net(x0)
+        loss = self.criterion(estimate, x)
+        self.opt.zero_grad(set_to_none=True)
+        self.scaler.scale(loss).backward()
+        self.scaler.unscale_(self.opt)
+        if self.cfg.grad_clip:
+            nn.utils.clip_grad_norm_(self.model.parameters(), self.cfg.grad_clip)
+        self.scaler.step(self.opt)
+        self.scaler.update()
+        self.sched.step()
+        self.step += 1
+        return loss.item()
+
+    def validate(self, valid: EvalSet, epoch: int, losses: list[float], bar: tqdm) -> None:
+        """Validation metrics into the history; a new best is saved as best.pt."""
+        metrics = image_metrics(predict(self.model, valid.inputs), valid.targets) if self.rank == 0 else {}
+        record = {
+            "epoch": epoch,
+            "step": self.step,
+            "loss": float(np.mean(losses)) if losses else None,
+            "lr": self.sched.get_last_lr()[0],
+            "seconds": round(self.train_seconds, 1),
+            **{f"val_{k}": v for k, v in metrics.items()},
+        }
+        self.history.append(record)
+        if self.rank == 0:
+            bar.write(json.dumps(record))
+            if metrics["psnr"] > self.best["psnr"]:
+                self.best = {"step": self.step, "epoch": epoch, **metrics}
+                self.save("best.pt")
+
+
+def _run_epoch(
+    trainer: _Trainer, epoch: int, t0: float, bar: tqdm, stop_at_step: int | None, calib: list
+) -> tuple[list[float], bool]:
+    """The rest of one epoch (from where a resume left it); returns (losses, whether the budget ran out).
+    ``calib`` holds the (step, elapsed) where speed calibration started, across calls."""
+    cfg, tr = trainer.cfg, trainer
+    order = list(tr.sampler)
+    losses: list[float] = []
+    stop = False
+    for b in range(tr.step - epoch * tr.steps_per_epoch, tr.steps_per_epoch):
+        items = [tr.train[i] for i in order[b * cfg.batch_size : (b + 1) * cfg.batch_size]]
+        losses.append(tr.optimizer_step(items))
+        bar.update(1)
+        bar.set_postfix(loss=f"{losses[-1]:.2e}", lr=f"{tr.sched.get_last_lr()[0]:.1e}", refresh=False)
+        elapsed = time.perf_counter() - t0
+        if tr.calibrate:
+            # Skip the first steps (allocator / oneDNN warm-up), time the next ones, then fix the cosine.
+            if tr.step == 5:
+                calib[:] = [(tr.step, elapsed)]
+            elif calib and tr.step == calib[0][0] + 20:
+                tr.retarget(elapsed, (elapsed - calib[0][1]) / 20)
+                tr.calibrate = False
+                bar.total = tr.total
+        if cfg.time_budget is not None and tr.agreed(elapsed > cfg.time_budget * 60):
+            stop = True
+        if tr.step >= tr.total or stop or (stop_at_step is not None and tr.step >= stop_at_step):
+            break
+    return losses, stop
+
+
 def fit(
     model: nn.Module,
     train: TrainingPairs,
@@ -177,187 +359,40 @@ def fit(
     returned model (else it keeps the last ones).
     """
     out = Path(out)
-    ddp = dist.is_available() and dist.is_initialized()
-    rank, world = (dist.get_rank(), dist.get_world_size()) if ddp else (0, 1)
-    device = auto_device()
-    if device.type == "cuda" and ddp:
-        device = torch.device("cuda", torch.cuda.current_device())
-    torch.manual_seed(cfg.seed)
-    amp_dtype = _amp_dtype(cfg.amp, device)
-    # channels_last lets oneDNN/cuDNN pick their fast bf16/fp16 convolution kernels (≈1.3× on CPU).
-    memory_format = torch.channels_last if amp_dtype is not None else torch.contiguous_format
-    model = model.to(device, memory_format=memory_format)
-    net = (
-        nn.parallel.DistributedDataParallel(
-            model, device_ids=[device.index] if device.type == "cuda" else None
-        )
-        if ddp
-        else model
-    )
-    criterion = parse_loss(cfg.loss)
-    scaler = torch.amp.GradScaler(device.type, enabled=amp_dtype == torch.float16)
-    opt = torch.optim.Adam(model.parameters(), lr=cfg.lr)
-    calibrate = auto_length = cfg.time_budget is not None and cfg.steps is None
-    sampler = DistributedSampler(train, num_replicas=world, rank=rank, shuffle=True, seed=cfg.seed)
-    per_rank = len(train) // world
-    steps_per_epoch = per_rank // cfg.batch_size
-    if steps_per_epoch < 1:
-        raise ValueError(
-            f"the epoch has {per_rank} samples per process, fewer than one batch of {cfg.batch_size}"
-        )
-    total = cfg.steps or cfg.epochs * steps_per_epoch
-    if calibrate:
-        total = 10**9  # set from the measured speed after a few steps
-    schedule = WarmupCosine(min(cfg.warmup, max(1, total // 10)), total)
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, schedule)
-    step, history, best = 0, [], {"psnr": -math.inf}
-    train_seconds = 0.0
-
+    tr = _Trainer(model, train, cfg, out)
     if resume and (out / "last.pt").exists():
-        ck = torch.load(out / "last.pt", map_location="cpu", weights_only=True)
-        model.load_state_dict(ck["model"])
-        opt.load_state_dict(ck["optimizer"])
-        sched.load_state_dict(ck["scheduler"])  # restores schedule.total / warmup too
-        scaler.load_state_dict(ck["scaler"])
-        _set_rng_state(ck["rng"])
-        step, history, best, train_seconds = ck["step"], ck["history"], ck["best"], ck["train_seconds"]
-        calibrate = calibrate and ck.get("calibrating", False)
-        total = schedule.total
-
-    def save(name: str, **extra) -> None:
-        if rank != 0:
-            return
-        out.mkdir(parents=True, exist_ok=True)
-        state = {
-            "model": model.state_dict(),
-            "optimizer": opt.state_dict(),
-            "scheduler": sched.state_dict(),
-            "scaler": scaler.state_dict(),
-            "rng": _rng_state(),
-            "step": step,
-            "history": history,
-            "best": best,
-            "train_seconds": train_seconds,
-            "calibrating": calibrate,
-            "fit_config": asdict(cfg),
-            **extra,
-        }
-        torch.save(state, out / f"{name}.tmp")
-        (out / f"{name}.tmp").replace(out / name)
-
-    def write_log() -> None:
-        if rank == 0:
-            log = {
-                "fit_config": asdict(cfg),
-                "world_size": world,
-                "device": str(device),
-                "steps": step,
-                "total_steps": total,
-                "train_seconds": round(train_seconds, 1),
-                "best": best,
-                "epochs": history,
-            }
-            write_json_atomic(out / "log.json", log)
-
-    def agreed(flag: bool) -> bool:
-        # Rank 0's clock decides, so every rank stops at the same step.
-        if not ddp:
-            return flag
-        t = torch.tensor([float(flag)], device=device if dist.get_backend() == "nccl" else "cpu")
-        dist.broadcast(t, 0)
-        return bool(t.item())
-
-    def retarget(elapsed: float, seconds_per_step: float) -> None:
-        # Fit the cosine's length to the time left; re-run each epoch: a shared machine's speed drifts.
-        nonlocal total
-        left = cfg.time_budget * 60 * 0.97 - elapsed
-        t = torch.tensor([float(step + max(1, int(left / seconds_per_step / 1.03)))])  # ~3% for validation
-        if ddp:
-            dist.broadcast(t, 0)
-        total = max(step + 1, int(t.item()))
-        if step < schedule.warmup:
-            schedule.warmup = schedule.anchor_step = min(schedule.warmup, max(1, total // 10))
-        schedule.retarget(step, total)
-
+        tr.resume()
     bar = tqdm(
-        total=total if not calibrate else None,
-        initial=step,
-        disable=not progress or rank != 0,
+        total=tr.total if not tr.calibrate else None,
+        initial=tr.step,
+        disable=not progress or tr.rank != 0,
         desc="train",
         mininterval=5,
         dynamic_ncols=True,
     )
-    t0 = time.perf_counter() - train_seconds
-    calib_start: tuple[int, float] | None = None
-    model.train()
+    t0 = time.perf_counter() - tr.train_seconds
+    calib: list[tuple[int, float]] = []
+    tr.model.train()
     stop = False
-    while step < total and not stop:
-        epoch = step // steps_per_epoch
-        sampler.set_epoch(epoch)
+    while tr.step < tr.total and not stop:
+        epoch = tr.step // tr.steps_per_epoch
+        tr.sampler.set_epoch(epoch)
         train.set_epoch(epoch)
-        order = list(sampler)
-        losses = []
-        for b in range(step - epoch * steps_per_epoch, steps_per_epoch):
-            items = [train[i] for i in order[b * cfg.batch_size : (b + 1) * cfg.batch_size]]
-            x0 = torch.stack([it[0] for it in items]).to(device, memory_format=memory_format)
-            x = torch.stack([it[1] for it in items]).to(device)
-            with torch.autocast(device.type, dtype=amp_dtype) if amp_dtype else contextlib.nullcontext():
-                estimate = net(x0)
-            loss = criterion(estimate, x)
-            opt.zero_grad(set_to_none=True)
-            scaler.scale(loss).backward()
-            scaler.unscale_(opt)
-            if cfg.grad_clip:
-                nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
-            scaler.step(opt)
-            scaler.update()
-            sched.step()
-            step += 1
-            losses.append(loss.item())
-            bar.update(1)
-            bar.set_postfix(loss=f"{losses[-1]:.2e}", lr=f"{sched.get_last_lr()[0]:.1e}", refresh=False)
-            elapsed = time.perf_counter() - t0
-            if calibrate:
-                # Skip the first steps (allocator / oneDNN warm-up), time the next ones, then fix the cosine.
-                if step == 5:
-                    calib_start = (step, elapsed)
-                elif calib_start and step == calib_start[0] + 20:
-                    retarget(elapsed, (elapsed - calib_start[1]) / 20)
-                    calibrate = False
-                    bar.total = total
-            if cfg.time_budget is not None and agreed(elapsed > cfg.time_budget * 60):
-                stop = True
-            if step >= total or stop or (stop_at_step is not None and step >= stop_at_step):
-                break
-        epoch_rate = (time.perf_counter() - t0 - train_seconds) / max(1, len(losses))
-        train_seconds = time.perf_counter() - t0
-        if auto_length and not calibrate and not stop and len(losses) >= 20:
-            retarget(train_seconds, epoch_rate)
-            bar.total = total
-        finished_epoch = step % steps_per_epoch == 0 or step >= total or stop
-        if finished_epoch:
-            metrics = image_metrics(predict(model, valid.inputs), valid.targets) if rank == 0 else {}
-            record = {
-                "epoch": epoch,
-                "step": step,
-                "loss": float(np.mean(losses)) if losses else None,
-                "lr": sched.get_last_lr()[0],
-                "seconds": round(train_seconds, 1),
-                **{f"val_{k}": v for k, v in metrics.items()},
-            }
-            history.append(record)
-            if rank == 0:
-                bar.write(json.dumps(record))
-                if metrics["psnr"] > best["psnr"]:
-                    best = {"step": step, "epoch": epoch, **metrics}
-                    save("best.pt")
-        save("last.pt")
-        write_log()
-        if stop_at_step is not None and step >= stop_at_step:
+        losses, stop = _run_epoch(tr, epoch, t0, bar, stop_at_step, calib)
+        epoch_rate = (time.perf_counter() - t0 - tr.train_seconds) / max(1, len(losses))
+        tr.train_seconds = time.perf_counter() - t0
+        if tr.auto_length and not tr.calibrate and not stop and len(losses) >= 20:
+            tr.retarget(tr.train_seconds, epoch_rate)
+            bar.total = tr.total
+        if tr.step % tr.steps_per_epoch == 0 or tr.step >= tr.total or stop:  # a finished epoch
+            tr.validate(valid, epoch, losses, bar)
+        tr.save("last.pt")
+        tr.write_log()
+        if stop_at_step is not None and tr.step >= stop_at_step:
             break
     bar.close()
-    if ddp:
+    if tr.ddp:
         dist.barrier()
     if load_best and (out / "best.pt").exists():
-        model.load_state_dict(torch.load(out / "best.pt", map_location="cpu", weights_only=True)["model"])
-    return FitResult(model, best, history, step, train_seconds)
+        tr.model.load_state_dict(torch.load(out / "best.pt", map_location="cpu", weights_only=True)["model"])
+    return FitResult(tr.model, tr.best, tr.history, tr.step, tr.train_seconds)

@@ -118,6 +118,13 @@ def test_a_plan_whose_profile_minimum_exceeds_one_is_recorded_for_the_server():
                                              "lean_runtime_excluded": True}}  # fmt: skip
     notes = plan_notes(manifest, plan)
     assert any("minimum batch is 4" in n and "rejects" in n for n in notes)
+    profiled = {
+        "kind": "tensorrt",
+        "tensorrt": {**plan["tensorrt"], "profile": {"min": 2, "opt": 8, "max": 32}},
+    }
+    assert any(
+        "minimum batch is 2" in n for n in plan_notes(MANIFEST, profiled)
+    )  # the engine's profile rules
     assert any(
         "--backend-config=tensorrt,version-compatible=true" in n and "10.13.2 exactly" in n for n in notes
     )

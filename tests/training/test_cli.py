@@ -23,7 +23,7 @@ def test_recon_eval_reproduces_the_card(tmp_path):
         "name": "cnn-deblur",
         "task_name": "deblur",
         "model": model.config,
-        "task": cfg,
+        "task": cfg.to_json(),
         "metrics": {"heldout": evaluate(model, heldout_set(cfg, 4, 64))},
     }
     st, _ = save_trained(model, card, tmp_path / "cnn-deblur")
@@ -41,7 +41,7 @@ def test_recon_eval_reproduces_the_card(tmp_path):
 
 def test_recon_eval_user_error_is_one_line(tmp_path):
     result = CliRunner().invoke(eval_main, ["--model", "cnn", "--task", "ct", "--weights", str(tmp_path)])
-    assert result.exit_code != 0 and "Error: no given weights card" in result.output
+    assert result.exit_code != 0 and "error: no given weights card" in result.output
     assert "Traceback" not in result.output
 
 
@@ -134,3 +134,42 @@ def test_recon_simulate_deblur_and_ct(tmp_path):
     assert np.load(out / "measurements" / "phantom000.npy").shape == (cfg.n_views, cfg.n_detectors)
     assert (out / "measurements" / "phantom000.tif").exists()
     assert CliRunner().invoke(simulate_main, ["--task", "ct", "--out", str(out)]).exit_code != 0
+
+
+def test_recon_simulate_takes_the_scanner_geometry_from_the_shared_task_options(tmp_path):
+    out = tmp_path / "ct"
+    args = [
+        "--task",
+        "ct",
+        "--image-size",
+        "48",
+        "--views",
+        "30",
+        "--detector-spacing",
+        "2",
+        "--phantoms",
+        "1",
+    ]
+    r = CliRunner().invoke(simulate_main, [*args, "--task-option", "filter=hann", "--out", str(out)])
+    assert r.exit_code == 0, r.output
+    written = json.loads((out / "simulate.json").read_text())["task"]
+    assert (written["n_views"], written["n_detectors"], written["filter"]) == (
+        30,
+        34,
+        "hann",
+    )  # ceil(√2·48/2)
+    assert np.load(out / "measurements" / "phantom000.npy").shape == (30, 34)
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--task", "deblur", "--views", "30"], "--views apply to --task ct only"),
+        (["--task", "ct", "--views", "0"], "0 is not in the range x>=1"),
+        (["--task", "ct", "--task-option", "filter=box"], "filter must be one of"),
+        (["--task", "ct", "--task-option", "kernel_size=3"], "unknown ct option"),
+    ],
+)
+def test_a_bad_task_option_is_one_line_naming_it(tmp_path, args, message):
+    r = CliRunner().invoke(simulate_main, [*args, "--phantoms", "1", "--out", str(tmp_path / "x")])
+    assert r.exit_code != 0 and message in r.output and "Traceback" not in r.output

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import importlib.util
 import os
+import shutil
 import threading
 import time
 from pathlib import Path
@@ -25,7 +26,7 @@ grpcclient = pytest.importorskip("tritonclient.grpc", reason="needs recon[triton
 httpclient = pytest.importorskip("tritonclient.http", reason="needs recon[triton] (tritonclient[grpc,http])")
 from tritonclient.utils import InferenceServerException  # noqa: E402
 
-from recon.export.triton_server import LocalServer  # noqa: E402
+from recon.export.triton_server import LocalServer, ServerSetupError  # noqa: E402
 from recon.runtime import Reconstructor  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -206,6 +207,24 @@ def test_a_bad_request_batched_with_good_ones_fails_alone(server, exported):
     for i in range(6):
         assert isinstance(results[i], np.ndarray), results[i]
         np.testing.assert_allclose(results[i], reference.run(good[i : i + 1]), rtol=0, atol=1e-5)
+
+
+def test_a_damaged_artifact_fails_the_model_load_with_the_runtimes_reason(exported, tmp_path):
+    repo = tmp_path / "repo"
+    shutil.copytree(exported["repo"] / "cnn-deblur-python", repo / "cnn-deblur-python")
+    onnx = repo / "cnn-deblur-python" / "1" / "artifact" / "model.onnx"
+    data = bytearray(onnx.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    onnx.write_bytes(bytes(data))
+    server = LocalServer(repo, exported["python"], tmp_path / "damaged.log")
+    try:
+        with pytest.raises(ServerSetupError, match="exited"):
+            server.start()  # Triton refuses to start with a model that failed to load
+        assert "sha256 does not match the manifest" in server.log_tail(200)
+    finally:
+        server.kill()
+        server.clean_after_crash()
+    assert server.leftovers() == {"processes": [], "ports": [], "shm": []}
 
 
 def test_stopping_the_server_by_pid_leaves_no_process_port_or_shared_memory(server):
