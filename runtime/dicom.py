@@ -36,6 +36,7 @@ from typing import Any
 import numpy as np
 
 from recon.runtime import limits
+from recon.runtime.consistency import annotate_dicom
 from recon.runtime.imageio import ImageFile, ImageIOError
 
 # Room for everything in a file besides its pixels (header, overlays, private tags), and the most of a
@@ -426,6 +427,7 @@ def derived_dataset(image: np.ndarray, like: ImageFile, derivation: Derivation |
     ds.SeriesNumber = derivation.series_number(source.get("SeriesNumber"))
     ds.SeriesDescription = derivation.description[:64]
     ds.DerivationDescription = derivation.details[:1024]
+    annotate_dicom(ds, like.meta.get("consistency_note"))  # a flagged output says so (runtime/consistency.py)
     ds.ImageType = ["DERIVED", "SECONDARY"]
     ds.SeriesDate = ds.InstanceCreationDate = time.strftime("%Y%m%d", derivation.started)
     ds.SeriesTime = ds.InstanceCreationTime = time.strftime("%H%M%S", derivation.started)

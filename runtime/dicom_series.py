@@ -254,7 +254,10 @@ class SeriesJob:
                 for image in group:
                     self._flush([image], uid, reconstruct, derivation, None)
         else:
-            for image, result in zip(group, results, strict=True):
+            notes = getattr(reconstruct, "notes", None)  # the consistency check's, one per slice (run_cli)
+            for i, (image, result) in enumerate(zip(group, results, strict=True)):
+                if notes and i < len(notes) and notes[i]:
+                    image.meta["consistency_note"] = notes[i]
                 self.outcomes.append(_write(image, self.plan[image.path], result, derivation, uid))
         if progress is not None:
             progress(len(group))

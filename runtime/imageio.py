@@ -116,7 +116,11 @@ def check_declared(path: Path, fmt: str, images: int, height: int, width: int, i
 
 
 def write_image(path: str | os.PathLike, image: np.ndarray, like: ImageFile) -> Path:
-    """Write `image` (float, nominally [0, 1]) in `like`'s format and bit depth, atomically."""
+    """Write `image` (float, nominally [0, 1]) in `like`'s format and bit depth, atomically.
+
+    Raises ImageIOError, one line naming `path`, for every failure: disk full, no permission, a name the
+    file system refuses, or an input header that cannot be written back.
+    """
     path = Path(path)
     writer: Callable[[Path, np.ndarray, ImageFile], None] = {
         "png": _write_png,
@@ -124,15 +128,24 @@ def write_image(path: str | os.PathLike, image: np.ndarray, like: ImageFile) -> 
         "npy": _write_npy,
         "dicom": _write_dicom,
     }[like.format]
-    fd, tmp = temp_beside(path)  # a plain file's permissions, not mkstemp's 0600
-    os.close(fd)
+    tmp: Path | None = None
     try:
+        fd, tmp = temp_beside(path)  # a plain file's permissions, not mkstemp's 0600
+        os.close(fd)
         writer(Path(tmp), np.asarray(image), like)
         os.replace(tmp, path)
     except BaseException as error:
-        Path(tmp).unlink(missing_ok=True)
-        if isinstance(error, (ImageIOError, OSError)) or not isinstance(error, Exception):
+        if tmp is not None:
+            Path(tmp).unlink(missing_ok=True)
+        if isinstance(error, ImageIOError) or not isinstance(error, Exception):
             raise
+        cause = _os_error_in(error)
+        if cause is not None:  # numpy says "65536 requested and 20448 written", pydicom wraps it: say which
+            reason = cause.strerror or (str(cause).strip().splitlines() or [type(cause).__name__])[0]
+            raise ImageIOError(
+                f"{path}: cannot write the result ({reason}); check the free space and permissions "
+                f"of {path.parent}"
+            ) from None
         # e.g. pydicom meeting an element of a damaged input header only when it writes the copy
         reason = (str(error).strip().splitlines() or [""])[0]
         raise ImageIOError(
@@ -140,6 +153,20 @@ def write_image(path: str | os.PathLike, image: np.ndarray, like: ImageFile) -> 
             f"({type(error).__name__}: {reason}); the input's header may be damaged"
         ) from None
     return path
+
+
+def _os_error_in(error: BaseException) -> OSError | None:
+    """The OSError behind `error`, preferring one with an errno (pydicom re-raises the disk's OSError as
+    an OSError whose message is a whole traceback; numpy's has no errno, only "N requested, M written")."""
+    found: list[OSError] = []
+    current: BaseException | None = error
+    for _ in range(16):  # a chain is short; a cycle must not loop
+        if current is None:
+            break
+        if isinstance(current, OSError):
+            found.append(current)
+        current = current.__cause__ or current.__context__
+    return next((e for e in found if e.strerror), found[0] if found else None)
 
 
 def _to_unsigned(image: np.ndarray, dtype: type) -> np.ndarray:

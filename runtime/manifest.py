@@ -15,10 +15,11 @@ An artifact is a directory holding `manifest.json` plus the files it lists. Layo
                       "noise_level": 0.01, "oversample": 2},  # the deployed task (runtime/task_config.py)
       "input":  {"name": "measurement", "shape": ["batch", 1, H_in, W_in], "dtype": "float32",
                  "layout": "NCHW" (deblur: an image) | "N1AD" (ct: (B, 1, n_views, n_detectors)),
-                 "value_range": [lo, hi] | null},           # null: unbounded (sinograms)
+                 "value_range": [lo, hi] | null},           # ct: what the geometry allows; null: unbounded
       "output": {"name": "image", "shape": ["batch", 1, H, W], "dtype": "float32",
                  "value_range": [0.0, 1.0], "clip": true},  # runtime clips to value_range when clip
       "batch": {"min": 1, "opt": 8, "max": 32},             # the dynamic-batch profile
+      "spatial": {"whole_image": true, "min": 64, ...},     # optional: image sizes taken (runtime/spatial.py)
       "files": {
         "model.onnx":      {"sha256": "<hex>", "size": n, "kind": "onnx", "precision": "fp32"},
         "model.fp16.onnx": {"sha256": "<hex>", "size": n, "kind": "onnx", "precision": "fp16"},
@@ -26,15 +27,26 @@ An artifact is a directory holding `manifest.json` plus the files it lists. Layo
         "model.plan":      {"sha256": "<hex>", "size": n, "kind": "tensorrt", "precision": "fp16",
                             "tensorrt": {"version": "11.4.0", "compute_capability": "9.0",
                                          "version_compatible": false, "device_name": "..."}},
-        "parity.json":     {"sha256": "<hex>", "size": n, "kind": "report"}
+        "parity.json":     {"sha256": "<hex>", "size": n, "kind": "report"},
+        "consistency.onnx": {"sha256": "<hex>", "size": n, "kind": "consistency", "precision": "fp32"}
       },
-      "parity": {"passed": true, ...summary...}             # optional
+      "parity": {"passed": true, ...summary...},            # optional
+      "consistency": {"file": "consistency.onnx",           # optional: the trust signal (consistency.py)
+                      "inputs": ["image", "measurement"], "output": "scores",
+                      "statistics": ["residual", ...],      # the columns of "scores"
+                      "bounds": {"residual": {"check": "upper", "low": null, "high": 0.02}, ...},
+                      "percentiles": {...}, "threshold": 0.02, "rule": "...", "calibration": {...}}
     }
 
 Optional keys of a plan's "tensorrt" entry: "hardware_compatibility_level" ("none" | "ampere_plus": then any
 GPU of compute capability >= 8.0 may run it), "lean_runtime_excluded" (a version-compatible plan built with
 EXCLUDE_LEAN_RUNTIME: only a runtime of exactly "version" runs it), "cuda_major" (of the builder's TensorRT
 wheels, so the runtime can name the lean package) and "tf32" (false: cleared at build). docs/gpu.md.
+
+Every number is bounded (runtime/limits.py: batch <= MAX_BATCH, H and W <= MAX_IMAGE_SIDE, value ranges within
+float32, file sizes <= MAX_ARTIFACT_FILE_BYTES), the name is a plain folder name, the JSON holds no NaN,
+Infinity or 20+ digit integer and nests at most MAX_JSON_DEPTH deep; listed files are regular files inside
+the artifact (no links), read up to their size and hashed as read; ONNX files hold all their tensors.
 
 Format version 1 (recon before the typed task config) is still read: its "physics" entry gives way to
 "task_config" (taken from "physics"."task_config"; its legacy key "n_angles" is read as "n_views").
@@ -64,13 +76,14 @@ from recon.runtime.files import (
     write_json_atomic,
 )
 from recon.runtime.onnx_proto import MalformedModel, external_tensors
+from recon.runtime.spatial import SpatialError, parse_spatial
 from recon.runtime.task_config import TaskConfig, task_config_from_json
 
 FORMAT_VERSION = 2
 READABLE_VERSIONS = (1, 2)  # 1: the task config sat in "physics"."task_config"
 MANIFEST_NAME = "manifest.json"
 TASKS = ("deblur", "ct")
-FILE_KINDS = ("onnx", "tensorrt", "report")
+FILE_KINDS = ("onnx", "tensorrt", "report", "consistency")
 PRECISIONS = ("fp32", "fp16", "int8")
 
 
@@ -278,6 +291,8 @@ class Manifest:
     batch: dict[str, int]
     files: dict[str, FileEntry] = field(default_factory=dict)
     parity: dict[str, Any] | None = None
+    spatial: dict[str, Any] | None = None  # see recon.runtime.spatial
+    consistency: dict[str, Any] | None = None  # checked by recon.runtime.consistency
     recon_version: str = "0.1.0"
     format_version: int = FORMAT_VERSION
 
@@ -297,6 +312,10 @@ class Manifest:
         }
         if self.parity is not None:
             data["parity"] = self.parity
+        if self.spatial is not None:
+            data["spatial"] = self.spatial
+        if self.consistency is not None:
+            data["consistency"] = self.consistency
         return data
 
     @classmethod
@@ -333,6 +352,11 @@ class Manifest:
         check_io_spec(data["output"], "output", source)
         batch = check_batch(data["batch"], source)
         task_cfg = read_task_config(data, version, source)
+        if data.get("spatial") is not None:
+            try:
+                parse_spatial(data["spatial"])
+            except SpatialError as error:
+                raise ArtifactError(f"{source}: {error}; re-export the artifact") from None
         if not NAME_PATTERN.fullmatch(data["name"]):
             raise ArtifactError(
                 f"{source}: name {data['name']!r} must be 1-128 letters, digits, '.', '_', '+' or '-' "
@@ -341,6 +365,11 @@ class Manifest:
         if len(data["files"]) > limits.MAX_ARTIFACT_FILES:
             raise ArtifactError(f"{source}: more than {limits.MAX_ARTIFACT_FILES} files listed; re-export")
         files = {name: check_file_entry(name, entry, source) for name, entry in data["files"].items()}
+        consistency = data.get("consistency")
+        if consistency is not None:
+            from recon.runtime.consistency import check_consistency_entry  # it imports this module
+
+            check_consistency_entry(consistency, files, source)
         return cls(
             name=data["name"],
             task=data["task"],
@@ -351,6 +380,8 @@ class Manifest:
             batch=batch,
             files=files,
             parity=data.get("parity"),
+            spatial=data.get("spatial"),
+            consistency=consistency,
             recon_version=str(data.get("recon_version", "unknown"))[:64],
             format_version=version,
         )

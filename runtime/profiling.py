@@ -73,12 +73,21 @@ class LatencyReport:
     @property
     def own_ms(self) -> float:
         """Mean milliseconds per run spent outside the backend's own stages (h2d, compute, d2h): the
-        runtime's cost of validating, converting, splitting and clipping. 0 when stages are unknown."""
+        runtime's cost of validating, converting, splitting and clipping (the consistency check, timed as
+        its own stage, is not counted here). 0 when stages are unknown."""
         inner = [self.stages_s[s] for s in ("h2d", "compute", "d2h") if s in self.stages_s]
         if not inner or any(len(v) != len(self.latencies_s) for v in inner):
             return 0.0
         backend = np.sum(inner, axis=0)
+        if len(self.stages_s.get("consistency", ())) == len(self.latencies_s):
+            backend = backend + np.asarray(self.stages_s["consistency"])
         return float(np.mean(np.asarray(self.latencies_s) - backend) * 1e3)
+
+    @property
+    def consistency_ms(self) -> float | None:
+        """Mean milliseconds per run of the consistency check (None when it was off)."""
+        values = self.stages_s.get("consistency")
+        return float(np.mean(values) * 1e3) if values else None
 
     def summary(self) -> dict[str, Any]:
         return {
@@ -95,6 +104,7 @@ class LatencyReport:
             "throughput_img_s": self.throughput,
             "stages_ms": self.stage_ms(),
             "own_ms": self.own_ms,
+            "consistency_ms": self.consistency_ms,
             **self.meta,
         }
 

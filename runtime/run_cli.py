@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
+from recon.runtime.backends.base import BackendError
 from recon.runtime.cli_base import PRECISIONS, Command, one_line
 
 if TYPE_CHECKING:
@@ -94,8 +95,9 @@ Examples:
 
 
 # Errors that concern one file: reported on that file's outcome, the others carry on. (ArtifactError is a
-# ValueError: an artifact that fails on every batch fails every file, each with the reason.)
-FILE_ERRORS = (ValueError, OSError, MemoryError)
+# ValueError, BackendError at run time is onnxruntime failing on that batch, e.g. out of memory: an artifact
+# that fails on every batch fails every file, each with the reason.)
+FILE_ERRORS = (ValueError, OSError, MemoryError, BackendError)
 
 
 @dataclass
@@ -132,10 +134,15 @@ class RunReport:
     backend: dict[str, Any] = field(default_factory=dict)
     error: str = ""
     series: list[dict[str, Any]] = field(default_factory=list)  # per DICOM series: counts and folder
+    series_flagged: int = 0  # DICOM series slices the consistency check flagged
+
+    @property
+    def flagged(self) -> list[FileOutcome]:
+        return [f for f in self.files if f.details.get("flagged")]
 
     @property
     def failed(self) -> list[FileOutcome]:
-        return [f for f in self.files if f.status != "written"]
+        return [f for f in self.files if f.status == "failed"]
 
     @property
     def images(self) -> int:
@@ -148,7 +155,7 @@ class RunReport:
         return {
             "artifact": str(self.artifact),
             **self.backend,
-            "ok": not self.error and not self.failed,
+            "ok": not self.error and all(f.status == "written" for f in self.files),
             **({"error": self.error} if self.error else {}),
             "files": len(self.files),
             "failed": len(self.failed),
@@ -163,6 +170,7 @@ class RunReport:
             "per_image_ms": float(ms.sum() / max(self.images, 1)),
             "wall_s": wall,
             "out": str(self.out),
+            "flagged": len(self.flagged) if self.backend.get("consistency") else None,
             "outcomes": [f.to_json() for f in self.files],
             **({"series": self.series} if self.series else {}),
         }
@@ -178,10 +186,25 @@ def read_checked(item: FileOutcome, rec: Reconstructor, window: tuple[float, flo
     return batch
 
 
-def write_result(item: FileOutcome, result: np.ndarray) -> None:
+def note_scores(item: FileOutcome, scores: list[Any] | None) -> None:
+    """The consistency check's scores for one file's images: into its JSON record, and a flagged file's
+    note to its image so that a DICOM output carries it (runtime/consistency.py)."""
+    from recon.runtime.consistency import flag_note
+
+    if scores is None:
+        return
+    note = flag_note(scores)
+    item.details["consistency"] = [score.to_json() for score in scores]
+    item.details["flagged"] = note is not None
+    if note is not None and item.image is not None:
+        item.image.meta["consistency_note"] = note
+
+
+def write_result(item: FileOutcome, result: np.ndarray, scores: list[Any] | None = None) -> None:
     """Write one file's images (B, 1, H, W) in its format; the outcome is then "written"."""
     from recon.runtime.imageio import write_image
 
+    note_scores(item, scores)
     image, item.image = item.image, None
     assert image is not None
     write_image(item.target, result[0, 0] if image.data.ndim == 2 else result[:, 0], image)
@@ -210,22 +233,23 @@ class Batcher:
         group, self.group = self.group, []
         if len(group) > 1:
             try:
-                results = self.run(np.concatenate([b for _, b in group]))
+                results, scores = self.run(np.concatenate([b for _, b in group]))
             except FILE_ERRORS:  # run each file alone below, to tell which one failed
                 pass
             else:
                 first = 0
                 for item, batch in group:
-                    self.attempt(item, write_result, results[first : first + len(batch)])
+                    part = slice(first, first + len(batch))
+                    self.attempt(item, write_result, results[part], scores and scores[part])
                     first += len(batch)
                 return
         for item, batch in group:
-            self.attempt(item, lambda item, batch: write_result(item, self.run(batch)), batch)
+            self.attempt(item, lambda item, batch: write_result(item, *self.run(batch)), batch)
 
-    def run(self, batch: np.ndarray) -> np.ndarray:
-        result = self.rec.run(batch)
+    def run(self, batch: np.ndarray) -> tuple[np.ndarray, list[Any] | None]:
+        result, scores = self.rec.run(batch, return_scores=True)
         self.report.run_seconds.append(self.rec.last_timings["total"])
-        return result
+        return result, scores
 
     @staticmethod
     def attempt(item: FileOutcome, step: Any, *args: Any) -> None:
@@ -261,8 +285,14 @@ def reconstruct_series(
     from tqdm import tqdm
 
     def run(batch: np.ndarray) -> np.ndarray:
-        result = rec.run(batch)
+        from recon.runtime.consistency import flag_note
+
+        result, scores = rec.run(batch, return_scores=True)
         report.run_seconds.append(rec.last_timings["total"])
+        # one note per slice, for the series writer to put into flagged slices (dicom_series)
+        run.notes = None if scores is None else [flag_note([score]) for score in scores]  # type: ignore
+        if scores is not None:
+            report.series_flagged += sum(score.flagged for score in scores)
         return result
 
     with tqdm(total=job.n_slices, unit="slice", desc="series", disable=None, leave=False) as bar:
@@ -317,11 +347,26 @@ def reconstruct_series(
 )
 @click.option("--force", is_flag=True, help="Overwrite existing outputs (inputs are never overwritten).")
 @click.option(
+    "--tile",
+    type=click.IntRange(1),
+    default=None,
+    help="Tile side in px: larger images run as blended tiles (a memory cap); default: the artifact's.",
+)
+@click.option(
+    "--overlap", type=click.IntRange(0), default=None, help="Tile overlap in px; default: the artifact's."
+)
+@click.option(
     "--dicom-window",
     default=None,
     metavar="LOW,HIGH",
     help="Physical values mapped to [0, 1] for DICOM inputs (default: the header's WindowCenter/Width, "
     "else the stored bits' range).",
+)
+@click.option(
+    "--no-consistency",
+    "no_consistency",
+    is_flag=True,
+    help="Skip the artifact's consistency check (no scores, no warnings, no cost).",
 )
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON summary on stdout.")
 def run_command(
@@ -333,16 +378,22 @@ def run_command(
     precision: str,
     threads: int | None,
     force: bool,
+    tile: int | None,
+    overlap: int | None,
     dicom_window: str | None,
+    no_consistency: bool,
     as_json: bool,
 ) -> int:
     """Reconstruct image files (PNG, TIFF, NPY, DICOM) with an exported artifact.
 
-    INPUTS are files or folders. CT artifacts take sinograms (NPY/TIFF, n_angles × n_detectors).
+    INPUTS are files or folders. CT artifacts take sinograms (NPY/TIFF, n_angles × n_detectors). Image
+    artifacts take any size: whole where the graph can, as blended tiles above its maximum side.
     A file that cannot be read or does not fit the artifact is reported and skipped; the others are
     written, and the exit status is 1 when any file failed. DICOM files inside a folder (any name) are
     grouped by series and ordered; each source series becomes a new derived series in
-    OUT/<series>/0001.dcm, … (recon.runtime.dicom_series).
+    OUT/<series>/0001.dcm, … (recon.runtime.dicom_series). Every output is scored by the artifact's
+    consistency check: a flagged file gets one warning line on stderr, its scores in --json, and (DICOM)
+    a note in ImageComments / DerivationDescription.
     """
     from recon.runtime.dicom import run_derivation
     from recon.runtime.dicom_series import SeriesJob, series_inputs
@@ -359,7 +410,10 @@ def run_command(
         series = SeriesJob(in_series, out, force) if in_series else None
         targets = plan_outputs(files, out, force)
         report.files = [FileOutcome(f, t) for f, t in zip(files, targets, strict=True)]
-        with open_reconstructor(artifact, report, backend, precision, threads) as rec:
+        consistency = not no_consistency
+        with open_reconstructor(
+            artifact, report, backend, precision, threads, consistency, tile, overlap
+        ) as rec:
             out.mkdir(parents=True, exist_ok=True)
             per_run = batch or rec.manifest.batch.get("opt", 1)
             derivation = run_derivation(artifact, rec.manifest, rec.backend_name, rec.precision, window)
@@ -371,34 +425,64 @@ def run_command(
         raise
     finally:
         print_report(report, time.perf_counter() - started, as_json)
-    return 1 if report.failed else 0
+    return 0 if all(f.status == "written" for f in report.files) else 1
 
 
 @contextmanager
 def open_reconstructor(
-    artifact: Path, report: RunReport, backend: str, precision: str, threads: int | None
+    artifact: Path,
+    report: RunReport,
+    backend: str,
+    precision: str,
+    threads: int | None,
+    consistency: bool = True,
+    tile: int | None = None,
+    overlap: int | None = None,
 ) -> Iterator[Reconstructor]:
     from recon.runtime.reconstructor import Reconstructor
 
-    with Reconstructor.from_artifact(artifact, backend=backend, precision=precision, threads=threads) as rec:
+    with Reconstructor.from_artifact(
+        artifact,
+        backend=backend,
+        precision=precision,
+        threads=threads,
+        consistency=consistency,
+        tile=tile,
+        overlap=overlap,
+    ) as rec:
         report.backend = {
             "backend": rec.backend_name,
             "reason": rec.backend_reason,
             "precision": rec.precision,
+            "consistency": None if rec.consistency is None else rec.consistency.describe(),
         }
         yield rec
 
 
 def print_report(report: RunReport, wall: float, as_json: bool) -> None:
-    """JSON on stdout whatever happened; otherwise one stderr line per failed file and a summary."""
+    """One stderr line per failed file; then JSON on stdout (whatever happened) or a summary."""
+    for item in report.failed:
+        click.echo(f"error: {item.path}: {item.reason}", err=True)
     summary = report.to_json(wall)
+    for item in report.flagged:  # one line per flagged file, on stderr whatever the output mode
+        scores = item.details.get("consistency") or []
+        reasons = "; ".join(r for score in scores if score["flagged"] for r in score["reasons"][:3])
+        click.echo(
+            f"warning: {item.path}: consistency check FLAGGED the output ({reasons}); do not trust it "
+            "without review",
+            err=True,
+        )
+    if report.series_flagged:
+        click.echo(
+            f"warning: {report.series_flagged} DICOM series slice(s) FLAGGED by the consistency check "
+            "(noted in their ImageComments); do not trust them without review",
+            err=True,
+        )
     if as_json:
         click.echo(json.dumps(summary, indent=2))
         return
     if report.error:  # the command's own one-line error follows
         return
-    for item in report.failed:
-        click.echo(f"error: {item.path}: {item.reason}", err=True)
     failed = f"; {len(report.failed)} file(s) failed" if report.failed else ""
     click.echo(
         f"{report.images} image(s) from {len(report.files) - len(report.failed)} file(s) → {report.out}/"
@@ -409,8 +493,3 @@ def print_report(report: RunReport, wall: float, as_json: bool) -> None:
         f"latency per run: p50 {ms['p50']:.2f} ms, p90 {ms['p90']:.2f} ms, max {ms['max']:.2f} ms; "
         f"{summary['per_image_ms']:.2f} ms per image; wall {wall:.2f} s"
     )
-    for row in report.series:
-        click.echo(
-            f"series {row['series_number']} {row['description']!r}: {row['written']}/{row['slices']} "
-            f"slice(s) → {row['out']}/"
-        )

@@ -7,6 +7,8 @@ from typing import Any
 
 import click
 
+from recon.runtime.cli_base import Command
+
 EXAMPLES = """\b
 Examples:
   recon-info                          list the models and their presets
@@ -80,7 +82,7 @@ def report_text(summary: dict[str, Any], layers: list[tuple[Any, int]] | None) -
     return "\n".join(lines)
 
 
-@click.command(epilog=EXAMPLES, context_settings={"help_option_names": ["-h", "--help"]})
+@click.command(cls=Command, epilog=EXAMPLES, context_settings={"help_option_names": ["-h", "--help"]})
 @click.argument("model", required=False)
 @click.option("--preset", "-p", default=None, help="Named preset (default: the family's default).")
 @click.option(

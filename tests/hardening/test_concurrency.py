@@ -110,3 +110,47 @@ def test_eight_threads_on_one_tensorrt_engine_match_serial_bit_for_bit(tmp_path:
     target = export_cnn(tmp_path / "cnn-deblur", engine="trt")
     with Reconstructor.from_artifact(target, backend="tensorrt") as reconstructor:
         check_threads_match_serial(reconstructor)
+
+
+def test_close_while_other_threads_run_waits_for_them_and_later_runs_say_closed(hardening_artifacts):
+    """close() from one thread while four others run: each run returns a whole result or raises the one
+    documented RuntimeError ("closed"), never the backend's "call activate()"; close() returns only when
+    no run is in flight."""
+    reconstructor = Reconstructor.from_artifact(hardening_artifacts["conv"], backend="cpu", threads=1)
+    hw = tuple(d or 64 for d in reconstructor.input_hw)
+    expected = reconstructor.run(np.zeros((4, 1, *hw), np.float32))
+    results: dict[str, int] = {"whole": 0, "closed": 0}
+    others: list[BaseException] = []
+    running = threading.Barrier(5)
+
+    def work() -> None:
+        running.wait()
+        while True:
+            try:
+                output = reconstructor.run(np.zeros((4, 1, *hw), np.float32))
+            except RuntimeError as error:
+                if "closed" in str(error):
+                    results["closed"] += 1
+                    return
+                others.append(error)
+                return
+            except BaseException as error:
+                others.append(error)
+                return
+            if not np.array_equal(output, expected):
+                others.append(AssertionError("a run returned a damaged result"))
+            results["whole"] += 1
+
+    workers = [threading.Thread(target=work) for _ in range(4)]
+    for worker in workers:
+        worker.start()
+    running.wait()
+    reconstructor.close()
+    assert reconstructor._in_flight == 0 and not reconstructor.backend.is_active
+    for worker in workers:
+        worker.join(60)
+    assert not others, others
+    assert results["closed"] == 4
+    with pytest.raises(RuntimeError, match="this Reconstructor is closed"):
+        reconstructor.run(np.zeros(hw, np.float32))
+    reconstructor.close()  # idempotent

@@ -80,7 +80,9 @@ def test_signed_integer_images_follow_one_rule_in_the_api_and_recon_run(hardenin
     bad[0, 0] = -32768  # -1.00003 after scaling: beyond the [0, 1] range's tolerance
     np.save(tmp_path / "good.npy", good)
     np.save(tmp_path / "bad.npy", bad)
-    result = recon_run(artifact, tmp_path / "good.npy", tmp_path / "bad.npy", "--out", tmp_path / "o")
+    result = recon_run(
+        artifact, tmp_path / "good.npy", tmp_path / "bad.npy", "--out", tmp_path / "o", "--backend", "cpu"
+    )
     assert result.returncode == 1
     with Reconstructor.from_artifact(artifact, backend="cpu", threads=1) as rec:
         api_good = rec.run(good)
@@ -107,3 +109,13 @@ def test_export_records_a_ct_range_that_holds_every_simulated_training_sinogram(
     sinograms = simulate(images, cfg, torch.Generator().manual_seed(0)).numpy()
     assert low <= sinograms.min() and sinograms.max() <= high
     assert sinograms.max() * 1000 > high + (high - low)  # what the runtime then refuses
+    # and the exporter writes it into the manifest (it wrote null before)
+    from types import SimpleNamespace
+
+    from recon.export.exporter import make_manifest
+
+    options = SimpleNamespace(model="cnn", task="ct", batch=(1, 2, 4))
+    manifest = make_manifest(
+        options, torch.nn.Identity(), cfg, {"kind": "random-init"}, [1, 1, 12, 46], [1, 1, 32, 32]
+    )
+    assert manifest.input["value_range"] == [low, high]

@@ -67,14 +67,14 @@ def test_unknown_model_is_one_clear_line_listing_the_available_ones():
     result = run("nonet")
     assert result.exit_code != 0
     lines = result.output.strip().splitlines()
-    assert lines == ["Error: unknown model 'nonet'; available: cnn, rescnn, resunet, unet, vit"]
+    assert lines == ["error: unknown model 'nonet'; available: cnn, rescnn, resunet, unet, vit"]
     assert result.exception is None or isinstance(result.exception, SystemExit)
 
 
 def test_bad_hyperparameter_is_one_clear_line():
     result = run("resunet", "--set", "c0=0")
     assert result.exit_code != 0
-    assert result.output.strip() == "Error: c0 must be a positive integer, got 0"
+    assert result.output.strip() == "error: c0 must be a positive integer, got 0"
 
 
 def test_help_has_examples():
@@ -87,7 +87,7 @@ def test_a_user_error_exits_non_zero_without_a_traceback_in_a_real_process():
     command = [sys.executable, "-m", "recon.training.info", "nonet"]
     result = subprocess.run(command, capture_output=True, text=True)
     assert result.returncode != 0
-    assert result.stderr.strip() == "Error: unknown model 'nonet'; available: cnn, rescnn, resunet, unet, vit"
+    assert result.stderr.strip() == "error: unknown model 'nonet'; available: cnn, rescnn, resunet, unet, vit"
 
 
 def test_recon_info_is_the_same_command_under_the_recon_group():

@@ -1,0 +1,502 @@
+"""The data-consistency check: a companion graph `consistency.onnx` and its calibration at export.
+
+The graph takes the runtime's output x̂ (after clipping) and the measurement y exactly as fed to the network,
+and returns one row of statistics per image (names in `STATISTICS[task]`):
+
+- `residual`: r = ‖A(x̂) − y‖ / ‖y‖, A the task's forward operator. Deblur: the blur (a conv, any H×W).
+  CT: a ray-driven (Joseph) projector written with gathers, no FFT, no GridSample, FP32, run on a
+  `factor`-times coarser grid (x̂ average-pooled, y's detector bins averaged in groups of `factor`): a full
+  resolution Radon transform costs more than the network it checks (ScatterElements in ONNX Runtime: 130 ms
+  per image; gathers over 5.6 M ray samples: ~40 ms), the coarse one a few ms, and the inconsistencies it
+  must see (missing views, detector gains, noise, another object) are not fine-detail effects.
+- deblur `residual_lowpass`: the same after a 5×5 mean of A(x̂) − y. In-distribution the residual is
+  mostly the measurement's white noise, which the mean divides by ~5; a wrong blur leaves a structured
+  residual (edges) that survives it, so this separates another blur from in-distribution far better.
+- `noise`: median |high-pass| / rms(y): a robust input-noise estimate. Deblur: the difference along the
+  motion line of the residual A(x̂) − y (A(x̂) is smooth along the line, so what remains is the white noise;
+  y itself carries as much texture as 1% noise), the Laplacian for other kernels; CT: the second difference
+  of y along the detector (sinograms are smooth). Both tasks' noise is relative to ‖y‖, so in-distribution
+  it sits in a narrow band.
+- `mean`, `min`, `max`: the measurement's level; catches an image in other units that still passes the
+  runtime's range check (12-bit data in a 16-bit container, [-1, 1] scaling, a sinogram in mm⁻¹).
+- CT `view_spread`: (max − min) / mean of the per-view sums Σ_d y[a, d]. In parallel-beam CT every view
+  integrates the same total mass (the zeroth Helgason-Ludwig condition), so a dropped view or a view-wise
+  gain jump shows here even when the network paints over it.
+- `clipped_high`: the fraction of x̂ pixels at the top of the output range (saturated outputs).
+
+Calibration: the same statistics on in-distribution data, run through the runtime exactly as deployed; each
+statistic gets the interval it must stay in (see `bounds`), written into the manifest's "consistency" entry.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from recon.export.errors import ExportError
+
+if TYPE_CHECKING:
+    from recon.runtime.manifest import Manifest
+    from recon.runtime.task_config import TaskConfig
+
+FILE_NAME = "consistency.onnx"
+IMAGE_NAME, MEASUREMENT_NAME, SCORES_NAME = "image", "measurement", "scores"
+
+# statistic -> the side(s) checked against the calibrated range
+CHECKS: dict[str, dict[str, str]] = {
+    "deblur": {
+        "residual": "upper",
+        "residual_lowpass": "upper",
+        "noise": "upper",
+        "mean": "both",
+        "min": "lower",
+        "max": "both",
+        "clipped_high": "upper",
+    },
+    "ct": {
+        "residual": "upper",
+        "noise": "upper",
+        "mean": "both",
+        "min": "lower",
+        "max": "both",
+        "view_spread": "upper",
+        "clipped_high": "upper",
+    },
+}
+STATISTICS = {task: list(checks) for task, checks in CHECKS.items()}
+PERCENTILES = (0, 1, 5, 50, 95, 99, 99.9, 100)
+# Interval rule: [min / MARGIN, max * MARGIN] of the calibration set (mirrored for negative values), plus
+# SLACK for fractions that are often exactly zero. MARGIN was chosen on the measurements in
+# docs/reliability.md (bench/consistency.py): 0 of 32 held-out and ≤ 1% of a fresh 500-set flagged.
+MARGIN = 1.25
+SLACK = {"clipped_high": 0.01}
+RULE = (
+    "flag an image when any statistic leaves its interval; interval = [low, high] of the calibration set "
+    "widened by the margin (low / margin, high * margin; mirrored for negative values) plus slack, on the "
+    "checked side(s)"
+)
+CALIBRATION_STREAM = 3  # recon.training.data seed streams 0-2 are train / validation / held-out
+EVALUATION_STREAM = 4  # a second fresh in-distribution set, for measuring false alarms
+
+
+# -- the graph ------------------------------------------------------------------------------------------
+class JosephProjector(nn.Module):
+    """Parallel-beam line integrals of (B, 1, N, N) images on an f-times coarser grid: (B, 1, A, D // f).
+
+    Same geometry as `recon.training.physics.radon` (rotation centre N // 2, detector bin D // 2, angle a at
+    a·range/A): detector group g averages bins f·g … f·g+f−1. Joseph's method: a ray steps through the image
+    one row (or column, for rays closer to horizontal) at a time and interpolates linearly within it; the
+    two sample positions per step come from two gathers, with coordinates computed from the angles' cos/sin.
+    """
+
+    def __init__(
+        self,
+        image_size: int,
+        n_angles: int,
+        n_detectors: int,
+        angle_range: float,
+        factor: int,
+        spacing: float = 1.0,
+    ) -> None:
+        super().__init__()
+        if image_size % factor:
+            raise ExportError(f"consistency: image size {image_size} is not a multiple of {factor}")
+        self.image_size, self.n_angles, self.n_detectors = image_size, n_angles, n_detectors
+        self.spacing = float(spacing)  # detector bin width in image pixels
+        self.factor, self.n_groups = factor, n_detectors // factor
+        theta = np.arange(n_angles) * (angle_range / n_angles)
+        steep = np.abs(np.cos(theta)) >= np.abs(np.sin(theta))  # ray closer to vertical: step by rows
+        self.rows_angles = [float(t) for t in theta[steep]]
+        self.cols_angles = [float(t) for t in theta[~steep]]
+        order = np.concatenate([np.flatnonzero(steep), np.flatnonzero(~steep)])
+        self.register_buffer("inverse_order", torch.from_numpy(np.argsort(order)).long(), persistent=False)
+
+    def _project(self, planes: torch.Tensor, angles: list[float], by_rows: bool) -> torch.Tensor:
+        """planes (B, n, n) stepped along axis 1: (B, len(angles), n_groups)."""
+        batch, n = planes.shape[0], planes.shape[1]
+        f, half_n, half_d = self.factor, self.image_size // 2, self.n_detectors // 2
+        theta = torch.tensor(angles, dtype=torch.float32)
+        cos, sin = torch.cos(theta), torch.sin(theta)
+        # by rows: column c = (t + v·sin) / cos; by columns: row r = (v·cos − t) / sin (fine-pixel units)
+        s1, s2, s3 = (1.0, sin, cos) if by_rows else (-1.0, cos, sin)
+        # detector group centres, in pixels from the rotation axis
+        t = (torch.arange(self.n_groups, dtype=torch.float32) * f + (f - 1) / 2 - half_d) * self.spacing
+        v = torch.arange(n, dtype=torch.float32) * f + (f - 1) / 2 - half_n  # coarse pixel centres
+        pos = (s1 * t[None, :, None] + v[None, None, :] * s2[:, None, None]) / s3[:, None, None]
+        j = (pos + half_n - (f - 1) / 2) / f  # (A_g, G, n) continuous coarse index within the step's line
+        left = torch.floor(j)
+        frac = (j - left).reshape(1, -1)
+        line = torch.arange(n, dtype=torch.int64) * (n + 3)
+        index = (left.clamp(-2, n).to(torch.int64) + 2 + line).reshape(-1)
+        padded = F.pad(planes, (2, 2))  # (B, n, n + 4): reads off the image see zeros
+        value = padded[..., :-1].reshape(batch, -1)
+        slope = (padded[..., 1:] - padded[..., :-1]).reshape(batch, -1)
+        # index_select (ONNX Gather, 1-D indices shared by the batch): GatherElements would need the
+        # indices expanded to the batch at every run, which cost more than the gathers themselves
+        samples = value.index_select(1, index) + slope.index_select(1, index) * frac
+        step = (f / s3.abs()).reshape(1, -1, 1)  # ray length per coarse row/column, in fine pixels
+        return samples.reshape(batch, len(angles), self.n_groups, n).sum(-1) * step
+
+    def forward(self, image: torch.Tensor) -> torch.Tensor:
+        coarse = F.avg_pool2d(image, self.factor)[:, 0] if self.factor > 1 else image[:, 0]
+        parts = []
+        if self.rows_angles:
+            parts.append(self._project(coarse, self.rows_angles, by_rows=True))
+        if self.cols_angles:
+            parts.append(self._project(coarse.transpose(1, 2), self.cols_angles, by_rows=False))
+        sino = torch.cat(parts, dim=1) if len(parts) > 1 else parts[0]
+        return sino.index_select(1, self.inverse_order)[:, None]
+
+    def bin_measurement(self, y: torch.Tensor) -> torch.Tensor:
+        """y (B, 1, A, D) averaged over the detector groups the projector samples: (B, 1, A, D // f)."""
+        f, g = self.factor, self.n_groups
+        if f == 1:
+            return y
+        return y[..., : g * f].reshape(y.shape[0], 1, self.n_angles, g, f).mean(-1)
+
+
+def _per_image(t: torch.Tensor) -> torch.Tensor:
+    return t.reshape(t.shape[0], -1)
+
+
+def _box5(t: torch.Tensor) -> torch.Tensor:
+    """5×5 mean over the valid part, as two 1-D passes of shifted slices (cheap in any backend)."""
+    rows = t[..., :-4, :] + t[..., 1:-3, :] + t[..., 2:-2, :] + t[..., 3:-1, :] + t[..., 4:, :]
+    return (rows[..., :-4] + rows[..., 1:-3] + rows[..., 2:-2] + rows[..., 3:-1] + rows[..., 4:]) / 25
+
+
+def _median_abs(t: torch.Tensor) -> torch.Tensor:
+    """Per image, the median of |t| over every other row and column (TopK: ONNX has no median; the
+    subsample keeps it cheap). Robust to the edges and dots that dominate a mean."""
+    flat = _per_image(t[..., ::2, ::2]).abs()
+    k = flat.shape[1] // 2 + 1
+    return torch.topk(flat, k, dim=1, largest=False).values.amax(1)
+
+
+def _rms(t: torch.Tensor) -> torch.Tensor:
+    return torch.sqrt(torch.mean(_per_image(t) ** 2, dim=1))
+
+
+class ConsistencyCheck(nn.Module):
+    """(image x̂ (B, 1, H, W), measurement y) -> scores (B, len(STATISTICS[task])), FP32."""
+
+    def __init__(self, task_cfg: TaskConfig, output_range: tuple[float, float], ct_factor: int = 4):
+        super().__init__()
+        self.task = task_cfg.task
+        self.high = float(output_range[1])
+        if self.task == "deblur":
+            from recon.training.tasks import build_physics
+
+            blur = build_physics(task_cfg)
+            kernel = blur.kernel[0, 0].detach().double()
+            # a sum of shifted slices, one per non-zero tap: ONNX Runtime's Conv on one channel goes
+            # through a layout change that costs ~10x the arithmetic (7 taps for a motion line)
+            rows, cols = np.nonzero(kernel.numpy())
+            self.taps = [(int(i), int(j), float(kernel[i, j])) for i, j in zip(rows, cols, strict=True)]
+            self.kernel_shape = tuple(kernel.shape)
+            self.pad = blur._pad
+            self.projector = None
+            # noise is measured along the motion line, where the blur has already smoothed the image: one
+            # step from the line's first tap towards its last (the Laplacian for other kernels)
+            self.step = None
+            if task_cfg.kernel_kind == "motion" and len(self.taps) > 1:
+                (r0, c0, _), (r1, c1, _) = self.taps[0], self.taps[-1]
+                n = len(self.taps) - 1
+                step = (round((r1 - r0) / n), round((c1 - c0) / n))
+                self.step = step if step != (0, 0) else None
+        else:
+            factor = ct_factor
+            while task_cfg.image_size % factor:
+                factor //= 2
+            self.projector = JosephProjector(
+                task_cfg.image_size,
+                task_cfg.n_views,
+                task_cfg.n_detectors,
+                task_cfg.angle_range,
+                max(1, factor),
+                task_cfg.detector_spacing,
+            )
+
+    def _high_pass(self, y: torch.Tensor) -> torch.Tensor:
+        if self.step is None:  # Laplacian, valid part only (no border effect)
+            return (
+                y[..., :-2, 1:-1]
+                + y[..., 2:, 1:-1]
+                + y[..., 1:-1, :-2]
+                + y[..., 1:-1, 2:]
+                - 4 * y[..., 1:-1, 1:-1]
+            )
+        dr, dc = self.step  # y(p + step) - y(p) over the valid part
+        rows = (slice(dr, None), slice(None, -dr or None)) if dr >= 0 else (slice(None, dr), slice(-dr, None))
+        cols = (slice(dc, None), slice(None, -dc or None)) if dc >= 0 else (slice(None, dc), slice(-dc, None))
+        return y[..., rows[0], cols[0]] - y[..., rows[1], cols[1]]
+
+    def _blur(self, x: torch.Tensor) -> torch.Tensor:
+        """The task's "same" zero-padded correlation (recon.training.physics.Blur.A), for any H×W."""
+        padded = F.pad(x, self.pad)
+        kh, kw = self.kernel_shape
+        out = None
+        for i, j, w in self.taps:
+            part = padded[..., i : i - (kh - 1) or None, j : j - (kw - 1) or None] * w
+            out = part if out is None else out + part
+        return out
+
+    def forward(self, image: torch.Tensor, measurement: torch.Tensor) -> torch.Tensor:
+        x, y = image.float(), measurement.float()
+        tiny = 1e-12
+        if self.projector is None:
+            predicted, reference = self._blur(x), y
+            # the noise is read from what the output leaves unexplained, not from y itself: textured images
+            # have as much high-frequency content as 1% noise, the residual of a consistent output has not
+            high_pass = self._high_pass(predicted - y)
+        else:
+            predicted, reference = self.projector(x), self.projector.bin_measurement(y)
+            high_pass = y[..., 2:] - 2 * y[..., 1:-1] + y[..., :-2]
+        residual = torch.linalg.vector_norm(_per_image(predicted - reference), dim=1) / (
+            torch.linalg.vector_norm(_per_image(reference), dim=1) + tiny
+        )
+        rms = _rms(y)
+        flat = _per_image(y)
+        stats = {
+            "residual": residual,
+            "noise": _median_abs(high_pass) / (rms + tiny),
+            "mean": flat.mean(1),
+            "min": flat.amin(1),
+            "max": flat.amax(1),
+            "clipped_high": torch.mean((_per_image(x) >= self.high).float(), dim=1),
+        }
+        if self.task == "deblur":
+            # white noise loses ~5x in a 5x5 mean, the structured residual of a wrong blur much less
+            stats["residual_lowpass"] = torch.linalg.vector_norm(
+                _per_image(_box5(predicted - reference)), dim=1
+            ) / (torch.linalg.vector_norm(_per_image(reference), dim=1) + tiny)
+        if self.task == "ct":
+            views = y.sum(-1)[:, 0]  # (B, A): each view's total mass
+            mean_view = views.mean(1)
+            stats["view_spread"] = (views.amax(1) - views.amin(1)) / (mean_view.abs() + tiny)
+        return torch.stack([stats[name] for name in STATISTICS[self.task]], dim=1)
+
+
+def export_check(check: ConsistencyCheck, path: Path, example_image, example_measurement, opset: int) -> None:
+    """Single-file FP32 ONNX with symbolic batch (and, for deblur, symbolic H and W: any image size)."""
+    import onnx
+
+    from recon.export.onnx_export import _quiet_exporter
+
+    batch = torch.export.Dim("batch", min=1, max=4096)
+    if check.task == "deblur":
+        h, w = torch.export.Dim("height", min=8, max=1 << 15), torch.export.Dim("width", min=8, max=1 << 15)
+        shapes = ({0: batch, 2: h, 3: w}, {0: batch, 2: h, 3: w})
+    else:
+        shapes = ({0: batch}, {0: batch})
+    with _quiet_exporter(), torch.no_grad():
+        try:
+            program = torch.onnx.export(
+                check,
+                (example_image, example_measurement),
+                dynamo=True,
+                dynamic_shapes=shapes,
+                input_names=[IMAGE_NAME, MEASUREMENT_NAME],
+                output_names=[SCORES_NAME],
+                opset_version=opset,
+                external_data=False,
+                optimize=True,
+                verbose=False,
+            )
+        except Exception as error:
+            first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+            raise ExportError(f"consistency graph: torch.onnx.export failed: {first}") from None
+        program.save(str(path), external_data=False)
+    onnx.checker.check_model(onnx.load(str(path)), full_check=True)
+
+
+# -- calibration ----------------------------------------------------------------------------------------
+def in_distribution_set(task_cfg: TaskConfig, n: int, stream: int, seed: int = 0):
+    """(measurements (n, 1, ...), clean (n, 1, N, N)): phantoms and crops of the training sources, with a
+    seed stream training never reads, simulated with the training physics and noise."""
+    from recon.training.data import TRAIN_IMAGES, clean_images, simulate_pairs
+
+    clean = clean_images(stream, seed, n, task_cfg.image_size, TRAIN_IMAGES)
+    pairs = simulate_pairs(clean, task_cfg, seed=10_000 * stream + seed)
+    return pairs.measurements.numpy(), clean.numpy()
+
+
+def _bound(value: float, side: str, margin: float, slack: float) -> float:
+    if side == "upper":
+        return (value * margin if value > 0 else value / margin) + slack
+    return (value / margin if value > 0 else value * margin) - slack
+
+
+def bounds(
+    values: dict[str, np.ndarray], checks: dict[str, str], margin: float = MARGIN
+) -> dict[str, dict[str, Any]]:
+    """Per statistic: its percentiles on the calibration set, the checked side(s) and the interval."""
+    out: dict[str, dict[str, Any]] = {}
+    for name, side in checks.items():
+        v = np.asarray(values[name], np.float64)
+        entry: dict[str, Any] = {
+            "check": side,
+            "percentiles": {f"p{p:g}": float(np.percentile(v, p)) for p in PERCENTILES},
+            "low": None,
+            "high": None,
+        }
+        slack = SLACK.get(name, 0.0)
+        if side in ("lower", "both"):
+            entry["low"] = _bound(float(v.min()), "lower", margin, slack)
+        if side in ("upper", "both"):
+            entry["high"] = _bound(float(v.max()), "upper", margin, slack)
+        out[name] = entry
+    return out
+
+
+def score_outputs(session: Any, images: np.ndarray, measurements: np.ndarray, chunk: int = 16) -> np.ndarray:
+    """Run the companion graph over (images, measurements) in chunks: (n, n_statistics)."""
+    rows = []
+    for lo in range(0, len(images), chunk):
+        feed = {IMAGE_NAME: images[lo : lo + chunk], MEASUREMENT_NAME: measurements[lo : lo + chunk]}
+        rows.append(session.run([SCORES_NAME], feed)[0])
+    return np.concatenate(rows)
+
+
+def run_artifact(directory: Path, measurements: np.ndarray, threads: int | None = None) -> np.ndarray:
+    """x̂ exactly as the runtime returns it (clipped, FP32 graph on the CPU), without the check."""
+    from recon.runtime.reconstructor import Reconstructor
+
+    outputs = []
+    with Reconstructor.from_artifact(directory, backend="cpu", threads=threads, consistency=False) as rec:
+        step = rec.max_batch
+        for lo in range(0, len(measurements), step):
+            outputs.append(rec.run(measurements[lo : lo + step]))
+    return np.concatenate(outputs)
+
+
+def write_consistency(
+    directory: Path,
+    manifest: Manifest,
+    task_cfg: TaskConfig,
+    *,
+    n_images: int = 500,
+    seed: int = 0,
+    threads: int | None = None,
+    opset: int = 18,
+    progress: Any = None,
+    cache: Path | None = None,
+) -> dict[str, Any]:
+    """Write consistency.onnx into the (temp) artifact directory, calibrate it, list both in the manifest.
+
+    Calibration set: `n_images` in-distribution measurements (seed stream CALIBRATION_STREAM). The 32-image
+    held-out set is not used, so that its false-alarm count (docs/reliability.md) is a real test. With
+    `cache`, the network's outputs on that set are kept there (keyed by model.onnx's sha256) for a later
+    `recalibrate`. Returns the manifest's "consistency" entry.
+    """
+    from recon.runtime.backends.onnxruntime import new_session, session_options
+
+    say = progress or (lambda message: None)
+    directory = Path(directory)
+    output_range = tuple(manifest.output.get("value_range") or (0.0, 1.0))
+    check = ConsistencyCheck(task_cfg, output_range).eval()
+    measurements, _ = in_distribution_set(task_cfg, max(2, n_images), CALIBRATION_STREAM, seed)
+    say(f"calibrating the consistency check on {len(measurements)} in-distribution inputs")
+    cached = None
+    if cache is not None:
+        key = f"{manifest.files['model.onnx'].sha256}-{CALIBRATION_STREAM}-{seed}-{len(measurements)}"
+        cached = Path(cache) / f"calibration-{key[:24]}.npy"
+    if cached is not None and cached.exists():
+        images = np.load(cached)
+    else:
+        images = run_artifact(directory, measurements, threads)
+        if cached is not None:
+            cached.parent.mkdir(parents=True, exist_ok=True)
+            np.save(cached, images)
+    if images.ndim == 3:
+        images = images[:, None]
+    export_check(
+        check, directory / FILE_NAME, torch.from_numpy(images[:2]), torch.from_numpy(measurements[:2]), opset
+    )
+    session = new_session(directory / FILE_NAME, session_options(threads=threads))
+    scores = score_outputs(session, images, measurements)
+    with torch.no_grad():  # the graph must compute what the torch module does
+        reference = check(torch.from_numpy(images[:4]), torch.from_numpy(measurements[:4])).numpy()
+    if not np.allclose(scores[:4], reference, rtol=1e-4, atol=1e-6):
+        raise ExportError(
+            "consistency graph: onnxruntime and torch disagree; this is a bug, please report it"
+        )
+    names = STATISTICS[check.task]
+    values = {name: scores[:, i] for i, name in enumerate(names)}
+    per_stat = bounds(values, CHECKS[check.task])
+    entry: dict[str, Any] = {
+        "file": FILE_NAME,
+        "inputs": [IMAGE_NAME, MEASUREMENT_NAME],
+        "output": SCORES_NAME,
+        "statistics": names,
+        "bounds": {
+            name: {"check": e["check"], "low": e["low"], "high": e["high"]} for name, e in per_stat.items()
+        },
+        "percentiles": {name: e["percentiles"] for name, e in per_stat.items()},
+        "threshold": per_stat["residual"]["high"],
+        "margin": MARGIN,
+        "rule": RULE,
+        "operator": (
+            "blur (the task's kernel), any image size"
+            if check.task == "deblur"
+            else f"Joseph projector on a {check.projector.factor}x coarser grid, detector bins averaged in "
+            f"groups of {check.projector.factor}"
+        ),
+        "calibration": {
+            "n": int(len(measurements)),
+            "source": "recon.training.data.clean_images (phantoms + training-source crops), seed stream "
+            f"{CALIBRATION_STREAM}, seed {seed}; simulated with the training physics",
+            "precision": "fp32",
+        },
+    }
+    manifest.add_file(directory, FILE_NAME, "consistency", "fp32")
+    manifest.consistency = entry
+    manifest.save(directory)
+    return entry
+
+
+def companion_statistics(task: str) -> list[str]:
+    return list(STATISTICS[task])
+
+
+def recalibrate(
+    artifact: Path, n_images: int = 500, seed: int = 0, threads: int | None = None, cache: Path | None = None
+) -> dict[str, Any]:
+    """Replace an artifact's consistency check (graph + calibration), atomically, the network untouched."""
+    import shutil
+
+    from recon.export.artifact import ArtifactWriter
+    from recon.runtime.manifest import load_manifest
+
+    artifact = Path(artifact)
+    manifest = load_manifest(artifact)
+    writer = ArtifactWriter(artifact, force=True)
+    with writer as tmp:
+        for name in manifest.files:
+            if name != FILE_NAME:
+                shutil.copy2(artifact / name, tmp / name)
+        manifest.files.pop(FILE_NAME, None)
+        manifest.consistency = None
+        manifest.save(tmp)
+        entry = write_consistency(
+            tmp, manifest, manifest.task_config, n_images=n_images, seed=seed, threads=threads, cache=cache
+        )
+        writer.commit()
+    return entry
+
+
+if __name__ == "__main__":  # python -m recon.export.consistency ARTIFACT [N_IMAGES] [CACHE_DIR]
+    import sys
+
+    args = sys.argv[1:]
+    result = recalibrate(
+        Path(args[0]),
+        int(args[1]) if len(args) > 1 else 500,
+        cache=Path(args[2]) if len(args) > 2 else None,
+    )
+    print(f"threshold {result['threshold']:.4g} on {result['calibration']['n']} inputs")

@@ -1,0 +1,186 @@
+"""The trust signal: per-image data-consistency scores from the artifact's companion graph.
+
+`consistency.onnx` (written and calibrated by recon-export, listed and hash-checked in the manifest like
+every file) takes the runtime's clipped output x̂ and the measurement y as fed to the network, and returns
+per image r = ‖A(x̂) − y‖ / ‖y‖ (A: the task's physics) and companion statistics. Each statistic has the
+interval the calibration found for in-distribution inputs (manifest "consistency" → "bounds"); an image is
+flagged when any statistic leaves its interval, and `reasons` says which and by how much.
+
+The image output is never changed: the check only reads it. See docs/embedding.md for what a flag means.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from recon.runtime.backends.onnxruntime import new_session, session_options
+from recon.runtime.manifest import ArtifactError, Manifest
+
+CHECK_SIDES = ("upper", "lower", "both")
+
+
+@dataclass
+class ImageScore:
+    """One image's consistency: the residual r, every statistic, the flag and why."""
+
+    residual: float
+    statistics: dict[str, float]
+    flagged: bool
+    reasons: list[str] = field(default_factory=list)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "residual": self.residual,
+            "flagged": self.flagged,
+            "reasons": list(self.reasons),
+            "statistics": dict(self.statistics),
+        }
+
+
+def check_consistency_entry(entry: Any, files: dict[str, Any], source: str = "manifest.json") -> None:
+    """The manifest's optional "consistency" entry, as ArtifactError rather than a KeyError later."""
+
+    def fail(what: str) -> None:
+        raise ArtifactError(f"{source}: consistency entry {what}; re-export the artifact")
+
+    if not isinstance(entry, dict):
+        fail(f"must be a JSON object, got {entry!r}")
+    name = entry.get("file")
+    if not isinstance(name, str) or name not in files:
+        fail(f"names file {name!r}, which the manifest's files do not list")
+    if getattr(files[name], "kind", None) != "consistency":
+        fail(f"file {name!r} is listed with kind {getattr(files[name], 'kind', None)!r}, not 'consistency'")
+    stats = entry.get("statistics")
+    if not (isinstance(stats, list) and stats and all(isinstance(s, str) for s in stats)):
+        fail(f"needs a non-empty list of statistic names, got {stats!r}")
+    if "residual" not in stats:
+        fail("lists no 'residual' statistic")
+    if not (isinstance(entry.get("inputs"), list) and len(entry["inputs"]) == 2):
+        fail(f"needs two input names (image, measurement), got {entry.get('inputs')!r}")
+    if not all(isinstance(n, str) for n in entry["inputs"]) or not isinstance(entry.get("output"), str):
+        fail("input and output names must be strings")
+    bounds = entry.get("bounds")
+    if not isinstance(bounds, dict):
+        fail(f"needs 'bounds' (statistic -> interval), got {bounds!r}")
+    for stat, bound in bounds.items():
+        if stat not in stats:
+            fail(f"bounds statistic {stat!r} is not among its statistics {stats}")
+        if not isinstance(bound, dict) or bound.get("check") not in CHECK_SIDES:
+            fail(f"bound of {stat!r} needs 'check' in {CHECK_SIDES}, got {bound!r}")
+        for side, key in (("lower", "low"), ("upper", "high")):
+            value = bound.get(key)
+            needed = bound["check"] in (side, "both")
+            finite = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+            if needed and not finite:
+                fail(f"bound of {stat!r} checks the {side} side but its {key!r} is {value!r}")
+        if bound["check"] == "both" and not bound["low"] <= bound["high"]:
+            fail(f"bound of {stat!r} has low {bound['low']} > high {bound['high']}")
+    if "residual" not in bounds:
+        fail("has no bound for 'residual'")
+
+
+def _fmt(value: float) -> str:
+    return f"{value:.4g}"
+
+
+class ConsistencyGuard:
+    """Runs `consistency.onnx` in an onnxruntime CPU session and judges each image against the bounds.
+
+    The companion graph is small (a blur; a coarse projector for CT) and runs on the CPU whatever backend
+    ran the network, so it needs no GPU memory and behaves the same on every machine.
+    """
+
+    def __init__(self, directory: str | os.PathLike, manifest: Manifest, threads: int | None = None) -> None:
+        entry = manifest.consistency
+        if entry is None:
+            raise ArtifactError(f"{directory}: the artifact carries no consistency check; re-export it")
+        check_consistency_entry(entry, manifest.files, f"{directory}/manifest.json")
+        self.entry = entry
+        self.statistics: list[str] = list(entry["statistics"])
+        self.bounds: dict[str, dict[str, Any]] = entry["bounds"]
+        self.image_name, self.measurement_name = entry["inputs"]
+        self.output_name = entry["output"]
+        path = Path(directory) / entry["file"]
+        graph = path.read_bytes()  # hash the very bytes loaded: a file swapped after load_manifest is refused
+        if hashlib.sha256(graph).hexdigest() != manifest.files[entry["file"]].sha256:
+            raise ArtifactError(f"{path}: sha256 does not match the manifest; refusing to load it, re-export")
+        try:
+            self.session = new_session(graph, session_options(threads=threads))  # CPU
+        except Exception as error:  # onnxruntime raises its own types; one line with the cause
+            first = (str(error).strip().splitlines() or [type(error).__name__])[0]
+            raise ArtifactError(f"{path}: onnxruntime cannot load the consistency graph ({first})") from None
+        self.max_batch = 32  # bounds the gathers' temporaries for large batches
+
+    def score(self, images: np.ndarray, measurements: np.ndarray) -> list[ImageScore]:
+        """images (B, 1, H, W) as returned (clipped), measurements (B, 1, ...) as fed to the network."""
+        rows = []
+        for lo in range(0, len(images), self.max_batch):
+            feed = {
+                self.image_name: np.ascontiguousarray(images[lo : lo + self.max_batch], np.float32),
+                self.measurement_name: np.ascontiguousarray(
+                    measurements[lo : lo + self.max_batch], np.float32
+                ),
+            }
+            rows.append(self.session.run([self.output_name], feed)[0])
+        table = np.concatenate(rows).astype(np.float64)
+        if table.shape != (len(images), len(self.statistics)):
+            raise ArtifactError(
+                f"the consistency graph returned shape {table.shape}, expected "
+                f"({len(images)}, {len(self.statistics)}); re-export the artifact"
+            )
+        return [self.judge(dict(zip(self.statistics, map(float, row), strict=True))) for row in table]
+
+    def judge(self, values: dict[str, float]) -> ImageScore:
+        reasons = []
+        for stat, bound in self.bounds.items():
+            value = values[stat]
+            if not math.isfinite(value):
+                reasons.append(f"{stat} is {value}")
+                continue
+            low, high = bound.get("low"), bound.get("high")
+            if bound["check"] in ("lower", "both") and value < low:
+                reasons.append(f"{stat} {_fmt(value)} < {_fmt(low)}")
+            if bound["check"] in ("upper", "both") and value > high:
+                reasons.append(f"{stat} {_fmt(value)} > {_fmt(high)}")
+        return ImageScore(values["residual"], values, bool(reasons), reasons)
+
+    def describe(self) -> dict[str, Any]:
+        return {
+            "file": self.entry["file"],
+            "threshold": self.entry.get("threshold"),
+            "statistics": self.statistics,
+            "rule": self.entry.get("rule"),
+        }
+
+
+def flag_note(scores: list[ImageScore]) -> str | None:
+    """One line for a file whose images were flagged (for logs and DICOM), None when none was."""
+    flagged = [(i, s) for i, s in enumerate(scores) if s.flagged]
+    if not flagged:
+        return None
+    index, first = flagged[0]
+    where = f"image {index}: " if len(scores) > 1 else ""
+    more = f" (+{len(flagged) - 1} more image(s))" if len(flagged) > 1 else ""
+    return (
+        f"recon consistency check FLAGGED this output: {where}{'; '.join(first.reasons)}{more}; "
+        "the input is not like the calibration data, do not trust this image without review"
+    )
+
+
+def annotate_dicom(ds: Any, note: str | None) -> None:
+    """Carry a flag note into a derived DICOM dataset (ImageComments, DerivationDescription); no-op if None.
+
+    Called by the DICOM writer; kept here so that the writer needs only this one call.
+    """
+    if not note:
+        return
+    ds.ImageComments = note[:10240]  # LT: at most 10240 characters
+    description = str(ds.get("DerivationDescription", "") or "")
+    ds.DerivationDescription = (description + "; " if description else "") + "consistency check FLAGGED"
