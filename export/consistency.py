@@ -394,7 +394,7 @@ def write_consistency(
     `cache`, the network's outputs on that set are kept there (keyed by model.onnx's sha256) for a later
     `recalibrate`. Returns the manifest's "consistency" entry.
     """
-    import onnxruntime as ort
+    from recon.runtime.backends.onnxruntime import new_session, session_options
 
     say = progress or (lambda message: None)
     directory = Path(directory)
@@ -418,10 +418,7 @@ def write_consistency(
     export_check(
         check, directory / FILE_NAME, torch.from_numpy(images[:2]), torch.from_numpy(measurements[:2]), opset
     )
-    options = ort.SessionOptions()
-    if threads:
-        options.intra_op_num_threads = threads
-    session = ort.InferenceSession(str(directory / FILE_NAME), options, providers=["CPUExecutionProvider"])
+    session = new_session(directory / FILE_NAME, session_options(threads=threads))
     scores = score_outputs(session, images, measurements)
     with torch.no_grad():  # the graph must compute what the torch module does
         reference = check(torch.from_numpy(images[:4]), torch.from_numpy(measurements[:4])).numpy()

@@ -20,6 +20,7 @@ from typing import Any
 
 import numpy as np
 
+from recon.runtime.backends.onnxruntime import new_session, session_options
 from recon.runtime.manifest import ArtifactError, Manifest
 
 CHECK_SIDES = ("upper", "lower", "both")
@@ -97,8 +98,6 @@ class ConsistencyGuard:
     """
 
     def __init__(self, directory: str | os.PathLike, manifest: Manifest, threads: int | None = None) -> None:
-        import onnxruntime as ort
-
         entry = manifest.consistency
         if entry is None:
             raise ArtifactError(f"{directory}: the artifact carries no consistency check; re-export it")
@@ -108,15 +107,12 @@ class ConsistencyGuard:
         self.bounds: dict[str, dict[str, Any]] = entry["bounds"]
         self.image_name, self.measurement_name = entry["inputs"]
         self.output_name = entry["output"]
-        options = ort.SessionOptions()
-        if threads is not None:
-            options.intra_op_num_threads = threads
         path = Path(directory) / entry["file"]
         graph = path.read_bytes()  # hash the very bytes loaded: a file swapped after load_manifest is refused
         if hashlib.sha256(graph).hexdigest() != manifest.files[entry["file"]].sha256:
             raise ArtifactError(f"{path}: sha256 does not match the manifest; refusing to load it, re-export")
         try:
-            self.session = ort.InferenceSession(graph, options, providers=["CPUExecutionProvider"])
+            self.session = new_session(graph, session_options(threads=threads))  # CPU
         except Exception as error:  # onnxruntime raises its own types; one line with the cause
             first = (str(error).strip().splitlines() or [type(error).__name__])[0]
             raise ArtifactError(f"{path}: onnxruntime cannot load the consistency graph ({first})") from None

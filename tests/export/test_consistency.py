@@ -252,3 +252,28 @@ def test_recon_bench_reports_the_check_beside_the_rest_and_can_leave_it_out(debl
     assert "batch 1" in line and "batch 2" in line and "%" in line
     plain = bench("--no-consistency")
     assert plain.returncode == 0 and "consistency check" not in plain.stdout
+
+
+@pytest.mark.parametrize(
+    "factor, spacing, tolerance", [(1, 1.0, 0.002), (2, 1.0, 0.01), (2, 1.5, 0.01), (4, 1.0, 0.03)]
+)
+def test_the_check_projects_like_the_training_radon(factor, spacing, tolerance):
+    """The gather-only projector of consistency.onnx against recon.training's Radon transform."""
+    from scipy.ndimage import gaussian_filter
+
+    from recon.export.consistency import JosephProjector
+    from recon.runtime.task_config import CTTask
+    from recon.training.tasks import build_physics
+
+    cfg = CTTask(image_size=64, n_views=24, detector_spacing=spacing)
+    rng = np.random.default_rng(0)
+    image = np.zeros((64, 64))
+    image[16:48, 20:44] = 1.0
+    image = gaussian_filter(image + 0.3 * rng.random((64, 64)), 1.5)[None, None].astype(np.float32)
+    x = torch.from_numpy(image)
+    projector = JosephProjector(64, 24, cfg.n_detectors, cfg.angle_range, factor, spacing)
+    with torch.no_grad():
+        reference = projector.bin_measurement(build_physics(cfg).A(x))
+        ours = projector(x)
+    error = float(torch.linalg.vector_norm(ours - reference) / torch.linalg.vector_norm(reference))
+    assert error < tolerance

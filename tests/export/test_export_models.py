@@ -23,7 +23,11 @@ def test_every_model_and_task_exports_and_passes_parity(exported, model, task):
     assert manifest.parity["onnxruntime-fp16"]["psnr"] >= 50
     assert set(manifest.files) == {"model.onnx", "model.fp16.onnx", "parity.json"}
     assert manifest.input["shape"][0] == "batch" and manifest.output["shape"][0] == "batch"
-    assert manifest.output["shape"][2:] == [32, 32]
+    # fully convolutional deblur graphs take any size (symbolic H, W); CT and the ViT keep their shape
+    dynamic = task == "deblur" and model != "vit"
+    assert manifest.output["shape"][2:] == (["height", "width"] if dynamic else [32, 32])
+    if dynamic:  # torch vs ONNX at sizes other than the example's, non-square and not multiples of 16
+        assert manifest.parity["onnxruntime-fp32-other-sizes"]["max_abs"] <= 1e-4
     if task == "ct":
         assert manifest.input["shape"][1:] == [1, 20, manifest.task_config.n_detectors]
         assert manifest.input["layout"] == "N1AD"
