@@ -19,6 +19,7 @@ Examples:
   recon-export --model resunet --task ct --fp16 --out art/ct   # sinogram in, image out (FBP in the graph)
   recon-export --model cnn --weights runs/cnn-deblur.safetensors --int8
   recon-export --model unet --random-init --size 64 --batch 1:4:8 --engine none --json
+  recon-export --model resunet --spatial 64:512:4096 --out art/resunet   # whole images up to 4096²
   recon-export --model resunet --fp16 --engine trt --lean --batch 1:8:32 --triton-repo models/
   recon-export --model cnn --task ct --triton-repo models/ --triton-flavour python --triton-instances 2
 \b
@@ -27,13 +28,18 @@ Parity (torch vs onnxruntime at batch 1, 3 and OPT; TensorRT too when built) mus
 """
 
 
-def _parse_batch(ctx: click.Context, param: click.Parameter, value: str) -> tuple[int, int, int]:
+def _parse_batch(
+    ctx: click.Context, param: click.Parameter, value: str | None
+) -> tuple[int, int, int] | None:
+    if value is None:
+        return None
     try:
         parts = tuple(int(p) for p in value.split(":"))
     except ValueError:
         parts = ()
     if len(parts) != 3:
-        raise click.BadParameter(f"expected MIN:OPT:MAX (three integers, e.g. 1:8:32), got {value!r}")
+        example = "64:512:2048" if param.name == "spatial" else "1:8:32"
+        raise click.BadParameter(f"expected MIN:OPT:MAX (three integers, e.g. {example}), got {value!r}")
     return parts  # type: ignore[return-value]
 
 
@@ -107,6 +113,13 @@ class _Steps:
     show_default=True,
     callback=_parse_batch,
     help="Dynamic batch profile MIN:OPT:MAX.",
+)
+@click.option(
+    "--spatial",
+    callback=_parse_batch,
+    help="Image sides MIN:OPT:MAX a fully convolutional deblur graph takes whole (symbolic H, W; the "
+    "TensorRT profile); larger images are tiled by the runtime. [64:512:2048; MIN lowered to a smaller "
+    "--image-size]",
 )
 @task_options
 @click.option(
@@ -214,9 +227,9 @@ def cli(**kw: Any) -> None:
     tolerances["tensorrt"] = Tolerance(atol=kw["trt_atol"], min_psnr=DEFAULT_TOLERANCES["tensorrt"].min_psnr)
     overrides = task_overrides(kw["task"], kw)  # the trained task is known only once the weights are read
     passed_through = ("model", "task", "out", "weights", "random_init", "preset", "fp16", "int8", "engine",
-                      "batch", "opset", "workspace_mb", "opt_level", "timing_cache", "lean", "triton_repo",
-                      "force", "allow_mismatch", "threads", "calibration_images", "consistency_images",
-                      "seed", "allow_geometry_change", "geometry_heldout")  # fmt: skip
+                      "batch", "spatial", "opset", "workspace_mb", "opt_level", "timing_cache", "lean",
+                      "triton_repo", "force", "allow_mismatch", "threads", "calibration_images",
+                      "consistency_images", "seed", "allow_geometry_change", "geometry_heldout")  # fmt: skip
     context = click.get_current_context()
     triton_given = [f"--{key.replace('_', '-')}" for key in ("triton_flavour", "triton_instances",
                     "triton_max_queue_delay_us", "triton_threads")
@@ -247,6 +260,14 @@ def cli(**kw: Any) -> None:
         f"wrote {summary['artifact']}  ({summary['task']}, input {summary['input_shape']} → "
         f"output {summary['output_shape']}, batch {summary['batch']})"
     )
+    spatial = summary.get("spatial")
+    if spatial:
+        taken = (
+            f"whole {spatial['min']}..{spatial['max']} px per side, tiled above"
+            if spatial["whole_image"]
+            else f"tiled only, tiles of {spatial['tile']}²"
+        )
+        click.echo(f"  sizes: {taken} (tile {spatial['tile']}, overlap {spatial['overlap']} px)")
     for name, entry in summary["files"].items():
         click.echo(f"  {name:18} {entry['size'] / 1e6:8.2f} MB  {entry.get('precision', entry['kind'])}")
     for key, value in summary["parity"].items():

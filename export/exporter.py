@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 from recon.export.artifact import ArtifactWriter, checkpoint
 from recon.export.errors import ExportError
 from recon.export.parity import DEFAULT_TOLERANCES, Tolerance
+from recon.runtime.limits import MAX_IMAGE_SIDE
 
 if TYPE_CHECKING:
     import torch
@@ -29,6 +30,7 @@ ENGINE_CHOICES = ("auto", "trt", "none")
 # The artifact's files, by role: one table, so no step spells a name of its own.
 ONNX_FILES = {"fp32": "model.onnx", "fp16": "model.fp16.onnx", "int8": "model.int8.onnx"}
 PLAN_FILE, PARITY_FILE = "model.plan", "parity.json"
+DEFAULT_SPATIAL = (64, 512, 2048)  # sides taken whole: the issue's TensorRT profile 64², 512², 2048²
 
 
 @dataclass
@@ -45,6 +47,7 @@ class ExportOptions:
     int8: bool = False
     engine: str = "auto"
     batch: tuple[int, int, int] = (1, 8, 32)
+    spatial: tuple[int, int, int] | None = None  # image side min:opt:max; None: DEFAULT_SPATIAL, see below
     opset: int = 18
     workspace_mb: int = 4096
     opt_level: int = 3
@@ -179,6 +182,7 @@ def make_manifest(
     source: dict[str, Any],
     input_shape: list[Any],
     output_shape: list[Any],
+    spatial: dict[str, Any] | None = None,
 ) -> Manifest:
     from recon.export.input_range import input_value_range
     from recon.runtime.manifest import Manifest
@@ -211,7 +215,92 @@ def make_manifest(
         },
         task_config=task_cfg,
         batch={"min": lo, "opt": opt, "max": hi},
+        spatial=spatial,
     )
+
+
+# -- image sizes --------------------------------------------------------------------------------------------
+def pad_multiple(network: torch.nn.Module) -> int:
+    """The multiple a UNet-like network pads its input to inside the graph (2^depth), else 1."""
+    from recon.training.models.resunet import ResUNet
+    from recon.training.models.unet import UNet
+
+    return 2 ** int(network.depth) if isinstance(network, (ResUNet, UNet)) else 1
+
+
+def receptive_field_of(network: torch.nn.Module) -> int | None:
+    """Receptive field in pixels (None: global, i.e. attention, or unknown)."""
+    from recon.training.models.receptive_field import receptive_field
+
+    layers = getattr(network, "receptive_field_layers", None)
+    return None if layers is None else receptive_field(layers())
+
+
+def default_spatial(size: int, multiple: int) -> tuple[int, int, int]:
+    """DEFAULT_SPATIAL, its minimum lowered to a smaller training size (not below the pad multiple)."""
+    lo, opt, hi = DEFAULT_SPATIAL
+    lo = max(min(lo, size), multiple)
+    return lo, max(lo, opt), max(hi, size)
+
+
+def spatial_entry(
+    options: ExportOptions, network: torch.nn.Module, task_cfg: TaskConfig
+) -> dict[str, Any] | None:
+    """The manifest's "spatial" entry (recon.runtime.spatial); None for CT (the input is a sinogram).
+
+    Fully convolutional networks (a finite receptive field) export with symbolic H, W and are taken whole
+    within min..max, tiled above; anything else (the ViT's fixed patch grid and learned positions) exports
+    at the training size and is tiled-only.
+    """
+    from recon.runtime.spatial import default_overlap
+
+    if task_cfg.task != "deblur":
+        return None
+    field = receptive_field_of(network)
+    size = int(task_cfg.image_size)
+    if field is None:
+        return {
+            "whole_image": False, "min": size, "opt": size, "max": size, "multiple_of": 1, "tile": size,
+            "overlap": default_overlap(size, None), "blend": "gaussian", "receptive_field": None,
+        }  # fmt: skip
+    lo, opt, hi = options.spatial or default_spatial(size, pad_multiple(network))
+    return {
+        "whole_image": True, "min": lo, "opt": opt, "max": hi, "multiple_of": 1,
+        "tile": hi, "overlap": default_overlap(hi, field), "blend": "gaussian", "receptive_field": field,
+    }  # fmt: skip
+
+
+def spatial_parity_sizes(spatial: dict[str, Any]) -> list[tuple[int, int]]:
+    """Sizes beyond the training size, non-square and not multiples of 16, to check the symbolic graph at."""
+    lo = spatial["min"]
+    return [(lo, lo + 13), (min(lo + 35, spatial["max"]), min(2 * lo + 3, spatial["max"]))]
+
+
+def check_spatial_parity(
+    options: ExportOptions, onnx_path: Path, pipeline: Any, task_cfg: TaskConfig, spatial: dict[str, Any]
+) -> tuple[Any, list[tuple[int, int]]]:
+    """torch vs onnxruntime (FP32) at non-training sizes: a dynamic-H/W graph that is wrong somewhere
+    (an assert dropped on the way to ONNX, see onnx_export) shows here."""
+    import numpy as np
+
+    from recon.export import parity as par
+    from recon.runtime.backends.onnxruntime import new_session, session_options
+
+    sizes = spatial_parity_sizes(spatial)
+    inputs = {}
+    for index, (h, w) in enumerate(sizes):
+        measurement, _ = par.simulated_inputs(task_cfg, [1], max(h, w), seed=options.seed + 5 + index)
+        inputs[index] = np.ascontiguousarray(measurement[1][..., :h, :w])
+    session = new_session(onnx_path, session_options(options.threads))
+    name = session.get_inputs()[0].name
+    runners = {
+        "torch": par.torch_runner(pipeline),
+        "onnxruntime-fp32": lambda batch: session.run(None, {name: batch})[0],
+    }
+    outputs = par.run_all(runners, inputs)
+    result = par.compare(outputs, "torch", "onnxruntime-fp32", options.tolerances["onnxruntime-fp32"])
+    result.candidate = "onnxruntime-fp32-other-sizes"
+    return result, sizes
 
 
 # -- the whole export ---------------------------------------------------------------------------------------
@@ -228,6 +317,11 @@ def _check_options(options: ExportOptions) -> None:
         raise ExportError("--batch MAX must be at least 2 (the exported batch axis is dynamic)")
     if options.engine not in ENGINE_CHOICES:
         raise ExportError(f"--engine must be one of {', '.join(ENGINE_CHOICES)}, got {options.engine!r}")
+    s_lo, s_opt, s_hi = options.spatial or DEFAULT_SPATIAL
+    if not 1 <= s_lo <= s_opt <= s_hi <= MAX_IMAGE_SIDE:
+        raise ExportError(
+            f"--spatial must satisfy 1 ≤ MIN ≤ OPT ≤ MAX ≤ {MAX_IMAGE_SIDE}, got {s_lo}:{s_opt}:{s_hi}"
+        )
     if options.opset < 17:
         raise ExportError(f"--opset {options.opset} is too old; use 17–19 (TensorRT reads them fully)")
     if options.lean and options.engine == "none":
@@ -278,6 +372,7 @@ def _engine(
     input_chw: tuple[int, ...],
     fp32_model: Any,
     island: set[str],
+    spatial: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Build model.plan from the FP16 (or FP32) ONNX, list it in the manifest; return the engine report."""
     import onnx
@@ -303,6 +398,10 @@ def _engine(
         fp32_island_nodes=island,
         conv_nodes=conv_nodes,
         node_order=[n.name for n in onnx.load(str(tmp / source_onnx)).graph.node],  # ForeignNode ranges
+        # H, W profile min/opt/max for a symbolic-size graph (the batch profile is options.batch)
+        spatial=(spatial["min"], spatial["opt"], spatial["max"])
+        if spatial and spatial["whole_image"]
+        else None,
     )
     precision = "fp16" if options.fp16 else "fp32"
     manifest.add_file(tmp, PLAN_FILE, "tensorrt", precision, tensorrt=info["tensorrt"])
@@ -340,6 +439,7 @@ class _Run:
     fp32_model: Any = None
     island: set[str] = field(default_factory=set)
     input_shape: list[Any] = field(default_factory=list)
+    spatial: dict[str, Any] | None = None  # the manifest's "spatial" entry
     outputs: dict[str, Any] = field(default_factory=dict)
     comparisons: list[Any] = field(default_factory=list)
     runners: dict[str, str] = field(default_factory=dict)
@@ -377,9 +477,24 @@ def _prepare(options: ExportOptions, say: Progress, clock: _Clock) -> _Run:
     measurements, clean = par.simulated_inputs(task_cfg, sizes, size, seed=options.seed + 1)
     example = torch.from_numpy(par.simulated_inputs(task_cfg, [2], size, seed=options.seed + 2)[0][2])
     clock.lap("load")
-    return _Run(
+    run = _Run(
         options, say, network, task_cfg, source, pipeline, island_scopes, measurements, clean, example, clock
     )
+    run.spatial = spatial_entry(options, network, task_cfg)
+    if _dynamic(run):
+        multiple = pad_multiple(network)
+        lo, opt, hi = (run.spatial[k] for k in ("min", "opt", "max"))
+        if lo < multiple or not lo <= size <= hi:
+            raise ExportError(
+                f"--spatial {lo}:{opt}:{hi}: MIN must be at least {multiple} (the network pads to multiples "
+                f"of {multiple} by reflection) and MIN..MAX must hold the image size {size}"
+            )
+    return run
+
+
+def _dynamic(run: _Run) -> bool:
+    """Whether the graph gets symbolic H, W (fully convolutional deblur networks)."""
+    return run.spatial is not None and run.spatial["whole_image"]
 
 
 def _write_onnx(run: _Run) -> None:
@@ -399,12 +514,13 @@ def _write_onnx(run: _Run) -> None:
         output_name=OUTPUT_NAME,
         batch_max=options.batch[2],
         opset=options.opset,
+        spatial=(run.spatial["min"], run.spatial["max"]) if _dynamic(run) else None,
     )
     run.fp32_model = onnx.load(str(tmp / ONNX_FILES["fp32"]))
     run.island = island_node_names(run.fp32_model, run.island_scopes)
     run.input_shape = list(info.input_shape)
     run.manifest = make_manifest(
-        options, run.network, run.task_cfg, run.source, info.input_shape, info.output_shape
+        options, run.network, run.task_cfg, run.source, info.input_shape, info.output_shape, run.spatial
     )
     run.manifest.add_file(tmp, ONNX_FILES["fp32"], "onnx", "fp32")
     run.report["onnx"] = {
@@ -463,6 +579,12 @@ def _check_parity(run: _Run) -> None:
     run.outputs, run.comparisons, run.runners = _parity(
         options, run.tmp, run.pipeline, run.measurements, precisions
     )
+    if _dynamic(run):
+        result, sizes = check_spatial_parity(
+            options, run.tmp / ONNX_FILES["fp32"], run.pipeline, run.task_cfg, run.spatial
+        )
+        run.report["spatial"] = {**run.spatial, "parity_sizes": sizes, "parity": result.to_json()}
+        run.comparisons.append(result)
     if options.int8:
         run.report["int8"]["speed"] = int8_mod.cpu_speedup(
             run.tmp / ONNX_FILES["fp32"],
@@ -481,8 +603,11 @@ def _build_tensorrt(run: _Run) -> None:
 
     run.say("building the TensorRT engine")
     options = run.options
-    chw = tuple(int(d) for d in run.input_shape[1:])
-    run.report["tensorrt"] = _engine(options, run.tmp, run.manifest, chw, run.fp32_model, run.island)
+    size = run.task_cfg.image_size
+    chw = tuple(int(d) if isinstance(d, int) else size for d in run.input_shape[1:])
+    run.report["tensorrt"] = _engine(
+        options, run.tmp, run.manifest, chw, run.fp32_model, run.island, run.spatial
+    )
     runner, run.runners["tensorrt"], close = par.artifact_runner(
         run.tmp, "fp16" if options.fp16 else "fp32", backend="tensorrt"
     )
@@ -604,6 +729,7 @@ def _summary(run: _Run, final: Path) -> dict[str, Any]:
         "input_shape": manifest.input["shape"],
         "output_shape": manifest.output["shape"],
         "batch": manifest.batch,
+        "spatial": manifest.spatial,
         "files": {name: entry.to_json() for name, entry in manifest.files.items()},
         "parity": manifest.parity,
         "consistency": manifest.consistency,

@@ -6,6 +6,16 @@ Why the defaults:
 - `external_data=False`: one self-contained file whose sha256 the manifest can list.
 - `torch.onnx.export(verify=True)` only warns, so the file is checked here with `full_check=True` and the
   numbers are compared by `recon.export.parity`.
+
+Dynamic height and width (`spatial=(min, max)`, fully convolutional models): `torch.onnx.export` with
+`dynamic_shapes` silently falls back to the example's size when the model specialises a dimension (checked:
+torch 2.13 gives a 256×256 graph without a word), so the program comes from `torch.export.export` first,
+which fails loudly, then goes to `torch.onnx.export` (which accepts an ExportedProgram). The models' internal
+pad-to-multiple (`training/models/layers.py`) is written so that its sizes stay symbolic, but torch's
+symbolic reasoning cannot prove facts such as 16·ceil(h/16) <= h + 15 over the whole range;
+`prefer_deferred_runtime_asserts_over_guards=True` turns those into runtime asserts (which the ONNX
+translation drops) instead of refusing the export. That is why the exporter re-checks the ONNX graph against
+torch at several sizes, non-square and not multiples of 16 (`exporter.check_spatial_parity`).
 """
 
 from __future__ import annotations
@@ -37,6 +47,7 @@ class OnnxExportInfo:
     num_nodes: int
     input_shape: list[Any]
     output_shape: list[Any]
+    spatial: tuple[int, int] | None = None  # (min, max) side of a dynamic H, W export
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -45,6 +56,7 @@ class OnnxExportInfo:
             "op_types": self.op_types,
             "input_shape": self.input_shape,
             "output_shape": self.output_shape,
+            "dynamic_spatial": self.spatial is not None,
         }
 
 
@@ -88,11 +100,13 @@ def export_onnx(
     output_name: str = "image",
     batch_max: int = 32,
     opset: int = DEFAULT_OPSET,
+    spatial: tuple[int, int] | None = None,
 ) -> OnnxExportInfo:
     """Export `module` (already in eval mode) at FP32 with a dynamic batch axis; check the file; return facts.
 
     `example` is a (B, 1, H, W) float32 measurement; use B ≥ 2 so that torch.export does not specialise the
-    batch axis to 1.
+    batch axis to 1. With `spatial=(min, max)` H and W are symbolic too (named "height" and "width"), each
+    within [min, max]; the export fails rather than fixing them to the example's size.
     """
     import onnx
     import torch
@@ -107,13 +121,27 @@ def export_onnx(
             "internal: export_onnx() needs an example batch of at least 2 to keep the batch symbolic"
         )
     batch = torch.export.Dim("batch", min=1, max=max(int(batch_max), 2))
+    dims: dict[int, Any] = {0: batch}
+    source: Any = module
     with _quiet_exporter(), torch.no_grad():
+        if spatial is not None:
+            lo, hi = int(spatial[0]), int(spatial[1])
+            if not (2 <= lo <= min(example.shape[-2:]) and max(example.shape[-2:]) <= hi):
+                raise ExportError(
+                    f"internal: the example {tuple(example.shape)} lies outside the spatial range {lo}..{hi}"
+                )
+            dims = {
+                0: batch,
+                2: torch.export.Dim("height", min=lo, max=hi),
+                3: torch.export.Dim("width", min=lo, max=hi),
+            }
+            source = _spatial_program(module, example, dims)
         try:
             program = torch.onnx.export(
-                module,
+                source,
                 (example,),
                 dynamo=True,
-                dynamic_shapes=({0: batch},),
+                dynamic_shapes=None if spatial is not None else (dims,),
                 input_names=[input_name],
                 output_names=[output_name],
                 opset_version=opset,
@@ -129,6 +157,9 @@ def export_onnx(
         program.save(str(path), external_data=False)
 
     model = onnx.load(str(path))
+    if spatial is not None:
+        _name_io_dims(model, ("batch", None, "height", "width"))
+        onnx.save(model, str(path))
     try:
         onnx.checker.check_model(model, full_check=True)
     except onnx.checker.ValidationError as error:
@@ -152,6 +183,11 @@ def export_onnx(
         raise ExportError(
             f"the batch axis was not exported as symbolic: input {input_shape}, output {output_shape}"
         )
+    if spatial is not None and not all(isinstance(d, str) for d in input_shape[2:] + output_shape[2:]):
+        raise ExportError(
+            f"height and width were not exported as symbolic: input {input_shape}, output {output_shape}; "
+            "the model fixes its size somewhere (int() of a shape, a size-dependent branch)"
+        )
     return OnnxExportInfo(
         path=path,
         opset=opset_used,
@@ -159,4 +195,39 @@ def export_onnx(
         num_nodes=len(model.graph.node),
         input_shape=input_shape,
         output_shape=output_shape,
+        spatial=spatial,
     )
+
+
+def _spatial_program(module: torch.nn.Module, example: torch.Tensor, dims: dict[int, Any]) -> Any:
+    """torch.export with symbolic batch, H, W; one clear line when the model fixes a size."""
+    import torch
+
+    try:
+        # strict=False is what torch.onnx.export uses itself; see the module docstring for the asserts
+        return torch.export.export(
+            module,
+            (example,),
+            dynamic_shapes=(dims,),
+            strict=False,
+            prefer_deferred_runtime_asserts_over_guards=True,
+        )
+    except Exception as error:  # torch.export raises UserError / ConstraintViolationError and more
+        lines = [line.strip() for line in str(error).strip().splitlines() if line.strip()]
+        detail = "; ".join(lines[:2]) if lines else type(error).__name__
+        raise ExportError(
+            f"cannot export {type(module).__name__} with dynamic height/width: {detail}"
+        ) from None
+
+
+def _name_io_dims(model: onnx.ModelProto, names: tuple[str | None, ...]) -> None:
+    """Rename the graph's symbolic I/O dims (torch.export calls them s0, s53, ...) to readable names."""
+    renames: dict[str, str] = {}
+    for value in [*model.graph.input, *model.graph.output]:
+        for dim, name in zip(value.type.tensor_type.shape.dim, names, strict=False):
+            if name is not None and dim.HasField("dim_param"):
+                renames.setdefault(dim.dim_param, name)
+    for value in [*model.graph.input, *model.graph.output, *model.graph.value_info]:
+        for dim in value.type.tensor_type.shape.dim:
+            if dim.HasField("dim_param") and dim.dim_param in renames:
+                dim.dim_param = renames[dim.dim_param]

@@ -112,14 +112,21 @@ class BuilderSettings:
 
 
 def profile_shapes(
-    batch: tuple[int, int, int], input_chw: Sequence[int]
+    batch: tuple[int, int, int], input_chw: Sequence[int], spatial: tuple[int, int, int] | None = None
 ) -> tuple[tuple[int, ...], tuple[int, ...], tuple[int, ...]]:
-    """(min, opt, max) input shapes of the one optimization profile; refuses a batch that is not ordered."""
+    """(min, opt, max) input shapes of the one optimization profile; refuses a batch that is not ordered.
+
+    `spatial` (min, opt, max side) gives H and W their own range, for a graph with symbolic H, W (then only
+    the channels of `input_chw` are used).
+    """
     lo, opt, hi = (int(b) for b in batch)
     if not 1 <= lo <= opt <= hi:
         raise ExportError(f"the batch profile must satisfy 1 <= min <= opt <= max, got {lo}:{opt}:{hi}")
     chw = tuple(int(d) for d in input_chw)
-    return (lo, *chw), (opt, *chw), (hi, *chw)
+    if spatial is None:
+        return (lo, *chw), (opt, *chw), (hi, *chw)
+    s_lo, s_opt, s_hi = (int(s) for s in spatial)
+    return (lo, chw[0], s_lo, s_lo), (opt, chw[0], s_opt, s_opt), (hi, chw[0], s_hi, s_hi)
 
 
 def timing_cache_path(requested: Path | None, tensorrt_version: str, compute_capability: str) -> Path | None:
@@ -139,6 +146,7 @@ def builder_settings(
     input_chw: Sequence[int],
     compute_capability: str = "0.0",
     cuda_major: int | None = None,
+    spatial: tuple[int, int, int] | None = None,
 ) -> BuilderSettings:
     """The builder flags, profile and cache path for these options and this TensorRT, as data."""
     major = version_tuple(tensorrt_version)[:1] or (0,)
@@ -149,7 +157,7 @@ def builder_settings(
         # EXCLUDE_LEAN_RUNTIME keeps the plan small but ties it to a lean runtime of exactly this version;
         # the manifest records the version and the runtime checks it exactly (check_engine_compatible).
         set_flags = ("VERSION_COMPATIBLE", "EXCLUDE_LEAN_RUNTIME")
-    lo, opt, hi = profile_shapes(options.batch, input_chw)
+    lo, opt, hi = profile_shapes(options.batch, input_chw, spatial)
     manifest = {
         "version": ".".join(map(str, version_tuple(tensorrt_version))) or str(tensorrt_version),
         "version_compatible": bool(options.version_compatible),
@@ -157,6 +165,7 @@ def builder_settings(
         "hardware_compatibility_level": "none",
         "tf32": False,
         "profile": {"min": lo[0], "opt": opt[0], "max": hi[0]},
+        **({"spatial_profile": {"min": lo[2], "opt": opt[2], "max": hi[2]}} if spatial else {}),
         "builder_optimization_level": int(options.opt_level),
         "workspace_mb": int(options.workspace_mb),
         "device_id": int(options.device_id),
@@ -217,14 +226,24 @@ def build_engine(
     fp32_island_nodes: set[str] | frozenset[str] = frozenset(),
     conv_nodes: set[str] | frozenset[str] = frozenset(),
     node_order: Sequence[str] = (),
+    spatial: tuple[int, int, int] | None = None,
 ) -> dict[str, Any]:
-    """Build, save, and inspect an engine; return the manifest's `tensorrt` entry plus the layer summary."""
+    """Build, save, and inspect an engine; return the manifest's `tensorrt` entry plus the layer summary.
+
+    `spatial` (min, opt, max side): the profile's H, W range for a graph with symbolic H, W.
+    """
     trt, device, reason = tensorrt_builder_status(options.device_id)
     if trt is None:
         raise ExportError(f"cannot build a TensorRT engine: {reason}")
     cuda_major = installed_tensorrt_cuda_major()
     settings = builder_settings(
-        options, str(trt.__version__), input_name, input_chw, device["compute_capability"], cuda_major
+        options,
+        str(trt.__version__),
+        input_name,
+        input_chw,
+        device["compute_capability"],
+        cuda_major,
+        spatial,
     )
     _set_device(settings.device_id)
     logger = _logger(trt)

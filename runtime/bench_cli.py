@@ -19,7 +19,71 @@ Examples:
   recon-bench artifacts/resunet-deblur --backend cpu,cuda,tensorrt --batch 1,8,32 --iters 200
   recon-bench artifacts/resunet-deblur --threads 1 --json bench.json --plot latency.png
   recon-bench artifacts/resunet-deblur --batch 1,8 --threads 2 --compare-torch
+  recon-bench artifacts/resunet-deblur --size 256,256 --size 512,512 --batch 1   # latency vs pixels
 """
+
+
+def _parse_sizes(
+    ctx: click.Context, param: click.Parameter, values: tuple[str, ...]
+) -> list[tuple[int, int]]:
+    sizes = []
+    for value in values:
+        try:
+            height, width = (int(part) for part in value.split(","))
+        except ValueError:
+            raise click.BadParameter(f"expected H,W (two integers, e.g. 512,512), got {value!r}") from None
+        if height < 1 or width < 1:
+            raise click.BadParameter(f"H and W must be positive, got {value!r}")
+        sizes.append((height, width))
+    return sizes
+
+
+def _profile_sizes(
+    rec: Any, image_sizes: list[tuple[int, int]], batch_size: int, iters: int, warmup: int
+) -> dict[tuple[int, int], Any]:
+    """One LatencyReport per image size, timed in alternating blocks of up to 5 runs, so that load from
+    other processes on a shared machine hits every size alike (the ratio is what --size is for)."""
+    import numpy as np
+
+    from recon.runtime.profiling import LatencyReport, profile
+
+    batches = {
+        hw: np.random.default_rng(0).random((batch_size, 1, *hw), dtype=np.float32) for hw in image_sizes
+    }
+    parts: dict[tuple[int, int], list[Any]] = {hw: [] for hw in image_sizes}
+    done = 0
+    while done < iters:
+        block = min(5, iters - done)
+        for hw, batch in batches.items():
+            parts[hw].append(profile(rec, batch_size, block, warmup if done == 0 else 1, batch=batch))
+        done += block
+    merged = {}
+    for hw, reports in parts.items():
+        stages: dict[str, list[float]] = {}
+        for report in reports:
+            for stage, values in report.stages_s.items():
+                stages.setdefault(stage, []).extend(values)
+        latencies = [t for report in reports for t in report.latencies_s]
+        merged[hw] = LatencyReport(reports[0].label, batch_size, latencies, stages, warmup, reports[0].meta)
+    return merged
+
+
+def _print_pixel_scaling(rows: list[dict[str, Any]]) -> None:
+    """p50 latency of each --size against the first one, next to the pixel ratio (same backend, batch)."""
+    first: dict[tuple[str, int], dict[str, Any]] = {}
+    for r in rows:
+        if "size" not in r or "p50_ms" not in r:
+            continue
+        key = (r["backend"], r["batch_size"])
+        base = first.setdefault(key, r)
+        if base is r:
+            continue
+        pixels = (r["size"][0] * r["size"][1]) / (base["size"][0] * base["size"][1])
+        click.echo(
+            f"latency vs pixels ({r['backend']}, batch {r['batch_size']}, p50): "
+            f"{r['size'][0]}×{r['size'][1]} / {base['size'][0]}×{base['size'][1]} = "
+            f"{r['p50_ms'] / base['p50_ms']:.2f}× for {pixels:.2f}× the pixels"
+        )
 
 
 def torch_reports(
@@ -46,15 +110,16 @@ def _row(report: Any, bare: Any | None) -> dict[str, Any]:
 
 def _print_table(rows: list[dict[str, Any]]) -> None:
     head = (
-        f"{'backend':<22}{'prec':<6}{'batch':>6}{'p50 ms':>10}{'p90 ms':>10}{'p99 ms':>10}{'mean ms':>10}"
+        f"{'backend':<30}{'prec':<6}{'batch':>6}{'p50 ms':>10}{'p90 ms':>10}{'p99 ms':>10}{'mean ms':>10}"
         f"{'std':>8}{'img/s':>10}{'bare p50':>10}{'overhead':>10}  stages (mean ms)"
     )
     click.echo(head)
     click.echo("-" * len(head))
     for r in rows:
         if "error" in r:
-            click.echo(f"{r['backend']:<22}unavailable: {r['error']}")
+            click.echo(f"{r['backend']:<30}unavailable: {r['error']}")
             continue
+        label = r["backend"] if "size" not in r else f"{r['backend']} {r['size'][0]}×{r['size'][1]}"
         bare = (
             f"{r['bare_p50_ms']:>10.2f}{(r['overhead_vs_bare'] - 1) * 100:>+9.1f}%"
             if "bare_p50_ms" in r
@@ -62,7 +127,7 @@ def _print_table(rows: list[dict[str, Any]]) -> None:
         )
         stages = " ".join(f"{k} {v:.2f}" for k, v in r["stages_ms"].items())
         click.echo(
-            f"{r['backend']:<22}{r['precision'] or '-':<6}{r['batch_size']:>6}{r['p50_ms']:>10.2f}"
+            f"{label:<30}{r['precision'] or '-':<6}{r['batch_size']:>6}{r['p50_ms']:>10.2f}"
             f"{r['p90_ms']:>10.2f}{r['p99_ms']:>10.2f}{r['mean_ms']:>10.2f}{r['std_ms']:>8.2f}"
             f"{r['throughput_img_s']:>10.1f}{bare}  {stages}"
         )
@@ -80,6 +145,15 @@ def _print_table(rows: list[dict[str, Any]]) -> None:
     "onnxruntime-tensorrt, tensorrt).",
 )
 @click.option("--batch", "batches", default="1,8", show_default=True, help="Batch sizes, comma-separated.")
+@click.option(
+    "--size",
+    "image_sizes",
+    multiple=True,
+    callback=_parse_sizes,
+    metavar="H,W",
+    help="Input image size (repeatable: sizes are timed side by side and compared per pixel); default: "
+    "the artifact's own size (256 for a symbolic one). No bare-session column with --size.",
+)
 @click.option("--iters", type=int, default=50, show_default=True, help="Timed runs per cell.")
 @click.option("--warmup", type=int, default=5, show_default=True, help="Untimed runs first.")
 @click.option(
@@ -131,6 +205,7 @@ def bench_command(
     artifact: Path,
     backends: str,
     batches: str,
+    image_sizes: list[tuple[int, int]],
     iters: int,
     warmup: int,
     threads: int | None,
@@ -168,7 +243,11 @@ def bench_command(
             failed = True
             continue
         with rec:
-            for size in sizes:
+            for size in sizes if image_sizes else []:  # --size: sizes side by side, then per pixel
+                for (height, width), report in _profile_sizes(rec, image_sizes, size, iters, warmup).items():
+                    reports.append(report)
+                    rows.append({**_row(report, None), "size": [height, width], "reason": rec.backend_reason})
+            for size in sizes if not image_sizes else []:
                 if bare and rec.backend_name.startswith("onnxruntime"):
                     report, bare_report = profile_against_bare(
                         rec, size, iters, warmup, new_session=bare_session == "new"
@@ -184,6 +263,7 @@ def bench_command(
         reports += torch_list
         rows += [{**_row(report, None), "reason": torch_note} for report in torch_list]
     _print_table(rows)
+    _print_pixel_scaling(rows)
     if torch_note is not None:
         eager = {r["batch_size"]: r["p50_ms"] for r in rows if r.get("backend") == "torch-eager"}
         click.echo(

@@ -63,6 +63,10 @@ def inspect_command(artifact: Path, verify: bool, as_json: bool) -> None:
             f"  range {spec.get('value_range')}" + ("  clipped" if spec.get("clip") else "")
         )
     click.echo(f"  batch   min {m.batch.get('min')}, opt {m.batch.get('opt')}, max {m.batch.get('max')}")
+    if m.spatial:  # images of any size (recon.runtime.spatial)
+        s = m.spatial
+        taken = f"whole {s['min']}..{s['max']} px, tiled above" if s["whole_image"] else "tiled only"
+        click.echo(f"  sizes   {taken}; tiles {s['tile']}², overlap {s['overlap']} px, {s['blend']}")
     for name, entry in m.files.items():
         trt = entry.tensorrt or {}
         extra = (

@@ -19,6 +19,7 @@ An artifact is a directory holding `manifest.json` plus the files it lists. Layo
       "output": {"name": "image", "shape": ["batch", 1, H, W], "dtype": "float32",
                  "value_range": [0.0, 1.0], "clip": true},  # runtime clips to value_range when clip
       "batch": {"min": 1, "opt": 8, "max": 32},             # the dynamic-batch profile
+      "spatial": {"whole_image": true, "min": 64, ...},     # optional: image sizes taken (runtime/spatial.py)
       "files": {
         "model.onnx":      {"sha256": "<hex>", "size": n, "kind": "onnx", "precision": "fp32"},
         "model.fp16.onnx": {"sha256": "<hex>", "size": n, "kind": "onnx", "precision": "fp16"},
@@ -75,6 +76,7 @@ from recon.runtime.files import (
     write_json_atomic,
 )
 from recon.runtime.onnx_proto import MalformedModel, external_tensors
+from recon.runtime.spatial import SpatialError, parse_spatial
 from recon.runtime.task_config import TaskConfig, task_config_from_json
 
 FORMAT_VERSION = 2
@@ -289,6 +291,7 @@ class Manifest:
     batch: dict[str, int]
     files: dict[str, FileEntry] = field(default_factory=dict)
     parity: dict[str, Any] | None = None
+    spatial: dict[str, Any] | None = None  # see recon.runtime.spatial
     consistency: dict[str, Any] | None = None  # checked by recon.runtime.consistency
     recon_version: str = "0.1.0"
     format_version: int = FORMAT_VERSION
@@ -309,6 +312,8 @@ class Manifest:
         }
         if self.parity is not None:
             data["parity"] = self.parity
+        if self.spatial is not None:
+            data["spatial"] = self.spatial
         if self.consistency is not None:
             data["consistency"] = self.consistency
         return data
@@ -347,6 +352,11 @@ class Manifest:
         check_io_spec(data["output"], "output", source)
         batch = check_batch(data["batch"], source)
         task_cfg = read_task_config(data, version, source)
+        if data.get("spatial") is not None:
+            try:
+                parse_spatial(data["spatial"])
+            except SpatialError as error:
+                raise ArtifactError(f"{source}: {error}; re-export the artifact") from None
         if not NAME_PATTERN.fullmatch(data["name"]):
             raise ArtifactError(
                 f"{source}: name {data['name']!r} must be 1-128 letters, digits, '.', '_', '+' or '-' "
@@ -370,6 +380,7 @@ class Manifest:
             batch=batch,
             files=files,
             parity=data.get("parity"),
+            spatial=data.get("spatial"),
             consistency=consistency,
             recon_version=str(data.get("recon_version", "unknown"))[:64],
             format_version=version,

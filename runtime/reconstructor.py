@@ -11,10 +11,13 @@ from typing import Any
 
 import numpy as np
 
+from recon.runtime import limits
 from recon.runtime.backends import Backend, select_backend
 from recon.runtime.consistency import ConsistencyGuard, ImageScore
 from recon.runtime.inputs import check_output, finish_batch, prepare_batch, spatial_shape
 from recon.runtime.manifest import ArtifactError, Manifest, check_batch, check_io_spec, load_manifest
+from recon.runtime.spatial import BLENDS, Spatial, SpatialError, parse_spatial
+from recon.runtime.tiling import reflect_pad, sliding_window
 
 log = logging.getLogger("recon.runtime")
 
@@ -37,6 +40,11 @@ class Reconstructor:
 
     Thread-safe for `run`: one instance may serve many threads (ONNX Runtime sessions are re-entrant;
     the TensorRT backend keeps one execution context per thread).
+
+    Image sizes (artifacts with a manifest "spatial" entry, see `recon.runtime.spatial`): any H × W within the
+    runtime's caps. The graph takes it whole when it can (reflect-padded up to its minimum side and cropped
+    back); larger images, images for a tiled-only graph (the ViT) and, with `tile=`, anything above that tile
+    go through overlapping tiles blended back (`recon.runtime.tiling`). `size_plan(h, w)` says which.
     """
 
     def __init__(
@@ -47,6 +55,9 @@ class Reconstructor:
         reason: str = "",
         clip: bool | None = None,
         consistency: ConsistencyGuard | None = None,
+        tile: int | None = None,
+        overlap: int | None = None,
+        blend: str | None = None,
     ) -> None:
         self.directory = Path(directory)
         self.manifest = manifest
@@ -73,6 +84,48 @@ class Reconstructor:
         input_range = manifest.input.get("value_range")
         self.input_range = None if input_range is None else (float(input_range[0]), float(input_range[1]))
         self.consistency = consistency  # None: no scores (switched off, or an artifact without the check)
+        self.spatial = self._spatial(manifest, tile, overlap, blend)
+        # a tile given by the caller is a cap: anything larger is tiled even when the graph takes it whole
+        self.tile_cap = tile is not None
+
+    def _spatial(
+        self, manifest: Manifest, tile: int | None, overlap: int | None, blend: str | None
+    ) -> Spatial | None:
+        """The manifest's spatial entry with the caller's tile/overlap/blend; None: no entry."""
+        source = f"{self.directory}"
+        if manifest.spatial is None or self.input_kind != "image":
+            if tile is not None or overlap is not None or blend is not None:
+                raise ValueError(
+                    f"{source}: this artifact has no spatial entry (a CT artifact, or exported before images "
+                    "of any size), so tile/overlap/blend do not apply; re-export it with recon-export"
+                )
+            return None
+        try:
+            base = parse_spatial(manifest.spatial)
+        except SpatialError as error:
+            raise ArtifactError(f"{source}: {error}; re-export the artifact") from None
+        values = base.to_json()
+        if tile is not None:
+            if not base.whole_image and tile != base.tile:
+                raise ValueError(
+                    f"tile={tile}: {manifest.name!r} takes only tiles of {base.tile}×{base.tile} (its graph "
+                    "has a fixed size); leave tile unset"
+                )
+            if isinstance(tile, bool) or not isinstance(tile, int) or not base.min <= tile <= base.max:
+                raise ValueError(f"tile must be an integer side in {base.min}..{base.max} px, got {tile!r}")
+            if tile % base.multiple_of:
+                raise ValueError(f"tile must be a multiple of {base.multiple_of}, got {tile}")
+            values["tile"] = tile
+            if overlap is None:  # the manifest's overlap may not fit a smaller tile
+                values["overlap"] = min(base.overlap, tile // 2)
+        if overlap is not None:
+            values["overlap"] = overlap
+        if blend is not None:
+            values["blend"] = blend
+        try:
+            return parse_spatial(values)
+        except SpatialError as error:
+            raise ValueError(f"{error} (tile {values['tile']}; blend one of {list(BLENDS)})") from None
 
     @classmethod
     def from_artifact(
@@ -84,6 +137,9 @@ class Reconstructor:
         threads: int | None = None,
         clip: bool | None = None,
         consistency: bool = True,
+        tile: int | None = None,
+        overlap: int | None = None,
+        blend: str | None = None,
         **options: Any,
     ) -> Reconstructor:
         """Load and verify an artifact (format version, every file's sha256) and start a backend.
@@ -97,6 +153,10 @@ class Reconstructor:
             clip: clip outputs to the manifest's output value range (default: the manifest's "clip").
             consistency: score every output with the artifact's consistency check (`last_scores`); False
                 skips its cost. Artifacts exported without the check run without scores either way.
+            tile: tile side in px: images larger than this are tiled even where the graph could take them
+                whole (a memory cap); default: the manifest's tile, used only above its maximum side.
+            overlap: tile overlap in px (default: the manifest's, from the model's receptive field).
+            blend: "gaussian" (default) or "cosine" tile weights.
             options: backend options (device_id, provider_options, optimization_level, trt_cache_dir).
         """
         manifest = load_manifest(path, verify=True)
@@ -104,14 +164,15 @@ class Reconstructor:
             path, manifest, backend, precision=precision, threads=threads, **options
         )
         log.info("recon.runtime: %s (file %s, %s)", reason, chosen.file, chosen.precision)
-        guard = None
-        if consistency and manifest.consistency is not None:
-            try:
+        try:
+            guard = None
+            if consistency and manifest.consistency is not None:
                 guard = ConsistencyGuard(path, manifest, threads=threads)
-            except BaseException:
-                chosen.deactivate()
-                raise
-        return cls(path, manifest, chosen, reason, clip=clip, consistency=guard)
+            spatial = {"tile": tile, "overlap": overlap, "blend": blend}
+            return cls(path, manifest, chosen, reason, clip=clip, consistency=guard, **spatial)
+        except BaseException:
+            chosen.deactivate()
+            raise
 
     # -- properties ------------------------------------------------------------------------------------
     @property
@@ -139,15 +200,33 @@ class Reconstructor:
 
         Raises ValueError on input `run` would refuse; recon-run checks each file with it.
         """
+        if isinstance(images, (list, tuple)) and len(images) > 1:
+            shapes = {np.shape(image)[-2:] for image in images if hasattr(image, "shape")}
+            if len(shapes) > 1:
+                raise ValueError(
+                    f"{self.input_kind}s of different sizes in one call "
+                    f"({', '.join(map(str, sorted(shapes)))}); call run() once per size"
+                )
         # integers are scaled by their dtype's maximum for images; a sinogram's integers have no known scale
         scale_integers = self.manifest.task != "ct"
-        return prepare_batch(images, self.input_hw, self.input_kind, self.input_range, scale_integers)
+        hw = self.input_hw if self.spatial is None else (None, None)  # any size: whole or tiled
+        batch, rank = prepare_batch(images, hw, self.input_kind, self.input_range, scale_integers)
+        height, width = batch.shape[-2:]
+        if max(height, width) > limits.MAX_IMAGE_SIDE or height * width > limits.MAX_IMAGE_PIXELS:
+            raise ValueError(
+                f"{self.input_kind} of {height}×{width} px exceeds the runtime's caps "
+                f"({limits.MAX_IMAGE_SIDE} px per side, {limits.MAX_IMAGE_PIXELS} px in all; "
+                "recon.runtime.limits)"
+            )
+        return batch, rank
 
     def run(self, images: Any, return_scores: bool = False) -> Any:
-        """Reconstruct a batch of any size: (H, W), (B, H, W) or (B, 1, H, W) in, the same rank out.
+        """Reconstruct a batch: (H, W), (B, H, W) or (B, 1, H, W) in, the same rank out.
 
-        Inputs: floats as they are, integers scaled to [0, 1] by their dtype's maximum. Output: float32,
-        clipped to the manifest's output value range when clipping is on. Raises ValueError on bad input.
+        One call takes one size (a batch is one array); for images of different sizes call `run` once per
+        size (a list of differently sized arrays is refused with that advice). Inputs: floats as they are,
+        integers scaled to [0, 1] by their dtype's maximum. Output: float32, clipped to the manifest's output
+        value range when clipping is on. Raises ValueError on bad input.
         With `return_scores`, returns (images, scores): scores as `last_scores`.
         """
         with self._lifecycle:
@@ -165,28 +244,7 @@ class Reconstructor:
         start = time.perf_counter()
         batch, rank = self.prepare(images)
         timings: dict[str, float] = {"prepare": time.perf_counter() - start}
-        infer = self._infer
-        n = batch.shape[0]
-        if self.min_batch <= n <= self.max_batch:
-            output = infer(batch)
-            for stage, seconds in self.backend.last_timings.items():
-                if stage != "total":
-                    timings[stage] = seconds
-        else:
-            output = None
-            for first in range(0, n, self.max_batch):
-                chunk = batch[first : first + self.max_batch]
-                size = chunk.shape[0]
-                if size < self.min_batch:  # pad up to the profile's minimum, drop the padding after
-                    pad = np.zeros((self.min_batch - size, *chunk.shape[1:]), np.float32)
-                    chunk = np.concatenate([chunk, pad])
-                result = infer(chunk)
-                if output is None:
-                    output = np.empty((n, *result.shape[1:]), np.float32)
-                output[first : first + size] = result[:size]
-                for stage, seconds in self.backend.last_timings.items():
-                    if stage != "total":
-                        timings[stage] = timings.get(stage, 0.0) + seconds
+        output = self._reconstruct(batch, timings)
         mark = time.perf_counter()
         check_output(output, batch, self.input_kind, self.manifest.input.get("value_range"))
         clipped = output  # (B, 1, H, W); finish_batch clips it in place and returns the caller's rank
@@ -197,6 +255,86 @@ class Reconstructor:
         timings["total"] = time.perf_counter() - start
         self._local.timings = timings
         return (output, scores) if return_scores else output
+
+    def size_plan(self, height: int, width: int) -> str:
+        """How an H × W image runs: "whole", "padded" (whole after reflect-padding up to the graph's
+        minimum or multiple, cropped back) or "tiled"."""
+        spatial = self.spatial
+        if spatial is None:
+            return "whole"
+        if self.tile_cap and max(height, width) > spatial.tile:
+            return "tiled"
+        if not spatial.whole_image:
+            return "whole" if (height, width) == (spatial.tile, spatial.tile) else "tiled"
+        padded = self._padded_size(height, width)
+        if max(padded) > spatial.max:
+            return "tiled"
+        return "whole" if padded == (height, width) else "padded"
+
+    def _padded_size(self, height: int, width: int) -> tuple[int, int]:
+        spatial = self.spatial
+        assert spatial is not None
+        multiple = spatial.multiple_of
+        return tuple(-(-max(side, spatial.min) // multiple) * multiple for side in (height, width))  # type: ignore[return-value]
+
+    def _reconstruct(self, batch: np.ndarray, timings: dict[str, float]) -> np.ndarray:
+        """The network's output for the whole batch: whole, padded or tiled (see `size_plan`)."""
+        height, width = batch.shape[-2:]
+        plan = self.size_plan(height, width)
+        if plan == "whole":
+            return self._infer_batches(batch, timings)
+        if plan == "padded":
+            padded = reflect_pad(batch, *self._padded_size(height, width))
+            return np.ascontiguousarray(self._infer_batches(padded, timings)[..., :height, :width])
+        spatial = self.spatial
+        assert spatial is not None
+        return sliding_window(
+            batch,
+            lambda tiles: self._infer_batches(tiles, timings),
+            self._tile_shape(height, width),
+            spatial.overlap,
+            batch_size=self.max_batch,
+            blend=spatial.blend,
+            # a finite receptive field: drop tile borders, so tiles agree with the whole image (tiling.py);
+            # attention sees the whole tile anyway, there plain blending hides the seams best
+            trim=spatial.overlap // 2 if spatial.receptive_field is not None else 0,
+        )
+
+    def _tile_shape(self, height: int, width: int) -> tuple[int, int]:
+        """Tiles of the spatial tile side; a whole-image graph takes narrower tiles for a narrow image."""
+        spatial = self.spatial
+        assert spatial is not None
+        if not spatial.whole_image:
+            return spatial.tile, spatial.tile
+        padded_h, padded_w = self._padded_size(height, width)
+        return min(spatial.tile, padded_h), min(spatial.tile, padded_w)
+
+    def _infer_batches(self, batch: np.ndarray, timings: dict[str, float]) -> np.ndarray:
+        """Run any number of same-size images through the backend in chunks of the batch profile."""
+        n = batch.shape[0]
+        if self.min_batch <= n <= self.max_batch:
+            output = self._infer(batch)
+            self._add_timings(timings)
+            return output
+        output = None
+        for first in range(0, n, self.max_batch):
+            chunk = batch[first : first + self.max_batch]
+            size = chunk.shape[0]
+            if size < self.min_batch:  # pad up to the profile's minimum, drop the padding after
+                pad = np.zeros((self.min_batch - size, *chunk.shape[1:]), np.float32)
+                chunk = np.concatenate([chunk, pad])
+            result = self._infer(chunk)
+            if output is None:
+                output = np.empty((n, *result.shape[1:]), np.float32)
+            output[first : first + size] = result[:size]
+            self._add_timings(timings)
+        assert output is not None
+        return output
+
+    def _add_timings(self, timings: dict[str, float]) -> None:
+        for stage, seconds in self.backend.last_timings.items():
+            if stage != "total":
+                timings[stage] = timings.get(stage, 0.0) + seconds
 
     def _score(
         self, batch: np.ndarray, output: np.ndarray, timings: dict[str, float]
@@ -216,7 +354,7 @@ class Reconstructor:
     def _infer(self, batch: np.ndarray) -> np.ndarray:
         """The backend's output, held to the shape and dtype the manifest promises."""
         output = self.backend.infer(batch)
-        expected = (batch.shape[0], 1, *self.output_hw)
+        expected = (batch.shape[0], 1, *(self.output_hw if self.spatial is None else batch.shape[-2:]))
         if output.ndim != 4 or any(
             w is not None and g != w for g, w in zip(output.shape, expected, strict=True)
         ):
@@ -230,7 +368,7 @@ class Reconstructor:
 
     def warmup(self, batch_sizes: tuple[int, ...] = (1,)) -> None:
         """Run zeros once per batch size (first runs allocate memory and, on GPUs, pick kernels)."""
-        h, w = (d or 256 for d in self.input_hw)
+        h, w = (d or (self.spatial.opt if self.spatial else 256) for d in self.input_hw)
         for size in batch_sizes:
             self.run(np.zeros((size, 1, h, w), np.float32))
 
@@ -243,6 +381,7 @@ class Reconstructor:
             "input": self.manifest.input,
             "output": self.manifest.output,
             "batch": self.manifest.batch,
+            "spatial": None if self.spatial is None else self.spatial.to_json(),
             **self.backend.describe(),
             "consistency": None if self.consistency is None else self.consistency.describe(),
         }

@@ -346,6 +346,15 @@ def reconstruct_series(
 )
 @click.option("--force", is_flag=True, help="Overwrite existing outputs (inputs are never overwritten).")
 @click.option(
+    "--tile",
+    type=click.IntRange(1),
+    default=None,
+    help="Tile side in px: larger images run as blended tiles (a memory cap); default: the artifact's.",
+)
+@click.option(
+    "--overlap", type=click.IntRange(0), default=None, help="Tile overlap in px; default: the artifact's."
+)
+@click.option(
     "--dicom-window",
     default=None,
     metavar="LOW,HIGH",
@@ -368,13 +377,16 @@ def run_command(
     precision: str,
     threads: int | None,
     force: bool,
+    tile: int | None,
+    overlap: int | None,
     dicom_window: str | None,
     no_consistency: bool,
     as_json: bool,
 ) -> int:
     """Reconstruct image files (PNG, TIFF, NPY, DICOM) with an exported artifact.
 
-    INPUTS are files or folders. CT artifacts take sinograms (NPY/TIFF, n_angles × n_detectors).
+    INPUTS are files or folders. CT artifacts take sinograms (NPY/TIFF, n_angles × n_detectors). Image
+    artifacts take any size: whole where the graph can, as blended tiles above its maximum side.
     A file that cannot be read or does not fit the artifact is reported and skipped; the others are
     written, and the exit status is 1 when any file failed. DICOM files inside a folder (any name) are
     grouped by series and ordered; each source series becomes a new derived series in
@@ -398,7 +410,9 @@ def run_command(
         targets = plan_outputs(files, out, force)
         report.files = [FileOutcome(f, t) for f, t in zip(files, targets, strict=True)]
         consistency = not no_consistency
-        with open_reconstructor(artifact, report, backend, precision, threads, consistency) as rec:
+        with open_reconstructor(
+            artifact, report, backend, precision, threads, consistency, tile, overlap
+        ) as rec:
             out.mkdir(parents=True, exist_ok=True)
             per_run = batch or rec.manifest.batch.get("opt", 1)
             derivation = run_derivation(artifact, rec.manifest, rec.backend_name, rec.precision, window)
@@ -421,11 +435,19 @@ def open_reconstructor(
     precision: str,
     threads: int | None,
     consistency: bool = True,
+    tile: int | None = None,
+    overlap: int | None = None,
 ) -> Iterator[Reconstructor]:
     from recon.runtime.reconstructor import Reconstructor
 
     with Reconstructor.from_artifact(
-        artifact, backend=backend, precision=precision, threads=threads, consistency=consistency
+        artifact,
+        backend=backend,
+        precision=precision,
+        threads=threads,
+        consistency=consistency,
+        tile=tile,
+        overlap=overlap,
     ) as rec:
         report.backend = {
             "backend": rec.backend_name,

@@ -200,8 +200,10 @@ def choose_onnx_file(manifest: Manifest, precision: str, gpu: bool) -> tuple[str
     )
 
 
-def _profile_shape(manifest: Manifest, name: str, batch: int) -> str:
-    dims = [str(batch)] + [str(d) for d in manifest.input["shape"][1:]]
+def _profile_shape(manifest: Manifest, name: str, batch: int, level: str = "opt") -> str:
+    """`name:BxCxHxW` for the TensorRT EP's profile; symbolic H, W take the spatial entry's min/opt/max."""
+    side = (manifest.spatial or {}).get(level, 256)
+    dims = [str(batch)] + [str(d if isinstance(d, int) else side) for d in manifest.input["shape"][1:]]
     return f"{name}:{'x'.join(dims)}"
 
 
@@ -309,9 +311,15 @@ class OnnxRuntimeBackend(Backend):
                     "trt_engine_cache_path": str(engines),
                     "trt_timing_cache_enable": "True",
                     "trt_timing_cache_path": str(timing),
-                    "trt_profile_min_shapes": _profile_shape(self.manifest, self._input_name, batch["min"]),
-                    "trt_profile_opt_shapes": _profile_shape(self.manifest, self._input_name, batch["opt"]),
-                    "trt_profile_max_shapes": _profile_shape(self.manifest, self._input_name, batch["max"]),
+                    "trt_profile_min_shapes": _profile_shape(
+                        self.manifest, self._input_name, batch["min"], "min"
+                    ),
+                    "trt_profile_opt_shapes": _profile_shape(
+                        self.manifest, self._input_name, batch["opt"], "opt"
+                    ),
+                    "trt_profile_max_shapes": _profile_shape(
+                        self.manifest, self._input_name, batch["max"], "max"
+                    ),
                 }
             if provider == PROVIDERS[self.name][0]:
                 options.update({k: str(v) for k, v in self.extra_provider_options.items()})

@@ -7,10 +7,12 @@ import json
 
 import numpy as np
 import pytest
-from conftest import BATCH, SMALL
 
 from recon.export.errors import ExportError
 from recon.export.exporter import ExportOptions, export_artifact
+
+# the geometry `saved_weights` (tests/export/conftest.py) trains its CT card on
+TRAINED = {"image_size": 32, "n_views": 20}
 
 
 def _options(saved_weights, tmp_path, **overrides):
@@ -19,9 +21,9 @@ def _options(saved_weights, tmp_path, **overrides):
         task="ct",
         out=tmp_path / "cnn-ct",
         weights=saved_weights("cnn", "ct"),
-        task_overrides={**SMALL["ct"], **overrides},
+        task_overrides={**TRAINED, **overrides},
         engine="none",
-        batch=BATCH,
+        batch=(1, 2, 4),
         threads=1,
         geometry_heldout=4,
     )

@@ -143,6 +143,18 @@ def test_a_profile_out_of_order_is_refused():
             profile_shapes(batch, (1, 8, 8))
 
 
+def test_a_symbolic_size_graph_gets_a_spatial_profile_and_the_manifest_records_it():
+    assert profile_shapes((1, 8, 32), (1, 256, 256), (64, 512, 2048)) == (
+        (1, 1, 64, 64),
+        (8, 1, 512, 512),
+        (32, 1, 2048, 2048),
+    )
+    settings = builder_settings(EngineOptions(), "11.4.0.106", "x", (1, 256, 256), spatial=(64, 512, 2048))
+    assert settings.profile["x"][2] == (32, 1, 2048, 2048)
+    assert settings.manifest["spatial_profile"] == {"min": 64, "opt": 512, "max": 2048}
+    assert "spatial_profile" not in builder_settings(EngineOptions(), "11.4.0.106", "x", (1, 8, 8)).manifest
+
+
 def test_the_default_timing_cache_is_keyed_on_tensorrt_and_gpu_and_a_chosen_one_is_kept(tmp_path):
     a = timing_cache_path(DEFAULT_TIMING_CACHE, "10.13.3.9.post1", "9.0")
     b = timing_cache_path(DEFAULT_TIMING_CACHE, "11.4.0.106", "9.0")

@@ -50,10 +50,20 @@ def pad_to_multiple(x: torch.Tensor, multiple: int) -> tuple[torch.Tensor, tuple
     """Pad (B, C, H, W) at the bottom/right up to multiples of `multiple`; return it and the original (H, W).
 
     Reflection keeps image statistics at the seam (zeros would look like a dark frame to a network trained on
-    full images). Reflection needs pad < size, so tiny inputs fall back to replicate. The amounts come from
-    static shapes: exported graphs get fixed Pad nodes and keep a dynamic batch axis.
+    full images). Reflection needs pad < size, so tiny inputs fall back to replicate.
+
+    Sizes may be symbolic (torch.export with dynamic H, W): then nothing may be decided on their value
+    (`int()` or a comparison would fix the graph to the example's size), so the graph reflects a constant
+    `multiple - 1` rows/columns (valid since the exporter keeps H, W >= `multiple`) and slices to the next
+    multiple, written as multiple·ceil(size / multiple) so that torch.export knows the padded size is a
+    multiple and the skip connections' Adds need no size guard. Same pixels as reflecting `pad` rows.
     """
-    height, width = int(x.shape[-2]), int(x.shape[-1])
+    height, width = x.shape[-2], x.shape[-1]
+    if not (isinstance(height, int) and isinstance(width, int)):  # symbolic (dynamic-shape export)
+        target_h = multiple * ((height + multiple - 1) // multiple)
+        target_w = multiple * ((width + multiple - 1) // multiple)
+        padded = F.pad(x, (0, multiple - 1, 0, multiple - 1), mode="reflect")
+        return padded[..., :target_h, :target_w], (height, width)
     pad_h, pad_w = -height % multiple, -width % multiple
     if pad_h == 0 and pad_w == 0:
         return x, (height, width)
@@ -64,7 +74,7 @@ def pad_to_multiple(x: torch.Tensor, multiple: int) -> tuple[torch.Tensor, tuple
 def crop(x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
     """Undo pad_to_multiple: keep the top-left (H, W)."""
     height, width = size
-    if x.shape[-2] == height and x.shape[-1] == width:
+    if isinstance(height, int) and isinstance(width, int) and tuple(x.shape[-2:]) == (height, width):
         return x
     return x[..., :height, :width]
 
