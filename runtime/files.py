@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import os
 import secrets
 import stat
@@ -47,13 +48,25 @@ def temp_beside(path: str | os.PathLike) -> tuple[int, Path]:
     raise FileExistsError(f"{path.parent}: could not create a temporary file beside {path.name}")
 
 
+def json_safe(data: Any) -> Any:
+    """`data` with every non-finite float as None: JSON has no NaN/Infinity, and recon's readers refuse
+    them (a strict parser is what lets `recon inspect --json` promise valid JSON)."""
+    if isinstance(data, float):
+        return data if math.isfinite(data) else None
+    if isinstance(data, dict):
+        return {key: json_safe(value) for key, value in data.items()}
+    if isinstance(data, (list, tuple)):
+        return [json_safe(value) for value in data]
+    return data
+
+
 def write_json_atomic(path: str | os.PathLike, data: Any) -> None:
     """Write JSON to a temp file beside `path`, then rename: readers never see half a file."""
     path = Path(path)
     fd, tmp = temp_beside(path)
     try:
         with os.fdopen(fd, "w") as handle:
-            json.dump(data, handle, indent=2, sort_keys=False)
+            json.dump(json_safe(data), handle, indent=2, sort_keys=False, allow_nan=False)
             handle.write("\n")
         os.replace(tmp, path)
     except BaseException:
