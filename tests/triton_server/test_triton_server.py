@@ -79,7 +79,9 @@ def server(exported) -> LocalServer:
 
 
 def _inputs(reference: Reconstructor, n: int, seed: int = 0) -> np.ndarray:
-    shape = [int(d) for d in reference.manifest.input["shape"][1:]]
+    # deblur artifacts take any H x W (symbolic "height"/"width"): send the trained size
+    size = reference.manifest.task_config.image_size
+    shape = [d if isinstance(d, int) else size for d in reference.manifest.input["shape"][1:]]
     return np.random.default_rng(seed).random((n, *shape), dtype=np.float32)
 
 
@@ -153,7 +155,7 @@ def test_concurrent_clients_are_batched_dynamically_by_the_server(server, export
 
 BAD_REQUESTS = {
     "wrong shape": (
-        np.zeros((1, 1, 256, 255), np.float32),
+        np.zeros((1, 2, 256, 256), np.float32),  # two channels (any H x W is taken)
         "FP32",
         "unexpected shape for input 'measurement'",
     ),
