@@ -73,7 +73,17 @@ def quantize_int8(
     with tempfile.TemporaryDirectory(prefix="recon-int8-") as tmp:
         # Shape inference only: ORT's optimizer would fuse and rename nodes; the FBP exclusion is by name.
         prepared = Path(tmp) / "prepared.onnx"
-        quant_pre_process(str(fp32_path), str(prepared), skip_optimization=True, skip_symbolic_shape=False)
+        try:
+            quant_pre_process(
+                str(fp32_path), str(prepared), skip_optimization=True, skip_symbolic_shape=False
+            )
+        except Exception as error:  # onnxruntime raises a bare Exception here
+            if "symbolic shape inference" not in str(error):
+                raise
+            # Any-size graphs: ORT's symbolic inference cannot resolve the in-graph pad-to-multiple
+            # (ceil of height/16) and gives up ("Incomplete symbolic shape inference"); ONNX's own shape
+            # inference still runs (quant_pre_process's skip_onnx_shape stays False).
+            quant_pre_process(str(fp32_path), str(prepared), skip_optimization=True, skip_symbolic_shape=True)
         prepared_model = onnx.load(str(prepared))
         names = {node.name for node in prepared_model.graph.node}
         missing = [name for name in exclude if name not in names]
