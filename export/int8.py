@@ -73,17 +73,12 @@ def quantize_int8(
     with tempfile.TemporaryDirectory(prefix="recon-int8-") as tmp:
         # Shape inference only: ORT's optimizer would fuse and rename nodes; the FBP exclusion is by name.
         prepared = Path(tmp) / "prepared.onnx"
-        try:
-            quant_pre_process(
-                str(fp32_path), str(prepared), skip_optimization=True, skip_symbolic_shape=False
-            )
-        except Exception as error:  # onnxruntime raises a bare Exception here
-            if "symbolic shape inference" not in str(error):
-                raise
-            # Any-size graphs: ORT's symbolic inference cannot resolve the in-graph pad-to-multiple
-            # (ceil of height/16) and gives up ("Incomplete symbolic shape inference"); ONNX's own shape
-            # inference still runs (quant_pre_process's skip_onnx_shape stays False).
-            quant_pre_process(str(fp32_path), str(prepared), skip_optimization=True, skip_symbolic_shape=True)
+        # Any-size graphs (symbolic H x W): ORT's symbolic shape inference cannot resolve the in-graph
+        # pad-to-multiple (ceil of height/16); it fails and leaves sym_shape_infer_temp.onnx + external data
+        # in the working directory. ONNX's own shape inference still runs (skip_onnx_shape stays False).
+        graph_input = onnx.load(str(fp32_path), load_external_data=False).graph.input[0]
+        any_size = any(dim.dim_param for dim in list(graph_input.type.tensor_type.shape.dim)[1:])
+        quant_pre_process(str(fp32_path), str(prepared), skip_optimization=True, skip_symbolic_shape=any_size)
         prepared_model = onnx.load(str(prepared))
         names = {node.name for node in prepared_model.graph.node}
         missing = [name for name in exclude if name not in names]
