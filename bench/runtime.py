@@ -145,14 +145,17 @@ CLASSES = {
 }  # fmt: skip
 
 
-def openvino_direct(path: Path, hint: str, batch: int, threads: int) -> Callable[[np.ndarray], object]:
-    """OpenVINO called as a user would at its best: the ONNX file, the batch fixed, the precision hint set
-    (the CPU default is bf16 on bf16 CPUs), latency hint, one infer request."""
+def openvino_direct(
+    path: Path, hint: str, shape: tuple[int, ...], threads: int
+) -> Callable[[np.ndarray], object]:
+    """OpenVINO called as a user would at its best: the ONNX file, the whole input shape fixed (batch and
+    H × W: a static graph runs faster than a dynamic one), the precision hint set (the CPU default is bf16
+    on bf16 CPUs), latency hint, one infer request."""
     import openvino
 
     core = openvino.Core()
     model = core.read_model(str(path))
-    model.reshape({0: openvino.PartialShape([batch, *list(model.input(0).get_partial_shape())[1:]])})
+    model.reshape({0: openvino.PartialShape(list(shape))})
     config = {
         "INFERENCE_PRECISION_HINT": hint,
         "PERFORMANCE_HINT": "LATENCY",
@@ -186,12 +189,14 @@ def bench_deblur(
     gflop = count_flops(network, (256, 256)) / 1e9
     peak = matmul_peak_gflops(threads)
 
+    # engines side by side: the consistency check is off (no peer has one); recon-bench and
+    # bench/consistency.py report its cost
     recs = {
         "recon.runtime onnxruntime fp32": Reconstructor.from_artifact(
-            artifact, backend="cpu", threads=threads
+            artifact, backend="cpu", threads=threads, consistency=False
         ),
         "recon.runtime onnxruntime int8": Reconstructor.from_artifact(
-            artifact, backend="cpu", precision="int8", threads=threads
+            artifact, backend="cpu", precision="int8", threads=threads, consistency=False
         ),
     }
     have_ov = openvino_available()
@@ -203,7 +208,7 @@ def bench_deblur(
         bf16_ok = bf16_refusal(capabilities, cpu_flags()) is None
         for precision in ("fp32", "int8") + ("bf16",) * bf16_ok:
             recs[f"recon.runtime openvino {precision}"] = Reconstructor.from_artifact(
-                artifact, backend="openvino", precision=precision, threads=threads
+                artifact, backend="openvino", precision=precision, threads=threads, consistency=False
             )
     bare = {
         p: new_session(artifact / f, session_options(threads))
@@ -244,7 +249,7 @@ def bench_deblur(
                 ("fp32", "f32", "model.onnx"),
                 ("int8", "f32", "model.int8.onnx"),
             ) + ((("bf16", "bf16", "model.onnx"),) if bf16_ok else ()):
-                run = openvino_direct(artifact / file, hint, batch, threads)
+                run = openvino_direct(artifact / file, hint, x.shape, threads)
                 variants[f"OpenVINO direct {precision}"] = lambda x=x, run=run: run(x)
         if bf16_ok:
             variants["torch eager bf16 (autocast)"] = eager_bf16
@@ -354,8 +359,10 @@ def bench_ct(work: Path, threads: int, rounds: int, iters: int) -> tuple[list[di
             "resunet", "ct", work / f"resunet-ct{views}", "--angles", str(views), "--int8",
             "--threads", str(threads),
         )  # fmt: skip
-        rec = Reconstructor.from_artifact(artifact, backend="cpu", threads=threads)
-        rec8 = Reconstructor.from_artifact(artifact, backend="cpu", precision="int8", threads=threads)
+        rec = Reconstructor.from_artifact(artifact, backend="cpu", threads=threads, consistency=False)
+        rec8 = Reconstructor.from_artifact(
+            artifact, backend="cpu", precision="int8", threads=threads, consistency=False
+        )
         _, _, n_angles, n_detectors = rec.manifest.input["shape"]
         sinogram = np.random.default_rng(0).random((1, 1, n_angles, n_detectors), dtype=np.float32)
         theta = np.arange(views) * 180.0 / views

@@ -171,19 +171,18 @@ def bare_session(reconstructor: Any) -> Any:
     return new_session(backend.onnx_path, backend.session_options(), backend.providers())
 
 
-def bare_openvino(reconstructor: Any, batch_size: int, new_session: bool = False) -> Any:
-    """An OpenVINO infer request on the CompiledModel the backend uses for this batch size (or,
-    `new_session`, one compiled again with the same properties): the engine called directly."""
+def bare_openvino(reconstructor: Any, shape: tuple[int, ...], new_session: bool = False) -> Any:
+    """An OpenVINO infer request on the CompiledModel the backend uses for this input shape (or,
+    `new_session`, one compiled again alike, with the same properties): the engine called directly."""
     backend = reconstructor.backend
-    compiled, _ = backend.compiled_for(batch_size)
+    compiled, _ = backend.compiled_for(shape)
     if new_session:
         import openvino
 
         core = openvino.Core()
         model = core.read_model(str(backend.onnx_path))
-        if batch_size in backend.static_batches:
-            rest = list(model.input(0).get_partial_shape())[1:]
-            model.reshape({0: openvino.PartialShape([batch_size, *rest])})
+        if compiled.input(0).get_partial_shape().is_static:
+            model.reshape({0: openvino.PartialShape(list(shape))})
         compiled = core.compile_model(model, "CPU", backend.config())
     return compiled.create_infer_request()
 
@@ -208,12 +207,12 @@ def profile_against_bare(
     top = reconstructor.max_batch
     chunks = [batch[i : i + top] for i in range(0, batch_size, top)]
     if getattr(reconstructor.backend, "compiled", None) is not None:  # OpenVINO
-        requests = {len(c): bare_openvino(reconstructor, len(c), new_session) for c in chunks}
+        requests = {c.shape: bare_openvino(reconstructor, c.shape, new_session) for c in chunks}
         engine = "openvino"
 
         def bare() -> None:
             for chunk in chunks:
-                requests[len(chunk)].infer({feed_name: chunk}, share_inputs=True)
+                requests[chunk.shape].infer({feed_name: chunk}, share_inputs=True)
 
     else:
         own = getattr(reconstructor.backend, "session", None)

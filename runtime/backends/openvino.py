@@ -9,13 +9,15 @@
   "INFERENCE_PRECISION_HINT")` is bfloat16 on this Xeon with AMX), so an FP32 artifact would silently run in
   bf16. "fp32" and "int8" (the float layers between the QDQ pairs) run with f32; "bf16" runs the FP32 graph
   with bf16 and is refused where the CPU has no native bf16 (on AVX2 the hint silently runs FP32).
-- Static batch sizes: OpenVINO's CPU plugin ran a graph compiled for one batch size markedly faster than the
-  dynamic-batch graph in development (shipped ResUNet, 2 threads, interleaved, on a loaded machine: INT8
-  ~1.6x, bf16 ~1.4x, FP32 on par; docs/benchmarks.md, "CPU engines side by side"). The batch sizes 1,
-  the profile's opt and its max (the chunks big batches are split into) each get a CompiledModel of their
-  own, compiled on first use; other sizes run on the dynamic one.
-  Which model runs depends on the batch size alone, so a given batch gives the same bits on every call
-  (the INT8 graph's static and dynamic compilations differ by ~1e-2).
+- Static shapes: OpenVINO's CPU plugin runs a graph compiled for one whole input shape markedly faster than
+  one with a dynamic batch or dynamic H×W (shipped ResUNet 256², 2 threads, interleaved, static ÷ dynamic
+  H×W at a fixed batch: FP32 0.92-0.93, bf16 0.74-0.85, INT8 0.66-0.69; compiling costs 0.2-0.7 s;
+  docs/benchmarks.md, "Static shapes"). So each (batch, H, W) met with a batch of 1, the profile's opt or
+  its max (the chunks big batches are split into) gets a CompiledModel of its own, compiled on first use,
+  up to MAX_STATIC_SHAPES of them; other batch sizes, and new shapes once that many exist, run on the
+  dynamic one. Compiled models are never evicted, so which model runs depends on the input shape alone
+  and a given shape gives the same bits on every call (the INT8 graph's static and dynamic compilations
+  differ by ~1e-2).
 - Each CompiledModel is thread-safe; an InferRequest is not: each concurrent caller takes one from a pool of
   idle requests, so memory follows the number of threads that ran at the same time.
 """
@@ -44,6 +46,8 @@ PRECISIONS = {
     "fp16": ("fp16", "f32"),
 }
 BF16_CPU_FLAGS = ("avx512_bf16", "amx_bf16")  # native bf16 dot products (Cooper Lake+, Sapphire Rapids+)
+# static compilations kept per backend: bounds memory and compile time for hosts that feed many image sizes
+MAX_STATIC_SHAPES = 8
 
 
 def import_openvino() -> Any:
@@ -149,7 +153,8 @@ class OpenVinoBackend(Backend):
         self.static_batches = sorted(b for b in {1, batch.get("opt", hi), hi} if lo <= b <= hi)
         self._model: Any = None
         self._core: Any = None
-        self._by_batch: dict[int | None, tuple[Any, queue.SimpleQueue[Any]]] = {}
+        # input shape (batch, 1, H, W) -> (CompiledModel, its idle requests); None: the dynamic model
+        self._by_shape: dict[tuple[int, ...] | None, tuple[Any, queue.SimpleQueue[Any]]] = {}
         self._compile_lock = threading.Lock()
         self._input_name = manifest.input["name"]
         self._output_name = manifest.output["name"]
@@ -200,33 +205,38 @@ class OpenVinoBackend(Backend):
                 f"{self.onnx_path}: OpenVINO cannot compile it for the CPU ({_first_line(error)}); re-export"
             ) from None
         self._core, self._model = core, model
-        self._by_batch = {None: (self.compiled, queue.SimpleQueue())}
+        self._by_shape = {None: (self.compiled, queue.SimpleQueue())}
 
-    def compiled_for(self, batch_size: int) -> tuple[Any, queue.SimpleQueue[Any]]:
-        """(CompiledModel, its idle requests) for a batch size: a static one for `static_batches`."""
-        key = batch_size if batch_size in self.static_batches else None
-        found = self._by_batch.get(key)
+    def compiled_for(self, shape: tuple[int, ...]) -> tuple[Any, queue.SimpleQueue[Any]]:
+        """(CompiledModel, its idle requests) for an input shape (batch, 1, H, W): a static one when the
+        batch is one of `static_batches` and fewer than MAX_STATIC_SHAPES exist, else the dynamic one."""
+        shape = tuple(int(d) for d in shape)
+        found = self._by_shape.get(shape)
         if found is not None:
             return found
-        with self._compile_lock:  # one compilation per size, even when threads arrive together
-            found = self._by_batch.get(key)
-            if found is None:
-                model = self._model.clone()
-                rest = list(model.input(0).get_partial_shape())[1:]
-                model.reshape({self._input_name: import_openvino().PartialShape([batch_size, *rest])})
-                try:
-                    compiled = self._core.compile_model(model, "CPU", self.config())
-                except Exception as error:
-                    raise BackendError(
-                        f"{self.name}: OpenVINO cannot compile the graph for batch {batch_size} "
-                        f"({_first_line(error)})"
-                    ) from None
-                found = (compiled, queue.SimpleQueue())
-                self._by_batch = {**self._by_batch, key: found}  # readers never see a half-built dict
+        if shape[0] not in self.static_batches:
+            return self._by_shape[None]
+        with self._compile_lock:  # one compilation per shape, even when threads arrive together
+            found = self._by_shape.get(shape)
+            if found is not None:
+                return found
+            if len(self._by_shape) > MAX_STATIC_SHAPES:  # full: this shape runs dynamic, now and later
+                return self._by_shape[None]
+            model = self._model.clone()
+            model.reshape({self._input_name: import_openvino().PartialShape(list(shape))})
+            try:
+                compiled = self._core.compile_model(model, "CPU", self.config())
+            except Exception as error:
+                raise BackendError(
+                    f"{self.name}: OpenVINO cannot compile the graph for input shape {shape} "
+                    f"({_first_line(error)})"
+                ) from None
+            found = (compiled, queue.SimpleQueue())
+            self._by_shape = {**self._by_shape, shape: found}  # readers never see a half-built dict
         return found
 
     def infer_impl(self, batch: np.ndarray, timings: dict[str, float]) -> np.ndarray:
-        compiled, idle = self.compiled_for(batch.shape[0])
+        compiled, idle = self.compiled_for(batch.shape)
         try:
             request = idle.get_nowait()
         except queue.Empty:
@@ -247,7 +257,7 @@ class OpenVinoBackend(Backend):
         return output
 
     def deactivate_impl(self) -> None:
-        self._by_batch = {}
+        self._by_shape = {}
         self.compiled = self._model = self._core = None
 
     def describe(self) -> dict[str, Any]:
@@ -256,5 +266,6 @@ class OpenVinoBackend(Backend):
         if self.compiled is not None:
             info["inference_precision"] = str(self.compiled.get_property("INFERENCE_PRECISION_HINT"))
             info["static_batches"] = self.static_batches
+            info["static_shapes"] = [list(k) for k in self._by_shape if k is not None]
             info["openvino"] = import_openvino().__version__
         return info

@@ -15,6 +15,14 @@ def deblur_artifact(tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="session")
+def any_size_artifact(tmp_path_factory) -> Path:
+    """The deblur conv with symbolic H × W and a "spatial" entry (8 to 1024 px a side, whole)."""
+    return build_artifact(
+        tmp_path_factory.mktemp("art") / "any-size", "deblur", with_int8=True, any_size=True
+    )
+
+
+@pytest.fixture(scope="session")
 def ct_artifact(tmp_path_factory) -> Path:
     return build_artifact(tmp_path_factory.mktemp("art") / "ct", "ct")
 

@@ -35,7 +35,7 @@ def ct_reference(y: np.ndarray) -> np.ndarray:
     return (y.reshape(y.shape[0], -1) @ CT_MATRIX).reshape(y.shape[0], 1, N, N)
 
 
-def _conv_model(fp16: bool = False):
+def _conv_model(fp16: bool = False, any_size: bool = False):
     import onnx
     from onnx import TensorProto, helper, numpy_helper
 
@@ -51,11 +51,12 @@ def _conv_model(fp16: bool = False):
     ]
     if fp16:
         nodes.append(helper.make_node("Cast", ["relu"], ["image"], to=TensorProto.FLOAT))
+    shape = ["batch", 1, "height", "width"] if any_size else ["batch", 1, H, W]
     graph = helper.make_graph(
         nodes,
         "conv",
-        [helper.make_tensor_value_info("measurement", TensorProto.FLOAT, ["batch", 1, H, W])],
-        [helper.make_tensor_value_info("image", TensorProto.FLOAT, ["batch", 1, H, W])],
+        [helper.make_tensor_value_info("measurement", TensorProto.FLOAT, shape)],
+        [helper.make_tensor_value_info("image", TensorProto.FLOAT, shape)],
         [
             numpy_helper.from_array(CONV_W.astype(dtype), "w"),
             numpy_helper.from_array(CONV_B.astype(dtype), "b"),
@@ -102,14 +103,17 @@ def build_artifact(
     plan: dict | None = None,
     clip: bool = True,
     value_range: list[float] | None = None,
+    any_size: bool = False,
 ) -> Path:
-    """Write an artifact directory; `plan` adds a fake model.plan with that TensorRT info."""
+    """Write an artifact directory; `plan` adds a fake model.plan with that TensorRT info; `any_size` (deblur)
+    gives the graph symbolic H × W and the manifest a "spatial" entry, like recon-export's image models."""
     import onnx
 
     directory.mkdir(parents=True, exist_ok=True)
     if task == "deblur":
-        onnx.save(_conv_model(), directory / "model.onnx")
-        in_shape, out_shape, layout = ["batch", 1, H, W], ["batch", 1, H, W], "NCHW"
+        onnx.save(_conv_model(any_size=any_size), directory / "model.onnx")
+        shape = ["batch", 1, "height", "width"] if any_size else ["batch", 1, H, W]
+        in_shape, out_shape, layout = shape, shape, "NCHW"
     else:
         onnx.save(_ct_model(), directory / "model.onnx")
         in_shape, out_shape, layout = ["batch", 1, ANGLES, DETECTORS], ["batch", 1, N, N], "N1AD"
@@ -137,10 +141,25 @@ def build_artifact(
             else CTTask(image_size=N, n_views=ANGLES, n_detectors=DETECTORS)
         ),
         batch={"min": min_batch, "opt": min(4, max_batch), "max": max_batch},
+        spatial=(
+            {
+                "whole_image": True,
+                "min": 8,
+                "opt": H,
+                "max": 1024,
+                "multiple_of": 1,
+                "tile": 1024,
+                "overlap": 16,
+                "blend": "gaussian",
+                "receptive_field": 3,
+            }
+            if any_size and task == "deblur"
+            else None
+        ),
     )
     manifest.add_file(directory, "model.onnx", "onnx", "fp32")
     if with_fp16 and task == "deblur":
-        onnx.save(_conv_model(fp16=True), directory / "model.fp16.onnx")
+        onnx.save(_conv_model(fp16=True, any_size=any_size), directory / "model.fp16.onnx")
         manifest.add_file(directory, "model.fp16.onnx", "onnx", "fp16")
     if with_int8:  # the FP32 graph stands in for a quantized one: these tests check file selection
         (directory / "model.int8.onnx").write_bytes((directory / "model.onnx").read_bytes())

@@ -151,12 +151,36 @@ def test_an_onnx_file_with_external_data_is_refused_by_every_cpu_backend(tmp_pat
 
 
 @needs_openvino
-def test_batch_1_opt_and_max_get_static_graphs_and_other_sizes_the_dynamic_one(deblur_artifact):
+def test_each_shape_with_batch_1_opt_or_max_gets_a_static_graph_and_other_batches_the_dynamic_one(
+    deblur_artifact,
+):
     with Reconstructor.from_artifact(deblur_artifact, backend="openvino", threads=1) as rec:
         assert rec.backend.static_batches == [1, 4, 8]  # the profile is 1:4:8
         x = np.random.default_rng(1).random((8, 1, H, W), dtype=np.float32)
         for size in (1, 3, 8):
             np.testing.assert_allclose(rec.run(x[:size]), np.clip(conv_reference(x[:size]), 0, 1), atol=1e-5)
-        assert set(rec.backend._by_batch) == {None, 1, 8}
-        assert rec.backend.compiled_for(3)[0] is rec.backend.compiled  # dynamic
-        assert rec.backend.compiled_for(8)[0].input(0).get_partial_shape().is_static
+        assert set(rec.backend._by_shape) == {None, (1, 1, H, W), (8, 1, H, W)}
+        assert rec.backend.compiled_for((3, 1, H, W))[0] is rec.backend.compiled  # dynamic
+        static = rec.backend.compiled_for((8, 1, H, W))[0]
+        assert static.input(0).get_partial_shape().is_static
+        assert list(static.input(0).get_shape()) == [8, 1, H, W]
+
+
+@needs_openvino
+def test_image_sizes_get_static_graphs_up_to_the_cap_and_each_size_keeps_its_graph(any_size_artifact):
+    from recon.runtime.backends import openvino as ov_backend
+
+    rng = np.random.default_rng(2)
+    with Reconstructor.from_artifact(any_size_artifact, backend="openvino", threads=1) as rec:
+        sizes = [(16 + 2 * k, 20 + k) for k in range(ov_backend.MAX_STATIC_SHAPES + 2)]
+        first = {}
+        for h, w in sizes:
+            x = rng.random((1, 1, h, w), dtype=np.float32)
+            first[(h, w)] = (x, rec.run(x))
+            np.testing.assert_allclose(first[(h, w)][1], np.clip(conv_reference(x), 0, 1), atol=1e-5)
+        static = [k for k in rec.backend._by_shape if k is not None]
+        assert static == [(1, 1, h, w) for h, w in sizes[: ov_backend.MAX_STATIC_SHAPES]]  # then full
+        for h, w in sizes[ov_backend.MAX_STATIC_SHAPES :]:
+            assert rec.backend.compiled_for((1, 1, h, w))[0] is rec.backend.compiled
+        for x, out in first.values():  # a size runs on the same compiled graph every time: same bits
+            assert np.array_equal(rec.run(x), out)
