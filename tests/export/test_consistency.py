@@ -101,7 +101,7 @@ DEBLUR_SHIFTS = {
     "noise x5": 0.9,
     "12-bit data in a 16-bit container": 0.9,
     "inverted": 0.9,
-    "motion at 135 degrees": 0.5,
+    "motion at 135 degrees": 0.8,
     "gaussian blur": 0.25,
 }
 
