@@ -30,6 +30,15 @@ and returns one row of statistics per image (names in `ConsistencyCheck.statisti
   motion nothing is blurred and ρ_p(2) is the image's own. Blur along another direction flips the sign; the
   difference cancels most of the image's own smoothness (it varies as much in both directions). Noise
   correlates the derivative at lag 1 only, so lag 2 does not see it.
+- deblur with a motion kernel, `blur_spectrum`: the blur's fingerprint in y's spectrum along the motion. A
+  motion blur of L taps multiplies the spectrum along its line by |sin(πLf) / (L sin(πf))|², zero at f = j/L:
+  there only the noise is left, whatever the image. The log power of y's derivative along the motion at 2L
+  frequencies f = j/(4L) (Hann-windowed sums over 10·L samples, on a grid of positions), relative to y's
+  mean square, forms a profile; `blur_spectrum` is its Mahalanobis distance to the calibration set's
+  profiles (mean and covariance fitted at export). Another length, shape or direction of blur moves the
+  zeros or fills them; more noise lifts the floor. The image's own spectrum is smooth in f and varies along
+  directions the covariance learns, so other content stays inside (docs/reliability.md measures both).
+  Images shorter along the motion than the window plus margins have no profile and score 0 (not judged).
 
 Calibration: the same statistics on in-distribution data, run through the runtime exactly as deployed; each
 statistic gets the interval it must stay in (see `bounds`), written into the manifest's "consistency" entry.
@@ -65,6 +74,7 @@ CHECKS: dict[str, dict[str, str]] = {
         "max": "both",
         "clipped_high": "upper",
         "blur_direction": "lower",
+        "blur_spectrum": "upper",
     },
     "ct": {
         "residual": "upper",
@@ -202,6 +212,77 @@ def _rms(t: torch.Tensor) -> torch.Tensor:
     return torch.sqrt(torch.mean(_per_image(t) ** 2, dim=1))
 
 
+class BlurSpectrum(nn.Module):
+    """y (B, 1, H, W) -> the Mahalanobis distance of its along-motion spectral profile (see module doc).
+
+    `features` gives the profile (B, F); `fit` sets the calibration mean and whitening, after which
+    `forward` returns the distance (B,). All in slices, one MatMul and reductions: any H × W, cheap in any
+    backend.
+    """
+
+    STRIDE = 4  # positions of the windows: every 4th row and column
+
+    def __init__(self, step: tuple[int, int], taps: int, border: int, calibration_side: int) -> None:
+        super().__init__()
+        self.step, self.taps, self.border = step, taps, border
+        # the window: 10 blur lengths where the calibration images allow (≥ 8 positions a side), 3 at least
+        room = calibration_side - 2 * border - 1 - 8 * self.STRIDE
+        self.periods = int(min(10, max(3, room // taps)))
+        self.window = taps * self.periods
+        freqs = np.arange(1, 2 * taps + 1) / (4 * taps)  # up to 0.5 cycles per step
+        k = np.arange(self.window)
+        hann = 0.5 - 0.5 * np.cos(2 * np.pi * (k + 0.5) / self.window)
+        basis = np.concatenate(
+            [hann[:, None] * np.cos(2 * np.pi * freqs[None] * k[:, None]),
+             hann[:, None] * np.sin(2 * np.pi * freqs[None] * k[:, None])], axis=1,
+        )  # fmt: skip
+        self.n_freqs = len(freqs)
+        self.register_buffer("basis", torch.from_numpy(basis / np.sqrt((hann**2).sum())).float())
+        self.register_buffer("mean", torch.zeros(self.n_freqs))
+        self.register_buffer("whitening", torch.eye(self.n_freqs))
+
+    def features(self, y: torch.Tensor) -> torch.Tensor:
+        dr, dc = self.step
+        b = self.border
+        if dr < 0:  # walk the line with non-negative steps
+            y, dr = torch.flip(y, dims=[-2]), -dr
+        if dc < 0:
+            y, dc = torch.flip(y, dims=[-1]), -dc
+        inner = y[..., b:-b, b:-b]
+        derivative = _shifted_difference(inner, (dr, dc))
+        span_r, span_c = dr * (self.window - 1), dc * (self.window - 1)
+        height, width = derivative.shape[-2] - span_r, derivative.shape[-1] - span_c
+        samples = [
+            derivative[..., k * dr : k * dr + height : self.STRIDE, k * dc : k * dc + width : self.STRIDE]
+            for k in range(self.window)
+        ]
+        stacked = torch.stack(samples, dim=-1).reshape(y.shape[0], -1, self.window)  # (B, positions, W)
+        spectrum = torch.matmul(stacked, self.basis.to(y.dtype))  # (B, positions, 2F): cos and sin parts
+        power = spectrum[..., : self.n_freqs] ** 2 + spectrum[..., self.n_freqs :] ** 2
+        level = torch.mean(_per_image(y) ** 2, dim=1, keepdim=True)
+        return torch.log10(power.mean(1) / level)
+
+    def fit(self, features: np.ndarray) -> None:
+        """Calibration profiles (n, F), finite rows only: their mean and the whitening W = L⁻¹ of their
+        (slightly regularized) covariance L Lᵀ, so that the distance is ‖W (f − mean)‖."""
+        rows = features[np.all(np.isfinite(features), axis=1)].astype(np.float64)
+        if len(rows) <= self.n_freqs:
+            raise ExportError(
+                f"consistency calibration: blur_spectrum needs more than {self.n_freqs} calibration images "
+                f"with a spectrum, got {len(rows)}"
+            )
+        covariance = np.cov(rows.T)
+        covariance += np.eye(self.n_freqs) * 1e-9 * np.trace(covariance)
+        self.mean.copy_(torch.from_numpy(rows.mean(0)))
+        self.whitening.copy_(torch.from_numpy(np.linalg.inv(np.linalg.cholesky(covariance))))
+
+    def forward(self, y: torch.Tensor) -> torch.Tensor:
+        centred = self.features(y) - self.mean.to(y.dtype)
+        white = torch.matmul(centred, self.whitening.to(y.dtype).T)
+        # no positions (an image shorter than the window): no profile, not judged
+        return torch.nan_to_num(torch.sqrt(torch.sum(white**2, dim=1)), nan=0.0)
+
+
 class ConsistencyCheck(nn.Module):
     """(image x̂ (B, 1, H, W), measurement y) -> scores (B, len(self.statistics)), FP32 (FP64 in torch
     when given FP64 inputs: the exact reference the exported graph is checked against)."""
@@ -232,8 +313,13 @@ class ConsistencyCheck(nn.Module):
                 self.step = step if step != (0, 0) else None
             # blur_direction needs the motion line and a blur longer than its lag of 2 steps
             self.across = None if self.step is None or len(self.taps) <= 2 else (self.step[1], -self.step[0])
+            self.spectrum = (
+                None
+                if self.across is None
+                else BlurSpectrum(self.step, len(self.taps), max(self.pad) + 1, task_cfg.image_size)
+            )
         else:
-            self.step = self.across = None
+            self.step = self.across = self.spectrum = None
             factor = ct_factor
             while task_cfg.image_size % factor:
                 factor //= 2
@@ -249,7 +335,8 @@ class ConsistencyCheck(nn.Module):
     @property
     def statistics(self) -> list[str]:
         """The statistic names, in the order of the graph's output columns."""
-        return [name for name in CHECKS[self.task] if name != "blur_direction" or self.across is not None]
+        present = {"blur_direction": self.across is not None, "blur_spectrum": self.spectrum is not None}
+        return [name for name in CHECKS[self.task] if present.get(name, True)]
 
     @staticmethod
     def _lag_correlation(y: torch.Tensor, step: tuple[int, int], lag: int) -> torch.Tensor:
@@ -315,6 +402,8 @@ class ConsistencyCheck(nn.Module):
                 stats["blur_direction"] = self._lag_correlation(y, self.step, 2) - self._lag_correlation(
                     y, self.across, 2
                 )
+            if self.spectrum is not None:
+                stats["blur_spectrum"] = self.spectrum(y)
         if self.task == "ct":
             views = y.sum(-1)[:, 0]  # (B, A): each view's total mass
             mean_view = views.mean(1)
@@ -460,6 +549,13 @@ def write_consistency(
             np.save(cached, images)
     if images.ndim == 3:
         images = images[:, None]
+    if check.spectrum is not None:  # fitted on the calibration measurements before the graph is written
+        with torch.no_grad():
+            profiles = np.concatenate(
+                [check.spectrum.features(torch.from_numpy(measurements[lo : lo + 32]).double()).numpy()
+                 for lo in range(0, len(measurements), 32)]
+            )  # fmt: skip
+        check.spectrum.fit(profiles)
     export_check(
         check, directory / FILE_NAME, torch.from_numpy(images[:2]), torch.from_numpy(measurements[:2]), opset
     )
