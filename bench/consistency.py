@@ -10,8 +10,8 @@ the export's calibration used:
 - shifted inputs, `--n-shift` each, from the first clean images of the in-distribution set — detection
   rate (target ≥ 90%): deblur: noise ×5, motion blur at 135°, twice as long, Gaussian blur (σ² = 4), 12-bit
   data in a 16-bit container (× 4095/65535), inverted polarity (1 − y: MONOCHROME1 read as MONOCHROME2);
-  CT: noise ×5, 10% of views zeroed, detector-channel gains off by up to ±20%, a global 20% gain error,
-  ×0.1 and ×10 units.
+  CT: noise ×5, 10% of views zeroed, detector-channel gains off by up to ±20%, a global 20% gain error
+  (×1.2 and ×0.8), ×0.1 and ×10 units.
 
 Every image goes through the artifact exactly as deployed (`Reconstructor`, CPU, FP32, clipped) and its
 `consistency.onnx`. The network's outputs are cached under `--cache` keyed by model.onnx's sha256, so a
@@ -70,6 +70,7 @@ def shifted_sets(cfg: Any, y: np.ndarray, clean: np.ndarray) -> dict[str, np.nda
         "10% of views zeroed": views_zeroed,
         "detector gains off by up to ±20%": channel_gains,
         "global gain ×1.2": lambda: y * np.float32(1.2),
+        "global gain ×0.8": lambda: y * np.float32(0.8),
         "units ×0.1": lambda: y * np.float32(0.1),
         "units ×10": lambda: y * np.float32(10),
     }

@@ -116,17 +116,20 @@ class ConsistencyGuard:
         except Exception as error:  # onnxruntime raises its own types; one line with the cause
             first = (str(error).strip().splitlines() or [type(error).__name__])[0]
             raise ArtifactError(f"{path}: onnxruntime cannot load the consistency graph ({first})") from None
-        self.max_batch = 32  # bounds the gathers' temporaries for large batches
+        self.max_batch = 32
+        # the graph's temporaries grow with the pixels it sees at once (the blur spectrum's windows: ~70
+        # floats per pixel): runs of at most this many pixels, one image at least
+        self.max_pixels = 1 << 22
 
     def score(self, images: np.ndarray, measurements: np.ndarray) -> list[ImageScore]:
         """images (B, 1, H, W) as returned (clipped), measurements (B, 1, ...) as fed to the network."""
         rows = []
-        for lo in range(0, len(images), self.max_batch):
+        per_image = max(1, int(np.prod(images.shape[1:])), int(np.prod(measurements.shape[1:])))
+        step = max(1, min(self.max_batch, self.max_pixels // per_image))
+        for lo in range(0, len(images), step):
             feed = {
-                self.image_name: np.ascontiguousarray(images[lo : lo + self.max_batch], np.float32),
-                self.measurement_name: np.ascontiguousarray(
-                    measurements[lo : lo + self.max_batch], np.float32
-                ),
+                self.image_name: np.ascontiguousarray(images[lo : lo + step], np.float32),
+                self.measurement_name: np.ascontiguousarray(measurements[lo : lo + step], np.float32),
             }
             rows.append(self.session.run([self.output_name], feed)[0])
         table = np.concatenate(rows).astype(np.float64)
