@@ -23,13 +23,6 @@ and returns one row of statistics per image (names in `ConsistencyCheck.statisti
   integrates the same total mass (the zeroth Helgason-Ludwig condition), so a dropped view or a view-wise
   gain jump shows here even when the network paints over it.
 - `clipped_high`: the fraction of x̂ pixels at the top of the output range (saturated outputs).
-- deblur with a motion kernel, `blur_direction`: ρ_s(2) − ρ_p(2), where ρ_v(2) is the correlation of y's
-  derivative along v with itself two steps further along v, s the motion step and p the step across it.
-  A motion blur of L > 2 taps along s makes the derivative along s a difference of two copies of the image L
-  steps apart, so it stays correlated over lags < L (a triangle 1 − m/L) whatever the image is; across the
-  motion nothing is blurred and ρ_p(2) is the image's own. Blur along another direction flips the sign; the
-  difference cancels most of the image's own smoothness (it varies as much in both directions). Noise
-  correlates the derivative at lag 1 only, so lag 2 does not see it.
 - deblur with a motion kernel, `blur_spectrum`: the blur's fingerprint in y's spectrum along the motion. A
   motion blur of L taps multiplies the spectrum along its line by |sin(πLf) / (L sin(πf))|², zero at f = j/L:
   there only the noise is left, whatever the image. The log power of y's derivative along the motion at 2L
@@ -73,7 +66,6 @@ CHECKS: dict[str, dict[str, str]] = {
         "min": "lower",
         "max": "both",
         "clipped_high": "upper",
-        "blur_direction": "lower",
         "blur_spectrum": "upper",
     },
     "ct": {
@@ -181,17 +173,12 @@ def _per_image(t: torch.Tensor) -> torch.Tensor:
     return t.reshape(t.shape[0], -1)
 
 
-def _shifted_pair(t: torch.Tensor, dr: int, dc: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """(t(p + (dr, dc)), t(p)) over the positions where both lie inside the image."""
+def _shifted_difference(t: torch.Tensor, step: tuple[int, int]) -> torch.Tensor:
+    """t(p + step) − t(p) over the positions where both lie inside the image."""
+    dr, dc = step
     rows = (slice(dr, None), slice(None, -dr or None)) if dr >= 0 else (slice(None, dr), slice(-dr, None))
     cols = (slice(dc, None), slice(None, -dc or None)) if dc >= 0 else (slice(None, dc), slice(-dc, None))
-    return t[..., rows[0], cols[0]], t[..., rows[1], cols[1]]
-
-
-def _shifted_difference(t: torch.Tensor, step: tuple[int, int]) -> torch.Tensor:
-    """t(p + step) − t(p) over the valid part."""
-    ahead, here = _shifted_pair(t, *step)
-    return ahead - here
+    return t[..., rows[0], cols[0]] - t[..., rows[1], cols[1]]
 
 
 def _box5(t: torch.Tensor) -> torch.Tensor:
@@ -339,15 +326,14 @@ class ConsistencyCheck(nn.Module):
                 n = len(self.taps) - 1
                 step = (round((r1 - r0) / n), round((c1 - c0) / n))
                 self.step = step if step != (0, 0) else None
-            # blur_direction needs the motion line and a blur longer than its lag of 2 steps
-            self.across = None if self.step is None or len(self.taps) <= 2 else (self.step[1], -self.step[0])
+            # the spectrum needs the motion line and a blur of 3 taps at least (zeros below f = 1/2)
             self.spectrum = (
                 None
-                if self.across is None
+                if self.step is None or len(self.taps) < 3
                 else BlurSpectrum(self.step, len(self.taps), max(self.pad) + 1, task_cfg.image_size)
             )
         else:
-            self.step = self.across = self.spectrum = None
+            self.step = self.spectrum = None
             factor = ct_factor
             while task_cfg.image_size % factor:
                 factor //= 2
@@ -363,17 +349,7 @@ class ConsistencyCheck(nn.Module):
     @property
     def statistics(self) -> list[str]:
         """The statistic names, in the order of the graph's output columns."""
-        present = {"blur_direction": self.across is not None, "blur_spectrum": self.spectrum is not None}
-        return [name for name in CHECKS[self.task] if present.get(name, True)]
-
-    @staticmethod
-    def _lag_correlation(y: torch.Tensor, step: tuple[int, int], lag: int) -> torch.Tensor:
-        """Per image, corr(d(p), d(p + lag·step)) with d(p) = y(p + step) − y(p), over the valid part."""
-        derivative = _shifted_difference(y, step)
-        dr, dc = step[0] * lag, step[1] * lag
-        ahead, here = _shifted_pair(derivative, dr, dc)
-        energy = torch.mean(_per_image(derivative) ** 2, dim=1)
-        return torch.mean(_per_image(ahead * here), dim=1) / (energy + 1e-20)
+        return [name for name in CHECKS[self.task] if name != "blur_spectrum" or self.spectrum is not None]
 
     def _high_pass(self, y: torch.Tensor) -> torch.Tensor:
         if self.step is None:  # Laplacian, valid part only (no border effect)
@@ -426,10 +402,6 @@ class ConsistencyCheck(nn.Module):
             stats["residual_lowpass"] = torch.linalg.vector_norm(
                 _per_image(_box5(predicted - reference)), dim=1
             ) / (torch.linalg.vector_norm(_per_image(reference), dim=1) + tiny)
-            if self.across is not None:
-                stats["blur_direction"] = self._lag_correlation(y, self.step, 2) - self._lag_correlation(
-                    y, self.across, 2
-                )
             if self.spectrum is not None:
                 stats["blur_spectrum"] = self.spectrum(y)
         if self.task == "ct":

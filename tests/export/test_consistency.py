@@ -96,8 +96,8 @@ def test_in_distribution_deblur_inputs_are_not_flagged(deblur_artifact):
 
 
 # The minimum share flagged (12 images at 128², calibrated on 200; the shipped ResUNet at 256² calibrated on
-# 500 is measured in docs/reliability.md). Another blur is mostly told by blur_direction / blur_spectrum,
-# which read the measurement alone, so the weak 3-layer CNN does not limit them; but a 128² image holds
+# 500 is measured in docs/reliability.md). Another blur is mostly told by blur_spectrum, which reads the
+# measurement alone, so the weak 3-layer CNN does not limit it; but a 128² image holds
 # fewer independent windows than a 256² one, so blur_spectrum sees less here (4-10 of 12 in development).
 DEBLUR_SHIFTS = {
     "noise x5": 0.9,
