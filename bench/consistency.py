@@ -1,6 +1,7 @@
 """False alarms and detection rates of an artifact's consistency check (docs/reliability.md).
 
     .venv/bin/python bench/consistency.py ARTIFACT [--n-eval 500] [--n-shift 100] [--cache DIR] [--json F]
+    .venv/bin/python bench/consistency.py --summary A.json B.json ...   # one row per artifact, per set
 
 Sets, all simulated with the training physics from `recon.training.data` images that neither training nor
 the export's calibration used:
@@ -96,15 +97,39 @@ def psnr(x: np.ndarray, clean: np.ndarray) -> np.ndarray:
     return 10 * np.log10(1.0 / np.maximum(mse, 1e-12))
 
 
+def summary(paths: list[Path]) -> None:
+    """One markdown table over several --json results: per artifact and set, flagged / n and the mean PSNR
+    of the flagged outputs (dB)."""
+
+    def cell(row: dict) -> str:
+        psnr = row["psnr_flagged"]
+        return f"{row['flagged']}/{row['n']}" + (f" ({psnr:.1f})" if psnr is not None else "")
+
+    results = [json.loads(path.read_text()) for path in paths]
+    sets = list(dict.fromkeys(row["set"] for result in results for row in result["rows"]))
+    print("| artifact | " + " | ".join(sets) + " |")
+    print("|---|" + "---:|" * len(sets))
+    for result in results:
+        rows = {row["set"]: row for row in result["rows"]}
+        cells = [cell(rows[s]) if s in rows else "–" for s in sets]
+        print(f"| {Path(result['artifact']).name} | " + " | ".join(cells) + " |")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("artifact", type=Path)
+    parser.add_argument("artifact", type=Path, nargs="?")
+    parser.add_argument("--summary", type=Path, nargs="+", default=None, help="--json files to tabulate")
     parser.add_argument("--n-eval", type=int, default=500)
     parser.add_argument("--n-shift", type=int, default=100)
     parser.add_argument("--cache", type=Path, default=None)
     parser.add_argument("--json", type=Path, default=None)
     parser.add_argument("--dump", type=Path, default=None, help="Every image's statistics per set (.npz).")
     args = parser.parse_args()
+    if args.summary:
+        summary(args.summary)
+        return
+    if args.artifact is None:
+        parser.error("give an ARTIFACT, or --summary with --json files")
 
     manifest = load_manifest(args.artifact)
     cfg = manifest.task_config

@@ -11,7 +11,6 @@ The image output is never changed: the check only reads it. See docs/embedding.m
 
 from __future__ import annotations
 
-import hashlib
 import math
 import os
 import queue
@@ -25,7 +24,7 @@ import numpy as np
 from recon.runtime.backends.base import BackendError
 from recon.runtime.backends.onnxruntime import new_session, session_options
 from recon.runtime.backends.openvino import MAX_STATIC_SHAPES, import_openvino, openvino_available
-from recon.runtime.manifest import ArtifactError, Manifest
+from recon.runtime.manifest import ArtifactError, Manifest, check_self_contained, read_verified
 
 CHECK_SIDES = ("upper", "lower", "both")
 ENGINES = ("auto", "openvino", "onnxruntime")
@@ -170,9 +169,11 @@ class ConsistencyGuard:
         self.image_name, self.measurement_name = entry["inputs"]
         self.output_name = entry["output"]
         path = Path(directory) / entry["file"]
-        graph = path.read_bytes()  # hash the very bytes loaded: a file swapped after load_manifest is refused
-        if hashlib.sha256(graph).hexdigest() != manifest.files[entry["file"]].sha256:
-            raise ArtifactError(f"{path}: sha256 does not match the manifest; refusing to load it, re-export")
+        # the very bytes loaded are hashed (a file swapped after load_manifest is refused), read without
+        # following links and bounded by the listed size; and, like the network's graph, self-contained:
+        # either engine would read a tensor kept as external data from elsewhere, unhashed
+        graph = read_verified(directory, manifest, entry["file"])
+        check_self_contained(path, graph)
         self.engine = "openvino" if engine == "auto" and openvino_available() else engine
         self.engine = "onnxruntime" if self.engine == "auto" else self.engine
         self.session: Any = None
@@ -188,8 +189,8 @@ class ConsistencyGuard:
                 f"{path}: {self.engine} cannot load the consistency graph ({first})"
             ) from None
         self.max_batch = 32
-        # the graph's temporaries grow with the pixels it sees at once (the blur spectrum's windows: ~70
-        # floats per pixel): runs of at most this many pixels, one image at least
+        # the graph's temporaries grow with the pixels it sees at once (the blur spectrum's windows, the
+        # projector's gathers): runs of at most this many pixels, one image at least
         self.max_pixels = 1 << 22
 
     def score(self, images: np.ndarray, measurements: np.ndarray) -> list[ImageScore]:

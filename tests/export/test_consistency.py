@@ -1,7 +1,7 @@
 """The trust signal on real exported artifacts: shifted inputs built from the physics are flagged,
 in-distribution inputs are not, the image output is unchanged, and the check is hash-verified and switchable.
 
-Artifacts: the shipped CNN weights (deblur and CT) exported at 128×128, calibrated on 200 in-distribution inputs.
+Artifacts: the shipped CNN weights (deblur, CT) exported at 128×128, calibrated on 200 in-distribution inputs.
 """
 
 from __future__ import annotations
@@ -176,6 +176,34 @@ def test_a_changed_consistency_graph_is_refused_by_its_hash(deblur_artifact, tmp
     graph.write_bytes(bytes(data))
     with pytest.raises(ArtifactError, match="consistency.onnx: sha256 does not match"):
         Reconstructor.from_artifact(copy, backend="cpu")
+
+
+def test_a_consistency_graph_with_external_data_or_linked_is_refused(deblur_artifact, tmp_path):
+    """The companion graph is held to the network graph's rules: its bytes, hashed, self-contained."""
+    import onnx
+    from onnx.external_data_helper import convert_model_to_external_data
+
+    from recon.runtime import ArtifactError, Reconstructor
+    from recon.runtime.manifest import load_manifest
+
+    copy = tmp_path / "external"
+    shutil.copytree(deblur_artifact, copy)
+    model = onnx.load(copy / "consistency.onnx")
+    convert_model_to_external_data(model, all_tensors_to_one_file=True, location="w.bin", size_threshold=0)
+    onnx.save(model, copy / "consistency.onnx")  # writes w.bin beside it; the manifest hashes the .onnx
+    manifest = load_manifest(copy, verify=False)
+    manifest.add_file(copy, "consistency.onnx", "consistency", "fp32")
+    manifest.save(copy)
+    with pytest.raises(ArtifactError, match="consistency.onnx: tensors .* keep their data in other files"):
+        Reconstructor.from_artifact(copy, backend="cpu")
+
+    linked = tmp_path / "linked"
+    shutil.copytree(deblur_artifact, linked)
+    outside = tmp_path / "outside.onnx"
+    (linked / "consistency.onnx").rename(outside)
+    (linked / "consistency.onnx").symlink_to(outside)
+    with pytest.raises(ArtifactError, match="symbolic link"):
+        Reconstructor.from_artifact(linked, backend="cpu")
 
 
 @pytest.mark.parametrize(
