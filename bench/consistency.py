@@ -2,6 +2,7 @@
 
     .venv/bin/python bench/consistency.py ARTIFACT [--n-eval 500] [--n-shift 100] [--cache DIR] [--json F]
     .venv/bin/python bench/consistency.py --summary A.json B.json ...   # one row per artifact, per set
+    .venv/bin/python bench/consistency.py ARTIFACT --engines [--threads 2]  # the check's time per engine
 
 Sets, all simulated with the training physics from `recon.training.data` images that neither training nor
 the export's calibration used:
@@ -25,7 +26,6 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
-import platform
 from pathlib import Path
 from typing import Any
 
@@ -33,8 +33,10 @@ import numpy as np
 import torch
 
 from recon.export.consistency import EVALUATION_STREAM, in_distribution_set, run_artifact
+from recon.runtime.backends.openvino import openvino_available
 from recon.runtime.consistency import ConsistencyGuard
 from recon.runtime.manifest import load_manifest
+from recon.runtime.profiling import cpu_description
 from recon.training.data import heldout_set
 from recon.training.tasks import simulate
 
@@ -115,6 +117,32 @@ def summary(paths: list[Path]) -> None:
         print(f"| {Path(result['artifact']).name} | " + " | ".join(cells) + " |")
 
 
+def engines(artifact: Path, threads: int | None, rounds: int = 8, iters: int = 5) -> None:
+    """The check alone on each CPU engine, batch 1 and 8, interleaved round by round (ms per image)."""
+    import time
+
+    from recon.export.consistency import CALIBRATION_STREAM
+
+    manifest = load_manifest(artifact)
+    y, clean = in_distribution_set(manifest.task_config, 8, CALIBRATION_STREAM)
+    names = ["onnxruntime"] + (["openvino"] if openvino_available() else [])
+    guards = {name: ConsistencyGuard(artifact, manifest, threads=threads, engine=name) for name in names}
+    print(f"{manifest.name}: consistency check alone, {threads or 'default'} threads; {cpu_description()}")
+    print("| batch | " + " | ".join(f"{n} (ms/image)" for n in names) + " |")
+    print("|---:|" + "---:|" * len(names))
+    for batch in (1, 8):
+        x, m = clean[:batch], y[:batch]
+        times: dict[str, list[float]] = {n: [] for n in names}
+        for round_ in range(rounds):
+            for name in names if round_ % 2 == 0 else reversed(names):
+                guards[name].score(x, m)  # untimed: settles caches (and compiles a new shape)
+                start = time.perf_counter()
+                for _ in range(iters):
+                    guards[name].score(x, m)
+                times[name].append((time.perf_counter() - start) / iters / batch)
+        print(f"| {batch} | " + " | ".join(f"{1e3 * np.median(times[n]):.2f}" for n in names) + " |")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("artifact", type=Path, nargs="?")
@@ -124,12 +152,17 @@ def main() -> None:
     parser.add_argument("--cache", type=Path, default=None)
     parser.add_argument("--json", type=Path, default=None)
     parser.add_argument("--dump", type=Path, default=None, help="Every image's statistics per set (.npz).")
+    parser.add_argument("--engines", action="store_true", help="Time the check alone on each CPU engine.")
+    parser.add_argument("--threads", type=int, default=None)
     args = parser.parse_args()
     if args.summary:
         summary(args.summary)
         return
     if args.artifact is None:
         parser.error("give an ARTIFACT, or --summary with --json files")
+    if args.engines:
+        engines(args.artifact, args.threads)
+        return
 
     manifest = load_manifest(args.artifact)
     cfg = manifest.task_config
@@ -178,7 +211,8 @@ def main() -> None:
     entry = guard.entry
     print(
         f"\n{manifest.name}: threshold r ≤ {entry['threshold']:.4g}, calibration n = "
-        f"{entry['calibration']['n']}, margin {entry.get('margin')}; {platform.processor() or ''}"
+        f"{entry['calibration']['n']}, margin {entry.get('margin')}; guard on {guard.engine}; "
+        f"{cpu_description()}"
     )
     print("| set | n | flagged | rate | PSNR flagged / unflagged (dB) | median r | statistics that fired |")
     print("|---|---:|---:|---:|---|---:|---|")

@@ -21,6 +21,7 @@ def main() -> None:
     import openvino as ov
 
     from recon.runtime.backends.openvino import bf16_refusal, cpu_flags
+    from recon.runtime.profiling import cpu_description
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("artifact", type=Path)
@@ -30,9 +31,7 @@ def main() -> None:
     parser.add_argument("--size", type=int, default=256)
     args = parser.parse_args()
     core = ov.Core()
-    flags = cpu_flags() or set()
-    shown = [f for f in ("avx2", "avx512f", "avx512_vnni", "avx512_bf16", "amx_bf16") if f in flags]
-    print(f"CPU: {core.get_property('CPU', 'FULL_DEVICE_NAME')}; OpenVINO {ov.__version__}; flags: {shown}")
+    print(f"CPU: {cpu_description()}; OpenVINO {ov.__version__}")
     runs = [("model.onnx", "f32"), ("model.int8.onnx", "f32")]
     if bf16_refusal(core.get_property("CPU", "OPTIMIZATION_CAPABILITIES"), cpu_flags()) is None:
         runs.insert(1, ("model.onnx", "bf16"))

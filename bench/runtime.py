@@ -29,6 +29,8 @@ from typing import Any
 
 import numpy as np
 
+from recon.runtime.profiling import cpu_description
+
 ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
 
@@ -115,23 +117,6 @@ def heldout_quality(reference: Any, candidate: Any, task: str) -> dict:
 
 
 int8_quality = heldout_quality  # the CT section's name for it
-
-
-CPU_FLAGS = ("avx2", "avx512f", "avx512_vnni", "avx_vnni", "avx512_bf16", "amx_bf16", "amx_int8")
-
-
-def cpu_description() -> tuple[str, list[str]]:
-    """The CPU model and which of the flags that decide the ranking it has (Linux /proc/cpuinfo)."""
-    import platform
-
-    model, flags = platform.processor(), set()
-    if Path("/proc/cpuinfo").exists():
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name") and model in ("", platform.processor()):
-                model = line.split(":", 1)[1].strip()
-            elif line.startswith("flags") and not flags:
-                flags = set(line.split(":", 1)[1].split())
-    return model, [f for f in CPU_FLAGS if f in flags]
 
 
 # precision class of each variant: the target compares recon.runtime's best with every peer of its class
@@ -540,11 +525,10 @@ def main() -> None:
     )
     args = parser.parse_args()
     skip = set(filter(None, args.skip.split(",")))
-    cpu, flags = cpu_description()
-    print(f"CPU: {cpu}, {os.cpu_count()} cores; flags: {', '.join(flags)}", flush=True)
+    cpu = cpu_description()
+    print(f"CPU: {cpu}", flush=True)
     report = {
-        "machine": f"{cpu}, {os.cpu_count()} cores",
-        "cpu_flags": flags,
+        "machine": cpu,
         "threads": args.threads,
         "date": time.strftime("%Y-%m-%d"),
         "command": "python bench/runtime.py " + " ".join(sys.argv[1:]),

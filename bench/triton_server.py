@@ -31,21 +31,13 @@ from typing import Any
 import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
-CPU_FLAGS = ("avx2", "avx512f", "avx512_vnni", "avx512_bf16", "amx_bf16")
 
 
 def cpu_description() -> str:
-    """Model name, core count and the SIMD flags that decide CPU inference speed."""
-    try:
-        info = Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return f"unknown CPU, {os.cpu_count()} cores"
-    model = next(
-        (ln.split(":", 1)[1].strip() for ln in info.splitlines() if ln.startswith("model name")), "?"
-    )
-    flags = next((ln.split(":", 1)[1].split() for ln in info.splitlines() if ln.startswith("flags")), [])
-    present = [f for f in CPU_FLAGS if f in flags]
-    return f"{model}, {os.cpu_count()} cores, flags {' '.join(present) or 'none of ' + '/'.join(CPU_FLAGS)}"
+    """Model name, cores and the SIMD flags that decide CPU inference speed (recon.runtime.profiling)."""
+    from recon.runtime.profiling import cpu_description as describe
+
+    return describe()
 
 
 def closed_loop(

@@ -245,7 +245,7 @@ def bench_command(
     """Latency per backend × batch size, and the runtime's overhead over the engine called directly."""
     from recon.runtime.backends import resolve_name
     from recon.runtime.manifest import load_manifest
-    from recon.runtime.profiling import profile, profile_against_bare, save_histogram
+    from recon.runtime.profiling import cpu_description, profile, profile_against_bare, save_histogram
     from recon.runtime.reconstructor import Reconstructor
 
     sizes = int_list(batches, "--batch")
@@ -291,6 +291,7 @@ def bench_command(
         torch_list, torch_note = torch_reports(artifact, sizes, iters, warmup, threads)
         reports += torch_list
         rows += [{**_row(report, None), "reason": torch_note} for report in torch_list]
+    click.echo(f"CPU: {cpu_description()}")  # CPU engines rank differently with these flags
     _print_table(rows)
     _print_pixel_scaling(rows)
     if torch_note is not None:
@@ -338,7 +339,13 @@ def bench_command(
         click.echo("consistency check: this artifact has none (exported before it existed); re-export it")
     if json_path is not None:
         write_json_atomic(
-            json_path, {"artifact": str(artifact), "rows": rows, "reports": [r.to_json() for r in reports]}
+            json_path,
+            {
+                "artifact": str(artifact),
+                "cpu": cpu_description(),
+                "rows": rows,
+                "reports": [r.to_json() for r in reports],
+            },
         )
     if plot_path is not None and reports:
         save_histogram([r for r in reports if not r.label.startswith("bare")] or reports, plot_path)

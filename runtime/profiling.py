@@ -122,6 +122,24 @@ def random_batch(reconstructor: Any, batch_size: int, seed: int = 0) -> np.ndarr
     return np.random.default_rng(seed).random((batch_size, 1, h, w), dtype=np.float32)
 
 
+# the CPU features that decide the ranking of CPU engines and precisions (benchmarks print them)
+CPU_FLAGS = ("avx2", "fma", "avx512f", "avx512_vnni", "avx_vnni", "avx512_bf16", "amx_bf16", "amx_int8")
+
+
+def cpu_description(cpuinfo: str | os.PathLike = "/proc/cpuinfo") -> str:
+    """ "<model>, <n> cores; flags: <those of CPU_FLAGS it has>" (Linux; the platform's name elsewhere)."""
+    import platform
+
+    try:
+        lines = Path(cpuinfo).read_text().splitlines()
+    except OSError:
+        return f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores; flags unknown"
+    model = next((ln.split(":", 1)[1].strip() for ln in lines if ln.startswith("model name")), "?")
+    flags = set(next((ln.split(":", 1)[1].split() for ln in lines if ln.startswith("flags")), []))
+    present = [f for f in CPU_FLAGS if f in flags]
+    return f"{model}, {os.cpu_count()} cores; flags: {', '.join(present) or 'none of ' + '/'.join(CPU_FLAGS)}"
+
+
 def _meta(reconstructor: Any) -> dict[str, Any]:
     return {
         "backend": reconstructor.backend_name,

@@ -55,3 +55,13 @@ def test_bad_arguments_are_refused(deblur):
 def test_the_bare_comparison_can_use_a_second_session_with_the_same_options(deblur):
     ours, bare = profile_against_bare(deblur, batch_size=1, iters=4, warmup=0, new_session=True)
     assert ours.own_ms >= 0 and bare.iters == 4
+
+
+def test_cpu_description_names_the_model_and_the_flags_that_rank_cpu_engines(tmp_path):
+    from recon.runtime.profiling import cpu_description
+
+    info = tmp_path / "cpuinfo"
+    info.write_text("model name\t: AMD EPYC 7B13\nflags\t\t: fpu sse4_2 avx avx2 fma f16c\n\n" * 2)
+    text = cpu_description(info)
+    assert text.startswith("AMD EPYC 7B13, ") and text.endswith("flags: avx2, fma")
+    assert "flags unknown" in cpu_description(tmp_path / "missing")
