@@ -86,7 +86,19 @@ def outputs(artifact: Path, name: str, y: np.ndarray, cache: Path | None, key: s
         path = cache / f"{digest}.npy"
         if path.exists():
             return np.load(path)
-    x = run_artifact(artifact, y, threads=None)
+    try:
+        x = run_artifact(artifact, y, threads=None)
+    except ValueError:  # the runtime refuses some inputs (its range check): those images are NaN here
+        parts = []
+        for one in y:
+            try:
+                parts.append(run_artifact(artifact, one[None], threads=None))
+            except ValueError:
+                parts.append(None)
+        shape = next((p.shape[1:] for p in parts if p is not None), None)
+        if shape is None:
+            return np.full((len(y), 1, 1, 1), np.nan, np.float32)
+        x = np.stack([p[0] if p is not None else np.full(shape, np.nan, np.float32) for p in parts])
     x = x.reshape(len(y), 1, *x.shape[-2:])
     if path is not None:
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -181,15 +193,22 @@ def main() -> None:
     rows, dump = [], {}
     for name, (y, clean, kind) in sets.items():
         x = outputs(args.artifact, name, y, args.cache, key)
-        scores = guard.score(x, y)
-        flagged = np.array([s.flagged for s in scores])
+        refused = np.isnan(x.reshape(len(x), -1)).all(1)  # the runtime's range check stopped them first
+        scores = guard.score(x[~refused], y[~refused]) if (~refused).any() else []
+        flagged_scored = np.array([s.flagged for s in scores], bool)
+        flagged = refused.copy()
+        flagged[~refused] = flagged_scored
         dump[name] = np.array([[s.statistics[k] for k in guard.statistics] for s in scores])
-        quality = psnr(x, clean)
-        fired: dict[str, int] = {}
+        quality = np.full(len(y), np.nan)
+        quality[~refused] = psnr(x[~refused], clean[~refused])
+        fired: dict[str, int] = (
+            {"refused by the input range check": int(refused.sum())} if refused.any() else {}
+        )
         for s in scores:
             for reason in s.reasons:
                 stat = reason.split(" ")[0]
                 fired[stat] = fired.get(stat, 0) + 1
+        scored = flagged & ~refused
         rows.append(
             {
                 "set": name,
@@ -197,16 +216,17 @@ def main() -> None:
                 "n": len(y),
                 "flagged": int(flagged.sum()),
                 "rate": float(flagged.mean()),
-                "psnr_flagged": float(quality[flagged].mean()) if flagged.any() else None,
+                "refused": int(refused.sum()),
+                "psnr_flagged": float(quality[scored].mean()) if scored.any() else None,
                 "psnr_unflagged": float(quality[~flagged].mean()) if (~flagged).any() else None,
-                "residual_median": float(np.median([s.residual for s in scores])),
+                "residual_median": float(np.median([s.residual for s in scores])) if scores else None,
                 "fired": dict(sorted(fired.items(), key=lambda kv: -kv[1])),
             }
         )
         print(f"{name}: {flagged.sum()}/{len(y)}", flush=True)
 
-    def db(v: float | None) -> str:
-        return "–" if v is None else f"{v:.2f}"
+    def db(v: float | None, digits: int = 2) -> str:
+        return "–" if v is None else f"{v:.{digits}f}"
 
     entry = guard.entry
     print(
@@ -214,13 +234,13 @@ def main() -> None:
         f"{entry['calibration']['n']}, margin {entry.get('margin')}; guard on {guard.engine}; "
         f"{cpu_description()}"
     )
-    print("| set | n | flagged | rate | PSNR flagged / unflagged (dB) | median r | statistics that fired |")
+    print("| set | n | caught | rate | PSNR flagged / unflagged (dB) | median r | statistics that fired |")
     print("|---|---:|---:|---:|---|---:|---|")
     for r in rows:
         fired = ", ".join(f"{k} {v}" for k, v in r["fired"].items()) or "–"
         print(
             f"| {r['set']} | {r['n']} | {r['flagged']} | {r['rate'] * 100:.1f}% | "
-            f"{db(r['psnr_flagged'])} / {db(r['psnr_unflagged'])} | {r['residual_median']:.4f} | {fired} |"
+            f"{db(r['psnr_flagged'])} / {db(r['psnr_unflagged'])} | {db(r['residual_median'], 4)} | {fired} |"
         )
     if args.dump is not None:
         np.savez(args.dump, statistics=np.array(guard.statistics), **dump)
