@@ -435,7 +435,7 @@ def bench_cold_start(work: Path, repeats: int = 3) -> dict:
 def markdown(report: dict) -> str:
     d = report["deblur"]
     lines = [
-        f"Machine: {report['machine']}; flags: {', '.join(report['cpu_flags']) or 'none of these'}; "
+        f"Machine: {report['machine']}; "
         f"threads {report['threads']}; {report['date']}.",
         f"Command: `{report['command']}`",
         "",
