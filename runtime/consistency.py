@@ -146,7 +146,7 @@ class ConsistencyGuard:
 
     The companion graph is small (a blur and a spectrum; a coarse projector for CT) and runs on the CPU
     whatever backend ran the network, so it needs no GPU memory and behaves the same on every machine.
-    Engine: OpenVINO where it is installed (it ran the deblur graph 2-3x faster than onnxruntime here:
+    Engine: OpenVINO where it is installed (it ran these graphs 2-5x faster than onnxruntime here:
     docs/benchmarks.md, "Consistency check cost"), else onnxruntime; both compute it in f32.
     """
 
