@@ -435,8 +435,7 @@ def bench_cold_start(work: Path, repeats: int = 3) -> dict:
 def markdown(report: dict) -> str:
     d = report["deblur"]
     lines = [
-        f"Machine: {report['machine']}; "
-        f"threads {report['threads']}; {report['date']}.",
+        f"Machine: {report['machine']}; threads {report['threads']}; {report['date']}.",
         f"Command: `{report['command']}`",
         "",
         f"ResUNet small, 256×256: {d['gflop_per_image']:.2f} GFLOP per image; measured FP32 matmul peak "
