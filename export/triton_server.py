@@ -201,6 +201,19 @@ def port_in_use(port: int) -> bool:
         return s.connect_ex(("127.0.0.1", port)) == 0
 
 
+def _wait_channel(pid: int) -> str:
+    """`pid: <state> <wchan>` from /proc (what the kernel says a process waits on), or why not."""
+    try:
+        state = next(
+            line.split(":", 1)[1].strip()
+            for line in Path(f"/proc/{pid}/status").read_text().splitlines()
+            if line.startswith("State:")
+        )
+        return f"{pid}: {state} {Path(f'/proc/{pid}/wchan').read_text().strip() or '-'}"
+    except (OSError, StopIteration) as error:
+        return f"{pid}: {type(error).__name__}"
+
+
 class LocalServer:
     """A tritonserver child process on 127.0.0.1 with free ports, started from the server's venv.
 
@@ -300,11 +313,15 @@ class LocalServer:
         }
 
     def clean_after_crash(self, timeout: float = 30.0) -> dict[str, list]:
-        """After `kill`: wait for the stubs to exit, remove this server's segments; return what was left."""
+        """After `kill`: wait for the stubs to exit, kill those that do not, remove this server's segments;
+        return what was left before that."""
         deadline = time.monotonic() + timeout
         while self.stub_pids() and time.monotonic() < deadline:
             time.sleep(0.25)
         left = self.leftovers()
+        # what a stub that outlived its server was doing (kernel wait channel), for the log: a stub caught
+        # mid-request when the server died can stay blocked on the IPC to its dead parent
+        left["stub_waits"] = [_wait_channel(pid) for pid in self.stub_pids()]
         for pid in self.stub_pids():  # only ours: their command line holds our unique prefix
             os.kill(pid, signal.SIGKILL)
         for segment in self.shm_segments():

@@ -265,7 +265,11 @@ def test_killing_the_server_mid_load_fails_clients_fast(exported):
     finally:
         server.kill()
         left = server.clean_after_crash()
-    # a crash cannot clean up after itself: the stubs notice the dead parent and exit, the python backend's
-    # /dev/shm segments stay until removed (clean_after_crash did, by the prefix only this server used)
-    assert left["processes"] == [] and left["ports"] == [], left
+    # a crash cannot clean up after itself: the server is gone and its ports closed at once; its python
+    # backend stubs mostly notice the dead parent and exit, but one caught mid-request can stay blocked on
+    # the IPC to it (2 of 4 runs here, once the check made requests longer), and the /dev/shm segments stay:
+    # clean_after_crash kills those stubs and removes the segments, by the prefix only this server used
+    print(f"\nleft by the crash before clean-up: {left}")
+    assert server.process is not None and server.process.pid not in left["processes"], left
+    assert left["ports"] == [], left
     assert server.leftovers() == {"processes": [], "ports": [], "shm": []}
