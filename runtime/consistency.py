@@ -13,8 +13,6 @@ from __future__ import annotations
 
 import math
 import os
-import queue
-import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -23,7 +21,12 @@ import numpy as np
 
 from recon.runtime.backends.base import BackendError
 from recon.runtime.backends.onnxruntime import new_session, session_options
-from recon.runtime.backends.openvino import MAX_STATIC_SHAPES, import_openvino, openvino_available
+from recon.runtime.backends.openvino import (
+    CompiledShapes,
+    borrowed_request,
+    import_openvino,
+    openvino_available,
+)
 from recon.runtime.manifest import ArtifactError, Manifest, check_self_contained, read_verified
 
 CHECK_SIDES = ("upper", "lower", "both")
@@ -95,50 +98,26 @@ def _fmt(value: float) -> str:
 
 
 class _OpenVinoScorer:
-    """The graph in OpenVINO on the CPU, compiled once per input shape pair (static graphs ran it ~1.4x
+    """The graph in OpenVINO on the CPU, compiled once per pair of input shapes (static graphs ran it ~1.4x
     faster than the dynamic one), up to MAX_STATIC_SHAPES, then on the dynamic one; f32 throughout."""
 
     def __init__(self, graph: bytes, threads: int | None) -> None:
-        ov = import_openvino()
-        self.core = ov.Core()
-        self.model = self.core.read_model(graph)
-        self.config: dict[str, Any] = {
+        core = import_openvino().Core()
+        model = core.read_model(graph)
+        config: dict[str, Any] = {
             "INFERENCE_PRECISION_HINT": "f32",  # the CPU default is bf16 on bf16 CPUs
             "PERFORMANCE_HINT": "LATENCY",
             "NUM_STREAMS": "1",
         }
         if threads:
-            self.config["INFERENCE_NUM_THREADS"] = int(threads)
-        dynamic = self.core.compile_model(self.model, "CPU", self.config)
-        self._compiled: dict[Any, tuple[Any, queue.SimpleQueue[Any]]] = {None: (dynamic, queue.SimpleQueue())}
-        self._lock = threading.Lock()
-
-    def _for(self, feed: dict[str, np.ndarray]) -> tuple[Any, queue.SimpleQueue[Any]]:
-        key = tuple((name, array.shape) for name, array in feed.items())
-        found = self._compiled.get(key)
-        if found is not None:
-            return found
-        with self._lock:
-            found = self._compiled.get(key)
-            if found is None:
-                if len(self._compiled) > MAX_STATIC_SHAPES:
-                    return self._compiled[None]
-                model = self.model.clone()
-                model.reshape({name: list(array.shape) for name, array in feed.items()})
-                found = (self.core.compile_model(model, "CPU", self.config), queue.SimpleQueue())
-                self._compiled = {**self._compiled, key: found}
-        return found
+            config["INFERENCE_NUM_THREADS"] = int(threads)
+        self._shapes = CompiledShapes(core, model, config, core.compile_model(model, "CPU", config))
 
     def run(self, output: str, feed: dict[str, np.ndarray]) -> np.ndarray:
-        compiled, idle = self._for(feed)
-        try:
-            request = idle.get_nowait()
-        except queue.Empty:
-            request = compiled.create_infer_request()
-        try:
+        key = tuple((name, array.shape) for name, array in feed.items())
+        entry = self._shapes.get(key, {name: list(array.shape) for name, array in feed.items()})
+        with borrowed_request(entry) as request:
             return np.array(request.infer(feed, share_inputs=True)[output])
-        finally:
-            idle.put(request)
 
 
 class ConsistencyGuard:

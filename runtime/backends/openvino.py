@@ -28,7 +28,8 @@ import os
 import queue
 import threading
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
@@ -114,6 +115,52 @@ def _port(port: Any) -> SimpleNamespace:
     )
 
 
+Entry = tuple[Any, "queue.SimpleQueue[Any]"]  # a CompiledModel and its idle infer requests
+
+
+class CompiledShapes:
+    """One graph's CompiledModels: the dynamic one (key None) and a static one per key met, compiled on
+    first use for the input shapes given, up to MAX_STATIC_SHAPES, never evicted (a key always runs on the
+    same graph: same bits). Used by the backend (key: the input shape) and by the consistency check (key:
+    both inputs' shapes). Compilation errors are OpenVINO's own; callers word them."""
+
+    def __init__(self, core: Any, model: Any, config: dict[str, Any], dynamic: Any) -> None:
+        self.core, self.model, self.config = core, model, config
+        self.by_key: dict[Any, Entry] = {None: (dynamic, queue.SimpleQueue())}
+        self._lock = threading.Lock()
+
+    def get(self, key: Any, shapes: dict[str, list[int]]) -> Entry:
+        found = self.by_key.get(key)
+        if found is not None:
+            return found
+        with self._lock:  # one compilation per key, even when threads arrive together
+            found = self.by_key.get(key)
+            if found is not None:
+                return found
+            if len(self.by_key) > MAX_STATIC_SHAPES:  # full: this key runs dynamic, now and later
+                return self.by_key[None]
+            model = self.model.clone()
+            model.reshape({name: import_openvino().PartialShape(shape) for name, shape in shapes.items()})
+            found = (self.core.compile_model(model, "CPU", self.config), queue.SimpleQueue())
+            self.by_key = {**self.by_key, key: found}  # readers never see a half-built dict
+        return found
+
+
+@contextmanager
+def borrowed_request(entry: Entry) -> Iterator[Any]:
+    """An idle infer request of the entry's CompiledModel (a new one if none is idle), returned after use:
+    a CompiledModel is thread-safe, an InferRequest is not, so memory follows the threads that ran at once."""
+    compiled, idle = entry
+    try:
+        request = idle.get_nowait()
+    except queue.Empty:
+        request = compiled.create_infer_request()
+    try:
+        yield request
+    finally:
+        idle.put(request)
+
+
 class OpenVinoBackend(Backend):
     """One OpenVINO CompiledModel on the CPU over one ONNX file of the artifact."""
 
@@ -151,11 +198,7 @@ class OpenVinoBackend(Backend):
         batch = manifest.batch
         lo, hi = batch.get("min", 1), batch["max"]
         self.static_batches = sorted(b for b in {1, batch.get("opt", hi), hi} if lo <= b <= hi)
-        self._model: Any = None
-        self._core: Any = None
-        # input shape (batch, 1, H, W) -> (CompiledModel, its idle requests); None: the dynamic model
-        self._by_shape: dict[tuple[int, ...] | None, tuple[Any, queue.SimpleQueue[Any]]] = {}
-        self._compile_lock = threading.Lock()
+        self._shapes: CompiledShapes | None = None  # keyed by input shape (batch, 1, H, W)
         self._input_name = manifest.input["name"]
         self._output_name = manifest.output["name"]
 
@@ -204,61 +247,46 @@ class OpenVinoBackend(Backend):
             raise ArtifactError(
                 f"{self.onnx_path}: OpenVINO cannot compile it for the CPU ({_first_line(error)}); re-export"
             ) from None
-        self._core, self._model = core, model
-        self._by_shape = {None: (self.compiled, queue.SimpleQueue())}
+        self._shapes = CompiledShapes(core, model, self.config(), self.compiled)
 
-    def compiled_for(self, shape: tuple[int, ...]) -> tuple[Any, queue.SimpleQueue[Any]]:
+    @property
+    def _by_shape(self) -> dict[Any, Entry]:
+        """input shape (batch, 1, H, W) -> (CompiledModel, its idle requests); None: the dynamic model."""
+        return {} if self._shapes is None else self._shapes.by_key
+
+    def compiled_for(self, shape: tuple[int, ...]) -> Entry:
         """(CompiledModel, its idle requests) for an input shape (batch, 1, H, W): a static one when the
         batch is one of `static_batches` and fewer than MAX_STATIC_SHAPES exist, else the dynamic one."""
+        assert self._shapes is not None, "activate() first"
         shape = tuple(int(d) for d in shape)
-        found = self._by_shape.get(shape)
-        if found is not None:
-            return found
         if shape[0] not in self.static_batches:
-            return self._by_shape[None]
-        with self._compile_lock:  # one compilation per shape, even when threads arrive together
-            found = self._by_shape.get(shape)
-            if found is not None:
-                return found
-            if len(self._by_shape) > MAX_STATIC_SHAPES:  # full: this shape runs dynamic, now and later
-                return self._by_shape[None]
-            model = self._model.clone()
-            model.reshape({self._input_name: import_openvino().PartialShape(list(shape))})
-            try:
-                compiled = self._core.compile_model(model, "CPU", self.config())
-            except Exception as error:
-                raise BackendError(
-                    f"{self.name}: OpenVINO cannot compile the graph for input shape {shape} "
-                    f"({_first_line(error)})"
-                ) from None
-            found = (compiled, queue.SimpleQueue())
-            self._by_shape = {**self._by_shape, shape: found}  # readers never see a half-built dict
-        return found
-
-    def infer_impl(self, batch: np.ndarray, timings: dict[str, float]) -> np.ndarray:
-        compiled, idle = self.compiled_for(batch.shape)
+            return self._shapes.by_key[None]
         try:
-            request = idle.get_nowait()
-        except queue.Empty:
-            request = compiled.create_infer_request()
-        start = time.perf_counter()
-        try:
-            # share_inputs: the C-contiguous float32 batch is used in place; outputs are copied out of the
-            # request's buffer (share_outputs=False), since the request serves the next call
-            result = request.infer({self._input_name: batch}, share_inputs=True, share_outputs=False)
-            output = result[self._output_name]
+            return self._shapes.get(shape, {self._input_name: list(shape)})
         except Exception as error:
             raise BackendError(
-                f"{self.name}: OpenVINO failed to run the graph ({_first_line(error)})"
-            ) from error
-        finally:
-            idle.put(request)
+                f"{self.name}: OpenVINO cannot compile the graph for input shape {shape} "
+                f"({_first_line(error)})"
+            ) from None
+
+    def infer_impl(self, batch: np.ndarray, timings: dict[str, float]) -> np.ndarray:
+        with borrowed_request(self.compiled_for(batch.shape)) as request:
+            start = time.perf_counter()
+            try:
+                # share_inputs: the C-contiguous float32 batch is used in place; outputs are copied out of
+                # the request's buffer (share_outputs=False), since the request serves the next call
+                result = request.infer({self._input_name: batch}, share_inputs=True, share_outputs=False)
+                output = result[self._output_name]
+            except Exception as error:
+                raise BackendError(
+                    f"{self.name}: OpenVINO failed to run the graph ({_first_line(error)})"
+                ) from error
         timings["compute"] = time.perf_counter() - start
         return output
 
     def deactivate_impl(self) -> None:
-        self._by_shape = {}
-        self.compiled = self._model = self._core = None
+        self._shapes = None
+        self.compiled = None
 
     def describe(self) -> dict[str, Any]:
         info = super().describe()
