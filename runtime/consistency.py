@@ -153,8 +153,9 @@ class ConsistencyGuard:
         # either engine would read a tensor kept as external data from elsewhere, unhashed
         graph = read_verified(directory, manifest, entry["file"])
         check_self_contained(path, graph)
-        self.engine = "openvino" if engine == "auto" and openvino_available() else engine
-        self.engine = "onnxruntime" if self.engine == "auto" else self.engine
+        if engine == "auto":
+            engine = "openvino" if openvino_available() else "onnxruntime"
+        self.engine = engine
         self.session: Any = None
         self._openvino: _OpenVinoScorer | None = None
         try:
