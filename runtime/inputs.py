@@ -108,14 +108,18 @@ def prepare_batch(
     return x, rank
 
 
-def check_output(output: np.ndarray, batch: np.ndarray, what: str = "image", input_range: Any = None) -> None:
+def check_output(
+    output: np.ndarray, batch: np.ndarray, what: str = "image", input_range: Any = None
+) -> tuple[float, float]:
     """Refuse NaN/Inf in a graph's output: clipping would turn them into a plausible-looking image.
+    Returns the output's (min, max).
 
     Finite inputs far outside the trained range (or FP16 graphs fed values above 65504) overflow inside
     the network; the error says so rather than returning saturated pixels.
     """
-    if np.isfinite(output.min()) and np.isfinite(output.max()):
-        return
+    low, high = output.min(), output.max()
+    if np.isfinite(low) and np.isfinite(high):
+        return float(low), float(high)
     bad = int(np.count_nonzero(~np.isfinite(output)))
     expected = f" {list(input_range)}" if input_range is not None else ""
     raise ValueError(

@@ -248,9 +248,12 @@ class Reconstructor:
         timings: dict[str, float] = {"prepare": time.perf_counter() - start}
         output = self._reconstruct(batch, timings)
         mark = time.perf_counter()
-        check_output(output, batch, self.input_kind, self.manifest.input.get("value_range"))
+        low, high = check_output(output, batch, self.input_kind, self.manifest.input.get("value_range"))
         clipped = output  # (B, 1, H, W); finish_batch clips it in place and returns the caller's rank
-        output = finish_batch(output, rank, self.value_range)
+        value_range = self.value_range
+        if value_range is not None and value_range[0] <= low and high <= value_range[1]:
+            value_range = None  # already inside: the clip would change nothing
+        output = finish_batch(output, rank, value_range)
         end = time.perf_counter()
         timings["finish"] = end - mark
         scores = self._score(batch, clipped, timings)

@@ -201,6 +201,7 @@ class OpenVinoBackend(Backend):
         self._shapes: CompiledShapes | None = None  # keyed by input shape (batch, 1, H, W)
         self._input_name = manifest.input["name"]
         self._output_name = manifest.output["name"]
+        self._output_index = 0  # the manifest's output among the graph's outputs (set on activation)
 
     def config(self) -> dict[str, Any]:
         """The compile properties (also used by bench/runtime.py to call OpenVINO directly alike)."""
@@ -240,7 +241,8 @@ class OpenVinoBackend(Backend):
                 f"{self.onnx_path}: graph inputs {[p.name for p in inputs]} / outputs {names} do not match "
                 f"the manifest's {self._input_name!r} → {self._output_name!r}; re-export the artifact"
             )
-        check_graph_io(self.onnx_path, self.manifest, inputs[0], outputs[names.index(self._output_name)])
+        self._output_index = names.index(self._output_name)
+        check_graph_io(self.onnx_path, self.manifest, inputs[0], outputs[self._output_index])
         try:
             self.compiled = core.compile_model(model, "CPU", self.config())
         except Exception as error:
@@ -258,7 +260,7 @@ class OpenVinoBackend(Backend):
         """(CompiledModel, its idle requests) for an input shape (batch, 1, H, W): a static one when the
         batch is one of `static_batches` and fewer than MAX_STATIC_SHAPES exist, else the dynamic one."""
         assert self._shapes is not None, "activate() first"
-        shape = tuple(int(d) for d in shape)
+        shape = tuple(map(int, shape))
         if shape[0] not in self.static_batches:
             return self._shapes.by_key[None]
         try:
@@ -273,10 +275,13 @@ class OpenVinoBackend(Backend):
         with borrowed_request(self.compiled_for(batch.shape)) as request:
             start = time.perf_counter()
             try:
-                # share_inputs: the C-contiguous float32 batch is used in place; outputs are copied out of
-                # the request's buffer (share_outputs=False), since the request serves the next call
-                result = request.infer({self._input_name: batch}, share_inputs=True, share_outputs=False)
-                output = result[self._output_name]
+                # share_inputs: the C-contiguous float32 batch is used in place. share_outputs: the result
+                # is a view of the request's output tensor (InferRequest.infer's docstring, OpenVINO
+                # 2026.4), copied here while the request is still ours, since it serves the next call; numpy's
+                # copy is cheaper than share_outputs=False's (256², batch 1 / 8, call included: 73 / 435 µs
+                # against 89 / 547 µs). Ports by index: a name is looked up on every call.
+                result = request.infer({0: batch}, share_inputs=True, share_outputs=True)
+                output = result[self._output_index].copy()
             except Exception as error:
                 raise BackendError(
                     f"{self.name}: OpenVINO failed to run the graph ({_first_line(error)})"

@@ -180,6 +180,23 @@ def test_the_backend_interface_guards_its_state(deblur_artifact, cpu_backend):
     assert not backend.is_active
 
 
+def test_each_output_belongs_to_its_caller_and_outlives_the_next_call(deblur_artifact, cpu_backend):
+    # OpenVINO hands out views of the request's output tensor (share_outputs=True); the backend must copy
+    # them, or the next call on the same request rewrites an output the caller still holds
+    manifest = load_manifest(deblur_artifact)
+    rng = np.random.default_rng(0)
+    first_in, second_in = (rng.random((1, 1, H, W), dtype=np.float32) for _ in range(2))
+    with create_backend(cpu_backend, deblur_artifact, manifest, threads=1) as backend:
+        first = backend.infer(first_in)
+        kept = first.copy()
+        second = backend.infer(second_in)
+        assert not np.shares_memory(first, second)
+        np.testing.assert_array_equal(first, kept)
+        assert not np.array_equal(first, second)
+        first[...] = -1  # the caller may write into it: the next call still gives the right output
+        np.testing.assert_array_equal(backend.infer(first_in), kept)
+
+
 def test_a_manifest_without_usable_shapes_is_an_artifact_error(tmp_path):
     artifact = build_artifact(tmp_path / "a")
     data = json.loads((artifact / "manifest.json").read_text())
