@@ -8,7 +8,8 @@
   INFERENCE_PRECISION_HINT to bf16 on CPUs with native bf16 (checked: `Core().get_property("CPU",
   "INFERENCE_PRECISION_HINT")` is bfloat16 on this Xeon with AMX), so an FP32 artifact would silently run in
   bf16. "fp32" and "int8" (the float layers between the QDQ pairs) run with f32; "bf16" runs the FP32 graph
-  with bf16 and is refused where the CPU has no native bf16 (on AVX2 the hint silently runs FP32).
+  with bf16 and is refused where the CPU has no native bf16 (on AVX2 the hint silently runs FP32). Under
+  bf16 the operations before the network (CT: the in-graph FBP) stay f32: openvino_precise.py.
 - Static shapes: OpenVINO's CPU plugin runs a graph compiled for one whole input shape markedly faster than
   one with a dynamic batch or dynamic H×W (shipped ResUNet 256², 2 threads, interleaved, static ÷ dynamic
   H×W at a fixed batch: FP32 0.92-0.93, bf16 0.74-0.85, INT8 0.66-0.69; compiling costs 0.2-0.7 s;
@@ -37,6 +38,7 @@ from typing import Any
 import numpy as np
 
 from recon.runtime.backends.base import Backend, BackendError
+from recon.runtime.backends.openvino_precise import keep_physics_in_f32
 from recon.runtime.manifest import ArtifactError, Manifest, read_verified
 
 # runtime precision → (artifact file precision, OpenVINO inference precision hint)
@@ -202,6 +204,7 @@ class OpenVinoBackend(Backend):
         self._input_name = manifest.input["name"]
         self._output_name = manifest.output["name"]
         self._output_index = 0  # the manifest's output among the graph's outputs (set on activation)
+        self.kept_f32 = 0  # bf16: operations kept float32 (openvino_precise.py)
 
     def config(self) -> dict[str, Any]:
         """The compile properties (also used by bench/runtime.py to call OpenVINO directly alike)."""
@@ -243,6 +246,8 @@ class OpenVinoBackend(Backend):
             )
         self._output_index = names.index(self._output_name)
         check_graph_io(self.onnx_path, self.manifest, inputs[0], outputs[self._output_index])
+        if self.hint == "bf16":  # the physics before the network (CT: the FBP) stays float32
+            model, self.kept_f32 = keep_physics_in_f32(core, model)
         try:
             self.compiled = core.compile_model(model, "CPU", self.config())
         except Exception as error:
@@ -300,5 +305,7 @@ class OpenVinoBackend(Backend):
             info["inference_precision"] = str(self.compiled.get_property("INFERENCE_PRECISION_HINT"))
             info["static_batches"] = self.static_batches
             info["static_shapes"] = [list(k) for k in self._by_shape if k is not None]
+            if self.hint == "bf16":
+                info["kept_f32_operations"] = self.kept_f32
             info["openvino"] = import_openvino().__version__
         return info

@@ -10,7 +10,7 @@ import sys
 import numpy as np
 import pytest
 from cpu_backends import OPENVINO
-from runtime_artifacts import H, W, build_artifact, conv_reference
+from runtime_artifacts import ANGLES, DETECTORS, H, W, build_artifact, conv_reference
 
 from recon.runtime import ArtifactError, BackendError, Reconstructor
 from recon.runtime.backends import cpu_engine_rule
@@ -68,6 +68,47 @@ def test_bf16_runs_where_the_cpu_has_it_and_is_refused_elsewhere(deblur_artifact
     reference = np.clip(conv_reference(X), 0, 1)
     error = np.abs(out - reference).max()
     assert 1e-5 < error < 2e-2  # bf16 really ran (8-bit mantissa), and only that far off
+
+
+@needs_openvino
+def test_bf16_keeps_the_physics_before_the_network_in_float32(ct_artifact):
+    # the test CT graph is all physics (a projection matrix, no convolution): in bf16 its MatMul would be
+    # off by ~1e-2 (8-bit mantissa); kept float32 it matches fp32, on the static (batch 1) and dynamic graphs
+    why = bf16_here()
+    if why is not None:
+        pytest.skip(f"bf16 cannot run here: {why}")
+    y = np.random.default_rng(1).random((3, 1, ANGLES, DETECTORS), dtype=np.float32) * 50
+    options = {"backend": "openvino", "threads": 1, "consistency": False}
+    with (
+        Reconstructor.from_artifact(ct_artifact, precision="fp32", **options) as f32,
+        Reconstructor.from_artifact(ct_artifact, precision="bf16", **options) as bf16,
+    ):
+        assert bf16.describe()["kept_f32_operations"] > 0
+        for batch in (1, 3):
+            np.testing.assert_allclose(bf16.run(y[:batch]), f32.run(y[:batch]), rtol=1e-5, atol=1e-5)
+
+
+@needs_openvino
+def test_the_operations_kept_float32_are_those_before_the_first_convolution():
+    import openvino
+    import openvino.opset13 as ops
+
+    from recon.runtime.backends.openvino_precise import physics_operations
+
+    x = ops.parameter([1, 1, 4, 4], np.float32, name="measurement")
+    projected = ops.matmul(ops.reshape(x, ops.constant(np.array([1, 16])), False),
+                           ops.constant(np.eye(16, dtype=np.float32)), False, False)  # fmt: skip
+    image = ops.reshape(projected, ops.constant(np.array([1, 1, 4, 4])), False)
+    conv = ops.convolution(
+        image, ops.constant(np.ones((1, 1, 3, 3), np.float32)), [1, 1], [1, 1], [1, 1], [1, 1]
+    )
+    relu = ops.relu(conv)
+    for node, name in ((projected, "filter"), (image, "image"), (conv, "conv"), (relu, "relu")):
+        node.set_friendly_name(name)
+    marked = physics_operations(openvino.Model([relu], [x]))
+    assert {"filter", "image"} <= marked and not {"conv", "relu", "measurement"} & marked
+    # no convolution: the whole graph is physics
+    assert {"filter", "image"} <= physics_operations(openvino.Model([image], [x]))
 
 
 @needs_openvino
