@@ -27,27 +27,36 @@ from typing import Any
 
 NOT_COMPUTED = ("Parameter", "Constant", "Result")  # graph types (IR: Parameter, Const, Result) never marked
 IR_NOT_COMPUTED = ("Parameter", "Const", "Result")
+# operations that move or select values without arithmetic: exact in any precision. A graph whose only float
+# operations before the network are these (a deblur graph padding its input) has no physics to keep.
+MOVING = {
+    "Pad", "Slice", "StridedSlice", "Reshape", "Squeeze", "Unsqueeze", "Transpose", "Concat", "Split",
+    "VariadicSplit", "Broadcast", "Gather", "GatherElements", "Tile", "Convert",
+}  # fmt: skip
 
 
 def physics_operations(model: Any) -> set[str]:
     """Friendly names of the operations computed before the network: those upstream of the first
-    Convolution's data input, or every operation of a graph without convolutions."""
+    Convolution's data input (every operation of a graph without convolutions), when float arithmetic is
+    among them; none when they only move values or compute shapes."""
     ops = model.get_ordered_ops()
     first = next((op for op in ops if op.get_type_name() == "Convolution"), None)
     if first is None:
-        return {op.get_friendly_name() for op in ops if op.get_type_name() not in NOT_COMPUTED}
-    names: set[str] = set()
-    seen: set[str] = set()
-    stack = [first.input_value(0).get_node()]
-    while stack:
-        node = stack.pop()
-        if node.get_name() in seen:  # get_name is unique per node; friendly names need not be
-            continue
-        seen.add(node.get_name())
-        if node.get_type_name() not in NOT_COMPUTED:
-            names.add(node.get_friendly_name())
-        stack.extend(value.get_node() for value in node.input_values())
-    return names
+        upstream = [op for op in ops if op.get_type_name() not in NOT_COMPUTED]
+    else:
+        upstream, seen, stack = [], set(), [first.input_value(0).get_node()]
+        while stack:
+            node = stack.pop()
+            if node.get_name() in seen:  # get_name is unique per node; friendly names need not be
+                continue
+            seen.add(node.get_name())
+            if node.get_type_name() not in NOT_COMPUTED:
+                upstream.append(node)
+            stack.extend(value.get_node() for value in node.input_values())
+    arithmetic = any(
+        op.get_type_name() not in MOVING and op.get_output_element_type(0).is_real() for op in upstream
+    )
+    return {op.get_friendly_name() for op in upstream} if arithmetic else set()
 
 
 def keep_physics_in_f32(core: Any, model: Any) -> tuple[Any, int]:

@@ -109,6 +109,12 @@ def test_the_operations_kept_float32_are_those_before_the_first_convolution():
     assert {"filter", "image"} <= marked and not {"conv", "relu", "measurement"} & marked
     # no convolution: the whole graph is physics
     assert {"filter", "image"} <= physics_operations(openvino.Model([image], [x]))
+    # padding only (a deblur graph taking any size): no arithmetic before the network, nothing kept
+    padded = ops.pad(x, ops.constant(np.array([0, 0, 1, 1])), ops.constant(np.array([0, 0, 1, 1])), "reflect")
+    conv = ops.convolution(
+        padded, ops.constant(np.ones((1, 1, 3, 3), np.float32)), [1, 1], [0, 0], [0, 0], [1, 1]
+    )
+    assert physics_operations(openvino.Model([ops.relu(conv)], [x])) == set()
 
 
 @needs_openvino
