@@ -381,17 +381,17 @@ def bench_deblur(
             sides["recon's compilations, called bare"] = own_graph_bare(x)
             torch_involved = any(n.startswith("torch") for n in (ours, *peers))
             print(f"batch {batch} {cls}: {ours} vs {', '.join(peers)}, head to head", flush=True)
-            result = head_to_head(sides, h2h_rounds, iters, pause=0.2 if torch_involved else 0.0)
+            paired = head_to_head(sides, h2h_rounds, iters, pause=0.2 if torch_involved else 0.0)
             for rec in opened:
                 rec.close()
             opened.clear()
             # recon's own per-call cost: the same compilations with and without recon around them
             own_cost, _ = paired_ratio(
-                result[ours]["block_s"], result["recon's compilations, called bare"]["block_s"]
+                paired[ours]["block_s"], paired["recon's compilations, called bare"]["block_s"]
             )
-            again, again_ci = paired_ratio(result["peer again"]["block_s"], result[peers[0]]["block_s"])
+            again, again_ci = paired_ratio(paired["peer again"]["block_s"], paired[peers[0]]["block_s"])
             for peer in peers:
-                ratio, ci95 = paired_ratio(result[ours]["block_s"], result[peer]["block_s"])
+                ratio, ci95 = paired_ratio(paired[ours]["block_s"], paired[peer]["block_s"])
                 h2h.append(
                     {"batch": batch, "class": cls, "recon_best": ours, "peer": peer, "instances": instances,
                      "rounds": h2h_rounds, "ratio": ratio, "ci95": ci95, "peer_again_ratio": again,
