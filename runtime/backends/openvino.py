@@ -247,7 +247,13 @@ class OpenVinoBackend(Backend):
         self._output_index = names.index(self._output_name)
         check_graph_io(self.onnx_path, self.manifest, inputs[0], outputs[self._output_index])
         if self.hint == "bf16":  # the physics before the network (CT: the FBP) stays float32
-            model, self.kept_f32 = keep_physics_in_f32(core, model)
+            try:
+                model, self.kept_f32 = keep_physics_in_f32(core, model)
+            except Exception as error:  # OpenVINO's serializer/reader, or no room for the temporary IR
+                raise BackendError(
+                    f"openvino: bf16 needs the operations before the network kept float32, which failed "
+                    f"({_first_line(error)}); use precision fp32 or int8"
+                ) from None
         try:
             self.compiled = core.compile_model(model, "CPU", self.config())
         except Exception as error:
