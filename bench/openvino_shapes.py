@@ -20,7 +20,7 @@ import numpy as np
 def main() -> None:
     import openvino as ov
 
-    from recon.runtime.backends.openvino import bf16_refusal, cpu_flags
+    from recon.runtime.backends.openvino import bf16_refusal_here
     from recon.runtime.profiling import cpu_description
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -33,7 +33,7 @@ def main() -> None:
     core = ov.Core()
     print(f"CPU: {cpu_description()}; OpenVINO {ov.__version__}")
     runs = [("model.onnx", "f32"), ("model.int8.onnx", "f32")]
-    if bf16_refusal(core.get_property("CPU", "OPTIMIZATION_CAPABILITIES"), cpu_flags()) is None:
+    if bf16_refusal_here(core) is None:
         runs.insert(1, ("model.onnx", "bf16"))
     config = {"PERFORMANCE_HINT": "LATENCY", "NUM_STREAMS": "1", "INFERENCE_NUM_THREADS": args.threads}
     print(

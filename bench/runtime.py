@@ -51,16 +51,25 @@ def interleaved(variants: dict[str, Callable[[], object]], rounds: int, iters: i
     times: dict[str, list[float]] = {name: [] for name in variants}
     for _ in range(rounds):
         for name, fn in variants.items():
-            time.sleep(0.2)
-            fn()
-            for _ in range(iters):
-                start = time.perf_counter()
-                fn()
-                times[name].append(time.perf_counter() - start)
+            times[name] += timed_block(fn, iters, pause=0.2)
     return {
         name: {"median_s": statistics.median(t), "p90_s": float(np.percentile(t, 90)), "n": len(t)}
         for name, t in times.items()
     }
+
+
+def timed_block(fn: Callable[[], object], iters: int, pause: float) -> list[float]:
+    """Seconds of `iters` calls, after a pause (a spinning thread pool of the previous variant: see
+    `interleaved`) and one untimed call."""
+    if pause:
+        time.sleep(pause)
+    fn()
+    times = []
+    for _ in range(iters):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return times
 
 
 def head_to_head(sides: dict[str, list[Callable[[], object]]], rounds: int, iters: int, pause: float) -> dict:
@@ -84,15 +93,7 @@ def head_to_head(sides: dict[str, list[Callable[[], object]]], rounds: int, iter
         order = names[r % len(names) :] + names[: r % len(names)]
         for name in order:
             instances = sides[name]
-            fn = instances[r % len(instances)]
-            if pause:
-                time.sleep(pause)  # torch's OpenMP pool keeps spinning after its last call (see interleaved)
-            fn()
-            times = []
-            for _ in range(iters):
-                start = time.perf_counter()
-                fn()
-                times.append(time.perf_counter() - start)
+            times = timed_block(instances[r % len(instances)], iters, pause)
             blocks[name].append(statistics.median(times))
             calls[name] += times
     result = {}
@@ -217,7 +218,7 @@ def bench_deblur(
 
     from recon.runtime import Reconstructor
     from recon.runtime.backends.onnxruntime import new_session, session_options
-    from recon.runtime.backends.openvino import bf16_refusal, cpu_flags, openvino_available
+    from recon.runtime.backends.openvino import bf16_refusal_here, openvino_available
     from recon.training.models import count_flops
     from recon.training.weights import load_trained
 
@@ -241,10 +242,7 @@ def bench_deblur(
     have_ov = openvino_available()
     bf16_ok = False
     if have_ov:
-        import openvino
-
-        capabilities = openvino.Core().get_property("CPU", "OPTIMIZATION_CAPABILITIES")
-        bf16_ok = bf16_refusal(capabilities, cpu_flags()) is None
+        bf16_ok = bf16_refusal_here() is None
         for precision in ("fp32", "int8") + ("bf16",) * bf16_ok:
             recs[f"recon.runtime openvino {precision}"] = Reconstructor.from_artifact(
                 artifact, backend="openvino", precision=precision, threads=threads, consistency=False
@@ -481,15 +479,12 @@ def bench_ct(work: Path, threads: int, rounds: int, iters: int) -> tuple[list[di
     from skimage.transform import iradon
 
     from recon.runtime import Reconstructor
-    from recon.runtime.backends.openvino import bf16_refusal, cpu_flags, openvino_available
+    from recon.runtime.backends.openvino import bf16_refusal_here, openvino_available
     from recon.training.weights import load_trained
 
     openvino_precisions: tuple[str, ...] = ()
     if openvino_available():
-        import openvino
-
-        capabilities = openvino.Core().get_property("CPU", "OPTIMIZATION_CAPABILITIES")
-        openvino_precisions = ("fp32", "int8") + ("bf16",) * (bf16_refusal(capabilities, cpu_flags()) is None)
+        openvino_precisions = ("fp32", "int8") + ("bf16",) * (bf16_refusal_here() is None)
 
     network, _card = load_trained("resunet", "ct")
     torch.set_num_threads(threads)

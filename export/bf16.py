@@ -32,14 +32,13 @@ def bf16_heldout_loss(
     """Mean held-out PSNR of the artifact's FP32 graph on OpenVINO in f32 and in bf16, and the loss (dB)."""
     import numpy as np
 
-    from recon.runtime.backends.openvino import bf16_refusal, cpu_flags, import_openvino, openvino_available
+    from recon.runtime.backends.openvino import bf16_refusal_here, import_openvino, openvino_available
     from recon.runtime.reconstructor import Reconstructor
     from recon.training.data import heldout_set
 
     if not openvino_available():
         return {"measured": False, "reason": "OpenVINO is not installed (pip install recon[openvino])"}
-    openvino = import_openvino()
-    why = bf16_refusal(openvino.Core().get_property("CPU", "OPTIMIZATION_CAPABILITIES"), cpu_flags())
+    why = bf16_refusal_here()
     if why is not None:
         return {"measured": False, "reason": why}
     heldout = heldout_set(task_cfg, n=images, size=task_cfg.image_size)  # a TaskConfig
@@ -56,7 +55,7 @@ def bf16_heldout_loss(
     }
     return {
         "measured": True,
-        "engine": f"openvino {openvino.__version__}",
+        "engine": f"openvino {import_openvino().__version__}",
         "images": len(targets),
         "psnr_fp32": round(psnr["fp32"], 3),
         "psnr_bf16": round(psnr["bf16"], 3),

@@ -106,17 +106,14 @@ def all_cells(manifest: Any) -> list[tuple[str, str]]:
     import shutil
 
     from recon.runtime.backends.onnxruntime import available_providers
-    from recon.runtime.backends.openvino import bf16_refusal, cpu_flags, openvino_available
+    from recon.runtime.backends.openvino import bf16_refusal_here, openvino_available
 
     files = [p for p in ("fp32", "fp16", "int8") if manifest.onnx_file(p) is not None]
     cpu = [p for p in files if p != "fp16"]  # FP16 graphs run at FP32 speed on CPUs (casts around FP32)
     providers = available_providers()
     cells = [("onnxruntime-cpu", p) for p in cpu] if "CPUExecutionProvider" in providers else []
     if openvino_available():
-        import openvino
-
-        capabilities = openvino.Core().get_property("CPU", "OPTIMIZATION_CAPABILITIES")
-        bf16 = ["bf16"] if "fp32" in files and bf16_refusal(capabilities, cpu_flags()) is None else []
+        bf16 = ["bf16"] if "fp32" in files and bf16_refusal_here() is None else []
         cells += [("openvino", p) for p in cpu[:1] + bf16 + cpu[1:]]
     if "CUDAExecutionProvider" in providers:
         cells += [("onnxruntime-cuda", p) for p in files]

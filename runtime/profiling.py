@@ -130,12 +130,13 @@ def cpu_description(cpuinfo: str | os.PathLike = "/proc/cpuinfo") -> str:
     """ "<model>, <n> cores; flags: <those of CPU_FLAGS it has>" (Linux; the platform's name elsewhere)."""
     import platform
 
-    try:
-        lines = Path(cpuinfo).read_text().splitlines()
-    except OSError:
+    from recon.runtime.backends.openvino import cpu_flags
+
+    flags = cpu_flags(cpuinfo)
+    if flags is None:
         return f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores; flags unknown"
+    lines = Path(cpuinfo).read_text().splitlines()
     model = next((ln.split(":", 1)[1].strip() for ln in lines if ln.startswith("model name")), "?")
-    flags = set(next((ln.split(":", 1)[1].split() for ln in lines if ln.startswith("flags")), []))
     present = [f for f in CPU_FLAGS if f in flags]
     return f"{model}, {os.cpu_count()} cores; flags: {', '.join(present) or 'none of ' + '/'.join(CPU_FLAGS)}"
 

@@ -104,6 +104,12 @@ def bf16_refusal(capabilities: Iterable[str], flags: set[str] | None) -> str | N
     return None
 
 
+def bf16_refusal_here(core: Any = None) -> str | None:
+    """`bf16_refusal` for this machine: OpenVINO's capabilities for its CPU and /proc/cpuinfo's flags."""
+    core = import_openvino().Core() if core is None else core
+    return bf16_refusal(core.get_property("CPU", "OPTIMIZATION_CAPABILITIES"), cpu_flags())
+
+
 def _first_line(error: BaseException) -> str:
     return (str(error).strip().splitlines() or [type(error).__name__])[0]
 
@@ -226,7 +232,7 @@ class OpenVinoBackend(Backend):
         ov = import_openvino()
         core = ov.Core()
         if self.hint == "bf16":
-            why = bf16_refusal(core.get_property("CPU", "OPTIMIZATION_CAPABILITIES"), cpu_flags())
+            why = bf16_refusal_here(core)
             if why is not None:
                 raise BackendError(f"openvino: precision bf16 refused: {why}")
         # the bytes checked are the bytes compiled (size, sha256, no link, no external data); never the path

@@ -14,7 +14,7 @@ from runtime_artifacts import ANGLES, DETECTORS, H, W, build_artifact, conv_refe
 
 from recon.runtime import ArtifactError, BackendError, Reconstructor
 from recon.runtime.backends import cpu_engine_rule
-from recon.runtime.backends.openvino import bf16_refusal, cpu_flags
+from recon.runtime.backends.openvino import bf16_refusal, bf16_refusal_here, cpu_flags
 
 needs_openvino = pytest.mark.skipif(
     not OPENVINO, reason="OpenVINO is not installed (pip install recon[openvino])"
@@ -24,9 +24,7 @@ X = np.random.default_rng(0).random((3, 1, H, W), dtype=np.float32)
 
 
 def bf16_here() -> str | None:
-    import openvino
-
-    return bf16_refusal(openvino.Core().get_property("CPU", "OPTIMIZATION_CAPABILITIES"), cpu_flags())
+    return bf16_refusal_here()
 
 
 # -- the bf16 capability check, a function of the flags ----------------------------------------------------
