@@ -240,7 +240,8 @@ class Reconstructor:
         finally:
             with self._lifecycle:
                 self._in_flight -= 1
-                self._lifecycle.notify_all()
+                if self._closed:  # close() is waiting (it sets _closed under this lock before it waits)
+                    self._lifecycle.notify_all()
 
     def _run(self, images: Any, return_scores: bool) -> Any:
         start = time.perf_counter()
@@ -360,8 +361,9 @@ class Reconstructor:
         """The backend's output, held to the shape and dtype the manifest promises."""
         output = self.backend.infer(batch)
         expected = (batch.shape[0], 1, *(self.output_hw if self.spatial is None else batch.shape[-2:]))
-        if output.ndim != 4 or any(
-            w is not None and g != w for g, w in zip(output.shape, expected, strict=True)
+        if output.shape != expected and (  # a symbolic (None) output side takes any size
+            output.ndim != 4
+            or any(w is not None and g != w for g, w in zip(output.shape, expected, strict=True))
         ):
             h, w = ("H" if d is None else d for d in self.output_hw)  # symbolic: any size
             raise ArtifactError(
