@@ -277,8 +277,8 @@ class OpenVinoBackend(Backend):
         """(CompiledModel, its idle requests) for an input shape (batch, 1, H, W): a static one when the
         batch is one of `static_batches` and fewer than MAX_STATIC_SHAPES exist, else the dynamic one."""
         assert self._shapes is not None, "activate() first"
-        found = self._shapes.by_key.get(shape)  # compiled before: the per-call path stops here
-        if found is not None:
+        found = self._shapes.by_key.get(shape) if type(shape) is tuple else None
+        if found is not None:  # compiled before: the per-call path stops here
             return found
         shape = tuple(map(int, shape))
         if shape[0] not in self.static_batches:
