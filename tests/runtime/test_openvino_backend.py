@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -229,3 +230,17 @@ def test_image_sizes_get_static_graphs_up_to_the_cap_and_each_size_keeps_its_gra
             assert rec.backend.compiled_for((1, 1, h, w))[0] is rec.backend.compiled
         for x, out in first.values():  # a size runs on the same compiled graph every time: same bits
             assert np.array_equal(rec.run(x), out)
+
+
+@needs_openvino
+def test_the_per_call_cost_bench_runs_on_an_artifact(deblur_artifact):
+    """bench/per_call_cost.py (docs/benchmarks.md) reaches into the backend's request pool: it must keep
+    working as the backend changes."""
+    script = Path(__file__).resolve().parents[2] / "bench" / "per_call_cost.py"
+    result = subprocess.run(
+        [sys.executable, str(script), str(deblur_artifact), "--precision", "fp32", "--calls", "4",
+         "--threads", "1"],
+        capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "fp32 batch 1: recon.run − the same checks bare:" in result.stdout, result.stdout
