@@ -87,9 +87,7 @@ def prepare_batch(
                 f"{what} shape {given} does not fit this artifact; expected "
                 f"{_shape_text(hw, rank)} (that is {_ranks_text(hw)})"
             )
-    if plain:
-        pass  # float32 already; made contiguous below
-    elif x.dtype.kind in "ui":
+    if x.dtype.kind in "ui":
         if not scale_integers:
             expected_range = f" in its input range {list(value_range)}" if value_range is not None else ""
             raise ValueError(

@@ -130,14 +130,15 @@ def cpu_description(cpuinfo: str | os.PathLike = "/proc/cpuinfo") -> str:
     """ "<model>, <n> cores; flags: <those of CPU_FLAGS it has>" (Linux; the platform's name elsewhere)."""
     import platform
 
-    from recon.runtime.backends.openvino import cpu_flags
+    from recon.runtime.backends.openvino import flags_in_cpuinfo
 
-    flags = cpu_flags(cpuinfo)
-    if flags is None:
+    try:
+        text = Path(cpuinfo).read_text()
+    except OSError:
         return f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores; flags unknown"
-    lines = Path(cpuinfo).read_text().splitlines()
+    lines = text.splitlines()
     model = next((ln.split(":", 1)[1].strip() for ln in lines if ln.startswith("model name")), "?")
-    present = [f for f in CPU_FLAGS if f in flags]
+    present = sorted(flags_in_cpuinfo(text) & set(CPU_FLAGS), key=CPU_FLAGS.index)
     return f"{model}, {os.cpu_count()} cores; flags: {', '.join(present) or 'none of ' + '/'.join(CPU_FLAGS)}"
 
 

@@ -29,8 +29,7 @@ import os
 import queue
 import threading
 import time
-from collections.abc import Iterable, Iterator
-from contextlib import contextmanager
+from collections.abc import Iterable
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
@@ -77,6 +76,11 @@ def cpu_flags(cpuinfo: str | os.PathLike = "/proc/cpuinfo") -> set[str] | None:
         text = Path(cpuinfo).read_text()
     except OSError:
         return None
+    return flags_in_cpuinfo(text)
+
+
+def flags_in_cpuinfo(text: str) -> set[str]:
+    """The first "flags" line of /proc/cpuinfo's text (every core lists the same)."""
     for line in text.splitlines():
         if line.startswith("flags"):
             return set(line.split(":", 1)[1].split())
@@ -154,19 +158,25 @@ class CompiledShapes:
         return found
 
 
-@contextmanager
-def borrowed_request(entry: Entry) -> Iterator[Any]:
+class borrowed_request:  # noqa: N801 - used as a function: `with borrowed_request(entry) as request`
     """An idle infer request of the entry's CompiledModel (a new one if none is idle), returned after use:
-    a CompiledModel is thread-safe, an InferRequest is not, so memory follows the threads that ran at once."""
-    compiled, idle = entry
-    try:
-        request = idle.get_nowait()
-    except queue.Empty:
-        request = compiled.create_infer_request()
-    try:
-        yield request
-    finally:
-        idle.put(request)
+    a CompiledModel is thread-safe, an InferRequest is not, so memory follows the threads that ran at once.
+    A class rather than @contextmanager: it runs on every call, and a generator costs more."""
+
+    __slots__ = ("_idle", "_request")
+
+    def __init__(self, entry: Entry) -> None:
+        compiled, self._idle = entry
+        try:
+            self._request = self._idle.get_nowait()
+        except queue.Empty:
+            self._request = compiled.create_infer_request()
+
+    def __enter__(self) -> Any:
+        return self._request
+
+    def __exit__(self, *exc_info: Any) -> None:
+        self._idle.put(self._request)
 
 
 class OpenVinoBackend(Backend):
@@ -277,7 +287,7 @@ class OpenVinoBackend(Backend):
         """(CompiledModel, its idle requests) for an input shape (batch, 1, H, W): a static one when the
         batch is one of `static_batches` and fewer than MAX_STATIC_SHAPES exist, else the dynamic one."""
         assert self._shapes is not None, "activate() first"
-        found = self._shapes.by_key.get(shape) if type(shape) is tuple else None
+        found = self._shapes.by_key.get(tuple(shape))
         if found is not None:  # compiled before: the per-call path stops here
             return found
         shape = tuple(map(int, shape))
@@ -292,12 +302,7 @@ class OpenVinoBackend(Backend):
             ) from None
 
     def infer_impl(self, batch: np.ndarray, timings: dict[str, float]) -> np.ndarray:
-        compiled, idle = self.compiled_for(batch.shape)
-        try:  # borrowed_request, written out: this runs on every call
-            request = idle.get_nowait()
-        except queue.Empty:
-            request = compiled.create_infer_request()
-        try:
+        with borrowed_request(self.compiled_for(batch.shape)) as request:
             start = time.perf_counter()
             try:
                 # share_inputs: the C-contiguous float32 batch is used in place. share_outputs: the result
@@ -311,8 +316,6 @@ class OpenVinoBackend(Backend):
                 raise BackendError(
                     f"{self.name}: OpenVINO failed to run the graph ({_first_line(error)})"
                 ) from error
-        finally:
-            idle.put(request)
         timings["compute"] = time.perf_counter() - start
         return output
 
