@@ -151,7 +151,7 @@ def main() -> None:
     args = parser.parse_args()
 
     from recon.runtime import Reconstructor
-    from recon.runtime.manifest import load_manifest
+    from recon.runtime.artifact.manifest import load_manifest
 
     task_cfg = load_manifest(args.resunet).task_config
     rows, agreement, crops = [], {}, {}

@@ -33,9 +33,9 @@ import numpy as np
 import torch
 
 from recon.export.consistency import EVALUATION_STREAM, in_distribution_set, run_artifact
+from recon.runtime.artifact.manifest import load_manifest
 from recon.runtime.backends.openvino import openvino_available
 from recon.runtime.consistency import ConsistencyGuard
-from recon.runtime.manifest import load_manifest
 from recon.runtime.profiling import cpu_description
 from recon.training.data import heldout_set
 from recon.training.tasks import simulate

@@ -9,7 +9,7 @@ from typing import Any
 
 import click
 
-from recon.runtime.cli_base import Command
+from recon.runtime.cli.base import Command
 from recon.training.task_options import task_options, task_overrides
 
 EXAMPLES = """
@@ -308,7 +308,7 @@ def cli(**kw: Any) -> None:
 
 def main(argv: list[str] | None = None) -> None:
     """Entry point: user mistakes print one `error: …` line and exit non-zero (recon's one CLI error style,
-    `recon.runtime.cli_base`); an interrupted export leaves nothing behind."""
+    `recon.runtime.cli.base`); an interrupted export leaves nothing behind."""
     cli.main(args=argv, prog_name="recon-export")
 
 

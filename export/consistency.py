@@ -50,8 +50,8 @@ from torch import nn
 from recon.export.errors import ExportError
 
 if TYPE_CHECKING:
-    from recon.runtime.manifest import Manifest
-    from recon.runtime.task_config import TaskConfig
+    from recon.runtime.artifact.manifest import Manifest
+    from recon.runtime.artifact.task_config import TaskConfig
 
 FILE_NAME = "consistency.onnx"
 IMAGE_NAME, MEASUREMENT_NAME, SCORES_NAME = "image", "measurement", "scores"
@@ -619,7 +619,7 @@ def recalibrate(
     import shutil
 
     from recon.export.artifact import ArtifactWriter
-    from recon.runtime.manifest import load_manifest
+    from recon.runtime.artifact.manifest import load_manifest
 
     artifact = Path(artifact)
     manifest = load_manifest(artifact)

@@ -22,8 +22,8 @@ from recon.runtime.limits import MAX_IMAGE_SIDE
 if TYPE_CHECKING:
     import torch
 
-    from recon.runtime.manifest import Manifest
-    from recon.runtime.task_config import TaskConfig
+    from recon.runtime.artifact.manifest import Manifest
+    from recon.runtime.artifact.task_config import TaskConfig
 
 INPUT_NAME, OUTPUT_NAME = "measurement", "image"
 ENGINE_CHOICES = ("auto", "trt", "none")
@@ -186,7 +186,7 @@ def make_manifest(
     spatial: dict[str, Any] | None = None,
 ) -> Manifest:
     from recon.export.input_range import input_value_range
-    from recon.runtime.manifest import Manifest
+    from recon.runtime.artifact.manifest import Manifest
 
     lo, opt, hi = options.batch
     ct = task_cfg.task == "ct"
@@ -247,13 +247,13 @@ def default_spatial(size: int, multiple: int) -> tuple[int, int, int]:
 def spatial_entry(
     options: ExportOptions, network: torch.nn.Module, task_cfg: TaskConfig
 ) -> dict[str, Any] | None:
-    """The manifest's "spatial" entry (recon.runtime.spatial); None for CT (the input is a sinogram).
+    """The manifest's "spatial" entry (recon.runtime.artifact.spatial); None for CT (the input is a sinogram).
 
     Fully convolutional networks (a finite receptive field) export with symbolic H, W and are taken whole
     within min..max, tiled above; anything else (the ViT's fixed patch grid and learned positions) exports
     at the training size and is tiled-only.
     """
-    from recon.runtime.spatial import default_overlap
+    from recon.runtime.artifact.spatial import default_overlap
 
     if task_cfg.task != "deblur":
         return None

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import torch
 
-from recon.runtime.task_config import CTTask, TaskConfig
+from recon.runtime.artifact.task_config import CTTask, TaskConfig
 
 NOISE_DEVIATIONS = 6.0
 

@@ -26,7 +26,7 @@ if TYPE_CHECKING:
     import numpy as np
     import onnx
 
-    from recon.runtime.task_config import TaskConfig
+    from recon.runtime.artifact.task_config import TaskConfig
 
 QUANTIZED_OP_TYPES = ("Conv", "ConvTranspose", "MatMul", "Gemm")
 FLOAT_END_LAYERS = 2  # compute layers kept in float at each end of the network

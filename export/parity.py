@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     import numpy as np
 
-    from recon.runtime.task_config import TaskConfig
+    from recon.runtime.artifact.task_config import TaskConfig
 
 Runner = Callable[["np.ndarray"], "np.ndarray"]
 

@@ -50,7 +50,7 @@ def torch_reports(
     manifest's input shape): ([LatencyReport "torch-eager" per batch], where the weights came from)."""
     import torch
 
-    from recon.runtime.manifest import load_manifest
+    from recon.runtime.artifact.manifest import load_manifest
     from recon.runtime.profiling import LatencyReport
 
     manifest = load_manifest(artifact)

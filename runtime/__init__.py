@@ -5,8 +5,8 @@ with Reconstructor.from_artifact("artifacts/resunet-deblur") as reconstructor:
     images = reconstructor.run(blurred)          # (H, W), (B, H, W) or (B, 1, H, W)
 """
 
+from recon.runtime.artifact.manifest import FORMAT_VERSION, ArtifactError, Manifest, load_manifest
 from recon.runtime.backends import BACKENDS, BackendError
-from recon.runtime.manifest import FORMAT_VERSION, ArtifactError, Manifest, load_manifest
 from recon.runtime.reconstructor import Reconstructor
 
 __all__ = [

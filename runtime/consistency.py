@@ -19,6 +19,13 @@ from typing import Any
 
 import numpy as np
 
+from recon.runtime.artifact.manifest import (
+    ArtifactError,
+    Manifest,
+    check_consistency_entry,
+    check_self_contained,
+    read_verified,
+)
 from recon.runtime.backends.base import BackendError
 from recon.runtime.backends.onnxruntime import new_session, session_options
 from recon.runtime.backends.openvino import (
@@ -27,9 +34,7 @@ from recon.runtime.backends.openvino import (
     import_openvino,
     openvino_available,
 )
-from recon.runtime.manifest import ArtifactError, Manifest, check_self_contained, read_verified
 
-CHECK_SIDES = ("upper", "lower", "both")
 ENGINES = ("auto", "openvino", "onnxruntime")
 
 
@@ -49,48 +54,6 @@ class ImageScore:
             "reasons": list(self.reasons),
             "statistics": dict(self.statistics),
         }
-
-
-def check_consistency_entry(entry: Any, files: dict[str, Any], source: str = "manifest.json") -> None:
-    """The manifest's optional "consistency" entry, as ArtifactError rather than a KeyError later."""
-
-    def fail(what: str) -> None:
-        raise ArtifactError(f"{source}: consistency entry {what}; re-export the artifact")
-
-    if not isinstance(entry, dict):
-        fail(f"must be a JSON object, got {entry!r}")
-    name = entry.get("file")
-    if not isinstance(name, str) or name not in files:
-        fail(f"names file {name!r}, which the manifest's files do not list")
-    if getattr(files[name], "kind", None) != "consistency":
-        fail(f"file {name!r} is listed with kind {getattr(files[name], 'kind', None)!r}, not 'consistency'")
-    stats = entry.get("statistics")
-    if not (isinstance(stats, list) and stats and all(isinstance(s, str) for s in stats)):
-        fail(f"needs a non-empty list of statistic names, got {stats!r}")
-    if "residual" not in stats:
-        fail("lists no 'residual' statistic")
-    if not (isinstance(entry.get("inputs"), list) and len(entry["inputs"]) == 2):
-        fail(f"needs two input names (image, measurement), got {entry.get('inputs')!r}")
-    if not all(isinstance(n, str) for n in entry["inputs"]) or not isinstance(entry.get("output"), str):
-        fail("input and output names must be strings")
-    bounds = entry.get("bounds")
-    if not isinstance(bounds, dict):
-        fail(f"needs 'bounds' (statistic -> interval), got {bounds!r}")
-    for stat, bound in bounds.items():
-        if stat not in stats:
-            fail(f"bounds statistic {stat!r} is not among its statistics {stats}")
-        if not isinstance(bound, dict) or bound.get("check") not in CHECK_SIDES:
-            fail(f"bound of {stat!r} needs 'check' in {CHECK_SIDES}, got {bound!r}")
-        for side, key in (("lower", "low"), ("upper", "high")):
-            value = bound.get(key)
-            needed = bound["check"] in (side, "both")
-            finite = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
-            if needed and not finite:
-                fail(f"bound of {stat!r} checks the {side} side but its {key!r} is {value!r}")
-        if bound["check"] == "both" and not bound["low"] <= bound["high"]:
-            fail(f"bound of {stat!r} has low {bound['low']} > high {bound['high']}")
-    if "residual" not in bounds:
-        fail("has no bound for 'residual'")
 
 
 def _fmt(value: float) -> str:
@@ -237,15 +200,3 @@ def flag_note(scores: list[ImageScore]) -> str | None:
         f"recon consistency check FLAGGED this output: {where}{'; '.join(first.reasons)}{more}; "
         "the input is not like the calibration data, do not trust this image without review"
     )
-
-
-def annotate_dicom(ds: Any, note: str | None) -> None:
-    """Carry a flag note into a derived DICOM dataset (ImageComments, DerivationDescription); no-op if None.
-
-    Called by the DICOM writer; kept here so that the writer needs only this one call.
-    """
-    if not note:
-        return
-    ds.ImageComments = note[:10240]  # LT: at most 10240 characters
-    description = str(ds.get("DerivationDescription", "") or "")
-    ds.DerivationDescription = (description + "; " if description else "") + "consistency check FLAGGED"

@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 
 from recon.runtime.backends.base import STAGES
-from recon.runtime.files import temp_beside, write_json_atomic
+from recon.runtime.io.files import temp_beside, write_json_atomic
 
 
 @dataclass

@@ -12,11 +12,11 @@ from typing import Any
 import numpy as np
 
 from recon.runtime import limits
+from recon.runtime.artifact.manifest import ArtifactError, Manifest, check_batch, check_io_spec, load_manifest
+from recon.runtime.artifact.spatial import BLENDS, Spatial, SpatialError, parse_spatial
 from recon.runtime.backends import Backend, select_backend
 from recon.runtime.consistency import ConsistencyGuard, ImageScore
 from recon.runtime.inputs import check_output, finish_batch, prepare_batch, spatial_shape
-from recon.runtime.manifest import ArtifactError, Manifest, check_batch, check_io_spec, load_manifest
-from recon.runtime.spatial import BLENDS, Spatial, SpatialError, parse_spatial
 from recon.runtime.tiling import reflect_pad, sliding_window
 
 log = logging.getLogger("recon.runtime")
@@ -41,7 +41,7 @@ class Reconstructor:
     Thread-safe for `run`: one instance may serve many threads (ONNX Runtime sessions are re-entrant;
     OpenVINO keeps one infer request per concurrent caller; TensorRT one execution context per thread).
 
-    Image sizes (artifacts with a manifest "spatial" entry, see `recon.runtime.spatial`): any H × W within the
+    Image sizes (artifacts with a manifest "spatial" entry, artifact/spatial.py): any H × W within the
     runtime's caps. The graph takes it whole when it can (reflect-padded up to its minimum side and cropped
     back); larger images, images for a tiled-only graph (the ViT) and, with `tile=`, anything above that tile
     go through overlapping tiles blended back (`recon.runtime.tiling`). `size_plan(h, w)` says which.

@@ -22,7 +22,7 @@ import json, sys
 from importlib import metadata
 from recon.runtime import BackendError, Reconstructor
 from recon.runtime.backends import tensorrt as backend
-from recon.runtime.manifest import ArtifactError
+from recon.runtime.artifact.manifest import ArtifactError
 
 out = {}
 trt, lean = backend.import_tensorrt()

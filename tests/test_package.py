@@ -97,7 +97,7 @@ def test_the_scan_finds_a_forbidden_import_wherever_it_sits(source):
     "source",
     [
         "import numpy",
-        "from recon.runtime.manifest import load_manifest",
+        "from recon.runtime.artifact.manifest import load_manifest",
         "from . import plugins",
         "from .backends import base",
         "import torchvision_like_name_but_not_torch",
@@ -107,3 +107,99 @@ def test_the_scan_finds_a_forbidden_import_wherever_it_sits(source):
 )
 def test_the_scan_lets_allowed_imports_through(source):
     assert not forbidden_imports(source)
+
+
+# The runtime's parts, bottom to top: a module imports only from its own part or from parts below it.
+RUNTIME_PARTS = ("leaf", "io", "artifact", "backends", "core", "cli")
+
+
+def runtime_part(module: str) -> str:
+    """The part a runtime module belongs to: its sub-package, or "leaf"/"core" for the top-level files."""
+    rest = module.removeprefix("recon.runtime").lstrip(".").split(".")
+    if rest[0] in ("io", "artifact", "backends", "cli"):
+        return rest[0]
+    return "leaf" if rest[0] in ("limits", "plugins") else "core"
+
+
+def runtime_import_graph() -> dict[str, set[str]]:
+    """module -> runtime modules it imports, from the AST (lazy imports inside functions included)."""
+    names = {}
+    for path in RUNTIME.rglob("*.py"):
+        parts = path.relative_to(RUNTIME).with_suffix("").parts
+        parts = parts[:-1] if parts[-1] == "__init__" else parts
+        names[".".join(("recon", "runtime", *parts))] = path
+    graph: dict[str, set[str]] = {}
+    for module, path in names.items():
+        package = module if path.name == "__init__.py" else module.rpartition(".")[0]
+        edges = set()
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            targets: list[str] = []
+            if isinstance(node, ast.Import):
+                targets = [alias.name for alias in node.names]
+            elif isinstance(node, ast.ImportFrom):
+                base = node.module or ""
+                if node.level:
+                    anchor = package.split(".")[: len(package.split(".")) - node.level + 1]
+                    base = ".".join([*anchor, base] if base else anchor)
+                targets = [f"{base}.{alias.name}" for alias in node.names] + [base]
+            for target in targets:
+                # the longest known module the import names (a `from m import function` names m)
+                while target and target not in names:
+                    target = target.rpartition(".")[0]
+                if target and target not in (module, "recon.runtime"):
+                    edges.add(target)
+        graph[module] = edges
+    return graph
+
+
+def import_cycles(graph: dict[str, set[str]]) -> list[list[str]]:
+    """Every strongly connected group of more than one module (Tarjan), each as a sorted list."""
+    index: dict[str, int] = {}
+    low: dict[str, int] = {}
+    stack: list[str] = []
+    cycles = []
+
+    def visit(node: str) -> None:
+        index[node] = low[node] = len(index)
+        stack.append(node)
+        for nxt in graph.get(node, ()):
+            if nxt not in index:
+                visit(nxt)
+                low[node] = min(low[node], low[nxt])
+            elif nxt in stack:
+                low[node] = min(low[node], index[nxt])
+        if low[node] == index[node]:
+            group = []
+            while True:
+                member = stack.pop()
+                group.append(member)
+                if member == node:
+                    break
+            if len(group) > 1:
+                cycles.append(sorted(group))
+
+    for node in sorted(graph):
+        if node not in index:
+            visit(node)
+    return cycles
+
+
+def test_the_runtime_has_no_import_circle():
+    graph = runtime_import_graph()
+    assert len(graph) > 20 and any(graph.values())  # the scan really reads the runtime
+    assert not import_cycles(graph)
+
+
+def test_each_runtime_part_imports_only_its_own_part_or_parts_below():
+    upward = [
+        f"{module} ({runtime_part(module)}) imports {target} ({runtime_part(target)})"
+        for module, targets in runtime_import_graph().items()
+        for target in sorted(targets)
+        if RUNTIME_PARTS.index(runtime_part(target)) > RUNTIME_PARTS.index(runtime_part(module))
+    ]
+    assert not upward, "\n".join(upward)
+
+
+def test_the_cycle_finder_finds_a_planted_circle():
+    assert import_cycles({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}) == [["a", "b", "c"]]
+    assert not import_cycles({"a": {"b"}, "b": {"c"}, "c": set()})

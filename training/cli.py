@@ -13,7 +13,7 @@ from pathlib import Path
 import click
 import numpy as np
 
-from recon.runtime.cli_base import Command
+from recon.runtime.cli.base import Command
 from recon.training.task_options import task_config_from_options, task_options
 
 

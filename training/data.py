@@ -20,7 +20,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from recon.runtime.task_config import TaskConfig
+from recon.runtime.artifact.task_config import TaskConfig
 
 # skimage.data images available offline (bundled with the wheel). `cat` is `chelsea` again, so it is absent.
 TRAIN_IMAGES = (
@@ -130,14 +130,14 @@ def natural_crop(image: np.ndarray, size: int, rng: np.random.Generator) -> np.n
 # ------------------------------------------------------------------------------------------------ user files
 def load_image(path: str | Path, size: int | None = None) -> np.ndarray:
     """One 2-D image as float32 in [0, 1], resized to (size, size) if given, read by the runtime's own reader
-    (`recon.runtime.imageio.read_image`) so a model trains on files read exactly as recon-run reads them.
+    (`recon.runtime.io.imageio.read_image`) so a model trains on files read exactly as recon-run reads them.
 
     DICOM: the runtime's convention (physical values through RescaleSlope/Intercept, then its window) as is;
     PNG/TIFF/NPY: integers scaled by their dtype's maximum as the runtime does, then min-max normalized per
     image (the course's convention for clean training images of any range).
     """
-    from recon.runtime.imageio import read_image
     from recon.runtime.inputs import as_float_images
+    from recon.runtime.io.imageio import read_image
 
     image = read_image(path)
     if image.data.ndim != 2:

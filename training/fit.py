@@ -26,7 +26,7 @@ from torch import nn
 from torch.utils.data import DistributedSampler
 from tqdm import tqdm
 
-from recon.runtime.files import write_json_atomic
+from recon.runtime.io.files import write_json_atomic
 from recon.training.data import EvalSet, TrainingPairs
 from recon.training.losses import parse_loss
 from recon.training.metrics import image_metrics

@@ -7,7 +7,7 @@ from typing import Any
 
 import click
 
-from recon.runtime.cli_base import Command
+from recon.runtime.cli.base import Command
 
 EXAMPLES = """\b
 Examples:

@@ -14,7 +14,7 @@ from typing import Any, TypeVar
 
 import click
 
-from recon.runtime.task_config import TaskConfig, task_config
+from recon.runtime.artifact.task_config import TaskConfig, task_config
 
 F = TypeVar("F", bound=Callable[..., Any])
 

@@ -1,7 +1,7 @@
 """The two reconstruction tasks: physics, measurement simulation and pipelines, built from a task config.
 
 The configuration itself (`DeblurTask`, `CTTask`: typed, validated, JSON round trip) lives in
-`recon.runtime.task_config` so that the runtime can read it from a manifest without torch. ``deblur``:
+`runtime.artifact.task_config` so that the runtime can read it from a manifest without torch. ``deblur``:
 motion (or Gaussian) blur + relative Gaussian noise, the measurement has the image's shape. ``ct``:
 parallel-beam sinogram ``(B, 1, n_views, n_detectors)`` + relative noise; the network sees the FBP image
 and the exported pipeline goes sinogram -> image.
@@ -13,7 +13,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from recon.runtime.task_config import (
+from recon.runtime.artifact.task_config import (
     TASKS,
     CTTask,
     DeblurTask,

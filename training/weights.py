@@ -15,7 +15,7 @@ from pathlib import Path
 
 from torch import nn
 
-from recon.runtime.files import sha256_of, write_json_atomic
+from recon.runtime.io.files import sha256_of, write_json_atomic
 
 MAX_BYTES = 16 * 1024 * 1024  # each shipped file stays under 16 MB
 

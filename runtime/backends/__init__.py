@@ -10,8 +10,8 @@ from __future__ import annotations
 import os
 from typing import Any
 
+from recon.runtime.artifact.manifest import ArtifactError, Manifest
 from recon.runtime.backends.base import STAGES, Backend, BackendError
-from recon.runtime.manifest import ArtifactError, Manifest
 
 BACKENDS = ("onnxruntime-cpu", "openvino", "onnxruntime-cuda", "onnxruntime-tensorrt", "tensorrt")
 ALIASES = {

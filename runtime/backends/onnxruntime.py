@@ -22,8 +22,8 @@ from typing import Any
 
 import numpy as np
 
+from recon.runtime.artifact.manifest import ArtifactError, Manifest, read_verified
 from recon.runtime.backends.base import Backend, BackendError
-from recon.runtime.manifest import ArtifactError, Manifest, read_verified
 
 # selection name → the ONNX Runtime providers in priority order
 PROVIDERS = {

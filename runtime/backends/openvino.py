@@ -36,9 +36,9 @@ from typing import Any
 
 import numpy as np
 
+from recon.runtime.artifact.manifest import ArtifactError, Manifest, read_verified
 from recon.runtime.backends.base import Backend, BackendError
 from recon.runtime.backends.openvino_precise import keep_physics_in_f32
-from recon.runtime.manifest import ArtifactError, Manifest, read_verified
 
 # runtime precision → (artifact file precision, OpenVINO inference precision hint)
 PRECISIONS = {

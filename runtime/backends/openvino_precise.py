@@ -81,11 +81,11 @@ def keep_physics_in_f32(core: Any, model: Any) -> tuple[Any, int]:
 def _serialized(model: Any) -> tuple[bytes, bytes]:
     """The model as IR (.xml, .bin) bytes, through a private temporary folder (mode 0700, in memory where
     /dev/shm exists) removed at once: the serializer takes paths only, and insists on a ".xml" name."""
-    from recon.runtime.backends.openvino import import_openvino
+    import openvino  # reached only from the OpenVINO backend, which has imported it
 
     shm = Path("/dev/shm")
     where = str(shm) if shm.is_dir() and os.access(shm, os.W_OK) else None
     with tempfile.TemporaryDirectory(prefix="recon-ir-", dir=where) as folder:
         xml_path, bin_path = Path(folder) / "model.xml", Path(folder) / "model.bin"
-        import_openvino().serialize(model, str(xml_path), str(bin_path))
+        openvino.serialize(model, str(xml_path), str(bin_path))
         return xml_path.read_bytes(), bin_path.read_bytes()

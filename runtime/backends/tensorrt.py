@@ -22,8 +22,8 @@ from typing import Any
 
 import numpy as np
 
+from recon.runtime.artifact.manifest import ArtifactError, Manifest, read_verified
 from recon.runtime.backends.base import Backend, BackendError
-from recon.runtime.manifest import ArtifactError, Manifest, read_verified
 
 _WHAT_TO_DO = "run the ONNX graph instead (--backend onnxruntime-cuda or cpu), or rebuild the engine here"
 

@@ -7,8 +7,8 @@ import json
 from click.testing import CliRunner
 
 from recon.export import ExportOptions, export_artifact
-from recon.runtime.cli import bench_command
-from recon.runtime.manifest import load_manifest
+from recon.runtime.artifact.manifest import load_manifest
+from recon.runtime.cli.main import bench_command
 
 
 def test_compare_torch_adds_an_eager_row_per_batch_and_prints_the_speed_up(tmp_path):

@@ -52,7 +52,7 @@ def ct_artifact(tmp_path_factory):
 
 
 def _config(directory: Path):
-    from recon.runtime.manifest import load_manifest
+    from recon.runtime.artifact.manifest import load_manifest
 
     return load_manifest(directory).task_config
 
@@ -80,7 +80,7 @@ def _flags(directory: Path, measurements: np.ndarray) -> list[bool]:
 
 
 def test_the_manifest_lists_a_calibrated_check_whose_file_is_hash_listed(deblur_artifact):
-    from recon.runtime.manifest import load_manifest
+    from recon.runtime.artifact.manifest import load_manifest
 
     manifest = load_manifest(deblur_artifact)
     entry = manifest.consistency
@@ -184,7 +184,7 @@ def test_a_consistency_graph_with_external_data_or_linked_is_refused(deblur_arti
     from onnx.external_data_helper import convert_model_to_external_data
 
     from recon.runtime import ArtifactError, Reconstructor
-    from recon.runtime.manifest import load_manifest
+    from recon.runtime.artifact.manifest import load_manifest
 
     copy = tmp_path / "external"
     shutil.copytree(deblur_artifact, copy)
@@ -218,7 +218,7 @@ def test_a_consistency_graph_with_external_data_or_linked_is_refused(deblur_arti
     ],
 )
 def test_a_damaged_consistency_entry_is_one_clear_error(deblur_artifact, tmp_path, damage, message):
-    from recon.runtime.manifest import ArtifactError, load_manifest
+    from recon.runtime.artifact.manifest import ArtifactError, load_manifest
 
     copy = tmp_path / "copy"
     shutil.copytree(deblur_artifact, copy)
@@ -230,7 +230,7 @@ def test_a_damaged_consistency_entry_is_one_clear_error(deblur_artifact, tmp_pat
 
 
 def _cli(*args) -> subprocess.CompletedProcess:
-    command = [sys.executable, "-c", "from recon.runtime.cli import run_main as m; m()", *map(str, args)]
+    command = [sys.executable, "-c", "from recon.runtime.cli.main import run_main as m; m()", *map(str, args)]
     return subprocess.run(command, capture_output=True, text=True, timeout=600)
 
 
@@ -274,7 +274,7 @@ def test_recon_run_reports_scores_warns_per_flagged_file_and_notes_it_in_dicom(d
 
 def test_recon_bench_reports_the_check_beside_the_rest_and_can_leave_it_out(deblur_artifact):
     def bench(*extra):
-        command = [sys.executable, "-c", "from recon.runtime.cli import bench_main as m; m()"]
+        command = [sys.executable, "-c", "from recon.runtime.cli.main import bench_main as m; m()"]
         args = [deblur_artifact, "-b", "cpu", "--batch", "1,2", "--iters", "2", "--warmup", "1", *extra]
         return subprocess.run([*command, *map(str, args)], capture_output=True, text=True, timeout=600)
 
@@ -294,7 +294,7 @@ def test_the_check_projects_like_the_training_radon(factor, spacing, tolerance):
     from scipy.ndimage import gaussian_filter
 
     from recon.export.consistency import JosephProjector
-    from recon.runtime.task_config import CTTask
+    from recon.runtime.artifact.task_config import CTTask
     from recon.training.tasks import build_physics
 
     cfg = CTTask(image_size=64, n_views=24, detector_spacing=spacing)
@@ -314,7 +314,7 @@ def test_the_check_projects_like_the_training_radon(factor, spacing, tolerance):
 def test_the_blur_spectrum_finds_the_motion_blurs_zeros_in_any_image():
     """A noise-free motion blur of L taps leaves no power at f = j/L along its line: the profile's dips."""
     from recon.export.consistency import ConsistencyCheck
-    from recon.runtime.task_config import DeblurTask
+    from recon.runtime.artifact.task_config import DeblurTask
     from recon.training.tasks import build_physics
 
     cfg = DeblurTask(image_size=256)  # 7 taps at 45°
@@ -337,8 +337,8 @@ def test_the_blur_spectrum_finds_the_motion_blurs_zeros_in_any_image():
 def test_the_guard_scores_alike_on_openvino_and_onnxruntime(deblur_artifact, ct_artifact, task):
     pytest.importorskip("openvino")
     from recon.runtime import Reconstructor
+    from recon.runtime.artifact.manifest import load_manifest
     from recon.runtime.consistency import ConsistencyGuard
-    from recon.runtime.manifest import load_manifest
 
     artifact = deblur_artifact if task == "deblur" else ct_artifact
     manifest = load_manifest(artifact)

@@ -52,7 +52,7 @@ def test_a_kill_at_each_step_leaves_no_artifact(tmp_path, stage):
 
 @pytest.mark.slow
 def test_a_kill_while_replacing_keeps_a_whole_artifact_old_or_new(tmp_path):
-    from recon.runtime.manifest import load_manifest
+    from recon.runtime.artifact.manifest import load_manifest
 
     target = tmp_path / "art"
     assert export(target, "--seed", "1").returncode == 0

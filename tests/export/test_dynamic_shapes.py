@@ -91,7 +91,7 @@ def test_tiled_inference_agrees_with_whole_image_inference(exported, shipped_res
     (tiles of 64², overlap 32, give 40 dB with the shipped ResUNet: its effective field is wider)."""
     from recon.export.parity import simulated_inputs
     from recon.runtime import Reconstructor
-    from recon.runtime.manifest import load_manifest
+    from recon.runtime.artifact.manifest import load_manifest
 
     directory = shipped_resunet if model == "resunet" else exported("cnn", "deblur")[0]
     task_cfg = load_manifest(directory).task_config

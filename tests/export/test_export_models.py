@@ -14,7 +14,7 @@ TASKS = ("deblur", "ct")
 @pytest.mark.parametrize("task", TASKS)
 @pytest.mark.parametrize("model", list_models())
 def test_every_model_and_task_exports_and_passes_parity(exported, model, task):
-    from recon.runtime.manifest import load_manifest
+    from recon.runtime.artifact.manifest import load_manifest
 
     directory, summary = exported(model, task, weights=False)
     manifest = load_manifest(directory)  # every file is there and matches its sha256

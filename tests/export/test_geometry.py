@@ -39,7 +39,7 @@ def test_export_refuses_another_geometry_than_the_weights_were_trained_on(saved_
 
 def test_a_changed_geometry_is_deployed_recorded_and_measured_when_allowed(saved_weights, tmp_path):
     from recon.runtime import Reconstructor
-    from recon.runtime.manifest import load_manifest
+    from recon.runtime.artifact.manifest import load_manifest
     from recon.training.tasks import simulate, task_config
 
     options = _options(saved_weights, tmp_path, n_views=30, image_size=48)

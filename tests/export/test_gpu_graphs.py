@@ -20,6 +20,7 @@ import onnx
 import pytest
 from onnx import TensorProto
 
+from recon.runtime.artifact.manifest import load_manifest
 from recon.runtime.backends.onnxruntime import (
     HEAVY_OPS,
     OnnxRuntimeBackend,
@@ -27,7 +28,6 @@ from recon.runtime.backends.onnxruntime import (
     node_placement,
     trt_cache_paths,
 )
-from recon.runtime.manifest import load_manifest
 
 # onnxruntime core/framework/fallback_cpu_capability.cc, GetCpuPreferredNodes: a node consuming a CPU tensor
 # moves to the CPU when each of its inputs is a CPU tensor, a graph input or an initializer of <= 100

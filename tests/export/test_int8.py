@@ -11,7 +11,7 @@ import onnx
 def test_int8_artifact_runs_within_tolerance_and_never_quantizes_the_backprojection(exported, simulated):
     from recon.export.int8 import check_int8
     from recon.export.precision import island_node_names
-    from recon.runtime.manifest import load_manifest
+    from recon.runtime.artifact.manifest import load_manifest
     from recon.runtime.reconstructor import Reconstructor
 
     directory, summary = exported("cnn", "ct", int8=True, fp16=False)

@@ -55,8 +55,8 @@ def test_openvino_runs_the_int8_qdq_file_as_closely_to_fp32_as_onnxruntime(expor
 def test_export_with_bf16_records_its_held_out_loss_or_why_not(exported):
     import json
 
+    from recon.runtime.artifact.manifest import load_manifest
     from recon.runtime.backends.openvino import bf16_refusal_here
-    from recon.runtime.manifest import load_manifest
 
     directory, summary = exported("cnn", "deblur", weights=False, fp16=False, bf16=True)
     report = json.loads((directory / "parity.json").read_text())["bf16"]

@@ -186,7 +186,7 @@ def test_an_fp16_ct_engine_builds_with_fp16_convs_and_passes_parity(exported, tm
     from tritonclient.grpc import model_config_pb2
 
     from recon.export.triton import write_triton_repository
-    from recon.runtime.manifest import load_manifest
+    from recon.runtime.artifact.manifest import load_manifest
 
     directory, summary = exported("resunet", "ct", engine="trt", lean=lean, timing_cache=tmp_path / "cache")
     manifest = load_manifest(directory)

@@ -24,7 +24,7 @@ import pytest
 from hypothesis import HealthCheck, settings
 
 from recon.runtime import BackendError
-from recon.runtime.cli import run_command
+from recon.runtime.cli.main import run_command
 
 FULL_EXAMPLES = 1000
 SCALES = [pytest.param("quick"), pytest.param("full", marks=pytest.mark.slow)]

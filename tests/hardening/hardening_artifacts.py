@@ -14,8 +14,8 @@ from pathlib import Path
 import numpy as np
 from runtime_artifacts import H, W
 
-from recon.runtime.manifest import Manifest
-from recon.runtime.task_config import DeblurTask
+from recon.runtime.artifact.manifest import Manifest
+from recon.runtime.artifact.task_config import DeblurTask
 
 GAIN = 4.0
 

@@ -25,7 +25,7 @@ from hypothesis import strategies as st
 from runtime_artifacts import H, W
 
 from recon.runtime import ArtifactError, BackendError, Reconstructor, load_manifest
-from recon.runtime.files import sha256_of
+from recon.runtime.io.files import sha256_of
 
 BIN = Path(sys.executable).parent
 

@@ -25,7 +25,7 @@ from hypothesis import strategies as st
 from runtime_artifacts import CONV_B, CONV_W, H, W, build_artifact
 
 from recon.runtime import ArtifactError, BackendError, Reconstructor
-from recon.runtime.manifest import Manifest, load_manifest
+from recon.runtime.artifact.manifest import Manifest, load_manifest
 
 PLAN = {"version": "11.4.0", "compute_capability": "9.0", "version_compatible": False, "device_name": "H100"}
 FILES = ["model.onnx", "model.fp16.onnx", "model.int8.onnx", "model.plan", "parity.json"]

@@ -22,8 +22,8 @@ from dicom_files import write_series, write_slice  # noqa: E402
 from fuzzing import recon_run  # noqa: E402
 from runtime_artifacts import H, W  # noqa: E402
 
-from recon.runtime import dicom  # noqa: E402
-from recon.runtime.imageio import ImageIOError, read_image  # noqa: E402
+from recon.runtime.io import dicom  # noqa: E402
+from recon.runtime.io.imageio import ImageIOError, read_image  # noqa: E402
 
 
 def _deflated_bomb(path: Path, side: int) -> None:
@@ -63,7 +63,7 @@ def test_a_small_deflated_dicom_declaring_20000_squared_is_refused_without_infla
     probe = textwrap.dedent(f"""
         import resource, sys
         resource.setrlimit(resource.RLIMIT_AS, (2 << 30, 2 << 30))
-        from recon.runtime.imageio import ImageIOError, read_image
+        from recon.runtime.io.imageio import ImageIOError, read_image
         try:
             read_image({str(path)!r})
         except ImageIOError as error:
@@ -170,7 +170,7 @@ def test_recon_run_json_lists_every_slice_even_when_some_fail(hardening_artifact
     out = io.StringIO()
     import contextlib
 
-    from recon.runtime.run_cli import run_command
+    from recon.runtime.cli.run import run_command
 
     args = [str(hardening_artifacts["conv"]), str(folder), "--out", str(tmp_path / "o"), "--json"]
     with (

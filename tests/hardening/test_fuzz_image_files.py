@@ -1,4 +1,4 @@
-"""Fuzzing recon-run's file readers (runtime/imageio.py) and recon-run itself on whole and damaged files.
+"""Fuzzing recon-run's file readers (runtime/io/imageio.py) and recon-run itself on whole and damaged files.
 
 `read_image` on a whole file returns exactly what was written (DICOM: the rescaled, windowed values) or
 refuses it with an ImageIOError that names the file and the reason. On a damaged file (truncated, bits
@@ -23,7 +23,7 @@ from hypothesis import strategies as st
 from image_files import NPY, NPY_DTYPES, READABLE, TIFF, TIFF_DTYPES, VARIANTS, suffix, write_variant
 from runtime_artifacts import H, W
 
-from recon.runtime.imageio import ImageIOError, read_image
+from recon.runtime.io.imageio import ImageIOError, read_image
 
 DAMAGE = [None, "truncate", "flip", "overwrite", "append", "empty", "zero-head"]
 
@@ -171,7 +171,7 @@ def test_a_compressed_dicom_without_a_decoder_is_refused_by_name(tmp_path):
 
 
 def test_recon_run_outputs_and_manifests_are_readable_by_other_accounts(tmp_path, hardening_artifacts):
-    from recon.runtime.files import write_json_atomic
+    from recon.runtime.io.files import write_json_atomic
 
     np.save(tmp_path / "a.npy", np.zeros((H, W), np.float32))
     previous = os.umask(0o022)

@@ -19,7 +19,7 @@ import numpy as np
 import pytest
 from runtime_artifacts import H, W
 
-from recon.runtime.imageio import ImageIOError, read_image
+from recon.runtime.io.imageio import ImageIOError, read_image
 
 BIN = Path(sys.executable).parent
 

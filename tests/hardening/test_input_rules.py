@@ -96,7 +96,7 @@ def test_signed_integer_images_follow_one_rule_in_the_api_and_recon_run(hardenin
 def test_export_records_a_ct_range_that_holds_every_simulated_training_sinogram():
     torch = pytest.importorskip("torch")
     from recon.export.input_range import input_value_range
-    from recon.runtime.task_config import CTTask
+    from recon.runtime.artifact.task_config import CTTask
     from recon.training.data import phantom
     from recon.training.tasks import simulate
 

@@ -18,8 +18,8 @@ import pytest
 from image_files import write_variant
 from runtime_artifacts import H, W
 
-from recon.runtime.files import NAME_MAX
-from recon.runtime.imageio import read_image, write_image
+from recon.runtime.io.files import NAME_MAX
+from recon.runtime.io.imageio import read_image, write_image
 
 BIN = Path(sys.executable).parent
 
@@ -81,7 +81,7 @@ def test_a_full_disk_while_writing_dicom_is_one_error_naming_the_file(tmp_path):
     write_variant(tmp_path / "in.dcm", "dcm", np.random.default_rng(0), 128, 128, "uint16")  # 32 kB out
     code = (
         "import sys\n"
-        "from recon.runtime.imageio import ImageIOError, read_image, write_image\n"
+        "from recon.runtime.io.imageio import ImageIOError, read_image, write_image\n"
         "image = read_image(sys.argv[1])\n"
         "try:\n"
         "    write_image(sys.argv[2], image.data, image)\n"
@@ -107,7 +107,7 @@ def test_ctrl_c_exits_130_with_one_line_and_json_still_reports(hardening_artifac
     code = (
         "import os, signal, sys, threading, time\n"
         "from pathlib import Path\n"
-        "from recon.runtime.cli import run_command\n"
+        "from recon.runtime.cli.main import run_command\n"
         "out = Path(sys.argv[2])\n"
         "def interrupt():\n"
         "    while not (out.exists() and any(out.iterdir())):\n"

@@ -16,7 +16,7 @@ from fuzzing import assert_clear, recon_run
 from image_files import write_variant
 from runtime_artifacts import H, W
 
-from recon.runtime.imageio import ImageIOError, read_image
+from recon.runtime.io.imageio import ImageIOError, read_image
 
 REPO = Path(__file__).resolve().parents[2]
 

@@ -6,8 +6,8 @@ from pathlib import Path
 
 import numpy as np
 
-from recon.runtime.manifest import Manifest
-from recon.runtime.task_config import CTTask, DeblurTask
+from recon.runtime.artifact.manifest import Manifest
+from recon.runtime.artifact.task_config import CTTask, DeblurTask
 
 H = W = 16  # deblur image size
 ANGLES, DETECTORS, N = 6, 10, 8  # CT: sinogram (6, 10) -> image (8, 8)

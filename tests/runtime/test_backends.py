@@ -12,9 +12,9 @@ from cpu_backends import OPENVINO
 from runtime_artifacts import H, W, build_artifact
 
 from recon.runtime import ArtifactError, BackendError, Reconstructor
+from recon.runtime.artifact.manifest import load_manifest
 from recon.runtime.backends import create_backend, resolve_name, select_backend
 from recon.runtime.backends.tensorrt import check_engine_compatible
-from recon.runtime.manifest import load_manifest
 
 PLAN = {"version": "11.4.0", "compute_capability": "9.0", "version_compatible": False, "device_name": "H100"}
 

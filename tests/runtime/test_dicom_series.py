@@ -14,7 +14,7 @@ from dicom_files import ct_slice, write_series, write_slice  # noqa: E402
 from runtime_artifacts import H, W, conv_reference  # noqa: E402
 from test_runtime_cli import cli  # noqa: E402
 
-from recon.runtime.dicom_series import SeriesJob, group_series, slice_normal  # noqa: E402
+from recon.runtime.io.dicom_series import SeriesJob, group_series, slice_normal  # noqa: E402
 
 SPATIAL = ("ImagePositionPatient", "ImageOrientationPatient", "PixelSpacing", "SliceThickness",
            "SpacingBetweenSlices", "FrameOfReferenceUID", "StudyInstanceUID", "PatientID", "PatientName",

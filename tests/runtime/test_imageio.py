@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from recon.runtime.imageio import ImageIOError, read_image, write_image
+from recon.runtime.io.imageio import ImageIOError, read_image, write_image
 
 rng = np.random.default_rng(0)
 

@@ -177,7 +177,7 @@ def test_auto_prefers_openvino_when_installed_and_onnxruntime_otherwise():
 def _external_artifact(tmp_path, location: str):
     import onnx
 
-    from recon.runtime.manifest import load_manifest
+    from recon.runtime.artifact.manifest import load_manifest
 
     artifact = build_artifact(tmp_path / "a")
     model = onnx.load(str(artifact / "model.onnx"))

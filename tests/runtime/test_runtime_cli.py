@@ -23,7 +23,7 @@ def cli(name: str, *args: str) -> subprocess.CompletedProcess:
         else [
             sys.executable,
             "-c",
-            f"from recon.runtime.cli import {name.replace('recon-', '')}_main as m; m()",
+            f"from recon.runtime.cli.main import {name.replace('recon-', '')}_main as m; m()",
         ]
     )
     return subprocess.run([*command, *map(str, args)], capture_output=True, text=True, timeout=120)

@@ -7,7 +7,7 @@ import math
 
 import pytest
 
-from recon.runtime.task_config import (
+from recon.runtime.artifact.task_config import (
     CTTask,
     DeblurTask,
     default_n_detectors,

@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 from runtime_artifacts import H, build_artifact, conv_reference
 
-from recon.runtime.manifest import ArtifactError, load_manifest
-from recon.runtime.spatial import SpatialError, default_overlap, parse_spatial
+from recon.runtime.artifact.manifest import ArtifactError, load_manifest
+from recon.runtime.artifact.spatial import SpatialError, default_overlap, parse_spatial
 from recon.runtime.tiling import importance_map, reflect_pad, sliding_window, window_starts
 
 GOOD = {

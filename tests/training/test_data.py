@@ -78,8 +78,8 @@ def _write_dicom(path, pixels: np.ndarray, slope: float, intercept: float, windo
 
 @pytest.mark.parametrize("window", [(40, 400), None])
 def test_training_reads_a_dicom_slice_exactly_as_recon_run_does(tmp_path, window):
-    from recon.runtime.imageio import read_image
     from recon.runtime.inputs import as_float_images
+    from recon.runtime.io.imageio import read_image
 
     raw = (np.arange(32 * 32).reshape(32, 32) * 2).astype(np.uint16)  # 0 … 2046
     _write_dicom(tmp_path / "a.dcm", raw, slope=2.0, intercept=-1024.0, window=window)

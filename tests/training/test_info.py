@@ -91,7 +91,7 @@ def test_a_user_error_exits_non_zero_without_a_traceback_in_a_real_process():
 
 
 def test_recon_info_is_the_same_command_under_the_recon_group():
-    # `recon info` loads recon-info only when asked (recon.runtime.cli must stay torch-free)
+    # `recon info` loads recon-info only when asked (recon.runtime.cli.main must stay torch-free)
     bin_dir = f"{sys.prefix}/bin"
     result = subprocess.run(
         [f"{bin_dir}/recon", "info", "cnn", "--json", "--size", "128", "64"], capture_output=True, text=True

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from recon.runtime.files import sha256_of
+from recon.runtime.io.files import sha256_of
 from recon.training.models import create_model
 from recon.training.weights import (
     MAX_BYTES,

@@ -6,7 +6,7 @@ from typing import Any
 
 import torch
 
-from recon.runtime.task_config import default_n_detectors
+from recon.runtime.artifact.task_config import default_n_detectors
 
 from .blur import Blur, gaussian_kernel, motion_kernel
 from .noise import add_relative_noise

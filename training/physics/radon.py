@@ -19,7 +19,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from recon.runtime.task_config import CT_FILTERS
+from recon.runtime.artifact.task_config import CT_FILTERS
 
 FilterName = Literal["ram-lak", "shepp-logan", "hann"]
 FILTERS: tuple[str, ...] = CT_FILTERS

@@ -13,7 +13,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from recon.runtime.task_config import default_n_detectors
+from recon.runtime.artifact.task_config import default_n_detectors
 
 from .operator import LinearOperator, check_image_batch
 from .radon import (

@@ -3,7 +3,7 @@
 What `read_image` hands the Reconstructor:
 - PNG 8/16-bit, TIFF and NPY integers: the stored integers (the Reconstructor scales them by dtype max);
   TIFF/NPY floats as they are (CT sinograms are NPY/TIFF, (n_angles, n_detectors)).
-- DICOM (runtime/dicom.py): physical values (stored · RescaleSlope + RescaleIntercept) mapped to [0, 1]
+- DICOM (runtime/io/dicom.py): physical values (stored · RescaleSlope + RescaleIntercept) mapped to [0, 1]
   through a window (given, else the header's WindowCenter/Width, else the stored bits' range), clipped; the
   output goes back through the same window into the source's stored representation.
 Writes are atomic (temp file beside the target, then rename).
@@ -13,28 +13,16 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import BinaryIO
 
 import numpy as np
 
 from recon.runtime import limits
-from recon.runtime.files import FileRefused, open_regular, temp_beside
+from recon.runtime.io.files import FileRefused, open_regular, temp_beside
+from recon.runtime.io.image_file import ImageFile, ImageIOError
 
 SUFFIXES = {".png": "png", ".tif": "tiff", ".tiff": "tiff", ".npy": "npy", ".dcm": "dicom", ".dicom": "dicom"}
-
-
-class ImageIOError(ValueError):
-    """A file cannot be read or written as an image; the message names the file and why."""
-
-
-@dataclass
-class ImageFile:
-    path: Path
-    format: str  # "png" | "tiff" | "npy" | "dicom"
-    data: np.ndarray  # (H, W) or (N, H, W)
-    meta: dict[str, Any] = field(default_factory=dict)
 
 
 def detect_format(path: str | os.PathLike) -> str | None:
@@ -46,7 +34,7 @@ def detect_format(path: str | os.PathLike) -> str | None:
     path = Path(path)
     fmt = SUFFIXES.get(path.suffix.lower())
     if fmt is None and path.is_file():
-        from recon.runtime.dicom import is_dicom_file
+        from recon.runtime.io.dicom import is_dicom_file
 
         if is_dicom_file(path):
             return "dicom"
@@ -305,14 +293,14 @@ def _write_npy(path: Path, image: np.ndarray, like: ImageFile) -> None:
         np.save(handle, image.astype(np.float32, copy=False), allow_pickle=False)
 
 
-# -- DICOM: runtime/dicom.py (pydicom, the [dicom] extra, imported there only when needed) -------------------
+# -- DICOM: runtime/io/dicom.py (pydicom, the [dicom] extra, imported there only when needed) ---------
 def _read_dicom(path: Path, window: tuple[float, float] | None) -> ImageFile:
-    from recon.runtime.dicom import read_dicom
+    from recon.runtime.io.dicom import read_dicom
 
     return read_dicom(path, window)
 
 
 def _write_dicom(path: Path, image: np.ndarray, like: ImageFile) -> None:
-    from recon.runtime.dicom import write_dicom
+    from recon.runtime.io.dicom import write_dicom
 
     write_dicom(path, image, like)

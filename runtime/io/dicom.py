@@ -36,8 +36,7 @@ from typing import Any
 import numpy as np
 
 from recon.runtime import limits
-from recon.runtime.consistency import annotate_dicom
-from recon.runtime.imageio import ImageFile, ImageIOError
+from recon.runtime.io.image_file import ImageFile, ImageIOError
 
 # Room for everything in a file besides its pixels (header, overlays, private tags), and the most of a
 # deflated stream inflated before the header has been checked.
@@ -461,3 +460,12 @@ def _reference_source(ds: Any, source: Any, pydicom: Any) -> None:
 def write_dicom(path: Path, image: np.ndarray, like: ImageFile, derivation: Derivation | None = None) -> None:
     """Write `image` ([0, 1]) as a slice derived from `like` (not atomic: `imageio.write_image` is)."""
     derived_dataset(image, like, derivation).save_as(path, enforce_file_format=True)
+
+
+def annotate_dicom(ds: Any, note: str | None) -> None:
+    """Carry a flag note into a derived DICOM dataset (ImageComments, DerivationDescription); None: no-op."""
+    if not note:
+        return
+    ds.ImageComments = note[:10240]  # LT: at most 10240 characters
+    description = str(ds.get("DerivationDescription", "") or "")
+    ds.DerivationDescription = (description + "; " if description else "") + "consistency check FLAGGED"

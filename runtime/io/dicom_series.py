@@ -24,8 +24,8 @@ from typing import Any
 import numpy as np
 
 from recon.runtime import limits
-from recon.runtime.dicom import Derivation, import_pydicom
-from recon.runtime.imageio import ImageFile, ImageIOError, read_image, write_image
+from recon.runtime.io.dicom import Derivation, import_pydicom
+from recon.runtime.io.imageio import ImageFile, ImageIOError, read_image, write_image
 
 
 @dataclass
@@ -298,7 +298,7 @@ def series_inputs(inputs: Iterable[str | Path]) -> list[Path]:
 
     Files named one by one keep the per-file path (output under their own name).
     """
-    from recon.runtime.imageio import detect_format
+    from recon.runtime.io.imageio import detect_format
 
     found: list[Path] = []
     for folder in map(Path, inputs):

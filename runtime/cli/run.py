@@ -22,12 +22,12 @@ from typing import TYPE_CHECKING, Any
 import click
 
 from recon.runtime.backends.base import BackendError
-from recon.runtime.cli_base import PRECISIONS, Command, one_line
+from recon.runtime.cli.base import PRECISIONS, Command, one_line
 
 if TYPE_CHECKING:
     import numpy as np
 
-    from recon.runtime.imageio import ImageFile
+    from recon.runtime.io.imageio import ImageFile
     from recon.runtime.reconstructor import Reconstructor
 
 
@@ -43,7 +43,7 @@ def _window(text: str | None) -> tuple[float, float] | None:
 
 def collect_inputs(inputs: tuple[str, ...]) -> list[Path]:
     """Files as given, folders' image files (not recursive), in order."""
-    from recon.runtime.imageio import SUFFIXES, detect_format
+    from recon.runtime.io.imageio import SUFFIXES, detect_format
 
     files: list[Path] = []
     for item in map(Path, inputs):
@@ -179,7 +179,7 @@ class RunReport:
 # -- per-file steps ----------------------------------------------------------------------------------------
 def read_checked(item: FileOutcome, rec: Reconstructor, window: tuple[float, float] | None) -> np.ndarray:
     """Read one file and check it against the artifact by the rule `Reconstructor.run` applies."""
-    from recon.runtime.imageio import read_image
+    from recon.runtime.io.imageio import read_image
 
     item.image = read_image(item.path, dicom_window=window)
     batch, _ = rec.prepare(item.image.data)
@@ -202,7 +202,7 @@ def note_scores(item: FileOutcome, scores: list[Any] | None) -> None:
 
 def write_result(item: FileOutcome, result: np.ndarray, scores: list[Any] | None = None) -> None:
     """Write one file's images (B, 1, H, W) in its format; the outcome is then "written"."""
-    from recon.runtime.imageio import write_image
+    from recon.runtime.io.imageio import write_image
 
     note_scores(item, scores)
     image, item.image = item.image, None
@@ -391,12 +391,12 @@ def run_command(
     A file that cannot be read or does not fit the artifact is reported and skipped; the others are
     written, and the exit status is 1 when any file failed. DICOM files inside a folder (any name) are
     grouped by series and ordered; each source series becomes a new derived series in
-    OUT/<series>/0001.dcm, … (recon.runtime.dicom_series). Every output is scored by the artifact's
+    OUT/<series>/0001.dcm, … (recon.runtime.io.dicom_series). Every output is scored by the artifact's
     consistency check: a flagged file gets one warning line on stderr, its scores in --json, and (DICOM)
     a note in ImageComments / DerivationDescription.
     """
-    from recon.runtime.dicom import run_derivation
-    from recon.runtime.dicom_series import SeriesJob, series_inputs
+    from recon.runtime.io.dicom import run_derivation
+    from recon.runtime.io.dicom_series import SeriesJob, series_inputs
 
     started = time.perf_counter()
     report = RunReport(artifact, out)

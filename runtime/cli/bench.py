@@ -8,10 +8,10 @@ from typing import Any
 
 import click
 
+from recon.runtime.artifact.manifest import ArtifactError
 from recon.runtime.backends.base import BackendError
-from recon.runtime.cli_base import PRECISIONS, Command, int_list
-from recon.runtime.files import write_json_atomic
-from recon.runtime.manifest import ArtifactError
+from recon.runtime.cli.base import PRECISIONS, Command, int_list
+from recon.runtime.io.files import write_json_atomic
 
 BENCH_EPILOG = """\b
 Examples:
@@ -240,8 +240,8 @@ def bench_command(
     compare_torch: bool,
 ) -> int:
     """Latency per backend × batch size, and the runtime's overhead over the engine called directly."""
+    from recon.runtime.artifact.manifest import load_manifest
     from recon.runtime.backends import resolve_name
-    from recon.runtime.manifest import load_manifest
     from recon.runtime.profiling import cpu_description, profile, profile_against_bare, save_histogram
     from recon.runtime.reconstructor import Reconstructor
 

@@ -12,14 +12,14 @@ An artifact is a directory holding `manifest.json` plus the files it lists. Layo
                 "trained_task_config": {...} | null},     # optional: the task the weights were trained on
       "task_config": {"task": "ct", "image_size": 256, "n_views": 60, "n_detectors": 363,
                       "detector_spacing": 1.0, "angle_range": 3.14159, "filter": "ram-lak",
-                      "noise_level": 0.01, "oversample": 2},  # the deployed task (runtime/task_config.py)
+                      "noise_level": 0.01, "oversample": 2},  # the deployed task (artifact/task_config.py)
       "input":  {"name": "measurement", "shape": ["batch", 1, H_in, W_in], "dtype": "float32",
                  "layout": "NCHW" (deblur: an image) | "N1AD" (ct: (B, 1, n_views, n_detectors)),
                  "value_range": [lo, hi] | null},           # ct: what the geometry allows; null: unbounded
       "output": {"name": "image", "shape": ["batch", 1, H, W], "dtype": "float32",
                  "value_range": [0.0, 1.0], "clip": true},  # runtime clips to value_range when clip
       "batch": {"min": 1, "opt": 8, "max": 32},             # the dynamic-batch profile
-      "spatial": {"whole_image": true, "min": 64, ...},     # optional: image sizes taken (runtime/spatial.py)
+      "spatial": {"whole_image": true, "min": 64, ...},  # optional: sizes taken (artifact/spatial.py)
       "files": {
         "model.onnx":      {"sha256": "<hex>", "size": n, "kind": "onnx", "precision": "fp32"},
         "model.fp16.onnx": {"sha256": "<hex>", "size": n, "kind": "onnx", "precision": "fp16"},
@@ -67,7 +67,10 @@ from pathlib import Path
 from typing import Any
 
 from recon.runtime import limits
-from recon.runtime.files import (
+from recon.runtime.artifact.onnx_proto import MalformedModel, external_tensors
+from recon.runtime.artifact.spatial import SpatialError, parse_spatial
+from recon.runtime.artifact.task_config import TaskConfig, task_config_from_json
+from recon.runtime.io.files import (
     FileRefused,
     read_at_most,
     read_bounded,
@@ -75,9 +78,6 @@ from recon.runtime.files import (
     sha256_of,
     write_json_atomic,
 )
-from recon.runtime.onnx_proto import MalformedModel, external_tensors
-from recon.runtime.spatial import SpatialError, parse_spatial
-from recon.runtime.task_config import TaskConfig, task_config_from_json
 
 FORMAT_VERSION = 2
 READABLE_VERSIONS = (1, 2)  # 1: the task config sat in "physics"."task_config"
@@ -291,7 +291,7 @@ class Manifest:
     batch: dict[str, int]
     files: dict[str, FileEntry] = field(default_factory=dict)
     parity: dict[str, Any] | None = None
-    spatial: dict[str, Any] | None = None  # see recon.runtime.spatial
+    spatial: dict[str, Any] | None = None  # see recon.runtime.artifact.spatial
     consistency: dict[str, Any] | None = None  # checked by recon.runtime.consistency
     recon_version: str = "0.1.0"
     format_version: int = FORMAT_VERSION
@@ -367,8 +367,6 @@ class Manifest:
         files = {name: check_file_entry(name, entry, source) for name, entry in data["files"].items()}
         consistency = data.get("consistency")
         if consistency is not None:
-            from recon.runtime.consistency import check_consistency_entry  # it imports this module
-
             check_consistency_entry(consistency, files, source)
         return cls(
             name=data["name"],
@@ -497,7 +495,7 @@ def read_verified(directory: str | os.PathLike, manifest: Manifest, name: str) -
 
 
 def check_self_contained(path: Path, model: bytes) -> None:
-    """Refuse an ONNX model that keeps any tensor outside itself (see runtime/onnx_proto.py)."""
+    """Refuse an ONNX model that keeps any tensor outside itself (see runtime/artifact/onnx_proto.py)."""
     try:
         external = external_tensors(model)
     except MalformedModel as error:
@@ -507,3 +505,48 @@ def check_self_contained(path: Path, model: bytes) -> None:
             f"{path}: tensors {external[:3]} keep their data in other files (ONNX external data), which "
             "the manifest does not hash; refusing it, re-export as one self-contained file"
         )
+
+
+CHECK_SIDES = ("upper", "lower", "both")
+
+
+def check_consistency_entry(entry: Any, files: dict[str, Any], source: str = "manifest.json") -> None:
+    """The manifest's optional "consistency" entry, as ArtifactError rather than a KeyError later."""
+
+    def fail(what: str) -> None:
+        raise ArtifactError(f"{source}: consistency entry {what}; re-export the artifact")
+
+    if not isinstance(entry, dict):
+        fail(f"must be a JSON object, got {entry!r}")
+    name = entry.get("file")
+    if not isinstance(name, str) or name not in files:
+        fail(f"names file {name!r}, which the manifest's files do not list")
+    if getattr(files[name], "kind", None) != "consistency":
+        fail(f"file {name!r} is listed with kind {getattr(files[name], 'kind', None)!r}, not 'consistency'")
+    stats = entry.get("statistics")
+    if not (isinstance(stats, list) and stats and all(isinstance(s, str) for s in stats)):
+        fail(f"needs a non-empty list of statistic names, got {stats!r}")
+    if "residual" not in stats:
+        fail("lists no 'residual' statistic")
+    if not (isinstance(entry.get("inputs"), list) and len(entry["inputs"]) == 2):
+        fail(f"needs two input names (image, measurement), got {entry.get('inputs')!r}")
+    if not all(isinstance(n, str) for n in entry["inputs"]) or not isinstance(entry.get("output"), str):
+        fail("input and output names must be strings")
+    bounds = entry.get("bounds")
+    if not isinstance(bounds, dict):
+        fail(f"needs 'bounds' (statistic -> interval), got {bounds!r}")
+    for stat, bound in bounds.items():
+        if stat not in stats:
+            fail(f"bounds statistic {stat!r} is not among its statistics {stats}")
+        if not isinstance(bound, dict) or bound.get("check") not in CHECK_SIDES:
+            fail(f"bound of {stat!r} needs 'check' in {CHECK_SIDES}, got {bound!r}")
+        for side, key in (("lower", "low"), ("upper", "high")):
+            value = bound.get(key)
+            needed = bound["check"] in (side, "both")
+            finite = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+            if needed and not finite:
+                fail(f"bound of {stat!r} checks the {side} side but its {key!r} is {value!r}")
+        if bound["check"] == "both" and not bound["low"] <= bound["high"]:
+            fail(f"bound of {stat!r} has low {bound['low']} > high {bound['high']}")
+    if "residual" not in bounds:
+        fail("has no bound for 'residual'")

@@ -13,9 +13,9 @@ from pathlib import Path
 import click
 
 from recon.runtime import plugins
-from recon.runtime.bench_cli import bench_command
-from recon.runtime.cli_base import Command, Group
-from recon.runtime.run_cli import collect_inputs, plan_outputs, run_command
+from recon.runtime.cli.base import Command, Group
+from recon.runtime.cli.bench import bench_command
+from recon.runtime.cli.run import collect_inputs, plan_outputs, run_command
 
 __all__ = [
     "bench_command",
@@ -41,7 +41,7 @@ __all__ = [
 @click.option("--json", "as_json", is_flag=True, help="Print the manifest and the check as JSON.")
 def inspect_command(artifact: Path, verify: bool, as_json: bool) -> None:
     """Summarise an artifact's manifest and check its files."""
-    from recon.runtime.manifest import load_manifest
+    from recon.runtime.artifact.manifest import load_manifest
 
     manifest = load_manifest(artifact, verify=verify)
     if as_json:
@@ -63,7 +63,7 @@ def inspect_command(artifact: Path, verify: bool, as_json: bool) -> None:
             f"  range {spec.get('value_range')}" + ("  clipped" if spec.get("clip") else "")
         )
     click.echo(f"  batch   min {m.batch.get('min')}, opt {m.batch.get('opt')}, max {m.batch.get('max')}")
-    if m.spatial:  # images of any size (recon.runtime.spatial)
+    if m.spatial:  # images of any size (recon.runtime.artifact.spatial)
         s = m.spatial
         taken = f"whole {s['min']}..{s['max']} px, tiled above" if s["whole_image"] else "tiled only"
         click.echo(f"  sizes   {taken}; tiles {s['tile']}², overlap {s['overlap']} px, {s['blend']}")

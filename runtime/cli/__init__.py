@@ -1,0 +1,2 @@
+"""The command lines: recon (main), recon-run (run), recon-bench (bench), and their shared parts (base).
+The top of the runtime: nothing below imports it."""
