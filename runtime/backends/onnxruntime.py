@@ -22,6 +22,7 @@ from typing import Any
 
 import numpy as np
 
+from recon.runtime.artifact.gpu_profiles import Profile
 from recon.runtime.artifact.manifest import ArtifactError, Manifest, read_verified
 from recon.runtime.backends.base import Backend, BackendError
 
@@ -117,16 +118,65 @@ HEAVY_OPS = frozenset(
 )  # fmt: skip
 
 
-def trt_cache_paths(cache_root: str | os.PathLike, artifact: str, onnx_sha256: str) -> tuple[Path, Path]:
+def trt_cache_paths(
+    cache_root: str | os.PathLike, artifact: str, onnx_sha256: str, fp16: bool, tf32: str
+) -> tuple[Path, Path]:
     """(engine cache folder, timing cache folder) for the TensorRT provider.
 
     Its engine cache id (TRTGenerateId, tensorrt_execution_provider_utils.h) hashes the model's file name,
-    input and node-output names and the ORT/CUDA/TensorRT versions — not the weights: a re-export with new
-    weights would reuse the old engine. The folder is keyed on the ONNX file's sha256. Without
-    trt_timing_cache_path the timing cache is written to the working directory; it is shared per machine.
+    input and node-output names and the ORT/CUDA/TensorRT versions — not the weights, not `trt_fp16_enable`,
+    not the TF32 state TensorRT read from NVIDIA_TF32_OVERRIDE when it built: a cached engine would be reused
+    across all of them. The folder is keyed on the ONNX file's sha256, the FP16 flag and `tf32`
+    (`tf32_state`). Without trt_timing_cache_path the timing cache is written to the working directory; it
+    is shared per machine.
     """
     root = Path(cache_root)
-    return root / f"{artifact}-{onnx_sha256[:16]}", root / "timing"
+    return root / f"{artifact}-{onnx_sha256[:16]}-{'fp16' if fp16 else 'fp32'}-tf32{tf32}", root / "timing"
+
+
+TF32_VARIABLE = "NVIDIA_TF32_OVERRIDE"
+
+
+def tf32_state(environ: dict[str, str] | os._Environ) -> tuple[str, dict[str, str]]:
+    """(TF32 state for the cache key, variables to set) for a TensorRT-provider session.
+
+    The provider has no TF32 option and TensorRT's TF32 is on by default (NvInfer.h), so FP32 layers (the CT
+    graph's FBP island) would run with 10-bit mantissas; NVIDIA_TF32_OVERRIDE=0 turns it off for the whole
+    process, read when CUDA libraries start. Unset: set it to "0" ("off"). "0": "off". Anything else: "on",
+    which the backend refuses."""
+    value = environ.get(TF32_VARIABLE)
+    if value is None:
+        return "off", {TF32_VARIABLE: "0"}
+    return ("off", {}) if value.strip() == "0" else ("on", {})
+
+
+TENSORRT_PROVIDER_LIBRARY = "libnvinfer.so.10"  # what onnxruntime-gpu 1.26-1.31's provider links (readelf)
+
+
+def load_tensorrt_libraries() -> str:
+    """Load TensorRT's libraries for onnxruntime's TensorRT provider; "" when loaded, else why not.
+
+    pip's TensorRT keeps libnvinfer in the `tensorrt_libs` package, which loads it only on `import tensorrt`
+    (tensorrt/__init__.py); the provider's library then finds it already loaded. `preload_dlls` loads CUDA
+    and cuDNN only."""
+    import ctypes
+
+    try:
+        import tensorrt
+    except ImportError:
+        note = "the tensorrt package is not installed (pip install 'recon[gpu]')"
+    except Exception as error:  # the stub wheel raises when its libraries are missing
+        note = f"import tensorrt failed ({type(error).__name__}: {str(error).splitlines()[0][:120]})"
+    else:
+        version = str(getattr(tensorrt, "__version__", "?"))
+        if not version.startswith("10."):
+            return f"tensorrt {version} is installed, and the provider links {TENSORRT_PROVIDER_LIBRARY}"
+        note = ""
+    try:
+        ctypes.CDLL(TENSORRT_PROVIDER_LIBRARY, mode=ctypes.RTLD_GLOBAL)
+    except OSError as error:
+        return f"{TENSORRT_PROVIDER_LIBRARY} cannot be loaded ({note or str(error)[:160]})"
+    return ""
 
 
 def cpu_placed_compute(placement: list[tuple[str, str, str]], wanted: str) -> list[str]:
@@ -164,26 +214,36 @@ def onnxruntime_conflict(distribution_names: Iterable[str]) -> str | None:
     )
 
 
-ONNXRUNTIME_BUILDS = frozenset(
-    {"onnxruntime", "onnxruntime-gpu", "onnxruntime-openvino", "onnxruntime-directml"}
-)
+def cuda_major(version: Any) -> int | None:
+    """ "13.0" → 13; None (or no number) → None."""
+    text = str(version or "").split(".")[0]
+    return int(text) if text.isdigit() else None
+
+
+def preload_wanted(torch_cuda: str | None, onnxruntime_cuda: str | None) -> bool:
+    """Whether to call `onnxruntime.preload_dlls()`: for a CUDA build of onnxruntime, unless torch is loaded
+    with CUDA of the same major (then its libraries serve onnxruntime, and a second copy is what onnxruntime's
+    docs warn against). A CPU torch, or torch on another CUDA major, leaves onnxruntime without its CUDA."""
+    ort_major = cuda_major(onnxruntime_cuda)
+    return ort_major is not None and cuda_major(torch_cuda) != ort_major
 
 
 def preload_cuda_libraries(ort: Any) -> str:
     """Load CUDA/cuDNN from the nvidia-* wheels (onnxruntime-gpu[cuda,cudnn]) before a GPU session starts.
 
     `onnxruntime.preload_dlls()` (onnxruntime/__init__.py) is what onnxruntime's docs ask for when CUDA comes
-    from pip; skipped when torch is already loaded (it brought its own CUDA, and loading a second copy is
-    what the docs warn against) or this is not the GPU build. Returns what it printed (it reports failures
-    on stdout), so that a failure can be shown in the error it leads to.
+    from pip; `preload_wanted` says when. Returns what it printed (it reports failures on stdout), so that a
+    failure can be shown in the error it leads to.
     """
-    if "torch" in sys.modules or not hasattr(ort, "preload_dlls"):
+    if not hasattr(ort, "preload_dlls"):
         return ""
     try:
         from onnxruntime.capi import build_and_package_info as build
     except ImportError:
         return ""
-    if not getattr(build, "cuda_version", None):
+    torch = sys.modules.get("torch")
+    torch_cuda = getattr(getattr(torch, "version", None), "cuda", None) if torch is not None else None
+    if not preload_wanted(torch_cuda, getattr(build, "cuda_version", None)):
         return ""
     printed = io.StringIO()
     with contextlib.redirect_stdout(printed), contextlib.suppress(Exception):
@@ -204,6 +264,34 @@ def choose_onnx_file(manifest: Manifest, precision: str, gpu: bool) -> tuple[str
         f"artifact {manifest.name!r} has no {wanted} ONNX file (it has: {', '.join(have) or 'none'}); "
         f"choose one of those precisions or re-export with the {wanted} graph"
     )
+
+
+def provider_profile(manifest: Manifest, file: str) -> Profile | None:
+    """The TensorRT provider's one profile, derived from the graph at export (recon.export.tensorrt_profile);
+    None for an artifact exported before. ArtifactError when the export found that no profile fits."""
+    entry = manifest.files[file].tensorrt or {}
+    if entry.get("error"):
+        raise ArtifactError(f"the TensorRT provider cannot run {manifest.name!r}: {entry['error']}")
+    return Profile.from_json(entry["provider_profile"]) if "provider_profile" in entry else None
+
+
+def provider_profile_options(manifest: Manifest, file: str, name: str) -> dict[str, str]:
+    """trt_profile_{min,opt,max}_shapes for the input `name`, as `name:BxCxHxW`."""
+    profile = provider_profile(manifest, file)
+    if profile is None:  # exported before profiles were derived: the manifest's ranges, as then
+        batch = manifest.batch
+        return {
+            f"trt_profile_{level}_shapes": _profile_shape(manifest, name, batch[level], level)
+            for level in ("min", "opt", "max")
+        }
+    fixed = [d for d in manifest.input["shape"][1:]]
+    options = {}
+    for index, level in enumerate(("min", "opt", "max")):
+        dims = [profile.batch[index], *fixed]
+        if profile.side is not None:
+            dims[2] = dims[3] = profile.side[index]
+        options[f"trt_profile_{level}_shapes"] = f"{name}:{'x'.join(str(d) for d in dims)}"
+    return options
 
 
 def _profile_shape(manifest: Manifest, name: str, batch: int, level: str = "opt") -> str:
@@ -272,6 +360,17 @@ class OnnxRuntimeBackend(Backend):
                 "recon[openvino]`) where the CPU has AVX512_BF16 or AMX"
             )
         self.file, self.precision = choose_onnx_file(manifest, precision, self.gpu)
+        # onnxruntime's TensorRT provider builds weakly typed networks (no strong-typing option, 1.31): an
+        # FP16 graph's casts would be hints only. It gets the FP32 graph with trt_fp16_enable instead.
+        self.trt_fp16 = name == "onnxruntime-tensorrt" and self.precision == "fp16"
+        if self.trt_fp16:
+            fp32 = manifest.onnx_file("fp32")
+            if fp32 is None:
+                raise ArtifactError(
+                    f"artifact {manifest.name!r} has no FP32 ONNX graph, which the TensorRT provider builds "
+                    "its FP16 engine from; re-export the artifact"
+                )
+            self.file = fp32
         self.onnx_path = self.directory / self.file
         self.threads = threads
         self.device_id = device_id
@@ -280,6 +379,7 @@ class OnnxRuntimeBackend(Backend):
         self.trt_cache_dir = trt_cache_dir
         self.log_severity_level = log_severity_level
         self.session: Any = None
+        self._batch_limit: int | None = None  # the TensorRT provider's largest batch; larger ones are split
         self.placement: list[tuple[str, str, str]] = []
         self._input_name = manifest.input["name"]
         self._output_name = manifest.output["name"]
@@ -309,28 +409,20 @@ class OnnxRuntimeBackend(Backend):
                     "do_copy_in_default_stream": "1",
                 }
             else:  # TensorrtExecutionProvider (option names: tensorrt_execution_provider_info.cc)
-                # No TF32 switch exists here: run with NVIDIA_TF32_OVERRIDE=0 in the environment (docs/gpu.md)
+                # No TF32 switch exists here: NVIDIA_TF32_OVERRIDE=0 (tf32_state, set in activate_impl)
                 root = Path(self.trt_cache_dir or Path.home() / ".cache" / "recon" / "ort-trt")
                 sha = self.manifest.files[self.file].sha256
-                engines, timing = trt_cache_paths(root, self.manifest.name, sha)
-                batch = self.manifest.batch
+                tf32, _ = tf32_state(os.environ)
+                engines, timing = trt_cache_paths(root, self.manifest.name, sha, self.trt_fp16, tf32)
                 options = {
                     "device_id": str(self.device_id),
-                    # the FP16 graph carries its own precision (FP32 islands); no weak-typing flag
-                    "trt_fp16_enable": "False",
+                    # the FP32 graph, built FP16 where TensorRT finds it faster (weak typing)
+                    "trt_fp16_enable": str(self.trt_fp16),
                     "trt_engine_cache_enable": "True",
                     "trt_engine_cache_path": str(engines),
                     "trt_timing_cache_enable": "True",
                     "trt_timing_cache_path": str(timing),
-                    "trt_profile_min_shapes": _profile_shape(
-                        self.manifest, self._input_name, batch["min"], "min"
-                    ),
-                    "trt_profile_opt_shapes": _profile_shape(
-                        self.manifest, self._input_name, batch["opt"], "opt"
-                    ),
-                    "trt_profile_max_shapes": _profile_shape(
-                        self.manifest, self._input_name, batch["max"], "max"
-                    ),
+                    **provider_profile_options(self.manifest, self.file, self._input_name),
                 }
             if provider == PROVIDERS[self.name][0]:
                 options.update({k: str(v) for k, v in self.extra_provider_options.items()})
@@ -343,12 +435,27 @@ class OnnxRuntimeBackend(Backend):
         wanted = [provider for provider, _ in self.providers()]
         available = ort.get_available_providers()
         missing = [p for p in wanted if p not in available]
+        tensorrt_note = ""
+        if self.name == "onnxruntime-tensorrt":
+            tensorrt_note = load_tensorrt_libraries()  # before the session: the provider loads libnvinfer
+        why_trt = f"; TensorRT: {tensorrt_note}" if tensorrt_note else ""
         if missing:
             raise BackendError(
                 f"backend {self.name!r} needs {', '.join(missing)} but this onnxruntime "
-                f"({ort.__version__}) offers only {', '.join(available)}; install onnxruntime-gpu "
+                f"({ort.__version__}) offers only {', '.join(available)}{why_trt}; install onnxruntime-gpu "
                 "(`pip install recon[gpu]`) on a machine with an NVIDIA GPU, or choose --backend cpu"
             )
+        if self.name == "onnxruntime-tensorrt":
+            tf32, to_set = tf32_state(os.environ)
+            if tf32 != "off":
+                raise BackendError(
+                    f"backend {self.name!r}: {TF32_VARIABLE}={os.environ.get(TF32_VARIABLE)!r} leaves TF32 "
+                    "on, and TensorRT would run FP32 layers (the FP32 islands) with 10-bit mantissas; unset "
+                    "it or set it to 0"
+                )
+            os.environ.update(to_set)  # read when CUDA's libraries start: before the first GPU session
+            profile = provider_profile(self.manifest, self.file)
+            self._batch_limit = profile.batch[2] if profile is not None else None
         providers = self.providers()
         if self.name == "onnxruntime-tensorrt":  # the provider does not create its cache folders
             for key in ("trt_engine_cache_path", "trt_timing_cache_path"):
@@ -377,8 +484,8 @@ class OnnxRuntimeBackend(Backend):
         got = session.get_providers()
         if got[0] != wanted[0]:
             raise BackendError(
-                f"backend {self.name!r} asked for {wanted[0]} but onnxruntime gave {', '.join(got)}; "
-                "refusing to run on another provider"
+                f"backend {self.name!r} asked for {wanted[0]} but onnxruntime gave {', '.join(got)}"
+                f"{why_trt}; refusing to run on another provider"
             )
         self.placement = node_placement(session) if self.gpu else []
         on_cpu = cpu_placed_compute(self.placement, wanted[0])
@@ -411,6 +518,10 @@ class OnnxRuntimeBackend(Backend):
         self._output_names = [self._output_name]
 
     def infer_impl(self, batch: np.ndarray, timings: dict[str, float]) -> np.ndarray:
+        limit = self._batch_limit
+        if limit is not None and batch.shape[0] > limit:  # the TensorRT provider's profile max (derived)
+            parts = [self.infer_impl(batch[i : i + limit], timings) for i in range(0, batch.shape[0], limit)]
+            return np.concatenate(parts)
         # Plain run (no IOBinding): on the CPU ORT wraps the numpy buffer without a copy.
         start = time.perf_counter()
         try:
@@ -422,7 +533,7 @@ class OnnxRuntimeBackend(Backend):
                     f"{self.name}: the graph refused a batch of shape {batch.shape} ({message})"
                 ) from error
             raise BackendError(f"{self.name}: onnxruntime failed to run the graph ({message})") from error
-        timings["compute"] = time.perf_counter() - start
+        timings["compute"] = timings.get("compute", 0.0) + time.perf_counter() - start
         return output
 
     def deactivate_impl(self) -> None:

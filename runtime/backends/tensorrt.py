@@ -22,6 +22,7 @@ from typing import Any
 
 import numpy as np
 
+from recon.runtime.artifact.gpu_profiles import Profile, choose_profile
 from recon.runtime.artifact.manifest import ArtifactError, Manifest, read_verified
 from recon.runtime.backends.base import Backend, BackendError
 
@@ -155,9 +156,10 @@ def cuda_python_major() -> int | None:
 
 
 def check_cuda_majors(tensorrt_cuda: int | None, cuda_python: int | None) -> None:
-    """cuda-python 12 beside a cu13 TensorRT (or the reverse) passes the device check, then fails to start
-    CUDA inside TensorRT: refuse it up front."""
-    if tensorrt_cuda is not None and cuda_python is not None and tensorrt_cuda != cuda_python:
+    """cuda-python 12 beside a cu13 TensorRT passes the device check on a pre-R580 driver, then fails to
+    start CUDA inside TensorRT: refuse it up front. cuda-python 13 beside a cu12 TensorRT is fine: cuda-python
+    13's device check already needs an R580+ driver, and that driver runs CUDA 12 too."""
+    if tensorrt_cuda is not None and cuda_python is not None and cuda_python < tensorrt_cuda:
         raise BackendError(
             f"TensorRT here is built for CUDA {tensorrt_cuda} but cuda-python is {cuda_python}.x; install "
             f"cuda-python {tensorrt_cuda}.x (pip install recon[lean-cu{tensorrt_cuda}] or "
@@ -169,6 +171,51 @@ def engine_host_code_allowed(info: dict[str, Any]) -> bool:
     """Whether the runtime must allow host code in the plan: for every version-compatible plan, as trtexec and
     Polygraphy (backend/trt/loader.py, EngineFromBytes) do. Set only after the plan's sha256 matched."""
     return bool(info.get("version_compatible", False))
+
+
+def new_runtime(trt: Any, logger: Any, info: dict[str, Any]) -> Any:
+    """A `trt.Runtime` ready for the plan the manifest entry `info` describes: a version-compatible plan
+    does not deserialize unless host code is allowed (`Runtime.engine_host_code_allowed`, checked on the
+    tensorrt_lean 10.16 bindings). Call it only after the plan's bytes matched their sha256."""
+    runtime = trt.Runtime(logger)
+    if engine_host_code_allowed(info):
+        runtime.engine_host_code_allowed = True
+    return runtime
+
+
+@dataclass(frozen=True)
+class Copy:
+    """One cudaMemcpyAsync: `kind` is the cudaMemcpyKind member's name (cuda.bindings.runtime)."""
+
+    dst: int
+    src: int
+    nbytes: int
+    kind: str
+
+
+def copy_plan(
+    host_in: int, dev_in: int, in_bytes: int, dev_out: int, host_out: int, out_bytes: int
+) -> list[Copy]:
+    """The copies around one engine call, as (destination, source) pointers: the batch host → device before,
+    the result device → host after. cudaMemcpyAsync(dst, src, count, kind, stream)."""
+    return [
+        Copy(dev_in, host_in, in_bytes, "cudaMemcpyHostToDevice"),
+        Copy(host_out, dev_out, out_bytes, "cudaMemcpyDeviceToHost"),
+    ]
+
+
+def _memcpy(cudart: Any, copy: Copy, stream: Any) -> None:
+    kind = getattr(cudart.cudaMemcpyKind, copy.kind)
+    _check(cudart.cudaMemcpyAsync(copy.dst, copy.src, copy.nbytes, kind, stream), copy.kind)
+
+
+def engine_profiles(info: dict[str, Any], batch: dict[str, int]) -> list[Profile]:
+    """The plan's optimization profiles (the manifest's `profiles`); an engine exported before they were
+    derived holds one profile, the manifest's batch range."""
+    entries = info.get("profiles")
+    if entries:
+        return [Profile.from_json(e) for e in entries]
+    return [Profile((batch.get("min", 1), batch.get("opt", batch["max"]), batch["max"]))]
 
 
 def lean_package(info: dict[str, Any], version: str) -> str:
@@ -250,6 +297,7 @@ class _ExecutionState:
     input_capacity: int
     output_capacity: int
     events: list[Any] = field(default_factory=list)
+    profile: int = 0  # the optimization profile this context selected (once, at creation)
 
 
 class TensorRTBackend(Backend):
@@ -302,13 +350,18 @@ class TensorRTBackend(Backend):
         path = self.directory / self.file
         data = read_verified(self.directory, self.manifest, self.file)  # no link, bounded, hashed as read
         self._logger = trt.Logger(trt.Logger.WARNING)
-        self._runtime = trt.Runtime(self._logger)
-        if engine_host_code_allowed(self.entry.tensorrt or {}):
-            self._runtime.engine_host_code_allowed = True  # the bytes were checked against the manifest
+        # host code allowed for a version-compatible plan: its bytes were checked against the manifest
+        self._runtime = new_runtime(trt, self._logger, self.entry.tensorrt or {})
         self._engine = self._runtime.deserialize_cuda_engine(data)
         if self._engine is None:
             raise ArtifactError(
                 f"{path}: TensorRT could not deserialize the engine; rebuild it on this machine"
+            )
+        self._profiles = engine_profiles(self.entry.tensorrt or {}, self.manifest.batch)
+        if int(self._engine.num_optimization_profiles) != len(self._profiles):
+            raise ArtifactError(
+                f"{path}: the engine holds {self._engine.num_optimization_profiles} optimization profiles, "
+                f"the manifest lists {len(self._profiles)}; re-export"
             )
         names = [self._engine.get_tensor_name(i) for i in range(self._engine.num_io_tensors)]
         if self._input not in names or self._output not in names:
@@ -340,14 +393,18 @@ class TensorRTBackend(Backend):
         setattr(state, f"{side}_capacity", nbytes)
         state.context.set_tensor_address(self._input if side == "input" else self._output, pointer)
 
-    def _acquire(self) -> _ExecutionState:
+    def _acquire(self, profile: int) -> _ExecutionState:
         cudart = import_cudart()
         _check(cudart.cudaSetDevice(self.device_id), "cudaSetDevice")  # the current device is per thread
         with self._lock:
-            if self._free:
-                return self._free.pop()
+            for index, free in enumerate(self._free):
+                if free.profile == profile:
+                    return self._free.pop(index)
         context = self._engine.create_execution_context()
         stream = _check(cudart.cudaStreamCreateWithFlags(cudart.cudaStreamNonBlocking), "cudaStreamCreate")
+        # a context runs one profile; an engine with several starts each context on profile 0
+        if profile and not context.set_optimization_profile_async(profile, int(stream)):
+            raise BackendError(f"TensorRT refused optimization profile {profile}; re-export the engine")
         state = _ExecutionState(
             context=context,
             stream=stream,
@@ -356,6 +413,7 @@ class TensorRTBackend(Backend):
             input_capacity=0,
             output_capacity=0,
             events=[_check(cudart.cudaEventCreate(), "cudaEventCreate") for _ in range(4)],
+            profile=profile,
         )
         with self._lock:
             self._states.append(state)
@@ -370,15 +428,21 @@ class TensorRTBackend(Backend):
     def infer_impl(self, batch: np.ndarray, timings: dict[str, float]) -> np.ndarray:
         if batch.dtype != self._in_dtype:
             batch = batch.astype(self._in_dtype)
-        if batch.shape[0] > self.manifest.batch["max"]:
-            raise ValueError(
-                f"batch of {batch.shape[0]} exceeds the engine profile's max {self.manifest.batch['max']}"
-            )
-        state = self._acquire()
-        try:
-            return self._run(state, batch, timings)
-        finally:
-            self._release(state)
+        height, width = batch.shape[-2:]
+        profile, largest = choose_profile(self._profiles, batch.shape[0], height, width)
+        # a batch no profile takes at this size (the profiles keep every tensor < 2^31 elements and the
+        # activations in budget) runs in parts; each part's timings add up
+        parts = []
+        for start in range(0, batch.shape[0], largest):
+            part_timings: dict[str, float] = {}
+            state = self._acquire(profile)
+            try:
+                parts.append(self._run(state, batch[start : start + largest], part_timings))
+            finally:
+                self._release(state)
+            for stage, seconds in part_timings.items():
+                timings[stage] = timings.get(stage, 0.0) + seconds
+        return parts[0] if len(parts) == 1 else np.concatenate(parts)
 
     def _run(self, state: _ExecutionState, batch: np.ndarray, timings: dict[str, float]) -> np.ndarray:
         cudart = import_cudart()
@@ -390,18 +454,17 @@ class TensorRTBackend(Backend):
         output = np.empty(tuple(context.get_tensor_shape(self._output)), dtype=self._out_dtype)
         self._ensure(state, "input", batch.nbytes)
         self._ensure(state, "output", output.nbytes)
-        h2d, d2h = cudart.cudaMemcpyKind.cudaMemcpyHostToDevice, cudart.cudaMemcpyKind.cudaMemcpyDeviceToHost
-        _check(cudart.cudaEventRecord(events[0], stream), "cudaEventRecord")
-        _check(
-            cudart.cudaMemcpyAsync(state.d_input, batch.ctypes.data, batch.nbytes, h2d, stream), "H2D copy"
+        batch = np.ascontiguousarray(batch)
+        upload, download = copy_plan(
+            batch.ctypes.data, state.d_input, batch.nbytes, state.d_output, output.ctypes.data, output.nbytes
         )
+        _check(cudart.cudaEventRecord(events[0], stream), "cudaEventRecord")
+        _memcpy(cudart, upload, stream)
         _check(cudart.cudaEventRecord(events[1], stream), "cudaEventRecord")
         if not context.execute_async_v3(int(stream)):
             raise BackendError("TensorRT execute_async_v3 failed; see the TensorRT log above")
         _check(cudart.cudaEventRecord(events[2], stream), "cudaEventRecord")
-        _check(
-            cudart.cudaMemcpyAsync(output.ctypes.data, state.d_output, output.nbytes, d2h, stream), "D2H copy"
-        )
+        _memcpy(cudart, download, stream)
         _check(cudart.cudaEventRecord(events[3], stream), "cudaEventRecord")
         _check(cudart.cudaStreamSynchronize(stream), "cudaStreamSynchronize")
         for stage, (a, b) in zip(("h2d", "compute", "d2h"), ((0, 1), (1, 2), (2, 3)), strict=True):
