@@ -38,6 +38,20 @@ from recon.runtime.backends.openvino import (
 ENGINES = ("auto", "openvino", "onnxruntime")
 
 
+def engine_missing() -> str:
+    """ "" when onnxruntime or OpenVINO can run the check here; else why not and what to do. A `recon[lean]`
+    install (the TensorRT lean runtime alone) has neither: the network then runs, unchecked, and says so."""
+    import importlib.util
+
+    if any(importlib.util.find_spec(module) for module in ("onnxruntime", "openvino")):
+        return ""
+    return (
+        "the consistency check needs onnxruntime or OpenVINO and neither is installed (a recon[lean]-only "
+        "install); the output is not checked: pip install 'recon[cpu]' for the check, or pass "
+        "--no-consistency (consistency=False) to say so"
+    )
+
+
 @dataclass
 class ImageScore:
     """One image's consistency: the residual r, every statistic, the flag and why."""

@@ -16,6 +16,7 @@ from recon.runtime.artifact.manifest import ArtifactError, Manifest, check_batch
 from recon.runtime.artifact.spatial import BLENDS, Spatial, SpatialError, parse_spatial
 from recon.runtime.backends import Backend, select_backend
 from recon.runtime.consistency import ConsistencyGuard, ImageScore
+from recon.runtime.consistency import engine_missing as consistency_engine_missing
 from recon.runtime.inputs import check_output, finish_batch, prepare_batch, spatial_shape
 from recon.runtime.tiling import reflect_pad, sliding_window
 
@@ -84,6 +85,7 @@ class Reconstructor:
         input_range = manifest.input.get("value_range")
         self.input_range = None if input_range is None else (float(input_range[0]), float(input_range[1]))
         self.consistency = consistency  # None: no scores (switched off, or an artifact without the check)
+        self.consistency_skipped = ""  # why a requested check is not run (engine_missing); "" otherwise
         self.spatial = self._spatial(manifest, tile, overlap, blend)
         # a tile given by the caller is a cap: anything larger is tiled even when the graph takes it whole
         self.tile_cap = tile is not None
@@ -167,11 +169,17 @@ class Reconstructor:
         )
         log.info("recon.runtime: %s (file %s, %s)", reason, chosen.file, chosen.precision)
         try:
-            guard = None
+            guard, skipped = None, ""
             if consistency and manifest.consistency is not None:
-                guard = ConsistencyGuard(path, manifest, threads=threads)
+                skipped = consistency_engine_missing()  # a [lean]-only install: run, unchecked, and say so
+                if skipped:
+                    log.warning("recon.runtime: %s", skipped)
+                else:
+                    guard = ConsistencyGuard(path, manifest, threads=threads)
             spatial = {"tile": tile, "overlap": overlap, "blend": blend}
-            return cls(path, manifest, chosen, reason, clip=clip, consistency=guard, **spatial)
+            rec = cls(path, manifest, chosen, reason, clip=clip, consistency=guard, **spatial)
+            rec.consistency_skipped = skipped
+            return rec
         except BaseException:
             chosen.deactivate()
             raise

@@ -456,6 +456,9 @@ def open_reconstructor(
             "precision": rec.precision,
             "consistency": None if rec.consistency is None else rec.consistency.describe(),
         }
+        if rec.consistency_skipped:  # a [lean]-only install: images written, unchecked, and it says so
+            report.backend["consistency_skipped"] = rec.consistency_skipped
+            click.echo(f"warning: {rec.consistency_skipped}", err=True)
         yield rec
 
 
