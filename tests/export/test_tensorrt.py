@@ -1,5 +1,6 @@
 """TensorRT: the builder's decisions and the inspector's verdicts as plain data (anywhere), and real engine
-builds (where TensorRT and a GPU exist). No stand-in for TensorRT: the data tests never touch it."""
+builds (where TensorRT and a GPU exist). No builder installs here: `apply_settings` is checked on a recorder
+of the calls it makes, with the real enums of the lean bindings (tensorrt-lean-cu13) where installed."""
 
 from __future__ import annotations
 
@@ -13,18 +14,23 @@ from recon.export.errors import ExportError
 from recon.export.tensorrt_build import (
     DEFAULT_TIMING_CACHE,
     EngineOptions,
+    apply_settings,
     builder_settings,
     check_engine_precision,
     cuda_device_info,
     format_precision,
     layer_nodes,
     layer_precision,
+    network_creation_flags,
+    nodes_between,
+    precision_problems,
     profile_shapes,
     summarize_layers,
     tactic_precision,
     tensorrt_builder_status,
     timing_cache_path,
 )
+from recon.export.tensorrt_profile import GraphFootprint
 
 INSPECTOR = json.loads((Path(__file__).parent / "data" / "inspector_ct_fp16.json").read_text())
 # recon's cnn CT graph (opset 18, as exported): the FBP nodes are the FP32 island, three convs the network
@@ -33,6 +39,10 @@ ISLAND = {"node_Shape_0", "node_matmul", "node_Reshape_161", "node_pad", "node_s
           "node_gather", "node_gather_1", "n3", "n4", "node_Reshape_174", "node_sum_1", "node_Reshape_177",
           "node_mul_63"}  # fmt: skip
 CONVS = {"node_conv2d", "node_conv2d_1", "node_conv2d_2"}
+# a small graph's size: no limit binds, the profile is the one asked for
+SMALL = GraphFootprint(
+    widest_elements=64 * 60 * 363, live_bytes=1 << 20, probe_side=363, scales_with_side=False
+)
 
 
 @pytest.mark.parametrize(
@@ -83,9 +93,22 @@ def test_layers_map_to_onnx_nodes_through_metadata_myelin_names_and_foreign_node
         "c",
     }
     assert {"node_conv2d_1", "node_relu_1"} <= layer_nodes({"Name": "node_conv2d_1 + node_relu_1"})
-    order = ["n0", "n1", "n2", "n3", "n4"]
-    assert {"n1", "n2", "n3"} <= layer_nodes({"Name": "{ForeignNode[n1...n3]}"}, order)
-    assert "n4" not in layer_nodes({"Name": "{ForeignNode[n1...n3]}"}, order)
+    chain = {"n0": ["n1"], "n1": ["n2"], "n2": ["n3"], "n3": ["n4"], "n4": []}
+    assert {"n1", "n2", "n3"} <= layer_nodes({"Name": "{ForeignNode[n1...n3]}"}, chain)
+    assert "n4" not in layer_nodes({"Name": "{ForeignNode[n1...n3]}"}, chain)
+
+
+def test_a_foreign_node_range_holds_the_paths_between_its_ends_not_a_parallel_branch():
+    # x → a → b → c, and x → conv_side → out: a topological order can sort conv_side between a and c
+    edges = {"x": ["a", "conv_side"], "a": ["b"], "b": ["c"], "conv_side": ["out"], "c": ["out"], "out": []}
+    topological = ["x", "a", "conv_side", "b", "c", "out"]
+    assert topological.index("a") < topological.index("conv_side") < topological.index("c")
+    assert nodes_between("a", "c", edges) == {"a", "b", "c"}
+    held = layer_nodes({"Name": "{ForeignNode[a...c]}"}, edges)
+    assert "conv_side" not in held and {"a", "b", "c"} <= held
+    # diamond: both arms are on a path
+    diamond = {"s": ["l", "r"], "l": ["t"], "r": ["t"], "t": []}
+    assert nodes_between("s", "t", diamond) == {"s", "l", "r", "t"}
 
 
 def test_the_ct_engine_summary_counts_fp16_convs_and_fp32_island_layers():
@@ -119,18 +142,24 @@ def test_an_fp32_network_conv_in_an_fp16_engine_is_refused():
 
 def test_builder_settings_clear_tf32_and_set_strong_typing_only_below_11():
     options = EngineOptions(batch=(1, 4, 8), workspace_mb=512, opt_level=4)
-    old = builder_settings(options, "10.13.3.9.post1", "measurement", (1, 60, 363), "9.0", cuda_major=13)
-    new = builder_settings(options, "11.4.0.106", "measurement", (1, 60, 363), "9.0", cuda_major=13)
+    old = builder_settings(
+        options, "10.13.3.9.post1", "measurement", (1, 60, 363), "9.0", cuda_major=13, footprint=SMALL
+    )
+    new = builder_settings(
+        options, "11.4.0.106", "measurement", (1, 60, 363), "9.0", cuda_major=13, footprint=SMALL
+    )
     assert old.network_flags == ("STRONGLY_TYPED",) and new.network_flags == ()
     assert old.clear_flags == new.clear_flags == ("TF32",) and new.set_flags == ()
     assert new.workspace_bytes == 512 << 20 and new.optimization_level == 4
-    assert new.profile == {"measurement": ((1, 1, 60, 363), (4, 1, 60, 363), (8, 1, 60, 363))}
+    assert new.profiles == ({"measurement": ((1, 1, 60, 363), (4, 1, 60, 363), (8, 1, 60, 363))},)
     assert old.manifest["version"] == "10.13.3.9" and new.manifest["tf32"] is False
     assert new.manifest["profile"] == {"min": 1, "opt": 4, "max": 8} and new.manifest["cuda_major"] == 13
 
 
 def test_lean_engines_exclude_the_lean_runtime_and_say_so_in_the_manifest():
-    settings = builder_settings(EngineOptions(version_compatible=True), "11.4.0.106", "x", (1, 8, 8))
+    settings = builder_settings(
+        EngineOptions(version_compatible=True), "11.4.0.106", "x", (1, 8, 8), footprint=SMALL
+    )
     assert settings.set_flags == ("VERSION_COMPATIBLE", "EXCLUDE_LEAN_RUNTIME")
     assert settings.manifest["version_compatible"] and settings.manifest["lean_runtime_excluded"]
     assert settings.manifest["version"] == "11.4.0.106"  # the lean runtime must match it exactly
@@ -149,10 +178,128 @@ def test_a_symbolic_size_graph_gets_a_spatial_profile_and_the_manifest_records_i
         (8, 1, 512, 512),
         (32, 1, 2048, 2048),
     )
-    settings = builder_settings(EngineOptions(), "11.4.0.106", "x", (1, 256, 256), spatial=(64, 512, 2048))
-    assert settings.profile["x"][2] == (32, 1, 2048, 2048)
+    tiny = GraphFootprint(widest_elements=64 * 64, live_bytes=64 * 64, probe_side=64)  # 1 channel, 1 B/px
+    settings = builder_settings(
+        EngineOptions(), "11.4.0.106", "x", (1, 256, 256), spatial=(64, 512, 2048), footprint=tiny
+    )
+    assert settings.profiles[0]["x"][2] == (32, 1, 2048, 2048)
     assert settings.manifest["spatial_profile"] == {"min": 64, "opt": 512, "max": 2048}
-    assert "spatial_profile" not in builder_settings(EngineOptions(), "11.4.0.106", "x", (1, 8, 8)).manifest
+    plain = builder_settings(EngineOptions(), "11.4.0.106", "x", (1, 8, 8), footprint=SMALL)
+    assert "spatial_profile" not in plain.manifest
+
+
+def _trt_enums():
+    """TensorRT's enums: the real ones of the lean bindings where installed (`BuilderFlag` etc. are there;
+    `NetworkDefinitionCreationFlag` is builder-only), else their NvInfer.h values."""
+    from types import SimpleNamespace
+
+    network_flag = SimpleNamespace(
+        STRONGLY_TYPED=1
+    )  # NvInfer.h 10.x: kEXPLICIT_BATCH = 0, kSTRONGLY_TYPED = 1
+    try:
+        import tensorrt_lean as trt
+    except ImportError:
+        names = ("TF32", "VERSION_COMPATIBLE", "EXCLUDE_LEAN_RUNTIME")
+        return SimpleNamespace(
+            BuilderFlag=SimpleNamespace(**{n: n for n in names}),
+            MemoryPoolType=SimpleNamespace(WORKSPACE="WORKSPACE"),
+            ProfilingVerbosity=SimpleNamespace(DETAILED="DETAILED"),
+            NetworkDefinitionCreationFlag=network_flag,
+        )
+    return SimpleNamespace(
+        BuilderFlag=trt.BuilderFlag,
+        MemoryPoolType=trt.MemoryPoolType,
+        ProfilingVerbosity=trt.ProfilingVerbosity,
+        NetworkDefinitionCreationFlag=network_flag,
+    )
+
+
+class _Recorder:
+    """Stands in for TensorRT's builder, config and profile objects (no builder installs here): records
+    what recon does to them, so that the settings' effect is checked, not restated."""
+
+    def __init__(self):
+        self.calls: list[tuple] = []
+        self.flags: set = set()
+
+    def create_builder_config(self):
+        return self
+
+    def create_optimization_profile(self):
+        profile = _Recorder()
+        self.calls.append(("profile", profile))
+        return profile
+
+    def set_flag(self, flag):
+        self.flags.add(flag)
+
+    def clear_flag(self, flag):
+        self.flags.discard(flag)
+        self.calls.append(("clear", flag))
+
+    def __getattr__(self, name):
+        return lambda *args: self.calls.append((name, *args))
+
+    def __setattr__(self, name, value):
+        if name in ("calls", "flags"):
+            return object.__setattr__(self, name, value)
+        self.calls.append(("=", name, value))
+
+
+def test_the_builder_config_gets_tf32_cleared_and_every_derived_profile():
+    trt = _trt_enums()
+    wide = GraphFootprint(widest_elements=16 * 64 * 64, live_bytes=200 * 64 * 64, probe_side=64, multiple=16)
+    for options in (EngineOptions(), EngineOptions(version_compatible=True)):
+        settings = builder_settings(
+            options, "10.13.3.9", "x", (1, 256, 256), "9.0", spatial=(64, 512, 2048), footprint=wide
+        )
+        config = _Recorder()
+        config.flags.add(trt.BuilderFlag.TF32)  # on by default (NvInfer.h)
+        apply_settings(trt, config, None, settings)
+        assert trt.BuilderFlag.TF32 not in config.flags and ("clear", trt.BuilderFlag.TF32) in config.calls
+        lean = {trt.BuilderFlag.VERSION_COMPATIBLE, trt.BuilderFlag.EXCLUDE_LEAN_RUNTIME}
+        assert (lean <= config.flags) == options.version_compatible
+        added = [c[1] for c in config.calls if c[0] == "add_optimization_profile"]
+        assert len(added) == len(settings.profiles) == 2
+        shapes = [p.calls[0] for p in added]  # ("set_shape", name, min, opt, max)
+        assert [s[4][0] for s in shapes] == [32, 5] and all(s[1] == "x" for s in shapes)
+        assert ("set_memory_pool_limit", trt.MemoryPoolType.WORKSPACE, 4096 << 20) in config.calls
+
+
+def test_strong_typing_sets_bit_one_of_the_network_flags():
+    # create_network(flags): 1 << int(NetworkDefinitionCreationFlag.STRONGLY_TYPED); its value is 1
+    assert network_creation_flags(("STRONGLY_TYPED",), _trt_enums().NetworkDefinitionCreationFlag) == 2
+    assert network_creation_flags(("STRONGLY_TYPED",), {"STRONGLY_TYPED": 1}) == 0b10
+    assert network_creation_flags((), {"STRONGLY_TYPED": 1}) == 0
+    assert network_creation_flags(("A", "B"), {"A": 0, "B": 3}) == 0b1001
+
+
+def test_the_builder_flag_names_recon_uses_exist_in_the_real_bindings():
+    trt = pytest.importorskip("tensorrt_lean", reason="tensorrt-lean-cu13 is not installed here")
+    for flag in ("TF32", "VERSION_COMPATIBLE", "EXCLUDE_LEAN_RUNTIME"):
+        assert hasattr(trt.BuilderFlag, flag), flag
+    assert int(trt.BuilderFlag.TF32) == 6  # NvInfer.h kTF32
+    assert hasattr(trt.MemoryPoolType, "WORKSPACE") and hasattr(trt.ProfilingVerbosity, "DETAILED")
+    assert hasattr(trt.LayerInformationFormat, "JSON")
+    context = trt.IExecutionContext
+    for name in (
+        "set_optimization_profile_async",
+        "set_input_shape",
+        "set_tensor_address",
+        "execute_async_v3",
+    ):
+        assert hasattr(context, name), name
+    assert hasattr(trt.ICudaEngine, "num_optimization_profiles")
+
+
+def test_the_layer_verdict_is_a_list_of_problems_and_raises_only_when_asked():
+    layers = copy.deepcopy(INSPECTOR["Layers"])
+    layers[5]["TacticName"] = "sm80_xmma_fprop_implicit_gemm_f32f32_f32f32_f32_nchwkcrs_nchw"
+    layers[5]["Outputs"][0]["Format/Datatype"] = "Row major linear FP32 format"
+    problems = precision_problems(summarize_layers(layers, ISLAND, CONVS))
+    assert len(problems) == 1 and "in FP32 though --fp16" in problems[0]
+    assert precision_problems(summarize_layers(INSPECTOR["Layers"], ISLAND, CONVS)) == []
+    assert EngineOptions().layer_check == "warn"  # until a real engine's inspector JSON is the fixture
 
 
 def test_the_default_timing_cache_is_keyed_on_tensorrt_and_gpu_and_a_chosen_one_is_kept(tmp_path):
