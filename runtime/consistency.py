@@ -41,10 +41,14 @@ ENGINES = ("auto", "openvino", "onnxruntime")
 def engine_missing() -> str:
     """ "" when onnxruntime or OpenVINO can run the check here; else why not and what to do. A `recon[lean]`
     install (the TensorRT lean runtime alone) has neither: the network then runs, unchecked, and says so."""
-    import importlib.util
+    import importlib
 
-    if any(importlib.util.find_spec(module) for module in ("onnxruntime", "openvino")):
-        return ""
+    for module in ("openvino", "onnxruntime"):  # the guard imports one of them next anyway
+        try:
+            importlib.import_module(module)
+            return ""
+        except ImportError:
+            continue
     return (
         "the consistency check needs onnxruntime or OpenVINO and neither is installed (a recon[lean]-only "
         "install); the output is not checked: pip install 'recon[cpu]' for the check, or pass "

@@ -25,7 +25,10 @@ from recon.runtime.backends.onnxruntime import (
     HEAVY_OPS,
     OnnxRuntimeBackend,
     cpu_placed_compute,
+    load_tensorrt_libraries,
     node_placement,
+    preload_wanted,
+    tf32_state,
     trt_cache_paths,
 )
 
@@ -146,18 +149,82 @@ def test_gpu_sessions_record_placement_keep_cpu_fallback_and_turn_tf32_off(ct):
     assert backend.file == "model.fp16.onnx"  # auto on a GPU: the FP16 graph
 
 
-def test_the_tensorrt_providers_engine_cache_is_keyed_on_the_onnx_sha256(ct, tmp_path):
+def test_the_tensorrt_providers_engine_cache_is_keyed_on_the_onnx_sha256_fp16_and_tf32(ct, tmp_path):
     manifest = load_manifest(ct)
     backend = OnnxRuntimeBackend(ct, manifest, name="onnxruntime-tensorrt", trt_cache_dir=tmp_path)
     (trt_name, trt), (cuda_name, _) = backend.providers()
     assert (trt_name, cuda_name) == ("TensorrtExecutionProvider", "CUDAExecutionProvider")
     sha = hashlib.sha256((ct / backend.file).read_bytes()).hexdigest()
-    assert trt["trt_engine_cache_path"] == str(tmp_path / f"{manifest.name}-{sha[:16]}")
+    assert trt["trt_engine_cache_path"] == str(tmp_path / f"{manifest.name}-{sha[:16]}-fp16-tf32off")
     assert trt["trt_timing_cache_path"] == str(tmp_path / "timing")  # not the working directory
-    assert trt["trt_fp16_enable"] == "False" and trt["trt_engine_cache_enable"] == "True"
-    assert trt["trt_profile_max_shapes"].startswith(f"{manifest.input['name']}:{manifest.batch['max']}x")
-    retrained, _ = trt_cache_paths(tmp_path, manifest.name, "f" * 64)
+    assert trt["trt_engine_cache_enable"] == "True"
+    key = {
+        trt_cache_paths(tmp_path, "a", sha, fp16, tf32)[0] for fp16 in (True, False) for tf32 in ("off", "on")
+    }
+    assert len(key) == 4  # an engine built with TF32 on, or in FP32, is never reused for another setting
+    retrained, _ = trt_cache_paths(tmp_path, manifest.name, "f" * 64, True, "off")
     assert str(retrained) != trt["trt_engine_cache_path"]  # new weights, new engine
+
+
+def test_the_tensorrt_provider_builds_fp16_from_the_fp32_graph_with_its_fp16_flag(ct, tmp_path):
+    manifest = load_manifest(ct)
+    fp16 = OnnxRuntimeBackend(ct, manifest, name="onnxruntime-tensorrt", trt_cache_dir=tmp_path)
+    # weakly typed: an FP16 graph's casts would be hints; the FP32 graph with trt_fp16_enable instead
+    assert fp16.precision == "fp16" and fp16.file == "model.onnx"
+    assert fp16.providers()[0][1]["trt_fp16_enable"] == "True"
+    fp32 = OnnxRuntimeBackend(
+        ct, manifest, name="onnxruntime-tensorrt", precision="fp32", trt_cache_dir=tmp_path
+    )
+    assert fp32.file == "model.onnx" and fp32.providers()[0][1]["trt_fp16_enable"] == "False"
+    cuda = OnnxRuntimeBackend(ct, manifest, name="onnxruntime-cuda")
+    assert cuda.file == "model.fp16.onnx"  # the CUDA provider runs the FP16 graph as typed
+
+
+def test_the_tensorrt_providers_profile_is_the_one_derived_at_export(deblur, tmp_path):
+    manifest = load_manifest(deblur)
+    entry = manifest.files["model.onnx"].tensorrt
+    profile = entry["provider_profile"]
+    trt = OnnxRuntimeBackend(
+        deblur, manifest, name="onnxruntime-tensorrt", trt_cache_dir=tmp_path
+    ).providers()
+    name, spatial = manifest.input["name"], manifest.spatial
+    assert (
+        trt[0][1]["trt_profile_max_shapes"]
+        == f"{name}:{profile['batch'][2]}x1x{spatial['max']}x{spatial['max']}"
+    )
+    assert (
+        trt[0][1]["trt_profile_min_shapes"]
+        == f"{name}:{profile['batch'][0]}x1x{spatial['min']}x{spatial['min']}"
+    )
+    assert entry["footprint"]["widest_elements"] > 0
+
+
+def test_tf32_is_switched_off_through_the_environment_and_a_setting_that_leaves_it_on_is_named():
+    assert tf32_state({}) == ("off", {"NVIDIA_TF32_OVERRIDE": "0"})  # unset: recon sets it
+    assert tf32_state({"NVIDIA_TF32_OVERRIDE": "0"}) == ("off", {})
+    assert tf32_state({"NVIDIA_TF32_OVERRIDE": "1"}) == ("on", {})
+
+
+def test_cuda_libraries_are_preloaded_unless_torch_brought_the_same_cuda_major():
+    assert preload_wanted(None, "13.0")  # no torch, or a CPU torch
+    assert preload_wanted("12.8", "13.0")  # torch's CUDA 12 does not serve onnxruntime's 13
+    assert not preload_wanted("13.0", "13.0") and not preload_wanted("13.2", "13.0")
+    assert not preload_wanted(None, None) and not preload_wanted("13.0", "")  # a CPU onnxruntime
+
+
+def test_without_tensorrt_the_provider_says_which_library_it_lacks(ct):
+    note = load_tensorrt_libraries()
+    try:
+        import tensorrt  # noqa: F401
+    except ImportError:
+        assert "libnvinfer.so.10 cannot be loaded" in note and "tensorrt package is not installed" in note
+    backend = OnnxRuntimeBackend(ct, load_manifest(ct), name="onnxruntime-tensorrt")
+    import onnxruntime as ort
+
+    if "TensorrtExecutionProvider" in ort.get_available_providers():
+        pytest.skip("this onnxruntime offers the TensorRT provider")
+    with pytest.raises(Exception, match=r"TensorRT: .*libnvinfer\.so\.10"):
+        backend.activate()
 
 
 def test_placement_is_read_from_a_real_session_and_compute_on_the_cpu_is_refused_for_gpus(ct):

@@ -153,7 +153,13 @@ def test_every_shipped_model_gets_profiles_within_the_limits_at_the_default_rang
     """The export's default ranges (batch 1:8:32, sides 64:512:2048) on the real graphs: every shipped card,
     and every registered architecture's default preset (random init) for the deblur task."""
     from recon.export.exporter import DEFAULT_SPATIAL as EXPORT_SPATIAL
-    from recon.export.exporter import ExportOptions, build_pipeline, load_network, pad_multiple
+    from recon.export.exporter import (
+        ExportOptions,
+        build_pipeline,
+        load_network,
+        pad_multiple,
+        receptive_field_of,
+    )
     from recon.export.onnx_export import export_onnx
     from recon.export.parity import simulated_inputs
     from recon.training.models import list_models
@@ -166,7 +172,7 @@ def test_every_shipped_model_gets_profiles_within_the_limits_at_the_default_rang
         pipeline, _ = build_pipeline(network, task_cfg)
         size = task_cfg.image_size
         example = __import__("torch").from_numpy(simulated_inputs(task_cfg, [2], size, seed=1)[0][2])
-        whole = task == "deblur" and getattr(network, "receptive_field_layers", None) is not None
+        whole = task == "deblur" and receptive_field_of(network) is not None  # as the exporter decides
         info = export_onnx(
             pipeline, example, tmp_path / f"{model}-{task}.onnx", spatial=(64, 2048) if whole else None
         )

@@ -11,15 +11,20 @@ from __future__ import annotations
 import shutil
 import subprocess
 import sys
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
 
+from recon.runtime.artifact.gpu_profiles import Profile
 from recon.runtime.backends.base import BackendError
 from recon.runtime.backends.tensorrt import (
     check_cuda_majors,
+    copy_plan,
     cuda_major_of,
     engine_host_code_allowed,
+    engine_profiles,
+    new_runtime,
     no_gpu_message,
     same_release,
     version_tuple,
@@ -41,9 +46,10 @@ def test_the_cuda_major_of_tensorrt_comes_from_its_wheel_names():
     assert cuda_major_of(["tensorrt-cu12", "tensorrt-lean-cu13"]) is None  # mixed: not ours to guess
 
 
-def test_cuda_python_of_another_major_than_tensorrt_is_refused_before_cuda_starts():
+def test_an_older_cuda_python_than_tensorrt_is_refused_and_a_newer_one_is_taken():
     check_cuda_majors(13, 13)
     check_cuda_majors(None, 12)
+    check_cuda_majors(12, 13)  # cuda-python 13 already needs an R580+ driver, which runs CUDA 12 too
     with pytest.raises(BackendError, match=r"built for CUDA 13 but cuda-python is 12\.x.*lean-cu13"):
         check_cuda_majors(13, 12)
 
@@ -61,6 +67,54 @@ def test_host_code_is_allowed_for_every_version_compatible_plan_and_no_other():
     assert engine_host_code_allowed({"version_compatible": True, "lean_runtime_excluded": True})
     assert engine_host_code_allowed({"version_compatible": True, "lean_runtime_excluded": False})
     assert not engine_host_code_allowed({"version_compatible": False})
+
+
+class _RecordingRuntime:
+    """Stands in for `trt.Runtime` (creating a real one without a GPU can crash the process): keeps what
+    recon sets on it."""
+
+    def __init__(self, logger):
+        self.logger = logger
+        self.engine_host_code_allowed = False
+
+
+def test_a_version_compatible_plans_runtime_allows_host_code_and_no_other_does():
+    trt = SimpleNamespace(Runtime=_RecordingRuntime)
+    assert new_runtime(trt, "log", {"version_compatible": True}).engine_host_code_allowed is True
+    assert new_runtime(trt, "log", {"version_compatible": False}).engine_host_code_allowed is False
+    assert new_runtime(trt, "log", {}).engine_host_code_allowed is False
+    lean = pytest.importorskip("tensorrt_lean", reason="tensorrt-lean-cu13 is not installed here")
+    assert isinstance(lean.Runtime.engine_host_code_allowed, property)  # the attribute recon sets, real
+
+
+def test_the_copies_upload_the_batch_before_and_download_the_result_after():
+    host_in, dev_in, dev_out, host_out = 0x1000, 0xD000, 0xE000, 0x2000
+    upload, download = copy_plan(host_in, dev_in, 64, dev_out, host_out, 32)
+    assert (upload.dst, upload.src, upload.nbytes, upload.kind) == (
+        dev_in,
+        host_in,
+        64,
+        "cudaMemcpyHostToDevice",
+    )
+    assert (download.dst, download.src, download.nbytes) == (host_out, dev_out, 32)
+    assert download.kind == "cudaMemcpyDeviceToHost"
+    runtime = pytest.importorskip("cuda.bindings.runtime", reason="cuda-python is not installed here")
+    # the names resolve in the real bindings to the documented values (cudaMemcpyKind: H2D 1, D2H 2)
+    assert int(getattr(runtime.cudaMemcpyKind, upload.kind)) == 1
+    assert int(getattr(runtime.cudaMemcpyKind, download.kind)) == 2
+
+
+def test_an_engines_profiles_come_from_its_manifest_entry_or_the_batch_range_before_them():
+    entry = {
+        "profiles": [
+            {"batch": [1, 8, 32], "side": [64, 512, 1024]},
+            {"batch": [1, 5, 5], "side": [64, 2048, 2048]},
+        ]
+    }
+    assert engine_profiles(entry, {"min": 1, "opt": 8, "max": 32}) == [
+        Profile((1, 8, 32), (64, 512, 1024)), Profile((1, 5, 5), (64, 2048, 2048))
+    ]  # fmt: skip
+    assert engine_profiles({}, {"min": 1, "opt": 4, "max": 16}) == [Profile((1, 4, 16))]
 
 
 def _gpu_and_tensorrt() -> str | None:
