@@ -4,10 +4,12 @@ real GPU arithmetic; FLOPs and bytes against the card's measured roofline; the `
     python bench/gpu.py --markdown docs/gpu-benchmark.md --json gpu.json   # everything, one command
     python bench/gpu.py --quick                                   # smoke run: cnn only, 64², few iterations
 
-One run ends within ten minutes: torch timings left when ``--budget-s`` (400 s, imports included) runs out
-are skipped and marked, the runtime paths get ``--runtime-budget-s`` (240 s, each worker killed at its
-limit: an engine build can take minutes), ``pytest -m gpu`` gets ``--pytest-timeout-s`` (420 s), and the
-JSON and markdown are rewritten after each step, so a run cut short still leaves its numbers (PARTIAL).
+One run ends within about 25 minutes: torch timings left when ``--budget-s`` (300 s, imports included) runs
+out are skipped and marked, the runtime paths get ``--runtime-budget-s`` (900 s: per model an export, a
+native TensorRT build and the onnxruntime TensorRT provider's build; each worker killed at
+``--worker-timeout-s``, 420 s), ``pytest -m gpu`` gets ``--pytest-timeout-s`` (300 s), and the JSON and
+markdown are rewritten after each step, so a run cut short still leaves its numbers (PARTIAL). For a short
+check on a GPU machine without TensorRT see ``bench/gpu_check.py``.
 
 Needs recon installed with its training extra (torch, scikit-image, safetensors: ``pip install -e .[train]``
 and onnxruntime-gpu as docs/gpu.md says), and pytest for ``pytest -m gpu`` (without it: noted). Without
@@ -743,9 +745,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         help="export and time recon.runtime's backends (default: with CUDA)")  # fmt: skip
     add("--runtime-models", help="model:task pairs for the runtime paths "
         "(default: resunet:deblur,resunet:ct; --quick: cnn:deblur)")  # fmt: skip
-    add("--runtime-budget-s", type=float, default=240.0, help="time for all runtime paths (default: 240)")
-    add("--worker-timeout-s", type=float, default=180.0,
-        help="limit of one runtime worker; an engine build counts (default: 180)")  # fmt: skip
+    # each model: an export (~1 min on a GPU machine's CPU, parity included), then a native TensorRT build and
+    # the onnxruntime TensorRT provider's own build (minutes each for a ResUNet): 2 models need ~15 min
+    add("--runtime-budget-s", type=float, default=900.0, help="time for all runtime paths (default: 900)")
+    add("--worker-timeout-s", type=float, default=420.0,
+        help="limit of one runtime worker; an engine build counts (default: 420)")  # fmt: skip
     add("--pytest", action=argparse.BooleanOptionalAction, help="run `pytest -m gpu` (default: with CUDA)")
     add("--pytest-timeout-s", type=float, default=300.0,
         help="limit of `pytest -m gpu`; its engine builds take minutes (default: 300)")  # fmt: skip

@@ -329,6 +329,8 @@ needs_builder = pytest.mark.skipif(
 @needs_builder
 @pytest.mark.parametrize("lean", [False, True])
 def test_an_fp16_ct_engine_builds_with_fp16_convs_and_passes_parity(exported, tmp_path, lean):
+    # recon[gpu] does not bring tritonclient (recon[triton] does): skip with that reason, not an ImportError
+    pytest.importorskip("tritonclient.grpc", reason="tritonclient is not installed (pip install recon[triton])")
     from google.protobuf import text_format
     from tritonclient.grpc import model_config_pb2
 
@@ -341,6 +343,7 @@ def test_an_fp16_ct_engine_builds_with_fp16_convs_and_passes_parity(exported, tm
     assert plan.precision == "fp16" and plan.tensorrt["version_compatible"] is lean
     assert plan.tensorrt["compute_capability"].count(".") == 1 and plan.tensorrt["version"]
     assert plan.tensorrt["profile"] == {"min": 1, "opt": 2, "max": 4} and plan.tensorrt["tf32"] is False
+    assert plan.tensorrt["profiles"] == [{"batch": [1, 2, 4]}]  # the small CT graph: one, as asked
     assert (tmp_path / "cache").stat().st_size > 0  # the timing cache persisted
     report = json.loads((directory / "parity.json").read_text())
     layers = report["tensorrt"]["layers"]
