@@ -330,7 +330,7 @@ needs_builder = pytest.mark.skipif(
 @pytest.mark.parametrize("lean", [False, True])
 def test_an_fp16_ct_engine_builds_with_fp16_convs_and_passes_parity(exported, tmp_path, lean):
     # recon[gpu] does not bring tritonclient (recon[triton] does): skip with that reason, not an ImportError
-    pytest.importorskip("tritonclient.grpc", reason="tritonclient is not installed (pip install recon[triton])")
+    pytest.importorskip("tritonclient.grpc", reason="tritonclient is not installed (recon[triton])")
     from google.protobuf import text_format
     from tritonclient.grpc import model_config_pb2
 
