@@ -1,4 +1,4 @@
-"""Plant the GPU path's four known bugs, one at a time, in a temporary copy, and check the CPU tests catch each.
+"""Plant the GPU path's known bugs one at a time in a temporary copy; check the CPU tests catch each.
 
     python scripts/mutation_gpu.py          # exit 0 when the clean copy passes and every bug is caught
 
@@ -94,7 +94,8 @@ def run_tests(dest: Path) -> tuple[int, str]:
 def which_recon(dest: Path) -> str:
     env = {**os.environ, "PYTHONPATH": str(dest / ".shim")}
     code = "import recon.export.tensorrt_build as m; print(m.__file__)"
-    return subprocess.run([sys.executable, "-c", code], cwd=dest, env=env, capture_output=True, text=True).stdout
+    proc = subprocess.run([sys.executable, "-c", code], cwd=dest, env=env, capture_output=True, text=True)
+    return proc.stdout
 
 
 def main(argv: list[str] | None = None) -> int:
