@@ -7,7 +7,7 @@ PY := $(VENV)/bin/python
 TORCH_SPEC ?= torch==2.13.0
 EXTRAS ?= train,cpu,openvino,dicom,plot,triton,dev
 
-.PHONY: venv test test-slow test-all demo bench lint soak clean triton-env test-triton triton-serve bench-triton
+.PHONY: venv test test-slow test-all demo bench lint soak clean triton-env test-triton triton-serve bench-triton gpu-check
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -65,6 +65,12 @@ demo: venv
 
 soak: venv
 	$(PY) scripts/soak.py
+
+# The short GPU check (bench/gpu_check.py): installs nothing; GPU parts skip with the reason without CUDA.
+# Writes gpu-check.json / gpu-check.md into $(OUT) (default: .). docs/gpu.md says what it checks.
+OUT ?= .
+gpu-check: venv
+	OUT=$(OUT) $(PY) bench/gpu_check.py --quick --footprints bench/data/shipped_footprints.json
 
 bench: venv
 	$(PY) bench/fbp.py

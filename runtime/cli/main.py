@@ -72,7 +72,7 @@ def inspect_command(artifact: Path, verify: bool, as_json: bool) -> None:
         extra = (
             f"  TensorRT {trt.get('version')} sm {trt.get('compute_capability')}"
             + (" version-compatible" if trt.get("version_compatible") else "")
-            if trt
+            if trt.get("version")  # an ONNX file's entry holds only the TensorRT provider's profile
             else ""
         )
         click.echo(
