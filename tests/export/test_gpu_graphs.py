@@ -267,3 +267,18 @@ def test_two_onnxruntime_builds_in_one_environment_are_named():
     assert onnxruntime_conflict(["numpy", "onnxruntime-gpu", "tensorrt-cu13"]) is None
     message = onnxruntime_conflict(["onnxruntime", "onnxruntime_gpu"])
     assert "onnxruntime and onnxruntime-gpu are both installed" in message and "uninstall" in message
+
+
+def test_the_tensorrt_provider_refuses_a_graph_the_export_found_too_large_and_reads_older_artifacts(
+    ct, tmp_path
+):
+    from recon.runtime.artifact.manifest import ArtifactError
+
+    manifest = load_manifest(ct)
+    manifest.files["model.onnx"].tensorrt = {"error": "one image needs a tensor of 3,000,000,000 elements"}
+    backend = OnnxRuntimeBackend(ct, manifest, name="onnxruntime-tensorrt", trt_cache_dir=tmp_path)
+    with pytest.raises(ArtifactError, match="cannot run .*3,000,000,000 elements"):
+        backend.providers()
+    manifest.files["model.onnx"].tensorrt = None  # exported before profiles were derived: its batch range
+    (_, trt), _ = backend.providers()
+    assert trt["trt_profile_max_shapes"].startswith(f"{manifest.input['name']}:{manifest.batch['max']}x")
