@@ -46,7 +46,7 @@ def _now() -> str:
 
 
 def write_atomic(path: Path, data: Any, stage: str) -> None:
-    """JSON to a temp file beside `path`, fsynced, renamed over it, the folder fsynced: old or new survives."""
+    """JSON to a temp file beside `path`, fsynced, renamed over it, the folder fsynced: old or new."""
     fd, tmp = temp_beside(path)
     try:
         with os.fdopen(fd, "w") as handle:
