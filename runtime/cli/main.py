@@ -15,7 +15,9 @@ import click
 from recon.runtime import plugins
 from recon.runtime.cli.base import Command, Group
 from recon.runtime.cli.bench import bench_command
+from recon.runtime.cli.models import models_group
 from recon.runtime.cli.run import collect_inputs, plan_outputs, run_command
+from recon.runtime.cli.verify import verify_command
 
 __all__ = [
     "bench_command",
@@ -115,6 +117,8 @@ def main() -> None:
 main.add_command(run_command)
 main.add_command(bench_command)
 main.add_command(inspect_command)
+main.add_command(verify_command)
+main.add_command(models_group)
 
 run_main = run_command
 bench_main = bench_command
