@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import sys
+from pathlib import Path
+from typing import Any
 
 import click
 
@@ -16,6 +18,31 @@ Examples:
   recon verify models/resunet-deblur              (its newest version; records the outcome)
   recon verify models/resunet-deblur@2 --backend openvino --precision bf16 --json
 Exit status: 0 when every backend/precision run passed, 1 otherwise."""
+
+
+class ArtifactPath(click.ParamType):
+    """An artifact folder, a model folder (models/NAME) or one of its versions (models/NAME@N)."""
+
+    name = "artifact"
+
+    def convert(self, value: Any, param: Any, ctx: Any) -> Path:
+        from recon.runtime.versions import split_reference
+
+        base, _ = split_reference(value)
+        if not (Path(value).is_dir() or base.is_dir()):
+            self.fail(f"{value!r} is not a folder (an artifact, models/NAME or models/NAME@N)", param, ctx)
+        return Path(value)
+
+
+def verify_before_run(reconstructor: Any) -> None:
+    """recon-run --verify: the golden set on the backend and precision about to run; refuse on failure."""
+    result = reconstructor.verify()
+    click.echo(f"verify: {result.line()}", err=True)
+    if not result.passed:
+        raise RuntimeError(
+            f"{reconstructor.directory}: verification failed on {result.backend}/{result.precision} "
+            f"({result.reason}); nothing was reconstructed"
+        )
 
 
 def print_report(report: dict) -> None:
@@ -37,7 +64,7 @@ def print_report(report: dict) -> None:
 
 
 @click.command("verify", cls=Command, epilog=EPILOG)
-@click.argument("artifact")
+@click.argument("artifact", type=ArtifactPath())
 @click.option(
     "--backend", "-b", default=None, help="Only this backend (default: every one measured at export)."
 )
@@ -46,7 +73,7 @@ def print_report(report: dict) -> None:
 @click.option("--no-record", is_flag=True, help="Do not write the model folder's verification record.")
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
 def verify_command(
-    artifact: str, backend: str | None, precision: str | None, threads: int | None, no_record: bool,
+    artifact: Path, backend: str | None, precision: str | None, threads: int | None, no_record: bool,
     as_json: bool,
 ) -> None:  # fmt: skip
     """Run the artifact's golden inputs here and compare with the outputs validated at export.
