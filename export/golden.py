@@ -75,10 +75,18 @@ def _save_npy(path: Path, array: np.ndarray) -> None:
     path.write_bytes(buffer.getvalue())
 
 
-def _run(directory: Path, backend: str, precision: str, inputs: np.ndarray, threads: int | None):
+def _run(
+    directory: Path,
+    backend: str,
+    precision: str,
+    inputs: np.ndarray,
+    threads: int | None,
+    scores: bool = False,
+):
     from recon.runtime.reconstructor import Reconstructor
 
-    with Reconstructor.from_artifact(directory, backend=backend, precision=precision, threads=threads) as rec:
+    options = {"backend": backend, "precision": precision, "threads": threads, "consistency": scores}
+    with Reconstructor.from_artifact(directory, **options) as rec:
         outputs, scores = rec.run(inputs, return_scores=True)
     return np.asarray(outputs, np.float32), scores
 
@@ -104,7 +112,7 @@ def write_golden(
     _save_npy(directory / INPUTS, inputs)
     manifest.add_file(directory, INPUTS, "golden")
     manifest.save(directory)
-    references, scores = _run(directory, *REFERENCE, inputs, threads)
+    references, scores = _run(directory, *REFERENCE, inputs, threads, scores=True)
     _save_npy(directory / OUTPUTS, references)
     manifest.add_file(directory, OUTPUTS, "golden")
     value_range = manifest.output.get("value_range") or [0.0, 1.0]
