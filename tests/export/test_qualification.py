@@ -145,3 +145,14 @@ def test_version_of_exports_the_next_version_without_touching_the_others(saved_w
     assert ModelFolder(folder).versions() == [1, 2]
     code, out = recon("verify", str(folder), "--backend", "cpu", "--precision", "fp32")
     assert code == 0 and "version 2" in out and ModelFolder(folder).active()[0] == 2
+
+
+def test_version_of_takes_neither_out_nor_force(tmp_path):
+    from recon.export.cli import main
+
+    for extra in (["--out", str(tmp_path / "a")], ["--force"]):
+        args = ["--model", "cnn", "--random-init", "--version-of", str(tmp_path / "m"), *extra]
+        with pytest.raises(SystemExit) as done:
+            main(args)
+        assert done.value.code == 1
+    assert not (tmp_path / "m").exists()
