@@ -45,13 +45,18 @@ def golden_inputs(task_cfg: Any, n: int = DEFAULT_IMAGES) -> tuple[np.ndarray, s
 
 
 def candidates(manifest: Manifest) -> list[tuple[str, str]]:
-    """Every backend/precision worth a tolerance: each ONNX file on both CPU engines, bf16, the plan."""
+    """Every backend/precision worth a tolerance: each ONNX file on both CPU engines (and onnxruntime's CUDA
+    provider where there is one), bf16, the plan."""
     from recon.runtime.backends.openvino import openvino_available
 
     onnx = [e.precision for e in manifest.files.values() if e.kind == "onnx" and e.precision]
     pairs = [("onnxruntime-cpu", p) for p in onnx]
     if openvino_available():
         pairs += [("openvino", p) for p in onnx] + [("openvino", "bf16")] * ("fp32" in onnx)
+    from recon.runtime.backends.onnxruntime import available_providers
+
+    if "CUDAExecutionProvider" in available_providers():  # GPU FP16 rounds unlike the CPU's FP16 path
+        pairs += [("onnxruntime-cuda", p) for p in onnx if p != "int8"]
     plan = manifest.plan_file()
     if plan is not None:
         pairs.append(("tensorrt", manifest.files[plan].precision or "fp32"))
