@@ -97,6 +97,18 @@ class _Steps:
 )
 @click.option("--force", is_flag=True, help="Replace an existing artifact (atomically).")
 @click.option(
+    "--version-of",
+    type=click.Path(file_okay=False, path_type=Path),
+    help="Model folder (models/NAME): write its next numbered version, NAME/1, 2, ... (instead of --out).",
+)
+@click.option(
+    "--golden-images",
+    type=click.IntRange(0, 64),
+    default=4,
+    show_default=True,
+    help="Held-out inputs stored with their outputs and tolerances for `recon verify` (0: none).",
+)
+@click.option(
     "--fp16", is_flag=True, help="Also write model.fp16.onnx (FP32 islands, FP32 I/O); engines are FP16."
 )
 @click.option("--int8", is_flag=True, help="Also write model.int8.onnx (static QDQ, CPU) and time it.")
@@ -235,7 +247,8 @@ def cli(**kw: Any) -> None:
     passed_through = ("model", "task", "out", "weights", "random_init", "preset", "fp16", "int8", "bf16",
                       "engine", "batch", "spatial", "opset", "workspace_mb", "opt_level", "timing_cache",
                       "lean", "triton_repo", "force", "allow_mismatch", "threads", "calibration_images",
-                      "consistency_images", "seed", "allow_geometry_change", "geometry_heldout")  # fmt: skip
+                      "consistency_images", "seed", "allow_geometry_change", "geometry_heldout",
+                      "golden_images", "version_of")  # fmt: skip
     context = click.get_current_context()
     triton_given = [f"--{key.replace('_', '-')}" for key in ("triton_flavour", "triton_instances",
                     "triton_max_queue_delay_us", "triton_threads")
@@ -288,6 +301,11 @@ def cli(**kw: Any) -> None:
             f"  consistency check calibrated on {entry['calibration']['n']} inputs: residual threshold "
             f"{entry['threshold']:.4g} ({len(entry['statistics'])} statistics)"
         )
+    if summary.get("golden"):
+        measured = ", ".join(summary["golden"])
+        click.echo(f"  golden outputs for recon verify, tolerances measured for {measured}")
+    if summary.get("version") is not None:
+        click.echo(f"  version {summary['version']}: run `recon verify {summary['artifact']}` on the site")
     if "int8_cpu_speedup" in summary["parity"]:
         click.echo(f"  INT8 speed-up on the CPU: {summary['parity']['int8_cpu_speedup']:.2f}×")
     if "bf16_heldout_loss_db" in summary["parity"]:

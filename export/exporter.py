@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 from recon.export.artifact import ArtifactWriter, checkpoint
 from recon.export.errors import ExportError
+from recon.export.lineage import export_lineage
 from recon.export.parity import DEFAULT_TOLERANCES, Tolerance
 from recon.runtime.limits import MAX_IMAGE_SIDE
 
@@ -64,8 +65,14 @@ class ExportOptions:
     consistency_images: int = 500  # in-distribution inputs that calibrate consistency.onnx; 0: no check
     seed: int = 0
     geometry_heldout: int = 8  # held-out images for the quality report at a changed geometry
+    golden_images: int = 4  # held-out inputs stored with their outputs for `recon verify` (export/golden.py)
+    version_of: Path | None = None  # a model folder (runtime/versions.py): write its next numbered version
 
     def target(self) -> Path:
+        if self.version_of is not None:  # models/NAME/<next>: the other versions are not touched
+            from recon.runtime.versions import ModelFolder
+
+            return Path(self.version_of) / str(ModelFolder(self.version_of).next_version())
         return Path(self.out) if self.out is not None else Path("artifacts") / f"{self.model}-{self.task}"
 
 
@@ -116,6 +123,8 @@ def load_network(options: ExportOptions) -> tuple[torch.nn.Module, TaskConfig, d
             "kind": "user" if options.weights is not None else "shipped",
             "weights_sha256": card.get("sha256"),
             "card_metrics": card.get("metrics"),
+            "card_data": card.get("data"),  # the training data recipe, for the lineage
+            "card_training": card.get("training"),
         }
     trained, deployed = deployed_task_config(options, card)
     source["trained_task_config"] = trained.to_json() if trained is not None else None
@@ -325,6 +334,8 @@ def _check_options(options: ExportOptions) -> None:
         )
     if options.opset < 17:
         raise ExportError(f"--opset {options.opset} is too old; use 17–19 (TensorRT reads them fully)")
+    if options.version_of is not None and (options.out is not None or options.force):
+        raise ExportError("--version-of adds a new version: it takes neither --out nor --force")
     if options.lean and options.engine == "none":
         raise ExportError("--lean builds a version-compatible engine; it needs --engine auto or trt")
 
@@ -700,6 +711,17 @@ def _geometry_report(run: _Run) -> dict[str, Any] | None:
     }
 
 
+def _write_golden(run: _Run) -> None:
+    """golden/: held-out inputs, their FP32 outputs and scores, tolerances per backend and precision."""
+    from recon.export.golden import golden_inputs, write_golden
+
+    run.say("measuring the golden outputs")
+    inputs, source = golden_inputs(run.task_cfg, run.options.golden_images)
+    run.notes += write_golden(run.tmp, run.manifest, inputs, source=source, threads=run.options.threads)
+    run.clock.lap("golden")
+    checkpoint("golden")
+
+
 def _write_report(run: _Run) -> None:
     """parity.json (every comparison, quality on the phantoms, each step's report); the manifest summary."""
     import numpy as np
@@ -766,6 +788,8 @@ def _summary(run: _Run, final: Path) -> dict[str, Any]:
         "files": {name: entry.to_json() for name, entry in manifest.files.items()},
         "parity": manifest.parity,
         "consistency": manifest.consistency,
+        "golden": None if manifest.golden is None else manifest.golden["tolerances"],
+        "version": int(final.name) if run.options.version_of is not None else None,
         "notes": run.notes,
         "timings_s": run.clock.timings,
     }
@@ -784,6 +808,7 @@ def _write_triton(run: _Run, final: Path) -> list[str]:
         run.manifest.to_json(),
         onnx_precision="fp16" if run.options.fp16 else "fp32",
         force=run.options.force,
+        version=int(final.name) if run.options.version_of is not None else None,
         **run.options.triton,
     )
     run.notes.extend(notes)  # the summary's "notes" list
@@ -813,6 +838,9 @@ def export_artifact(options: ExportOptions, progress: Progress | None = None) ->
             _write_consistency(run)
         if build_trt:
             _build_tensorrt(run)
+        if options.golden_images > 0:
+            _write_golden(run)
+        run.manifest.lineage = export_lineage(options, run.source)
         _write_report(run)
         _refuse_failed_parity(run)
         say("writing the artifact")

@@ -130,20 +130,20 @@ def parse_config(text: str) -> Any:
         raise ExportError(f"generated Triton config does not parse: {error}") from None
 
 
-def _write_model(repo: Path, name: str, text: str, files: Mapping[str, Path], force: bool) -> Path:
-    """REPO/name/{config.pbtxt, 1/<files>} (a file or a folder each), written beside and renamed in."""
+def _write_model(
+    repo: Path, name: str, text: str, files: Mapping[str, Path], force: bool, version: int | None = None
+) -> Path:
+    """REPO/name/{config.pbtxt, 1/<files>} (a file or a folder each), written beside and renamed in.
+    With `version`, REPO/name/<version>/ is added beside the versions already there (see _add_version)."""
     parse_config(text)
     target = repo / name
+    if version is not None and target.exists():
+        return _add_version(target, text, files, version)
     if target.exists() and not force:
         raise ExportError(f"{target} already exists; pass --force to replace it")
     temp = Path(tempfile.mkdtemp(prefix=f".{name}.partial-{os.getpid()}-", dir=repo))
     try:
-        (temp / "1").mkdir()
-        for file_name, source in files.items():
-            if source.is_dir():
-                shutil.copytree(source, temp / "1" / file_name)
-            else:
-                shutil.copyfile(source, temp / "1" / file_name)
+        _copy_version(temp / str(version or 1), files)
         (temp / "config.pbtxt").write_text(text)
         temp.chmod(0o755)
         if target.exists():
@@ -159,6 +159,36 @@ def _write_model(repo: Path, name: str, text: str, files: Mapping[str, Path], fo
     return target
 
 
+def _copy_version(folder: Path, files: Mapping[str, Path]) -> None:
+    folder.mkdir()
+    for file_name, source in files.items():
+        if source.is_dir():
+            shutil.copytree(source, folder / file_name)
+        else:
+            shutil.copyfile(source, folder / file_name)
+
+
+def _add_version(target: Path, text: str, files: Mapping[str, Path], version: int) -> Path:
+    """REPO/name/<version>/ renamed in beside the others (which are not touched), then config.pbtxt
+    replaced atomically (the same model, so the same config but for the new version's shapes). Triton's
+    default version policy serves the newest version; a model folder's versions carry the same numbers
+    (recon-export --version-of, runtime/versions.py)."""
+    final = target / str(version)
+    if final.exists():
+        raise ExportError(f"{final} already exists: Triton versions are never replaced")
+    temp = Path(tempfile.mkdtemp(prefix=f".{version}.partial-{os.getpid()}-", dir=target))
+    try:
+        _copy_version(temp / "v", files)
+        (temp / "v").chmod(0o755)
+        os.rename(temp / "v", final)
+    finally:
+        shutil.rmtree(temp, ignore_errors=True)
+    config = target / "config.pbtxt"
+    (target / ".config.pbtxt.tmp").write_text(text)
+    os.replace(target / ".config.pbtxt.tmp", config)
+    return target
+
+
 def write_triton_repository(
     repo: str | os.PathLike,
     artifact: str | os.PathLike,
@@ -171,11 +201,13 @@ def write_triton_repository(
     max_queue_delay_us: int = 100,
     python_threads: int | None = None,
     force: bool = False,
+    version: int | None = None,
 ) -> tuple[list[Path], list[str]]:
     """Write the chosen flavour's models; return (model folders, notes for whoever starts the server).
 
     native: the ONNX model (and the TensorRT plan when the artifact has one); python: the artifact through
-    recon.runtime in Triton's python backend; both: all of them.
+    recon.runtime in Triton's python backend; both: all of them. `version` (an artifact that is version N
+    of a model folder): each model gets version folder N beside its others, instead of replacing 1/.
     """
     if flavour not in FLAVOURS:
         raise ExportError(f"unknown Triton flavour {flavour!r}; choose one of {', '.join(FLAVOURS)}")
@@ -199,7 +231,8 @@ def write_triton_repository(
         if onnx_file is None:
             raise ExportError(f"the artifact has no {onnx_precision} ONNX file for the Triton repository")
         onnx_config = config_text(name, "onnxruntime_onnx", manifest, instance_kind="KIND_AUTO", **settings)
-        written.append(_write_model(repo, name, onnx_config, {"model.onnx": artifact / onnx_file}, force))
+        onnx_files = {"model.onnx": artifact / onnx_file}
+        written.append(_write_model(repo, name, onnx_config, onnx_files, force, version))
         plan = next((f for f, e in files.items() if e["kind"] == "tensorrt"), None)
         if plan is not None:
             trt_name = f"{name}-trt"
@@ -208,7 +241,8 @@ def write_triton_repository(
                 trt_name, "tensorrt_plan", manifest, instance_kind="KIND_GPU", comments=tuple(plan_lines),
                 **settings,
             )  # fmt: skip
-            written.append(_write_model(repo, trt_name, trt_config, {"model.plan": artifact / plan}, force))
+            plan_files = {"model.plan": artifact / plan}
+            written.append(_write_model(repo, trt_name, trt_config, plan_files, force, version))
             notes += [f"{trt_name}: {line}" for line in plan_lines]
     if flavour in ("python", "both"):
         py_name = f"{name}-python"
@@ -218,5 +252,5 @@ def write_triton_repository(
             py_name, "python", manifest, instance_kind="KIND_CPU", parameters=parameters, **settings
         )
         py_files = {"model.py": PYTHON_MODEL, "artifact": artifact}
-        written.append(_write_model(repo, py_name, py_config, py_files, force))
+        written.append(_write_model(repo, py_name, py_config, py_files, force, version))
     return written, notes

@@ -7,6 +7,8 @@ with Reconstructor.from_artifact("artifacts/resunet-deblur") as reconstructor:
 
 from recon.runtime.artifact.manifest import FORMAT_VERSION, ArtifactError, Manifest, load_manifest
 from recon.runtime.backends import BACKENDS, BackendError
+from recon.runtime.live_model import LiveModel
+from recon.runtime.qualify import qualify
 from recon.runtime.reconstructor import Reconstructor
 
 __all__ = [
@@ -14,7 +16,9 @@ __all__ = [
     "FORMAT_VERSION",
     "ArtifactError",
     "BackendError",
+    "LiveModel",
     "Manifest",
     "Reconstructor",
     "load_manifest",
+    "qualify",
 ]

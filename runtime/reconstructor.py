@@ -19,6 +19,8 @@ from recon.runtime.consistency import ConsistencyGuard, ImageScore
 from recon.runtime.consistency import engine_missing as consistency_engine_missing
 from recon.runtime.inputs import check_output, finish_batch, prepare_batch, spatial_shape
 from recon.runtime.tiling import reflect_pad, sliding_window
+from recon.runtime.verify import GoldenResult, check_golden
+from recon.runtime.versions import resolve_artifact
 
 log = logging.getLogger("recon.runtime")
 
@@ -62,6 +64,7 @@ class Reconstructor:
     ) -> None:
         self.directory = Path(directory)
         self.manifest = manifest
+        self.version: int | None = None  # its number in a model folder (runtime/versions.py), else None
         check_io(manifest)
         self.backend = backend
         self.backend_reason = reason
@@ -147,7 +150,9 @@ class Reconstructor:
         """Load and verify an artifact (format version, every file's sha256) and start a backend.
 
         Args:
-            path: the artifact directory (holds manifest.json).
+            path: the artifact directory (holds manifest.json); or a model folder of numbered versions,
+                "models/NAME" (its pinned version, else the newest verified one: runtime/versions.py) or
+                "models/NAME@2" (that version).
             backend: "auto", "onnxruntime-cpu"/"cpu", "openvino"/"ov", "onnxruntime-cuda"/"cuda",
                 "onnxruntime-tensorrt", "tensorrt". Only "auto" may fall back; `backend_reason` says what it
                 chose and why.
@@ -163,6 +168,7 @@ class Reconstructor:
             blend: "gaussian" (default) or "cosine" tile weights.
             options: backend options (device_id, provider_options, optimization_level, trt_cache_dir).
         """
+        path, version = resolve_artifact(path)
         manifest = load_manifest(path, verify=True)
         chosen, reason = select_backend(
             path, manifest, backend, precision=precision, threads=threads, **options
@@ -177,9 +183,10 @@ class Reconstructor:
                 else:
                     guard = ConsistencyGuard(path, manifest, threads=threads)
             spatial = {"tile": tile, "overlap": overlap, "blend": blend}
-            rec = cls(path, manifest, chosen, reason, clip=clip, consistency=guard, **spatial)
-            rec.consistency_skipped = skipped
-            return rec
+            reconstructor = cls(path, manifest, chosen, reason, clip=clip, consistency=guard, **spatial)
+            reconstructor.consistency_skipped = skipped
+            reconstructor.version = version
+            return reconstructor
         except BaseException:
             chosen.deactivate()
             raise
@@ -387,9 +394,15 @@ class Reconstructor:
         for size in batch_sizes:
             self.run(np.zeros((size, 1, h, w), np.float32))
 
+    def verify(self) -> GoldenResult:
+        """Run the artifact's golden inputs on this backend and precision and compare with the references
+        stored at export (`recon verify`): max |error|, PSNR, pass or fail against the tolerance, why."""
+        return check_golden(self)
+
     def describe(self) -> dict[str, Any]:
         return {
             "artifact": str(self.directory),
+            "version": self.version,
             "name": self.manifest.name,
             "task": self.manifest.task,
             "reason": self.backend_reason,

@@ -1,7 +1,7 @@
 """The artifact manifest: the one contract between `recon.export` and `recon.runtime`.
 
 An artifact is a directory holding `manifest.json` plus the files it lists. Layout of manifest.json
-(format version 2; every key below is required unless marked optional):
+(format version 3; every key below is required unless marked optional):
 
     {
       "format_version": 2,
@@ -48,6 +48,10 @@ float32, file sizes <= MAX_ARTIFACT_FILE_BYTES), the name is a plain folder name
 Infinity or 20+ digit integer and nests at most MAX_JSON_DEPTH deep; listed files are regular files inside
 the artifact (no links), read up to their size and hashed as read; ONNX files hold all their tensors.
 
+Format version 3 adds the optional "golden" entry (golden outputs, tolerances per backend and precision: see
+artifact/golden.py; its files are listed as kind "golden" under golden/, the one sub-folder allowed) and
+"lineage" (what produced the artifact: see export/lineage.py). Versions 1 and 2 are still read.
+
 Format version 1 (recon before the typed task config) is still read: its "physics" entry gives way to
 "task_config" (taken from "physics"."task_config"; its legacy key "n_angles" is read as "n_views").
 
@@ -79,11 +83,14 @@ from recon.runtime.io.files import (
     write_json_atomic,
 )
 
-FORMAT_VERSION = 2
-READABLE_VERSIONS = (1, 2)  # 1: the task config sat in "physics"."task_config"
+FORMAT_VERSION = 3
+# 1: the task config sat in "physics"."task_config"; 2: before golden outputs and lineage (a v2 artifact
+# still loads and runs, `recon verify` says it has no golden set to check)
+READABLE_VERSIONS = (1, 2, 3)
 MANIFEST_NAME = "manifest.json"
 TASKS = ("deblur", "ct")
-FILE_KINDS = ("onnx", "tensorrt", "report", "consistency")
+FILE_KINDS = ("onnx", "tensorrt", "report", "consistency", "golden")
+GOLDEN_FOLDER = "golden"  # the one sub-folder an artifact may list files in (artifact/golden.py)
 PRECISIONS = ("fp32", "fp16", "int8")
 
 
@@ -186,10 +193,22 @@ def check_batch(batch: dict[str, Any], source: str = "manifest.json") -> dict[st
     return dict(batch)
 
 
+def _plain(name: Any) -> bool:
+    return isinstance(name, str) and Path(name).name == name and name not in ("", ".", "..")
+
+
+def is_listed_name(name: Any) -> bool:
+    """A name "files" may list: a plain name, or one plain name inside the golden folder (nothing deeper)."""
+    folder, _, rest = name.partition("/") if isinstance(name, str) else ("", "", "")
+    return _plain(name) or (folder == GOLDEN_FOLDER and _plain(rest))
+
+
 def check_file_entry(name: str, entry: Any, source: str = "manifest.json") -> FileEntry:
     """One entry of "files": a plain name inside the artifact, its sha256, size, kind and precision."""
-    if not (isinstance(name, str) and Path(name).name == name and name not in ("", ".", "..")):
-        raise ArtifactError(f"{source}: file name {name!r} must be a plain name inside the artifact")
+    if not is_listed_name(name):
+        raise ArtifactError(
+            f"{source}: file name {name!r} must be a plain name inside the artifact (or {GOLDEN_FOLDER}/NAME)"
+        )
     if not isinstance(entry, dict):
         raise ArtifactError(f"{source}: files[{name!r}] must be an object, got {entry!r}; re-export")
     size, precision, tensorrt = entry.get("size"), entry.get("precision"), entry.get("tensorrt")
@@ -293,6 +312,8 @@ class Manifest:
     parity: dict[str, Any] | None = None
     spatial: dict[str, Any] | None = None  # see recon.runtime.artifact.spatial
     consistency: dict[str, Any] | None = None  # checked by recon.runtime.consistency
+    golden: dict[str, Any] | None = None  # golden outputs and tolerances (artifact/golden.py), v3
+    lineage: dict[str, Any] | None = None  # what produced the artifact (export/lineage.py), v3
     recon_version: str = "0.1.0"
     format_version: int = FORMAT_VERSION
 
@@ -316,6 +337,9 @@ class Manifest:
             data["spatial"] = self.spatial
         if self.consistency is not None:
             data["consistency"] = self.consistency
+        for key in ("golden", "lineage"):
+            if getattr(self, key) is not None:
+                data[key] = getattr(self, key)
         return data
 
     @classmethod
@@ -368,6 +392,9 @@ class Manifest:
         consistency = data.get("consistency")
         if consistency is not None:
             check_consistency_entry(consistency, files, source)
+        for key in ("golden", "lineage"):  # golden: checked in full by artifact/golden.py when used
+            if data.get(key) is not None and not isinstance(data[key], dict):
+                raise ArtifactError(f"{source}: {key!r} must be a JSON object; re-export the artifact")
         return cls(
             name=data["name"],
             task=data["task"],
@@ -380,6 +407,8 @@ class Manifest:
             parity=data.get("parity"),
             spatial=data.get("spatial"),
             consistency=consistency,
+            golden=data.get("golden"),
+            lineage=data.get("lineage"),
             recon_version=str(data.get("recon_version", "unknown"))[:64],
             format_version=version,
         )
@@ -457,7 +486,7 @@ def verify_files(directory: str | os.PathLike, manifest: Manifest, names: list[s
     directory = Path(directory)
     for name in names if names is not None else list(manifest.files):
         entry = manifest.files[name]
-        path = directory / name
+        path = inside(directory, name)
         if not path.exists() and not path.is_symlink():
             raise ArtifactError(f"{path}: listed in the manifest but missing; re-export the artifact")
         if entry.kind == "onnx":  # the bytes are needed anyway, for the external-data scan
@@ -474,6 +503,13 @@ def verify_files(directory: str | os.PathLike, manifest: Manifest, names: list[s
             )
 
 
+def inside(directory: Path, name: str) -> Path:
+    """directory / name, refusing a golden folder that is a link (it could lead out of the artifact)."""
+    if "/" in name and (directory / GOLDEN_FOLDER).is_symlink():
+        raise ArtifactError(f"{directory / GOLDEN_FOLDER}: is a symbolic link; {TAMPERED}")
+    return directory / name
+
+
 def read_verified(directory: str | os.PathLike, manifest: Manifest, name: str) -> bytes:
     """The bytes of one listed file, checked against its size and sha256: what is checked is what is used.
 
@@ -481,7 +517,7 @@ def read_verified(directory: str | os.PathLike, manifest: Manifest, name: str) -
     progress, a tampered file) is refused rather than loaded. An ONNX file must also be self-contained:
     a tensor kept as external data would be read by onnxruntime from elsewhere, unhashed.
     """
-    path = Path(directory) / name
+    path = inside(Path(directory), name)
     entry = manifest.files[name]
     try:
         data = read_bounded(path, entry.size)

@@ -9,13 +9,16 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import click
 
 from recon.runtime import plugins
 from recon.runtime.cli.base import Command, Group
 from recon.runtime.cli.bench import bench_command
+from recon.runtime.cli.models import models_group
 from recon.runtime.cli.run import collect_inputs, plan_outputs, run_command
+from recon.runtime.cli.verify import verify_command
 
 __all__ = [
     "bench_command",
@@ -81,7 +84,44 @@ def inspect_command(artifact: Path, verify: bool, as_json: bool) -> None:
         )
     if m.parity is not None:
         click.echo(f"  parity  {'passed' if m.parity.get('passed') else 'FAILED'}")
+    for line in qualification_lines(m):
+        click.echo("  " + line)
     click.echo("  files verified (sha256)" if verify else "  files not verified (--no-verify)")
+
+
+def qualification_lines(m: Any) -> list[str]:
+    """The golden set and the lineage (format v3), as a reviewer reads them; older artifacts say so."""
+    if m.golden is None and m.lineage is None:
+        return [f"golden  none (format v{m.format_version}): re-export to qualify it with recon verify"]
+    lines = []
+    if m.golden is not None:
+        tolerances = ", ".join(
+            f"{key} ≤ {t.get('max_abs', float('nan')):.2g}"
+            for key, t in m.golden.get("tolerances", {}).items()
+        )
+        lines.append(
+            f"golden  {m.golden.get('inputs')} → {m.golden.get('outputs')}; max |error|: {tolerances}"
+        )
+    lineage = m.lineage or {}
+    git = lineage.get("git") or {}
+    weights = lineage.get("weights") or {}
+    data = lineage.get("training_data") or {}
+    if lineage:
+        commit = (
+            f"git {git.get('commit', '')[:12]}" + (" (modified)" if git.get("dirty") else "")
+            if git
+            else "no git"
+        )
+        lines += [
+            f"made by recon {lineage.get('recon_version')}, {commit}, at {lineage.get('exported_at')}",
+            f"weights {weights.get('source')} {weights.get('file') or ''} "
+            f"sha256 {(weights.get('sha256') or '-')[:12]}",
+            "data    " + (f"{data.get('source')}; held out: {', '.join(data.get('heldout_images') or [])}"
+                          if data else "no training data card (random init or a card without 'data')"),
+            "libs    " + ", ".join(f"{k} {v}" for k, v in (lineage.get("libraries") or {}).items()),
+            f"on      {(lineage.get('exported_on') or {}).get('cpu')}",
+        ]  # fmt: skip
+    return lines
 
 
 class PluginGroup(Group):
@@ -115,6 +155,8 @@ def main() -> None:
 main.add_command(run_command)
 main.add_command(bench_command)
 main.add_command(inspect_command)
+main.add_command(verify_command)
+main.add_command(models_group)
 
 run_main = run_command
 bench_main = bench_command

@@ -23,6 +23,7 @@ import click
 
 from recon.runtime.backends.base import BackendError
 from recon.runtime.cli.base import PRECISIONS, Command, one_line
+from recon.runtime.cli.verify import ArtifactPath, verify_before_run
 
 if TYPE_CHECKING:
     import numpy as np
@@ -316,7 +317,7 @@ def reconstruct_series(
 
 
 @click.command("run", cls=Command, epilog=RUN_EPILOG)
-@click.argument("artifact", type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.argument("artifact", type=ArtifactPath())  # also models/NAME, models/NAME@N (runtime/versions.py)
 @click.argument("inputs", nargs=-1, required=True, type=click.Path(exists=True))
 @click.option(
     "--out",
@@ -368,6 +369,11 @@ def reconstruct_series(
     is_flag=True,
     help="Skip the artifact's consistency check (no scores, no warnings, no cost).",
 )
+@click.option(
+    "--verify",
+    is_flag=True,
+    help="Check the artifact's golden outputs here first (recon verify); stop on failure.",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON summary on stdout.")
 def run_command(
     artifact: Path,
@@ -382,6 +388,7 @@ def run_command(
     overlap: int | None,
     dicom_window: str | None,
     no_consistency: bool,
+    verify: bool,
     as_json: bool,
 ) -> int:
     """Reconstruct image files (PNG, TIFF, NPY, DICOM) with an exported artifact.
@@ -414,6 +421,8 @@ def run_command(
         with open_reconstructor(
             artifact, report, backend, precision, threads, consistency, tile, overlap
         ) as rec:
+            if verify:
+                verify_before_run(rec)
             out.mkdir(parents=True, exist_ok=True)
             per_run = batch or rec.manifest.batch.get("opt", 1)
             derivation = run_derivation(artifact, rec.manifest, rec.backend_name, rec.precision, window)

@@ -21,7 +21,10 @@ def test_every_model_and_task_exports_and_passes_parity(exported, model, task):
     assert summary["parity"]["passed"]
     assert manifest.parity["onnxruntime-fp32"]["max_abs"] <= 1e-4
     assert manifest.parity["onnxruntime-fp16"]["psnr"] >= 50
-    assert set(manifest.files) == {"model.onnx", "model.fp16.onnx", "parity.json", "consistency.onnx"}
+    assert set(manifest.files) == {
+        "model.onnx", "model.fp16.onnx", "parity.json", "consistency.onnx", "golden/inputs.npy",
+        "golden/outputs.npy",
+    }  # fmt: skip
     assert manifest.consistency["file"] == "consistency.onnx"  # every model and task gets the trust signal
     assert manifest.input["shape"][0] == "batch" and manifest.output["shape"][0] == "batch"
     # fully convolutional deblur graphs take any size (symbolic H, W); CT and the ViT keep their shape

@@ -145,8 +145,8 @@ def test_a_manifest_whose_sha256_does_not_match_its_file_is_refused(whole, tmp_p
         Reconstructor.from_artifact(artifact, backend="cpu")
 
 
-@pytest.mark.parametrize("version", [0, 3, 99, -1, "1", 1.0, 1.5, "2", 2.0, None, True, [1], {"v": 1}])
-def test_every_format_version_but_1_and_2_is_refused(whole, tmp_path, version):
+@pytest.mark.parametrize("version", [0, 4, 99, -1, "1", 1.0, 1.5, "2", 2.0, "3", None, True, [1], {"v": 1}])
+def test_every_format_version_but_1_2_and_3_is_refused(whole, tmp_path, version):
     artifact = copy(whole, tmp_path)
     data = json.loads((artifact / "manifest.json").read_text())
     data["format_version"] = version

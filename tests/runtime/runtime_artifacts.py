@@ -19,7 +19,7 @@ CONV_B = np.array([0.05], np.float32)
 CT_MATRIX = rng.normal(0, 0.2, (ANGLES * DETECTORS, N * N)).astype(np.float32)
 
 
-def conv_reference(x: np.ndarray) -> np.ndarray:
+def conv_reference(x: np.ndarray, bias: float = float(CONV_B[0])) -> np.ndarray:
     """3x3 'same' cross-correlation + bias + ReLU, (B, 1, H, W) -> (B, 1, H, W), float64 numpy."""
     x = np.asarray(x, np.float64)
     padded = np.pad(x, ((0, 0), (0, 0), (1, 1), (1, 1)))
@@ -27,7 +27,7 @@ def conv_reference(x: np.ndarray) -> np.ndarray:
     for i in range(3):
         for j in range(3):
             out += CONV_W[0, 0, i, j] * padded[:, :, i : i + x.shape[2], j : j + x.shape[3]]
-    return np.maximum(out + CONV_B[0], 0.0)
+    return np.maximum(out + bias, 0.0)
 
 
 def ct_reference(y: np.ndarray) -> np.ndarray:
