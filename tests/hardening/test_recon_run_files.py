@@ -91,7 +91,8 @@ def test_a_pipelined_run_writes_exactly_what_a_serial_run_writes(hardening_artif
     for mode in ("pipelined", "serial"):
         out = tmp_path / mode
         extra = ["--serial"] if mode == "serial" else []
-        result = recon_run(hardening_artifacts["conv"], folder, "--out", out, "--batch", "3", "--json", *extra)
+        artifact = hardening_artifacts["conv"]
+        result = recon_run(artifact, folder, "--out", out, "--batch", "3", "--json", *extra)
         report = json.loads(result.stdout)
         files = {p.name: p.read_bytes() for p in sorted(out.iterdir())}
         for outcome in report["outcomes"]:
