@@ -24,6 +24,7 @@ import click
 from recon.runtime.backends.base import BackendError
 from recon.runtime.cli.base import PRECISIONS, Command, one_line
 from recon.runtime.cli.verify import ArtifactPath, verify_before_run
+from recon.runtime.io.overlap import ReadAhead, WriteBehind
 
 if TYPE_CHECKING:
     import numpy as np
@@ -132,10 +133,19 @@ class RunReport:
     out: Path
     files: list[FileOutcome] = field(default_factory=list)
     run_seconds: list[float] = field(default_factory=list)
+    # seconds per stage over the run: read, prepare (the input check), infer, check (consistency), write
+    stage_seconds: dict[str, float] = field(default_factory=dict)
     backend: dict[str, Any] = field(default_factory=dict)
     error: str = ""
     series: list[dict[str, Any]] = field(default_factory=list)  # per DICOM series: counts and folder
     series_flagged: int = 0  # DICOM series slices the consistency check flagged
+
+    def add_run(self, timings: dict[str, float]) -> None:
+        """One `Reconstructor.run`'s timings: its total, and its inference and consistency-check stages."""
+        check = timings.get("consistency", 0.0)
+        self.run_seconds.append(timings["total"])
+        self.stage_seconds["infer"] = self.stage_seconds.get("infer", 0.0) + timings["total"] - check
+        self.stage_seconds["check"] = self.stage_seconds.get("check", 0.0) + check
 
     @property
     def flagged(self) -> list[FileOutcome]:
@@ -170,6 +180,10 @@ class RunReport:
             },
             "per_image_ms": float(ms.sum() / max(self.images, 1)),
             "wall_s": wall,
+            "stage_s": {
+                stage: round(self.stage_seconds.get(stage, 0.0), 6)
+                for stage in ("read", "prepare", "infer", "check", "write")
+            },
             "out": str(self.out),
             "flagged": len(self.flagged) if self.backend.get("consistency") else None,
             "outcomes": [f.to_json() for f in self.files],
@@ -178,12 +192,23 @@ class RunReport:
 
 
 # -- per-file steps ----------------------------------------------------------------------------------------
-def read_checked(item: FileOutcome, rec: Reconstructor, window: tuple[float, float] | None) -> np.ndarray:
-    """Read one file and check it against the artifact by the rule `Reconstructor.run` applies."""
+def read_checked(
+    item: FileOutcome,
+    rec: Reconstructor,
+    window: tuple[float, float] | None,
+    seconds: dict[str, float] | None = None,
+) -> np.ndarray:
+    """Read one file and check it against the artifact by the rule `Reconstructor.run` applies; the time of
+    each step is added to `seconds` ("read", "prepare")."""
     from recon.runtime.io.imageio import read_image
 
+    seconds = {} if seconds is None else seconds
+    mark = time.perf_counter()
     item.image = read_image(item.path, dicom_window=window)
+    read_done = time.perf_counter()
     batch, _ = rec.prepare(item.image.data)
+    seconds["read"] = seconds.get("read", 0.0) + read_done - mark
+    seconds["prepare"] = seconds.get("prepare", 0.0) + time.perf_counter() - read_done
     return batch
 
 
@@ -214,11 +239,13 @@ def write_result(item: FileOutcome, result: np.ndarray, scores: list[Any] | None
 
 @dataclass
 class Batcher:
-    """Groups checked files into runs of about `per_run` images of one size; runs and writes each group."""
+    """Groups checked files into runs of about `per_run` images of one size; runs each group and hands its
+    files to `writer` (write-behind: written while the next group runs)."""
 
     rec: Reconstructor
     report: RunReport
     per_run: int
+    writer: WriteBehind
     group: list[tuple[FileOutcome, np.ndarray]] = field(default_factory=list)
 
     def add(self, item: FileOutcome, batch: np.ndarray) -> None:
@@ -241,15 +268,21 @@ class Batcher:
                 first = 0
                 for item, batch in group:
                     part = slice(first, first + len(batch))
-                    self.attempt(item, write_result, results[part], scores and scores[part])
+                    part_scores = scores and scores[part]
+                    self.writer.submit(self.attempt, item, write_result, results[part], part_scores)
                     first += len(batch)
                 return
         for item, batch in group:
-            self.attempt(item, lambda item, batch: write_result(item, *self.run(batch)), batch)
+            try:
+                results, scores = self.run(batch)
+            except FILE_ERRORS as error:
+                item.fail(error)
+                continue
+            self.writer.submit(self.attempt, item, write_result, results, scores)
 
     def run(self, batch: np.ndarray) -> tuple[np.ndarray, list[Any] | None]:
         result, scores = self.rec.run(batch, return_scores=True)
-        self.report.run_seconds.append(self.rec.last_timings["total"])
+        self.report.add_run(self.rec.last_timings)
         return result, scores
 
     @staticmethod
@@ -261,22 +294,43 @@ class Batcher:
 
 
 def reconstruct_files(
-    rec: Reconstructor, report: RunReport, per_run: int, window: Any, derivation: Any = None
+    rec: Reconstructor,
+    report: RunReport,
+    per_run: int,
+    window: Any,
+    derivation: Any = None,
+    pipelined: bool = True,
 ) -> None:
-    """Every file read, checked, run and written on its own; failures land on the file's outcome."""
+    """Every file read, checked, run and written on its own; failures land on the file's outcome.
+
+    Pipelined, the next files are read (and checked) on a worker thread while the current group runs,
+    and finished files are written on another while the next group runs (runtime/io/overlap.py); the
+    files, their order, names and outcomes are those of the serial run.
+    """
     from tqdm import tqdm
 
-    batcher = Batcher(rec, report, per_run)
-    for item in tqdm(report.files, unit="file", desc="recon-run", disable=None, leave=False):
-        try:
-            batch = read_checked(item, rec, window)
-        except FILE_ERRORS as error:
-            item.fail(error)
-            continue
+    def read(item: FileOutcome) -> np.ndarray:
+        batch = read_checked(item, rec, window, report.stage_seconds)
         if item.image is not None and derivation is not None:
             item.image.meta["derivation"] = derivation  # DICOM outputs: this run's new series
-        batcher.add(item, batch)
-    batcher.flush()
+        return batch
+
+    # a group of files ahead (bounded: at most `per_run` + 1 decoded files wait) and two groups behind
+    with (
+        ReadAhead(report.files, read, depth=per_run + 1, overlap=pipelined) as reader,
+        WriteBehind(depth=2 * per_run, overlap=pipelined) as writer,
+    ):
+        batcher = Batcher(rec, report, per_run, writer)
+        bar = tqdm(reader, total=len(report.files), unit="file", desc="recon-run", disable=None, leave=False)
+        for item, batch, error in bar:
+            if error is not None:
+                if not isinstance(error, FILE_ERRORS):
+                    raise error
+                item.fail(error)
+                continue
+            batcher.add(item, batch)
+        batcher.flush()
+    report.stage_seconds["write"] = report.stage_seconds.get("write", 0.0) + writer.seconds
 
 
 def reconstruct_series(
@@ -289,7 +343,7 @@ def reconstruct_series(
         from recon.runtime.consistency import flag_note
 
         result, scores = rec.run(batch, return_scores=True)
-        report.run_seconds.append(rec.last_timings["total"])
+        report.add_run(rec.last_timings)
         # one note per slice, for the series writer to put into flagged slices (dicom_series)
         run.notes = None if scores is None else [flag_note([score]) for score in scores]  # type: ignore
         if scores is not None:
@@ -374,6 +428,12 @@ def reconstruct_series(
     is_flag=True,
     help="Check the artifact's golden outputs here first (recon verify); stop on failure.",
 )
+@click.option(
+    "--serial",
+    is_flag=True,
+    help="Read, run and write one step after another (default: the next files are read and the finished "
+    "ones written while a batch runs; same files, same bytes).",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON summary on stdout.")
 def run_command(
     artifact: Path,
@@ -389,6 +449,7 @@ def run_command(
     dicom_window: str | None,
     no_consistency: bool,
     verify: bool,
+    serial: bool,
     as_json: bool,
 ) -> int:
     """Reconstruct image files (PNG, TIFF, NPY, DICOM) with an exported artifact.
@@ -426,7 +487,7 @@ def run_command(
             out.mkdir(parents=True, exist_ok=True)
             per_run = batch or rec.manifest.batch.get("opt", 1)
             derivation = run_derivation(artifact, rec.manifest, rec.backend_name, rec.precision, window)
-            reconstruct_files(rec, report, per_run, window, derivation)
+            reconstruct_files(rec, report, per_run, window, derivation, pipelined=not serial)
             if series is not None:
                 reconstruct_series(rec, report, series, per_run, window, derivation)
     except BaseException as error:

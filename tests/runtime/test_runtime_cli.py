@@ -197,3 +197,19 @@ def test_recon_run_writes_dicom_as_a_derived_dicom(deblur_artifact, tmp_path):
     unit = np.clip(conv_reference((pixels / 4095.0)[None, None]), 0, 1)[0, 0]
     physical = out.pixel_array * float(out.RescaleSlope) + float(out.RescaleIntercept)
     np.testing.assert_allclose(physical, -1024 + unit * 4095, atol=0.5)  # stored as the source: 1 HU steps
+
+
+def test_the_recon_run_bench_runs_on_an_any_size_artifact(any_size_artifact, tmp_path):
+    """bench/recon_run.py (docs/benchmarks.md, "The main job") drives recon-run as a site does: it must keep
+    working as recon-run changes."""
+    script = Path(__file__).resolve().parents[2] / "bench" / "recon_run.py"
+    result = subprocess.run(
+        [sys.executable, str(script), str(any_size_artifact), "--size", "32", "--batch", "2", "--few", "2",
+         "--many", "4", "--rounds", "1", "--threads", "1", "--formats", "png,npy,dicom",
+         "--json", str(tmp_path / "r.json")],
+        capture_output=True, text=True, timeout=300, cwd=script.parents[1],
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-2000:]
+    rows = json.loads((tmp_path / "r.json").read_text())["rows"]
+    assert [row["format"] for row in rows] == ["png", "npy", "dicom"]
+    assert all(row["network_ms_per_image"] > 0 and "serial_ratio" in row for row in rows)
