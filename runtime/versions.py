@@ -67,9 +67,13 @@ def write_atomic(path: Path, data: Any, stage: str) -> None:
 
 
 def _read_json(path: Path) -> Any:
+    """The file's JSON; None when it does not exist (also when it was removed while being read: an unpin
+    racing a running host's look-up is no error)."""
     try:
         return json.loads(read_at_most(path, MAX_RECORD_BYTES))
     except (FileRefused, ValueError) as error:
+        if not os.path.lexists(path):
+            return None
         raise ArtifactError(f"{path}: unreadable ({error}); delete it or write it again") from None
 
 
@@ -127,10 +131,7 @@ class ModelFolder:
         return max(taken, default=0) + 1
 
     def record(self, version: int) -> dict[str, Any] | None:
-        path = self.path / RECORDS / f"{version}.json"
-        if not path.exists():
-            return None
-        record = _read_json(path)
+        record = _read_json(self.path / RECORDS / f"{version}.json")
         return record if isinstance(record, dict) else None
 
     def verified(self, version: int) -> bool:
@@ -145,9 +146,9 @@ class ModelFolder:
 
     def pinned(self) -> int | None:
         path = self.path / PIN_FILE
-        if not path.exists():
-            return None
         pin = _read_json(path)
+        if pin is None:
+            return None
         version = pin.get("version") if isinstance(pin, dict) else None
         if not (isinstance(version, int) and not isinstance(version, bool) and version > 0):
             raise ArtifactError(f"{path}: names no version ({pin!r}); run recon models pin or unpin")
