@@ -111,6 +111,7 @@ class FileOutcome:
     images: int = 0
     details: dict[str, Any] = field(default_factory=dict)  # extra per-file facts, merged into the JSON
     image: ImageFile | None = field(default=None, repr=False)  # between the read and the write steps
+    replace: bool = False  # --force: an existing output may be replaced (never without it, however late)
 
     def fail(self, error: BaseException) -> None:
         text = one_line(error)
@@ -207,7 +208,7 @@ def write_result(item: FileOutcome, result: np.ndarray, scores: list[Any] | None
     note_scores(item, scores)
     image, item.image = item.image, None
     assert image is not None
-    write_image(item.target, result[0, 0] if image.data.ndim == 2 else result[:, 0], image)
+    write_image(item.target, result[0, 0] if image.data.ndim == 2 else result[:, 0], image, item.replace)
     item.status, item.images = "written", len(result)
 
 
@@ -409,7 +410,7 @@ def run_command(
         files = [f for f in files if f not in set(in_series)]
         series = SeriesJob(in_series, out, force) if in_series else None
         targets = plan_outputs(files, out, force)
-        report.files = [FileOutcome(f, t) for f, t in zip(files, targets, strict=True)]
+        report.files = [FileOutcome(f, t, replace=force) for f, t in zip(files, targets, strict=True)]
         consistency = not no_consistency
         with open_reconstructor(
             artifact, report, backend, precision, threads, consistency, tile, overlap

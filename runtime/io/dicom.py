@@ -37,6 +37,7 @@ import numpy as np
 
 from recon.runtime import limits
 from recon.runtime.io.image_file import ImageFile, ImageIOError
+from recon.runtime.io.image_format import to_integers
 
 # Room for everything in a file besides its pixels (header, overlays, private tags), and the most of a
 # deflated stream inflated before the header has been checked.
@@ -86,12 +87,34 @@ def rescale(ds: Any, path: Path) -> tuple[float, float]:
     return slope, intercept
 
 
-def header_window(ds: Any) -> tuple[float, float] | None:
-    """(low, high) from the first WindowCenter/WindowWidth; None when absent, empty or unusable."""
+def header_window(ds: Any, path: Path = Path("?")) -> tuple[float, float] | None:
+    """(low, high) from the first WindowCenter/WindowWidth, by VOILUTFunction; None when absent or unusable.
+
+    PS3.3 C.11.2.1.2.1 (LINEAR, the default): the ramp runs from c − 0.5 − (w − 1)/2 to c − 0.5 + (w − 1)/2;
+    C.11.2.1.3.2 (LINEAR_EXACT): from c − w/2 to c + w/2 (pydicom's `apply_voi_lut` computes the same,
+    pixels/processing.py apply_windowing). SIGMOID is not a linear window: refused, naming the field.
+    """
     center, width = _number(ds.get("WindowCenter")), _number(ds.get("WindowWidth"))
-    if center is None or width is None or not (math.isfinite(center) and math.isfinite(width)) or width <= 0:
+    if center is None or width is None or not (math.isfinite(center) and math.isfinite(width)):
         return None
-    return center - width / 2, center + width / 2
+    function = str(ds.get("VOILUTFunction", "") or "LINEAR").strip().upper()
+    if function == "LINEAR_EXACT":
+        return (center - width / 2, center + width / 2) if width > 0 else None
+    if function == "LINEAR":
+        return (center - 0.5 - (width - 1) / 2, center - 0.5 + (width - 1) / 2) if width > 1 else None
+    raise ImageIOError(
+        f"{path}: DICOM VOILUTFunction {function!r} is not a linear window; recon maps LINEAR and "
+        "LINEAR_EXACT windows only: give the window to use (--dicom-window LOW,HIGH)"
+    )
+
+
+def check_value_fields(ds: Any, path: Path) -> None:
+    """Refuse, naming the field, a header that maps stored values in a way recon does not interpret."""
+    if ds.get("ModalityLUTSequence"):
+        raise ImageIOError(
+            f"{path}: DICOM ModalityLUTSequence (a lookup table from stored to physical values, instead "
+            "of RescaleSlope/Intercept); recon does not interpret it, convert the file first"
+        )
 
 
 def window_of(
@@ -103,37 +126,62 @@ def window_of(
         if not (math.isfinite(low) and math.isfinite(high) and high > low):
             raise ImageIOError(f"{path}: DICOM window {tuple(window)} is empty; give LOW < HIGH")
         return (low, high), "given"
-    found = header_window(ds)
+    found = header_window(ds, path)
     if found is not None:
         return found, "header"
+    if ds.get("VOILUTSequence"):
+        raise ImageIOError(
+            f"{path}: DICOM VOILUTSequence (a display lookup table) without a WindowCenter/Width; recon "
+            "does not interpret it: give the window to use (--dicom-window LOW,HIGH)"
+        )
+    return stored_window(ds, path), "stored range"
+
+
+def stored_window(ds: Any, path: Path) -> tuple[float, float]:
+    """The physical values the stored bits can hold."""
     slope, intercept = rescale(ds, path)
     low, high = (intercept + slope * v for v in stored_range(ds))
-    return (min(low, high), max(low, high)), "stored range"
+    return min(low, high), max(low, high)
+
+
+_CHUNK = 1 << 20  # pixels per float64 step: exact scaling without a float64 copy of the whole image
 
 
 def to_unit(stored: np.ndarray, slope: float, intercept: float, window: tuple[float, float]) -> np.ndarray:
     """Stored integers → physical values → [0, 1] over the window, clipped; float32.
 
-    One float32 buffer, updated in place (a float64 pipeline would hold ~5× the pixels' bytes at 8192²);
-    float32 keeps stored integers exact (< 2²⁴) and the result within ~1e-6 of the float64 one.
+    Scaled in float64 chunk by chunk (32-bit stored values are not exact in float32), stored as float32.
     """
     low, high = window
-    unit = stored.astype(np.float32)
-    unit *= np.float32(slope / (high - low))
-    unit += np.float32((intercept - low) / (high - low))
-    return np.clip(unit, 0.0, 1.0, out=unit)
+    scale, offset = slope / (high - low), (intercept - low) / (high - low)
+    flat = np.ascontiguousarray(stored).reshape(-1)
+    unit = np.empty(flat.shape, np.float32)
+    for start in range(0, flat.size, _CHUNK):
+        part = flat[start : start + _CHUNK].astype(np.float64)
+        part *= scale
+        part += offset
+        unit[start : start + _CHUNK] = np.clip(part, 0.0, 1.0, out=part)
+    return unit.reshape(np.shape(stored))
 
 
 def from_unit(image: np.ndarray, ds: Any, window: tuple[float, float]) -> np.ndarray:
-    """[0, 1] → physical values over the window → the stored integers of `ds`'s representation."""
+    """[0, 1] → physical values over the window → the stored integers of `ds`'s representation.
+
+    float64 all the way, clipped to the stored range before the cast (image_format.to_integers).
+    """
     slope, intercept = rescale(ds, Path("?"))
     low, high = window
-    stored = np.clip(image, 0.0, 1.0, dtype=np.float32)  # a new float32 buffer, updated in place
-    stored *= np.float32((high - low) / slope)
-    stored += np.float32((low - intercept) / slope)
-    lo, hi = stored_range(ds)
-    np.clip(np.rint(stored, out=stored), lo, hi, out=stored)
-    return stored.astype(_storage_dtype(ds))
+    unit = np.clip(np.asarray(image, dtype=np.float32), 0.0, 1.0)
+    return to_integers(
+        unit, (high - low) / slope, (low - intercept) / slope, _storage_dtype(ds), stored_range(ds)
+    )
+
+
+def outside_window(stored: np.ndarray, ds: Any, window: tuple[float, float]) -> np.ndarray:
+    """Where the stored values' physical values lie outside the window (the pixels the reader clipped)."""
+    slope, intercept = rescale(ds, Path("?"))
+    edges = sorted(((window[0] - intercept) / slope, (window[1] - intercept) / slope))
+    return (stored < edges[0]) | (stored > edges[1])
 
 
 def _number(value: Any) -> float | None:
@@ -173,10 +221,13 @@ def read_dicom(path: str | os.PathLike, window: tuple[float, float] | None = Non
     ds = _read_whole(path, pydicom, inflated, declared)
     if "PixelData" not in ds:
         raise ImageIOError(f"{path}: DICOM file without pixel data")
+    check_value_fields(ds, path)
     slope, intercept = rescale(ds, path)
     used, source = window_of(ds, path, window)
-    data = to_unit(_pixels(ds, path), slope, intercept, used)
-    return ImageFile(path, "dicom", data, {"dataset": ds, "window": used, "window_from": source})
+    stored = _pixels(ds, path)
+    data = to_unit(stored, slope, intercept, used)
+    meta = {"dataset": ds, "window": used, "window_from": source, "stored": stored}
+    return ImageFile(path, "dicom", data, meta, scaled_by=f"DICOM window {used[0]:g}..{used[1]:g}")
 
 
 def _check_kind(ds: Any, path: Path) -> None:
@@ -425,7 +476,9 @@ def derived_dataset(image: np.ndarray, like: ImageFile, derivation: Derivation |
     ds.SeriesInstanceUID = derivation.series_uid(source_series)
     ds.SeriesNumber = derivation.series_number(source.get("SeriesNumber"))
     ds.SeriesDescription = derivation.description[:64]
-    ds.DerivationDescription = derivation.details[:1024]
+    stored, stored_note = _stored_output(image, like)
+    # room kept for the flag note: a FLAGGED output must say so whatever the settings' length
+    ds.DerivationDescription = "; ".join(filter(None, [derivation.details, stored_note]))[:990]
     annotate_dicom(ds, like.meta.get("consistency_note"))  # a flagged output says so (runtime/consistency.py)
     ds.ImageType = ["DERIVED", "SECONDARY"]
     ds.SeriesDate = ds.InstanceCreationDate = time.strftime("%Y%m%d", derivation.started)
@@ -434,7 +487,6 @@ def derived_dataset(image: np.ndarray, like: ImageFile, derivation: Derivation |
     for stale in ("SmallestImagePixelValue", "LargestImagePixelValue", "PixelPaddingValue"):
         if stale in ds:  # facts about the source's pixels, not these
             del ds[stale]
-    stored = from_unit(image, source, like.meta["window"])
     ds.PixelData = stored.tobytes()
     ds["PixelData"].VR = "OB" if stored.itemsize == 1 else "OW"
     ds.file_meta = copy.deepcopy(source.file_meta) if hasattr(source, "file_meta") else pydicom.Dataset()
@@ -445,6 +497,38 @@ def derived_dataset(image: np.ndarray, like: ImageFile, derivation: Derivation |
     # against the transfer syntax (filewriter.dcmwrite/write_dataset use Dataset.original_encoding): reset it
     ds.set_original_encoding(False, True, source.get("SpecificCharacterSet"))
     return ds
+
+
+# What a DICOM output stores where the source lies outside the window the network saw:
+# "keep" (the default) the source's stored value, "clip" the window's edge (said in DerivationDescription).
+OUTSIDE_WINDOW = ("keep", "clip")
+
+
+def _stored_output(image: np.ndarray, like: ImageFile) -> tuple[np.ndarray, str]:
+    """The output's stored integers. The window shapes what the network sees, never what is stored: a
+    pixel whose source value lies outside it keeps that value (unless the caller asked for "clip"), so a
+    CT slice keeps its air and bone in Hounsfield units, not the window's edges. Returns the integers and
+    the note for DerivationDescription (what was kept or clipped)."""
+    source, window = like.meta["dataset"], like.meta["window"]
+    stored = from_unit(image, source, window)
+    mode = like.meta.get("outside_window", "keep")
+    if mode not in OUTSIDE_WINDOW:
+        raise ImageIOError(f"{like.path}: outside_window {mode!r}; one of {', '.join(OUTSIDE_WINDOW)}")
+    shown = f"{window[0]:g}..{window[1]:g}"
+    source_stored = like.meta.get("stored")
+    if source_stored is None:
+        source_stored = source.pixel_array
+    if source_stored.shape != stored.shape:
+        mode = "clip"  # another geometry: no source value per output pixel to keep
+    outside = outside_window(source_stored, source, window) if mode == "keep" else None
+    if outside is not None and outside.any():
+        stored[outside] = source_stored[outside]
+        note = f"values outside the window {shown} kept from the source ({int(outside.sum())} pixels)"
+    elif mode == "clip":
+        note = f"values clipped to the window {shown}"
+    else:
+        note = ""
+    return stored, note
 
 
 def _reference_source(ds: Any, source: Any, pydicom: Any) -> None:

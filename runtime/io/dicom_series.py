@@ -182,6 +182,7 @@ class SeriesJob:
     def __init__(self, files: Iterable[Path], out: Path, force: bool = False) -> None:
         self.series, self.outcomes = group_series(files)
         self.plan = plan_outputs(self.series, out, force)
+        self.force = force
 
     @property
     def n_slices(self) -> int:
@@ -258,7 +259,8 @@ class SeriesJob:
             for i, (image, result) in enumerate(zip(group, results, strict=True)):
                 if notes and i < len(notes) and notes[i]:
                     image.meta["consistency_note"] = notes[i]
-                self.outcomes.append(_write(image, self.plan[image.path], result, derivation, uid))
+                target = self.plan[image.path]
+                self.outcomes.append(_write(image, target, result, derivation, uid, self.force))
         if progress is not None:
             progress(len(group))
         group.clear()
@@ -283,11 +285,13 @@ class SeriesJob:
         return rows
 
 
-def _write(image: ImageFile, target: Path, result: np.ndarray, derivation: Derivation, uid: str) -> Outcome:
+def _write(
+    image: ImageFile, target: Path, result: np.ndarray, derivation: Derivation, uid: str, replace: bool
+) -> Outcome:
     image.meta["derivation"] = derivation  # dicom.derived_dataset takes the run's series from here
     try:
         target.parent.mkdir(parents=True, exist_ok=True)
-        write_image(target, result, image)  # atomic: temp file beside the target, then rename
+        write_image(target, result, image, replace)  # atomic, and never over a file unless --force
     except FILE_ERRORS as error:  # one slice's failure is reported, the others go on
         return Outcome(image.path, "failed", error=str(error), series=uid)
     return Outcome(image.path, "ok", output=target, series=uid)

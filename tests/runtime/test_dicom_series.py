@@ -210,7 +210,11 @@ def test_a_512_ct_series_runs_end_to_end_on_an_any_size_artifact(any_size_artifa
         assert (out.Rows, out.Columns, out.PixelRepresentation) == (512, 512, 1)
         assert list(out.ImagePositionPatient) == list(source.ImagePositionPatient)
         hu = out.pixel_array * float(out.RescaleSlope) + float(out.RescaleIntercept)
-        assert hu.min() >= -160 and hu.max() <= 240  # through the header's window 40/400
+        source_hu = source.pixel_array * float(source.RescaleSlope) + float(source.RescaleIntercept)
+        outside = (source_hu < -160) | (source_hu > 239)  # the header's window 40/400 (LINEAR)
+        assert outside.any()
+        np.testing.assert_array_equal(hu[outside], source_hu[outside])  # kept, not clipped
+        assert hu[~outside].min() >= -160 and hu[~outside].max() <= 239
 
 
 @pytest.mark.slow
