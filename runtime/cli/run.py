@@ -180,11 +180,22 @@ class RunReport:
 # -- per-file steps ----------------------------------------------------------------------------------------
 def read_checked(item: FileOutcome, rec: Reconstructor, window: tuple[float, float] | None) -> np.ndarray:
     """Read one file and check it against the artifact by the rule `Reconstructor.run` applies."""
+    from recon.runtime.inputs import check_measurement
     from recon.runtime.io.imageio import read_image
 
     item.image = read_image(item.path, dicom_window=window)
+    check_measurement(item.image, rec.manifest.task)
     batch, _ = rec.prepare(item.image.data)
     return batch
+
+
+def check_file(rec: Reconstructor, image: ImageFile) -> None:
+    """The input rule for a read file: its values are what the artifact takes (inputs.check_measurement,
+    `Reconstructor.prepare`), or ValueError."""
+    from recon.runtime.inputs import check_measurement
+
+    check_measurement(image, rec.manifest.task)
+    rec.prepare(image.data)
 
 
 def note_scores(item: FileOutcome, scores: list[Any] | None) -> None:
@@ -302,7 +313,7 @@ def reconstruct_series(
             batch=per_run,
             window=window,
             derivation=derivation,
-            check=lambda image: rec.prepare(image.data),  # the one input rule, as for other files
+            check=lambda image: check_file(rec, image),  # the one input rule, as for other files
             progress=bar.update,
         )
     for outcome in outcomes:
@@ -364,6 +375,13 @@ def reconstruct_series(
     "else the stored bits' range).",
 )
 @click.option(
+    "--dicom-clip",
+    "dicom_clip",
+    is_flag=True,
+    help="DICOM outputs: store values outside the window at its edges (said in DerivationDescription). "
+    "Default: every pixel whose source lies outside the window keeps its source value.",
+)
+@click.option(
     "--no-consistency",
     "no_consistency",
     is_flag=True,
@@ -382,6 +400,7 @@ def run_command(
     tile: int | None,
     overlap: int | None,
     dicom_window: str | None,
+    dicom_clip: bool,
     no_consistency: bool,
     as_json: bool,
 ) -> int:
@@ -417,7 +436,10 @@ def run_command(
         ) as rec:
             out.mkdir(parents=True, exist_ok=True)
             per_run = batch or rec.manifest.batch.get("opt", 1)
-            derivation = run_derivation(artifact, rec.manifest, rec.backend_name, rec.precision, window)
+            derivation = run_derivation(
+                artifact, rec.manifest, rec.backend_name, rec.precision, window,
+                "clip" if dicom_clip else "keep",
+            )  # fmt: skip
             reconstruct_files(rec, report, per_run, window, derivation)
             if series is not None:
                 reconstruct_series(rec, report, series, per_run, window, derivation)

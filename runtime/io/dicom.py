@@ -37,7 +37,7 @@ import numpy as np
 
 from recon.runtime import limits
 from recon.runtime.io.image_file import ImageFile, ImageIOError
-from recon.runtime.io.image_format import to_integers
+from recon.runtime.io.image_format import refuse_palette, to_integers
 
 # Room for everything in a file besides its pixels (header, overlays, private tags), and the most of a
 # deflated stream inflated before the header has been checked.
@@ -236,6 +236,8 @@ def _check_kind(ds: Any, path: Path) -> None:
             f"{path}: multi-frame or colour DICOM; recon-run takes single-frame grayscale slices"
         )
     photometric = str(ds.get("PhotometricInterpretation", "MONOCHROME2")).strip().upper()
+    if photometric == "PALETTE COLOR":
+        refuse_palette(path, "DICOM", "PhotometricInterpretation PALETTE COLOR")
     if photometric not in ("MONOCHROME1", "MONOCHROME2"):  # PALETTE COLOR has one sample of indices
         raise ImageIOError(
             f"{path}: DICOM photometric interpretation {photometric!r}; recon-run takes grayscale "
@@ -407,6 +409,8 @@ class Derivation:
 
     description: str = "recon"
     details: str = "reconstructed by recon"
+    # what the outputs store where the source lies outside the window: "keep" its value, or "clip"
+    outside_window: str = "keep"
     run_number: int = field(default_factory=lambda: 1 + secrets.randbelow(2_000_000))
     started: time.struct_time = field(default_factory=time.localtime)
     _series: dict[str, str] = field(default_factory=dict, repr=False)
@@ -431,6 +435,7 @@ def run_derivation(
     backend: str,
     precision: str | None,
     window: tuple[float, float] | None,
+    outside_window: str = "keep",
 ) -> Derivation:
     """The derivation of one `recon-run`: its series named after the model, artifact and settings."""
     model = manifest.model.get("name", "?") if isinstance(manifest.model, dict) else "?"
@@ -443,6 +448,7 @@ def run_derivation(
             f"({Path(artifact).name}), task {manifest.task}, backend {backend}, precision {precision}, "
             f"{shown}" + (f", weights sha256 {weights[:16]}" if weights else "")
         ),
+        outside_window=outside_window,
     )
 
 
@@ -476,7 +482,9 @@ def derived_dataset(image: np.ndarray, like: ImageFile, derivation: Derivation |
     ds.SeriesInstanceUID = derivation.series_uid(source_series)
     ds.SeriesNumber = derivation.series_number(source.get("SeriesNumber"))
     ds.SeriesDescription = derivation.description[:64]
-    stored, stored_note = _stored_output(image, like)
+    stored, stored_note = _stored_output(
+        image, like, like.meta.get("outside_window", derivation.outside_window)
+    )
     # room kept for the flag note: a FLAGGED output must say so whatever the settings' length
     ds.DerivationDescription = "; ".join(filter(None, [derivation.details, stored_note]))[:990]
     annotate_dicom(ds, like.meta.get("consistency_note"))  # a flagged output says so (runtime/consistency.py)
@@ -504,14 +512,13 @@ def derived_dataset(image: np.ndarray, like: ImageFile, derivation: Derivation |
 OUTSIDE_WINDOW = ("keep", "clip")
 
 
-def _stored_output(image: np.ndarray, like: ImageFile) -> tuple[np.ndarray, str]:
+def _stored_output(image: np.ndarray, like: ImageFile, mode: str) -> tuple[np.ndarray, str]:
     """The output's stored integers. The window shapes what the network sees, never what is stored: a
     pixel whose source value lies outside it keeps that value (unless the caller asked for "clip"), so a
     CT slice keeps its air and bone in Hounsfield units, not the window's edges. Returns the integers and
     the note for DerivationDescription (what was kept or clipped)."""
     source, window = like.meta["dataset"], like.meta["window"]
     stored = from_unit(image, source, window)
-    mode = like.meta.get("outside_window", "keep")
     if mode not in OUTSIDE_WINDOW:
         raise ImageIOError(f"{like.path}: outside_window {mode!r}; one of {', '.join(OUTSIDE_WINDOW)}")
     shown = f"{window[0]:g}..{window[1]:g}"

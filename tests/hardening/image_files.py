@@ -83,7 +83,7 @@ def _png(path: Path, variant: str, rng: np.random.Generator, h: int, w: int, dty
         return Expectation(gray)
     image = Image.fromarray(gray).convert(mode)
     image.save(path)
-    return refuse("PNG mode")
+    return refuse("PNG mode", r"PNG palette image \(colour type 3\) \(a colour map")
 
 
 def _tiff(path: Path, variant: str, rng: np.random.Generator, h: int, w: int, dtype: str) -> Expectation:
@@ -197,7 +197,7 @@ def _dicom(path: Path, variant: str, rng: np.random.Generator, h: int, w: int, d
         expected = refuse("RescaleSlope")
     elif variant == "dcm-palette":
         ds.PhotometricInterpretation = "PALETTE COLOR"
-        expected = refuse("photometric interpretation 'PALETTE COLOR'")
+        expected = refuse(r"PhotometricInterpretation PALETTE COLOR \(a colour map")
     elif variant == "dcm-rgb":
         ds.SamplesPerPixel, ds.PhotometricInterpretation, ds.PlanarConfiguration = 3, "RGB", 0
         ds.BitsAllocated, ds.BitsStored, ds.HighBit = 8, 8, 7
