@@ -23,6 +23,7 @@ import click
 
 from recon.runtime.backends.base import BackendError
 from recon.runtime.cli.base import PRECISIONS, Command, one_line
+from recon.runtime.cli.signals import Terminated, signals_interrupt
 
 if TYPE_CHECKING:
     import numpy as np
@@ -415,39 +416,62 @@ def run_command(
     consistency check: a flagged file gets one warning line on stderr, its scores in --json, and (DICOM)
     a note in ImageComments / DerivationDescription.
     """
-    from recon.runtime.io.dicom import run_derivation
-    from recon.runtime.io.dicom_series import SeriesJob, series_inputs
-
     started = time.perf_counter()
     report = RunReport(artifact, out)
     try:
-        window = _window(dicom_window)
-        if batch is not None and batch < 1:
-            raise click.BadParameter(f"--batch must be >= 1, got {batch}")
-        files = collect_inputs(inputs)
-        in_series = series_inputs(inputs)  # DICOM files in folders: by series, not by file name
-        files = [f for f in files if f not in set(in_series)]
-        series = SeriesJob(in_series, out, force) if in_series else None
-        targets = plan_outputs(files, out, force)
-        report.files = [FileOutcome(f, t, replace=force) for f, t in zip(files, targets, strict=True)]
-        consistency = not no_consistency
-        with open_reconstructor(
-            artifact, report, backend, precision, threads, consistency, tile, overlap
-        ) as rec:
-            out.mkdir(parents=True, exist_ok=True)
-            per_run = batch or rec.manifest.batch.get("opt", 1)
-            derivation = run_derivation(
-                artifact, rec.manifest, rec.backend_name, rec.precision, window,
-                "clip" if dicom_clip else "keep",
-            )  # fmt: skip
-            reconstruct_files(rec, report, per_run, window, derivation)
-            if series is not None:
-                reconstruct_series(rec, report, series, per_run, window, derivation)
+        with signals_interrupt():  # SIGTERM/SIGHUP as Ctrl-C: no temporary file left, the summary printed
+            return _run(report, artifact, inputs, out, backend, batch, precision, threads, force, tile,
+                        overlap, dicom_window, dicom_clip, no_consistency)  # fmt: skip
+    except Terminated as stop:
+        report.error = str(stop)
+        click.echo(f"error: {stop}; the files listed as written are complete, no other was written", err=True)
+        raise SystemExit(stop.exit_code) from None
     except BaseException as error:
         report.error = "interrupted" if isinstance(error, KeyboardInterrupt) else one_line(error)
         raise
     finally:
         print_report(report, time.perf_counter() - started, as_json)
+
+
+def _run(
+    report: RunReport,
+    artifact: Path,
+    inputs: tuple[str, ...],
+    out: Path,
+    backend: str,
+    batch: int | None,
+    precision: str,
+    threads: int | None,
+    force: bool,
+    tile: int | None,
+    overlap: int | None,
+    dicom_window: str | None,
+    dicom_clip: bool,
+    no_consistency: bool,
+) -> int:
+    from recon.runtime.io.dicom import run_derivation
+    from recon.runtime.io.dicom_series import SeriesJob, series_inputs
+
+    window = _window(dicom_window)
+    if batch is not None and batch < 1:
+        raise click.BadParameter(f"--batch must be >= 1, got {batch}")
+    files = collect_inputs(inputs)
+    in_series = series_inputs(inputs)  # DICOM files in folders: by series, not by file name
+    files = [f for f in files if f not in set(in_series)]
+    series = SeriesJob(in_series, out, force) if in_series else None
+    targets = plan_outputs(files, out, force)
+    report.files = [FileOutcome(f, t, replace=force) for f, t in zip(files, targets, strict=True)]
+    consistency = not no_consistency
+    with open_reconstructor(artifact, report, backend, precision, threads, consistency, tile, overlap) as rec:
+        out.mkdir(parents=True, exist_ok=True)
+        per_run = batch or rec.manifest.batch.get("opt", 1)
+        derivation = run_derivation(
+            artifact, rec.manifest, rec.backend_name, rec.precision, window,
+            "clip" if dicom_clip else "keep",
+        )  # fmt: skip
+        reconstruct_files(rec, report, per_run, window, derivation)
+        if series is not None:
+            reconstruct_series(rec, report, series, per_run, window, derivation)
     return 0 if all(f.status == "written" for f in report.files) else 1
 
 
