@@ -136,7 +136,6 @@ class RunReport:
     backend: dict[str, Any] = field(default_factory=dict)
     error: str = ""
     series: list[dict[str, Any]] = field(default_factory=list)  # per DICOM series: counts and folder
-    series_flagged: int = 0  # DICOM series slices the consistency check flagged
 
     @property
     def flagged(self) -> list[FileOutcome]:
@@ -202,7 +201,7 @@ def check_file(rec: Reconstructor, image: ImageFile) -> None:
 def note_scores(item: FileOutcome, scores: list[Any] | None) -> None:
     """The consistency check's scores for one file's images: into its JSON record, and a flagged file's
     note to its image so that a DICOM output carries it (runtime/consistency.py)."""
-    from recon.runtime.consistency import flag_note
+    from recon.runtime.io.dicom import flag_note
 
     if scores is None:
         return
@@ -298,14 +297,8 @@ def reconstruct_series(
     from tqdm import tqdm
 
     def run(batch: np.ndarray) -> np.ndarray:
-        from recon.runtime.consistency import flag_note
-
-        result, scores = rec.run(batch, return_scores=True)
-        report.run_seconds.append(rec.last_timings["total"])
-        # one note per slice, for the series writer to put into flagged slices (dicom_series)
-        run.notes = None if scores is None else [flag_note([score]) for score in scores]  # type: ignore
-        if scores is not None:
-            report.series_flagged += sum(score.flagged for score in scores)
+        result, run.scores = rec.run(batch, return_scores=True)  # type: ignore[attr-defined]
+        report.run_seconds.append(rec.last_timings["total"])  # scores: read by dicom_series.scores_of
         return result
 
     with tqdm(total=job.n_slices, unit="slice", desc="series", disable=None, leave=False) as bar:
@@ -320,6 +313,8 @@ def reconstruct_series(
     for outcome in outcomes:
         item = FileOutcome(outcome.path, outcome.output or job.plan.get(outcome.path, report.out))
         item.details["series"] = outcome.series
+        if outcome.scores is not None:  # the same fields as a single file's (note_scores)
+            item.details["consistency"], item.details["flagged"] = outcome.scores, outcome.flagged
         if outcome.status == "ok":
             item.status, item.images = "written", 1
         else:
@@ -517,12 +512,6 @@ def print_report(report: RunReport, wall: float, as_json: bool) -> None:
         click.echo(
             f"warning: {item.path}: consistency check FLAGGED the output ({reasons}); do not trust it "
             "without review",
-            err=True,
-        )
-    if report.series_flagged:
-        click.echo(
-            f"warning: {report.series_flagged} DICOM series slice(s) FLAGGED by the consistency check "
-            "(noted in their ImageComments); do not trust them without review",
             err=True,
         )
     if as_json:

@@ -560,3 +560,20 @@ def annotate_dicom(ds: Any, note: str | None) -> None:
     ds.ImageComments = note[:10240]  # LT: at most 10240 characters
     description = str(ds.get("DerivationDescription", "") or "")
     ds.DerivationDescription = (description + "; " if description else "") + "consistency check FLAGGED"
+
+
+def flag_note(scores: list[Any]) -> str | None:
+    """One line for a file whose images were flagged (for logs and DICOM), None when none was.
+
+    `scores` are runtime/consistency.py's ImageScores (`flagged`, `reasons`).
+    """
+    flagged = [(i, s) for i, s in enumerate(scores) if s.flagged]
+    if not flagged:
+        return None
+    index, first = flagged[0]
+    where = f"image {index}: " if len(scores) > 1 else ""
+    more = f" (+{len(flagged) - 1} more image(s))" if len(flagged) > 1 else ""
+    return (
+        f"recon consistency check FLAGGED this output: {where}{'; '.join(first.reasons)}{more}; "
+        "the input is not like the calibration data, do not trust this image without review"
+    )

@@ -179,27 +179,30 @@ def test_recon_run_reports_every_bad_slice_by_name_writes_the_others_and_exits_n
     folder.mkdir()
     _, written = write_series(folder, 6, rng, size=H)
     uid = written[0][1].SeriesInstanceUID
-    write_slice(folder / "1.2.3.999", np.zeros((H + 2, W), np.uint16), series_uid=uid, instance=7)
+    study = written[0][1].StudyInstanceUID
+    # a slice of the series whose pixels cannot be read as its header says (a zero RescaleSlope)
+    write_slice(folder / "1.2.3.999", np.zeros((H, W), np.uint16), series_uid=uid, study_uid=study,
+                instance=7, position=(-100.0, -120.0, 35.5 + 6 * 1.25), slope="0")  # fmt: skip
     result = cli("recon-run", deblur_artifact, folder, "--out", tmp_path / "out", "--json")
     assert result.returncode == 1
     summary = json.loads(result.stdout)
     failed = [o for o in summary["outcomes"] if o["status"] == "failed"]
     assert len(failed) == 1 and failed[0]["path"].endswith("1.2.3.999")
-    assert "shape (18, 16)" in failed[0]["reason"]
+    assert "RescaleSlope 0.0" in failed[0]["reason"]
     assert summary["series"][0]["written"] == 6 and summary["series"][0]["failed"] == 1
     text = cli("recon-run", deblur_artifact, folder, "--out", tmp_path / "out2")
     assert text.returncode == 1
     errors = [line for line in text.stderr.splitlines() if line.startswith("error: ")]
-    assert len(errors) == 1 and "1.2.3.999" in errors[0] and "shape (18, 16)" in errors[0]
+    assert len(errors) == 1 and "1.2.3.999" in errors[0] and "RescaleSlope 0.0" in errors[0]
 
 
 def test_a_512_ct_series_runs_end_to_end_on_an_any_size_artifact(any_size_artifact, tmp_path):
     rng = np.random.default_rng(9)
     folder = tmp_path / "ct"
     folder.mkdir()
-    uid = pydicom.uid.generate_uid()
-    sources = [ct_slice(folder / f"1.2.840.{k}", rng, size=512, series_uid=uid, instance=k + 1,
-                        position=(-180.0, -180.0, 1.25 * k)) for k in range(3)]  # fmt: skip
+    uid, study = pydicom.uid.generate_uid(), pydicom.uid.generate_uid()
+    sources = [ct_slice(folder / f"1.2.840.{k}", rng, size=512, series_uid=uid, study_uid=study,
+                        instance=k + 1, position=(-180.0, -180.0, 1.25 * k)) for k in range(3)]  # fmt: skip
     # symbolic H × W (a spatial entry up to 1024): 512² runs whole, as it would on recon-export's ResUNet
     result = cli("recon-run", any_size_artifact, folder, "--out", tmp_path / "out", "--json")
     assert result.returncode == 0, result.stderr
