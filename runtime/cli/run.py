@@ -24,6 +24,7 @@ import click
 from recon.runtime.backends.base import BackendError
 from recon.runtime.cli.base import PRECISIONS, Command, one_line
 from recon.runtime.cli.signals import Terminated, signals_interrupt
+from recon.runtime.io.untrusted import shown
 
 if TYPE_CHECKING:
     import numpy as np
@@ -42,24 +43,44 @@ def _window(text: str | None) -> tuple[float, float] | None:
     return low, high
 
 
-def collect_inputs(inputs: tuple[str, ...]) -> list[Path]:
-    """Files as given, folders' image files (not recursive), in order."""
+def collect_inputs(inputs: tuple[str, ...], skipped: list[tuple[Path, str]] | None = None) -> list[Path]:
+    """Files as given, folders' image files (not recursive), in order.
+
+    Every folder entry is accounted for: one that is not an image file recon reads (a sub-folder, a FIFO,
+    a hidden file, no known suffix and no known signature, e.g. a DICOM slice with a damaged preamble) is
+    appended to `skipped` with its reason, for the report and the exit status.
+    """
     from recon.runtime.io.imageio import SUFFIXES, detect_format
 
     files: list[Path] = []
     for item in map(Path, inputs):
         if item.is_dir():
-            found = sorted(
-                p
-                for p in item.iterdir()
-                if p.is_file() and not p.name.startswith(".") and detect_format(p) is not None
-            )
+            found = []
+            for entry in sorted(item.iterdir()):
+                reason = _not_an_input(entry, detect_format)
+                if reason is None:
+                    found.append(entry)
+                elif skipped is not None:
+                    skipped.append((entry, reason))
             if not found:
                 raise ValueError(f"{item}: no image files in this folder ({', '.join(sorted(SUFFIXES))})")
             files.extend(found)
         else:  # a file of unknown format is that file's failure (reported with the others)
             files.append(item)
     return files
+
+
+def _not_an_input(entry: Path, detect_format: Any) -> str | None:
+    """Why a folder entry is not read (None: it is an image file recon reads)."""
+    if entry.name.startswith("."):
+        return "a hidden file (its name starts with '.'); not read"
+    if entry.is_dir():
+        return "a folder; recon-run does not descend into sub-folders"
+    if not entry.is_file():
+        return "not a regular file (a FIFO, device, socket or broken link)"
+    if detect_format(entry) is None:
+        return "not an image file recon reads (no known suffix, and no PNG/TIFF/NPY/DICOM signature)"
+    return None
 
 
 def plan_outputs(files: list[Path], out: Path, force: bool) -> list[Path]:
@@ -106,23 +127,25 @@ class FileOutcome:
     """What happened to one input file. Other steps add their own fields (e.g. consistency scores)."""
 
     path: Path
-    target: Path
-    status: str = "pending"  # "written" | "failed" | "pending" (the run stopped before it)
+    target: Path | None  # None: nothing is written for it (a skipped folder entry)
+    status: str = "pending"  # "written" | "failed" | "skipped" | "pending" (the run stopped before it)
     reason: str = ""
     images: int = 0
     details: dict[str, Any] = field(default_factory=dict)  # extra per-file facts, merged into the JSON
     image: ImageFile | None = field(default=None, repr=False)  # between the read and the write steps
     replace: bool = False  # --force: an existing output may be replaced (never without it, however late)
 
-    def fail(self, error: BaseException) -> None:
-        text = one_line(error)
-        prefix = f"{self.path}: "  # readers' messages start with the file; say it once
-        self.status, self.reason = "failed", text[len(prefix) :] if text.startswith(prefix) else text
+    def fail(self, error: BaseException | str) -> None:
+        text = str(error).strip()
+        prefix = f"{self.path}: "  # readers' messages start with the file (as it is); say it once
+        self.status = "failed"
+        self.reason = one_line(text[len(prefix) :] if text.startswith(prefix) else text)  # shown when printed
         self.image = None
 
     def to_json(self) -> dict[str, Any]:
-        data = {"path": str(self.path), "out": str(self.target), "status": self.status, "images": self.images}
-        return {**data, **({"reason": self.reason} if self.reason else {}), **self.details}
+        out = None if self.target is None else shown(self.target)
+        data = {"path": shown(self.path), "out": out, "status": self.status, "images": self.images}
+        return {**data, **({"reason": shown(self.reason)} if self.reason else {}), **self.details}
 
 
 @dataclass
@@ -146,6 +169,10 @@ class RunReport:
         return [f for f in self.files if f.status == "failed"]
 
     @property
+    def skipped(self) -> list[FileOutcome]:
+        return [f for f in self.files if f.status == "skipped"]
+
+    @property
     def images(self) -> int:
         return sum(f.images for f in self.files if f.status == "written")
 
@@ -154,12 +181,13 @@ class RunReport:
 
         ms = np.asarray(self.run_seconds or [0.0]) * 1e3
         return {
-            "artifact": str(self.artifact),
+            "artifact": shown(self.artifact),
             **self.backend,
             "ok": not self.error and all(f.status == "written" for f in self.files),
-            **({"error": self.error} if self.error else {}),
+            **({"error": shown(self.error)} if self.error else {}),
             "files": len(self.files),
             "failed": len(self.failed),
+            "skipped": len(self.skipped),
             "images": self.images,
             "runs": len(self.run_seconds),
             "run_ms": {
@@ -170,7 +198,7 @@ class RunReport:
             },
             "per_image_ms": float(ms.sum() / max(self.images, 1)),
             "wall_s": wall,
-            "out": str(self.out),
+            "out": shown(self.out),
             "flagged": len(self.flagged) if self.backend.get("consistency") else None,
             "outcomes": [f.to_json() for f in self.files],
             **({"series": self.series} if self.series else {}),
@@ -218,7 +246,7 @@ def write_result(item: FileOutcome, result: np.ndarray, scores: list[Any] | None
 
     note_scores(item, scores)
     image, item.image = item.image, None
-    assert image is not None
+    assert image is not None and item.target is not None
     write_image(item.target, result[0, 0] if image.data.ndim == 2 else result[:, 0], image, item.replace)
     item.status, item.images = "written", len(result)
 
@@ -278,7 +306,8 @@ def reconstruct_files(
     from tqdm import tqdm
 
     batcher = Batcher(rec, report, per_run)
-    for item in tqdm(report.files, unit="file", desc="recon-run", disable=None, leave=False):
+    pending = [item for item in report.files if item.status == "pending"]  # not the skipped entries
+    for item in tqdm(pending, unit="file", desc="recon-run", disable=None, leave=False):
         try:
             batch = read_checked(item, rec, window)
         except FILE_ERRORS as error:
@@ -450,12 +479,14 @@ def _run(
     window = _window(dicom_window)
     if batch is not None and batch < 1:
         raise click.BadParameter(f"--batch must be >= 1, got {batch}")
-    files = collect_inputs(inputs)
+    skipped: list[tuple[Path, str]] = []
+    files = collect_inputs(inputs, skipped)
+    report.files = [FileOutcome(p, None, status="skipped", reason=why) for p, why in skipped]
     in_series = series_inputs(inputs)  # DICOM files in folders: by series, not by file name
     files = [f for f in files if f not in set(in_series)]
     series = SeriesJob(in_series, out, force) if in_series else None
     targets = plan_outputs(files, out, force)
-    report.files = [FileOutcome(f, t, replace=force) for f, t in zip(files, targets, strict=True)]
+    report.files += [FileOutcome(f, t, replace=force) for f, t in zip(files, targets, strict=True)]
     consistency = not no_consistency
     with open_reconstructor(artifact, report, backend, precision, threads, consistency, tile, overlap) as rec:
         out.mkdir(parents=True, exist_ok=True)
@@ -503,14 +534,17 @@ def open_reconstructor(
 
 def print_report(report: RunReport, wall: float, as_json: bool) -> None:
     """One stderr line per failed file; then JSON on stdout (whatever happened) or a summary."""
+    for item in report.skipped:
+        click.echo(f"skipped: {shown(item.path)}: {shown(item.reason)}", err=True)
     for item in report.failed:
-        click.echo(f"error: {item.path}: {item.reason}", err=True)
+        click.echo(f"error: {shown(item.path)}: {shown(item.reason)}", err=True)
     summary = report.to_json(wall)
     for item in report.flagged:  # one line per flagged file, on stderr whatever the output mode
         scores = item.details.get("consistency") or []
         reasons = "; ".join(r for score in scores if score["flagged"] for r in score["reasons"][:3])
         click.echo(
-            f"warning: {item.path}: consistency check FLAGGED the output ({reasons}); do not trust it "
+            f"warning: {shown(item.path)}: consistency check FLAGGED the output ({shown(reasons)}); do not "
+            "trust it "
             "without review",
             err=True,
         )
@@ -520,8 +554,10 @@ def print_report(report: RunReport, wall: float, as_json: bool) -> None:
     if report.error:  # the command's own one-line error follows
         return
     failed = f"; {len(report.failed)} file(s) failed" if report.failed else ""
+    failed += f"; {len(report.skipped)} folder entr(ies) skipped" if report.skipped else ""
+    written = sum(f.status == "written" for f in report.files)
     click.echo(
-        f"{report.images} image(s) from {len(report.files) - len(report.failed)} file(s) → {report.out}/"
+        f"{report.images} image(s) from {written} file(s) → {shown(report.out)}/"
         f"{failed}  [{summary.get('backend')}, {summary.get('precision')}; {summary.get('reason')}]"
     )
     ms = summary["run_ms"]
