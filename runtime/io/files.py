@@ -29,7 +29,9 @@ def _temp_name(name: str) -> str:
     """`.{name}.{random}.tmp`, with `name` shortened so the whole stays within NAME_MAX bytes."""
     token = secrets.token_hex(6)
     room = NAME_MAX - len(f"..{token}.tmp".encode())
-    stem = name.encode()[:room].decode(errors="ignore")  # never cut a UTF-8 character in half
+    # cut as the file system's bytes: a Linux name need not be UTF-8 (surrogateescape keeps each byte), and
+    # a character cut in half stays a few legal bytes of a temporary name
+    stem = os.fsdecode(os.fsencode(name)[:room])
     return f".{stem}.{token}.tmp"
 
 

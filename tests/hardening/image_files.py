@@ -225,6 +225,6 @@ def _dicom(path: Path, variant: str, rng: np.random.Generator, h: int, w: int, d
         return expected
     physical = stored.astype(np.float64) * slope + intercept
     lo, hi = sorted((intercept + slope * low, intercept + slope * high))
-    if variant == "dcm-window":
-        lo, hi = -160.0, 240.0
+    if variant == "dcm-window":  # PS3.3 C.11.2.1.2.1 LINEAR: c - 0.5 -/+ (w - 1) / 2
+        lo, hi = -160.0, 239.0
     return Expectation(np.clip((physical - lo) / (hi - lo), 0, 1).astype(np.float32), atol=1e-6)

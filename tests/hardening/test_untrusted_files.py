@@ -75,7 +75,7 @@ def test_the_unsafe_load_detector_sees_what_it_looks_for(tmp_path):
         ("dcm-jpeg-lossless", r"compressed DICOM \('JPEG Lossless.*\) and no decoder for it is installed"),
         ("dcm-multiframe", "multi-frame or colour DICOM"),
         ("dcm-rgb", "multi-frame or colour DICOM"),
-        ("dcm-palette", "photometric interpretation 'PALETTE COLOR'"),
+        ("dcm-palette", r"PhotometricInterpretation PALETTE COLOR \(a colour map"),
         ("dcm-monochrome1", None),  # physical values do not depend on the display polarity
         ("dcm-big-endian", None),
         ("dcm-deflated", None),
