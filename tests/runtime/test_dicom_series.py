@@ -139,19 +139,20 @@ def test_existing_outputs_are_refused_before_anything_runs_unless_forced(tmp_pat
 def test_recon_run_on_a_folder_of_series_writes_derived_series_and_a_json_summary(deblur_artifact, tmp_path):
     rng = np.random.default_rng(7)
     (uid_a, a), (uid_b, b) = _two_interleaved_series(tmp_path / "in", 20, rng, size=H)
-    (tmp_path / "in" / "notes.txt").write_text("not an image")  # neither DICOM nor a known suffix: skipped
+    (tmp_path / "in" / "notes.txt").write_text("not an image")  # neither DICOM nor a known suffix
     from PIL import Image
 
     Image.fromarray(rng.integers(0, 255, (H, W), dtype=np.uint8)).save(tmp_path / "in" / "photo.png")
     result = cli("recon-run", deblur_artifact, tmp_path / "in", "--out", tmp_path / "out", "--json",
                  "--batch", "8", "--dicom-window", "-1024,3071")  # fmt: skip
-    assert result.returncode == 0, result.stderr
+    assert result.returncode == 1, result.stderr  # notes.txt is reported as skipped, and the status says so
     summary = json.loads(result.stdout)
-    assert summary["images"] == 41 and summary["files"] == 41
+    assert summary["images"] == 41 and summary["files"] == 42 and summary["skipped"] == 1
+    assert "skipped: " in result.stderr and "notes.txt: not an image file recon reads" in result.stderr
     rows = {row["series_uid"]: row for row in summary["series"]}
     assert [(rows[u]["slices"], rows[u]["written"]) for u in (uid_a, uid_b)] == [(20, 20), (20, 20)]
     slices = [o for o in summary["outcomes"] if o.get("series")]
-    assert len(slices) == 40 and {o["status"] for o in summary["outcomes"]} == {"written"}
+    assert len(slices) == 40 and {o["status"] for o in summary["outcomes"]} == {"written", "skipped"}
     assert (tmp_path / "out" / "photo.png").is_file()  # other files as before
     derived = [pydicom.dcmread(f"{rows[uid_a]['out']}/{k:04d}.dcm") for k in range(1, 21)]
     assert [float(d.ImagePositionPatient[2]) for d in derived] == [
@@ -166,7 +167,7 @@ def test_recon_run_on_a_folder_of_series_writes_derived_series_and_a_json_summar
     np.testing.assert_allclose(physical, expected, atol=0.5)
     # a second run: new series, not the first run's
     again = cli("recon-run", deblur_artifact, tmp_path / "in", "--out", tmp_path / "out2", "--json")
-    assert again.returncode == 0, again.stderr
+    assert again.returncode == 1, again.stderr
     second = pydicom.dcmread(f"{json.loads(again.stdout)['series'][0]['out']}/0001.dcm")
     assert second.SeriesInstanceUID not in {d.SeriesInstanceUID for d in derived}
 
