@@ -457,6 +457,19 @@ def run_command(
         print_report(report, time.perf_counter() - started, as_json)
 
 
+def check_options(batch: int | None, threads: int | None, tile: int | None, overlap: int | None) -> None:
+    """Every numeric option against recon.runtime.limits or the machine, before anything is read."""
+    from recon.runtime import limits
+
+    try:
+        limits.check_batch(batch)
+        limits.check_threads(threads)
+        limits.check_count("--tile", tile, limits.MAX_IMAGE_SIDE, "recon.runtime.limits.MAX_IMAGE_SIDE")
+        limits.check_count("--overlap", overlap, limits.MAX_IMAGE_SIDE, "at most a tile's side", low=0)
+    except ValueError as error:
+        raise click.BadParameter(str(error)) from None
+
+
 def _run(
     report: RunReport,
     artifact: Path,
@@ -477,8 +490,7 @@ def _run(
     from recon.runtime.io.dicom_series import SeriesJob, series_inputs
 
     window = _window(dicom_window)
-    if batch is not None and batch < 1:
-        raise click.BadParameter(f"--batch must be >= 1, got {batch}")
+    check_options(batch, threads, tile, overlap)
     skipped: list[tuple[Path, str]] = []
     files = collect_inputs(inputs, skipped)
     report.files = [FileOutcome(p, None, status="skipped", reason=why) for p, why in skipped]
