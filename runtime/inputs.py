@@ -180,3 +180,23 @@ def check_measurement(image: Any, task: str) -> None:
             f"as stored; this file's values were mapped to [0, 1] by {scaled_by}, which is a guess, not the "
             "measurement: convert it to float NPY/TIFF line integrals"
         )
+
+
+def within_load_contract(load: Any) -> Any:
+    """`Reconstructor.from_artifact` raises only ArtifactError / BackendError: a MemoryError while loading
+    (a large graph on a small machine or under a memory limit) becomes a BackendError naming the artifact."""
+    import functools
+
+    from recon.runtime.backends.base import BackendError
+
+    @functools.wraps(load)
+    def loaded(cls: Any, path: Any, *args: Any, **kwargs: Any) -> Any:
+        try:
+            return load(cls, path, *args, **kwargs)
+        except MemoryError:
+            raise BackendError(
+                f"{path}: not enough memory to load this artifact (its files, the engine's session); free "
+                "memory, raise the process's limit, or use a smaller artifact"
+            ) from None
+
+    return loaded

@@ -16,7 +16,13 @@ from recon.runtime.artifact.manifest import ArtifactError, Manifest, check_batch
 from recon.runtime.artifact.spatial import BLENDS, Spatial, SpatialError, parse_spatial
 from recon.runtime.backends import Backend, select_backend
 from recon.runtime.consistency import ConsistencyGuard, ImageScore
-from recon.runtime.inputs import check_output, finish_batch, prepare_batch, spatial_shape
+from recon.runtime.inputs import (
+    check_output,
+    finish_batch,
+    prepare_batch,
+    spatial_shape,
+    within_load_contract,
+)
 from recon.runtime.tiling import reflect_pad, sliding_window
 
 log = logging.getLogger("recon.runtime")
@@ -128,6 +134,7 @@ class Reconstructor:
             raise ValueError(f"{error} (tile {values['tile']}; blend one of {list(BLENDS)})") from None
 
     @classmethod
+    @within_load_contract
     def from_artifact(
         cls,
         path: str | os.PathLike,
