@@ -383,8 +383,12 @@ def _pixels(ds: Any, path: Path) -> np.ndarray:
         needs = "; ".join(decoder.missing_dependencies) if decoder is not None else "none exists in pydicom"
         raise ImageIOError(
             f"{path}: compressed DICOM ({syntax.name!r}) and no decoder for it is installed ({needs}); "
-            "install one, or convert the file to an uncompressed transfer syntax"
+            "`pip install recon[dicom]` brings pylibjpeg and its plugins, or convert the file to an "
+            "uncompressed transfer syntax"
         )
+    from recon.runtime.io.dicom_codestream import check_frame_size
+
+    check_frame_size(ds, path, syntax)  # the codestream's own size, before a decoder allocates it
     try:
         return ds.pixel_array
     except Exception as error:  # pydicom lists each plugin's failure on its own line: keep one line

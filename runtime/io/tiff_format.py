@@ -1,13 +1,13 @@
 """TIFF through tifffile: every page as one (N, H, W) stack or the file is refused; one polarity for all.
 
-Compressed TIFF (LZW, deflate, ...) is decoded by `imagecodecs` where tifffile needs it (base dependency:
-TIFF is a base format).
+Compressed TIFF (LZW, JPEG, ...) is decoded by `imagecodecs` where tifffile needs it (the [tiff] extra);
+deflate decodes without it (tifffile falls back to zlib).
 """
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import BinaryIO
+from typing import Any, BinaryIO
 
 import numpy as np
 
@@ -85,6 +85,7 @@ class TiffFormat(ImageFormat):
                 raise ImageIOError(f"{path}: expected a 2-D image (or a stack of them), got shape {shape}")
             images = shape[0] if len(shape) == 3 else 1
             check_declared(path, "TIFF", images, *shape[-2:], np.dtype(dtype).itemsize)
+            _check_codec(path, pages[0])
             data = read().reshape(shape)
         return ImageFile(path, "tiff", data, {"dtype": str(data.dtype), "photometric": polarity})
 
@@ -96,6 +97,20 @@ class TiffFormat(ImageFormat):
         data = unit_to_dtype(image, dtype) if dtype.kind in "ui" else image.astype(np.float32)
         # explicit: tifffile stores a (3, H, W) or (4, H, W) stack as planar RGB(A) by default
         tifffile.imwrite(path, data, photometric=like.meta.get("photometric") or "minisblack")
+
+
+def _check_codec(path: Path, page: Any) -> None:
+    """A compression tifffile decodes only through imagecodecs (LZW, JPEG, ...) names the extra to install."""
+    compression = getattr(page, "compression", 1)
+    if int(compression) in (1, 8, 32946):  # none, and deflate: tifffile falls back to zlib
+        return
+    try:
+        import imagecodecs  # noqa: F401
+    except ImportError:
+        name = getattr(compression, "name", str(compression))
+        raise ImageIOError(
+            f"{path}: TIFF compressed with {name}, which needs imagecodecs: `pip install recon[tiff]`"
+        ) from None
 
 
 def _polarity(path: Path, pages: list) -> str:
