@@ -394,7 +394,7 @@ def _pixels(ds: Any, path: Path) -> np.ndarray:
     except Exception as error:  # pydicom lists each plugin's failure on its own line: keep one line
         reason = " ".join(str(error).split())[:300]
         raise ImageIOError(
-            f"{path}: compressed DICOM ({syntax.name}) could not be decoded ({reason})"
+            f"{path}: compressed DICOM ({syntax.name!r}) could not be decoded ({reason})"
         ) from None
 
 

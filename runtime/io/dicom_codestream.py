@@ -52,23 +52,23 @@ def check_frame_size(ds: Any, path: Path, syntax: Any) -> None:
     """Refuse a compressed single-frame dataset whose codestream declares another size than its header."""
     if syntax.name.startswith("RLE"):
         return
-    from pydicom.encaps import generate_fragments  # pydicom 3.0 encaps.py
+    from pydicom.encaps import generate_frames  # pydicom 3.0 encaps.py (skips the basic offset table)
 
     try:
-        head = next(iter(generate_fragments(ds.PixelData)), b"")[:HEAD_BYTES]
+        head = next(generate_frames(ds.PixelData, number_of_frames=1), b"")[:HEAD_BYTES]
     except Exception as error:  # a damaged item structure
         raise ImageIOError(
-            f"{path}: compressed DICOM ({syntax.name}) could not be decoded ({error})"
+            f"{path}: compressed DICOM ({syntax.name!r}) could not be decoded ({error})"
         ) from None
     found = declared_frame_size(head)
     rows, columns = int(ds.Rows), int(ds.Columns)
     if found is None:
         raise ImageIOError(
-            f"{path}: compressed DICOM ({syntax.name}) could not be decoded (no frame header in its first "
-            "fragment); not decoded"
+            f"{path}: compressed DICOM ({syntax.name!r}) could not be decoded (no frame header at the "
+            "start of its frame); not decoded"
         )
     if found != (rows, columns):
         raise ImageIOError(
-            f"{path}: compressed DICOM ({syntax.name}) frame declares {found[0]}×{found[1]} pixels, its "
+            f"{path}: compressed DICOM ({syntax.name!r}) frame declares {found[0]}×{found[1]} pixels, its "
             f"header Rows × Columns {rows}×{columns}; not decoded"
         )
