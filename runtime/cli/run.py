@@ -434,9 +434,14 @@ def run_command(
     INPUTS are files or folders. CT artifacts take sinograms (NPY/TIFF, n_angles × n_detectors). Image
     artifacts take any size: whole where the graph can, as blended tiles above its maximum side.
     A file that cannot be read or does not fit the artifact is reported and skipped; the others are
-    written, and the exit status is 1 when any file failed. DICOM files inside a folder (any name) are
-    grouped by series and ordered; each source series becomes a new derived series in
-    OUT/<series>/0001.dcm, … (recon.runtime.io.dicom_series). Every output is scored by the artifact's
+    written, and the exit status is 1 when any file failed. A folder entry that is not an image recon
+    reads (sub-folder, hidden file, unknown format) is reported as skipped, and the exit status is 1 too.
+    DICOM files inside a folder (any name) are grouped by series and ordered; each source series becomes a
+    new derived series in OUT/<series>/0001.dcm, …; a series that does not hold together (two studies, a
+    repeated instance, two slices at one position, two sizes) is not written at all, each slice reported
+    (recon.runtime.io.dicom_series). An existing output is never replaced without --force, even one made
+    by another process during the run. DICOM outputs keep every source value outside the window
+    (--dicom-clip clips, and says so in the tags). Every output is scored by the artifact's
     consistency check: a flagged file gets one warning line on stderr, its scores in --json, and (DICOM)
     a note in ImageComments / DerivationDescription.
     """
