@@ -20,6 +20,9 @@ MAX_IMAGES_PER_FILE = 4096
 MAX_PIXELS_PER_FILE = 64 * 1024 * 1024
 # Bytes decoded from one file (pixels x bytes per stored pixel): 256 MB, e.g. 32 Mpx of float64.
 MAX_DECODED_BYTES_PER_FILE = 256 * 1024 * 1024
+# Elements walked in one DICOM header (nested ones included): real CT/MR headers hold hundreds to a few
+# thousand; pydicom keeps each one it walks.
+MAX_DICOM_ELEMENTS = 100_000
 # Batch sizes an artifact may declare (min/opt/max of its profile).
 MAX_BATCH = 256
 # manifest.json itself, and how deeply its JSON may nest (objects/arrays inside each other).

@@ -285,15 +285,43 @@ def _read_header(path: Path, pydicom: Any) -> tuple[Any, Any]:
     meta = pydicom.filereader.read_file_meta_info(path)
     syntax = meta.get("TransferSyntaxUID")
     if syntax != pydicom.uid.DeflatedExplicitVRLittleEndian:
-        return pydicom.dcmread(path, stop_before_pixels=True, defer_size=_DEFER), None
+        return read_header_only(path, pydicom), None
     inflater = _Inflater(path, _dataset_offset(path, meta))
     inflater.inflate_to(HEADER_PREFIX)
-    header = pydicom.dcmread(
-        io.BytesIO(_as_explicit_little(meta, pydicom) + bytes(inflater.data)),
-        stop_before_pixels=True,
-        defer_size=_DEFER,
+    header = read_header_only(
+        io.BytesIO(_as_explicit_little(meta, pydicom) + bytes(inflater.data)), pydicom, path
     )
     return header, inflater
+
+
+def read_header_only(source: Path | io.BytesIO, pydicom: Any, name: Path | None = None) -> Any:
+    """The dataset up to the pixel data, walking at most `limits.MAX_DICOM_ELEMENTS` elements.
+
+    pydicom keeps every element it walks (a raw element each): a 64 MB header of 8-byte elements would
+    hold millions of them. `read_partial`'s `stop_when` is called once per element, nested ones included
+    (pydicom 3.0 filereader.read_dataset/read_sequence), which is where the count is kept; large values are
+    deferred (`defer_size`), not loaded.
+    """
+    walked = 0
+    shown = name or source
+
+    def stop(tag: Any, vr: Any, length: int) -> bool:
+        nonlocal walked
+        walked += 1
+        if walked > limits.MAX_DICOM_ELEMENTS:
+            raise ImageIOError(
+                f"{shown}: DICOM header holds more than {limits.MAX_DICOM_ELEMENTS} elements "
+                "(recon.runtime.limits.MAX_DICOM_ELEMENTS); not read"
+            )
+        return tag in _PIXEL_TAGS
+
+    if isinstance(source, io.BytesIO):
+        return pydicom.filereader.read_partial(source, stop_when=stop, defer_size=_DEFER)
+    with open(source, "rb") as handle:
+        return pydicom.filereader.read_partial(handle, stop_when=stop, defer_size=_DEFER)
+
+
+_PIXEL_TAGS = {0x7FE00010, 0x7FE00009, 0x7FE00008}  # PixelData, DoubleFloatPixelData, FloatPixelData
 
 
 def _read_whole(path: Path, pydicom: Any, inflated: Any, declared: int) -> Any:

@@ -24,7 +24,7 @@ from typing import Any
 import numpy as np
 
 from recon.runtime import limits
-from recon.runtime.io.dicom import Derivation, flag_note, import_pydicom
+from recon.runtime.io.dicom import Derivation, flag_note, import_pydicom, read_header_only
 from recon.runtime.io.imageio import ImageFile, ImageIOError, read_image, write_image
 
 
@@ -129,7 +129,10 @@ def group_series(files: Iterable[Path]) -> tuple[list[Series], list[Outcome]]:
     failed: list[Outcome] = []
     for path in files:
         try:
-            ds = pydicom.dcmread(path, stop_before_pixels=True, defer_size=1 << 20)
+            ds = read_header_only(path, pydicom)
+        except ImageIOError as error:
+            failed.append(Outcome(path, "failed", error=str(error)))
+            continue
         except Exception as error:  # pydicom raises its own types for damaged headers
             reason = (str(error).strip().splitlines() or [type(error).__name__])[0]
             failed.append(Outcome(path, "failed", error=f"{path}: not a readable DICOM file ({reason})"))

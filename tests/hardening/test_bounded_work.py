@@ -135,3 +135,30 @@ def test_from_artifact_turns_a_memory_error_into_a_backend_error(tmp_path):
     assert done.stdout.startswith("contract: BackendError"), (done.stdout, done.stderr[-2000:])
     assert "not enough memory to load this artifact" in done.stdout
     assert Path(tmp_path).exists()
+
+
+def test_a_dicom_header_of_more_elements_than_the_cap_is_refused_while_walked(tmp_path, monkeypatch):
+    """pydicom keeps every element it walks: 8 bytes each, a 64 MB header held 8 million of them. The cap
+    (a module constant hosts may change, lowered here to keep the test small) stops the walk."""
+    pytest.importorskip("pydicom")
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "runtime"))
+    from dicom_files import write_slice
+
+    from recon.runtime import limits
+    from recon.runtime.io.dicom_series import group_series
+    from recon.runtime.io.imageio import ImageIOError, read_image
+
+    monkeypatch.setattr(limits, "MAX_DICOM_ELEMENTS", 2000)
+    write_slice(tmp_path / "plain.dcm", np.zeros((4, 4), np.uint16))
+    raw = (tmp_path / "plain.dcm").read_bytes()
+    at = raw.index(b"\xe0\x7f\x10\x00OW")  # PixelData: the private elements go just before it
+    elements = b"".join(
+        b"\x29\x00" + element.to_bytes(2, "little") + b"SH\x00\x00" for element in range(0x1000, 0x3000)
+    )  # 8192 empty SH elements of private group 0029
+    (tmp_path / "many.dcm").write_bytes(raw[:at] + elements + raw[at:])
+    with pytest.raises(ImageIOError, match=r"many.dcm: DICOM header holds more than 2000 elements"):
+        read_image(tmp_path / "many.dcm")
+    _, failed = group_series([tmp_path / "many.dcm"])  # the series grouping reads headers the same way
+    assert "more than 2000 elements" in failed[0].error
+    monkeypatch.setattr(limits, "MAX_DICOM_ELEMENTS", 100_000)
+    assert read_image(tmp_path / "many.dcm").data.shape == (4, 4)  # a legal file, under the default cap
