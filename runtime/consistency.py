@@ -34,7 +34,7 @@ from recon.runtime.backends.openvino import (
     import_openvino,
     openvino_available,
 )
-from recon.runtime.io.dicom import flag_note  # noqa: F401 - re-exported: one line for a flagged file
+from recon.runtime.io.dicom_derived import flag_note  # noqa: F401 - re-exported: one line for a flagged file
 
 ENGINES = ("auto", "openvino", "onnxruntime")
 

@@ -229,7 +229,7 @@ def check_file(rec: Reconstructor, image: ImageFile) -> None:
 def note_scores(item: FileOutcome, scores: list[Any] | None) -> None:
     """The consistency check's scores for one file's images: into its JSON record, and a flagged file's
     note to its image so that a DICOM output carries it (runtime/consistency.py)."""
-    from recon.runtime.io.dicom import flag_note
+    from recon.runtime.io.dicom_derived import flag_note
 
     if scores is None:
         return
@@ -491,7 +491,7 @@ def _run(
     dicom_clip: bool,
     no_consistency: bool,
 ) -> int:
-    from recon.runtime.io.dicom import run_derivation
+    from recon.runtime.io.dicom_derived import run_derivation
     from recon.runtime.io.dicom_series import SeriesJob, series_inputs
 
     window = _window(dicom_window)

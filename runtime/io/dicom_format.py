@@ -26,6 +26,6 @@ class DicomFormat(ImageFormat):
         return read_dicom(path, options.dicom_window)
 
     def write(self, path: Path, image: np.ndarray, like: ImageFile) -> None:
-        from recon.runtime.io.dicom import write_dicom
+        from recon.runtime.io.dicom_derived import write_dicom
 
         write_dicom(path, image, like)

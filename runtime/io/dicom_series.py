@@ -24,7 +24,8 @@ from typing import Any
 import numpy as np
 
 from recon.runtime import limits
-from recon.runtime.io.dicom import Derivation, flag_note, import_pydicom, read_header_only
+from recon.runtime.io.dicom import import_pydicom, read_header_only
+from recon.runtime.io.dicom_derived import Derivation, flag_note
 from recon.runtime.io.imageio import ImageFile, ImageIOError, read_image, write_image
 
 

@@ -11,7 +11,8 @@ pydicom = pytest.importorskip("pydicom")
 from dicom_files import ct_slice, write_slice  # noqa: E402
 
 from recon.runtime import limits  # noqa: E402
-from recon.runtime.io.dicom import Derivation, read_dicom, write_dicom  # noqa: E402
+from recon.runtime.io.dicom import read_dicom  # noqa: E402
+from recon.runtime.io.dicom_derived import Derivation, write_dicom  # noqa: E402
 from recon.runtime.io.imageio import ImageIOError, detect_format, read_image, write_image  # noqa: E402
 
 rng = np.random.default_rng(0)
