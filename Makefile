@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 # The CPU build of torch (a local wheel on the development machines). Override for CUDA builds:
 #   make venv TORCH_SPEC="torch"
 TORCH_SPEC ?= torch==2.13.0
-EXTRAS ?= train,cpu,openvino,dicom,plot,triton,dev
+EXTRAS ?= train,cpu,openvino,dicom,tiff,plot,triton,dev
 
 .PHONY: venv test test-slow test-all demo bench lint soak clean triton-env test-triton triton-serve bench-triton gpu-check
 

@@ -34,6 +34,7 @@ from recon.runtime.backends.openvino import (
     import_openvino,
     openvino_available,
 )
+from recon.runtime.io.dicom_derived import flag_note  # noqa: F401 - re-exported: one line for a flagged file
 
 ENGINES = ("auto", "openvino", "onnxruntime")
 
@@ -204,17 +205,3 @@ class ConsistencyGuard:
             "statistics": self.statistics,
             "rule": self.entry.get("rule"),
         }
-
-
-def flag_note(scores: list[ImageScore]) -> str | None:
-    """One line for a file whose images were flagged (for logs and DICOM), None when none was."""
-    flagged = [(i, s) for i, s in enumerate(scores) if s.flagged]
-    if not flagged:
-        return None
-    index, first = flagged[0]
-    where = f"image {index}: " if len(scores) > 1 else ""
-    more = f" (+{len(flagged) - 1} more image(s))" if len(flagged) > 1 else ""
-    return (
-        f"recon consistency check FLAGGED this output: {where}{'; '.join(first.reasons)}{more}; "
-        "the input is not like the calibration data, do not trust this image without review"
-    )

@@ -163,3 +163,40 @@ def as_float_images(data: np.ndarray) -> np.ndarray:
     if data.dtype.kind in "ui":
         return np.multiply(data, np.float32(1.0 / np.iinfo(data.dtype).max), dtype=np.float32)
     return data
+
+
+def check_measurement(image: Any, task: str) -> None:
+    """One rule for every container: a CT artifact takes the measurement as the file stores it, or refuses.
+
+    `image` is a read file (runtime/io's ImageFile): when its values were mapped by recon (`scaled_by`, e.g.
+    a DICOM window) they are no longer the measurement in the units the artifact was trained on, and
+    reconstructing them would be a guess (a near-black image, exit 0). Integer NPY/TIFF arrays are refused
+    for the same reason by `prepare_batch(scale_integers=False)`.
+    """
+    scaled_by = getattr(image, "scaled_by", None)
+    if task == "ct" and scaled_by:
+        raise ValueError(
+            f"{image.path}: a CT artifact takes the measurement (sinogram) in the units it was trained on, "
+            f"as stored; this file's values were mapped to [0, 1] by {scaled_by}, which is a guess, not the "
+            "measurement: convert it to float NPY/TIFF line integrals"
+        )
+
+
+def within_load_contract(load: Any) -> Any:
+    """`Reconstructor.from_artifact` raises only ArtifactError / BackendError: a MemoryError while loading
+    (a large graph on a small machine or under a memory limit) becomes a BackendError naming the artifact."""
+    import functools
+
+    from recon.runtime.backends.base import BackendError
+
+    @functools.wraps(load)
+    def loaded(cls: Any, path: Any, *args: Any, **kwargs: Any) -> Any:
+        try:
+            return load(cls, path, *args, **kwargs)
+        except MemoryError:
+            raise BackendError(
+                f"{path}: not enough memory to load this artifact (its files, the engine's session); free "
+                "memory, raise the process's limit, or use a smaller artifact"
+            ) from None
+
+    return loaded

@@ -17,7 +17,13 @@ from recon.runtime.artifact.spatial import BLENDS, Spatial, SpatialError, parse_
 from recon.runtime.backends import Backend, select_backend
 from recon.runtime.consistency import ConsistencyGuard, ImageScore
 from recon.runtime.consistency import engine_missing as consistency_engine_missing
-from recon.runtime.inputs import check_output, finish_batch, prepare_batch, spatial_shape
+from recon.runtime.inputs import (
+    check_output,
+    finish_batch,
+    prepare_batch,
+    spatial_shape,
+    within_load_contract,
+)
 from recon.runtime.tiling import reflect_pad, sliding_window
 from recon.runtime.verify import GoldenResult, check_golden
 from recon.runtime.versions import resolve_artifact
@@ -133,6 +139,7 @@ class Reconstructor:
             raise ValueError(f"{error} (tile {values['tile']}; blend one of {list(BLENDS)})") from None
 
     @classmethod
+    @within_load_contract
     def from_artifact(
         cls,
         path: str | os.PathLike,

@@ -22,6 +22,7 @@ smallest positive weight so that every pixel has a defined weight. Here the over
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -73,12 +74,19 @@ def _window_line(size: int, blend: str) -> np.ndarray:
 
 
 def importance_map(tile: int | tuple[int, int], blend: str = "gaussian") -> np.ndarray:
-    """(tile_h, tile_w) float32 weights, max 1, strictly positive."""
+    """(tile_h, tile_w) float32 weights, max 1, strictly positive; built once per shape (read-only)."""
     tile_h, tile_w = (tile, tile) if isinstance(tile, int) else tile
+    return _importance_map(int(tile_h), int(tile_w), blend)
+
+
+@functools.lru_cache(maxsize=16)
+def _importance_map(tile_h: int, tile_w: int, blend: str) -> np.ndarray:
     weights = np.outer(_window_line(tile_h, blend), _window_line(tile_w, blend))
     weights /= weights.max()
     positive = weights[weights > 0]
-    return np.maximum(weights, positive.min()).astype(np.float32)
+    weights = np.maximum(weights, positive.min()).astype(np.float32)
+    weights.flags.writeable = False  # shared between calls and threads
+    return weights
 
 
 def reflect_pad(images: np.ndarray, height: int, width: int) -> np.ndarray:
@@ -119,9 +127,11 @@ def sliding_window(
     plan = TilePlan(height, width, (tile_h, tile_w), overlap)
     padded = reflect_pad(images, *plan.padded)
     full_h, full_w = plan.padded
-    base = importance_map((tile_h, tile_w), blend)
     starts = plan.starts()
-    weights = {start: _trimmed(base, start, (full_h, full_w), trim) for start in starts}
+    # a window's weights depend only on which of its edges lie inside the image: at most 16 maps, cached,
+    # not one copy per window (issue 23: an 8192² image held a full tile map for each of its windows)
+    tile_hw = (tile_h, tile_w)
+    weights = {s: _trimmed(tile_hw, blend, trim, _inner_edges(s, tile_hw, plan.padded)) for s in starts}
     output = np.zeros(padded.shape, np.float32)
     total = np.zeros((full_h, full_w), np.float32)
     for (row, col), weight in weights.items():  # the weight sum is the same for every image
@@ -139,18 +149,32 @@ def sliding_window(
     return np.ascontiguousarray(output[..., :height, :width])
 
 
-def _trimmed(weights: np.ndarray, start: tuple[int, int], full: tuple[int, int], trim: int) -> np.ndarray:
-    """`weights` with `trim` px zeroed along the window edges that lie inside the image."""
-    if trim == 0:
+def _inner_edges(
+    start: tuple[int, int], tile: tuple[int, int], full: tuple[int, int]
+) -> tuple[bool, bool, bool, bool]:
+    """Which of a window's edges (top, bottom, left, right) lie inside the image, not on its border."""
+    (row, col), (tile_h, tile_w) = start, tile
+    return row > 0, row + tile_h < full[0], col > 0, col + tile_w < full[1]
+
+
+@functools.lru_cache(maxsize=64)
+def _trimmed(
+    tile: tuple[int, int], blend: str, trim: int, inner: tuple[bool, bool, bool, bool]
+) -> np.ndarray:
+    """The importance map with `trim` px zeroed along the window edges that lie inside the image."""
+    weights = importance_map(tile, blend)
+    if trim == 0 or not any(inner):
         return weights
-    (row, col), (tile_h, tile_w) = start, weights.shape
+    tile_h, tile_w = tile
+    top, bottom, left, right = inner
     weights = weights.copy()
-    if row > 0:
+    if top:
         weights[:trim] = 0
-    if row + tile_h < full[0]:
+    if bottom:
         weights[tile_h - trim :] = 0
-    if col > 0:
+    if left:
         weights[:, :trim] = 0
-    if col + tile_w < full[1]:
+    if right:
         weights[:, tile_w - trim :] = 0
+    weights.flags.writeable = False
     return weights

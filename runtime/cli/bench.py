@@ -8,6 +8,7 @@ from typing import Any
 
 import click
 
+from recon.runtime import limits
 from recon.runtime.artifact.manifest import ArtifactError
 from recon.runtime.backends.base import BackendError
 from recon.runtime.cli.base import PRECISIONS, Command, int_list
@@ -33,8 +34,10 @@ def _parse_sizes(
             height, width = (int(part) for part in value.split(","))
         except ValueError:
             raise click.BadParameter(f"expected H,W (two integers, e.g. 512,512), got {value!r}") from None
-        if height < 1 or width < 1:
-            raise click.BadParameter(f"H and W must be positive, got {value!r}")
+        if not (1 <= height <= limits.MAX_IMAGE_SIDE and 1 <= width <= limits.MAX_IMAGE_SIDE):
+            raise click.BadParameter(
+                f"H and W must lie in 1..{limits.MAX_IMAGE_SIDE} (recon.runtime.limits), got {value!r}"
+            )
         sizes.append((height, width))
     return sizes
 
@@ -155,6 +158,19 @@ def _print_table(rows: list[dict[str, Any]]) -> None:
         )
 
 
+def check_bench_options(sizes: list[int], threads: int | None, iters: int, warmup: int) -> None:
+    """Every numeric option against recon.runtime.limits or the machine, before an artifact is loaded
+    (`--batch 100000` ended in "internal error MemoryError")."""
+    try:
+        for size in sizes:
+            limits.check_batch(size)
+        limits.check_threads(threads)
+        limits.check_count("--iters", iters, limits.MAX_BENCH_ITERS, "recon.runtime.limits.MAX_BENCH_ITERS")
+        limits.check_count("--warmup", warmup, limits.MAX_BENCH_ITERS, "limits.MAX_BENCH_ITERS", low=0)
+    except ValueError as error:
+        raise click.BadParameter(str(error)) from None
+
+
 @click.command("bench", cls=Command, epilog=BENCH_EPILOG)
 @click.argument("artifact", type=click.Path(exists=True, file_okay=False, path_type=Path))
 @click.option(
@@ -246,6 +262,7 @@ def bench_command(
     from recon.runtime.reconstructor import Reconstructor
 
     sizes = int_list(batches, "--batch")
+    check_bench_options(sizes, threads, iters, warmup)
     if iters < 1 or warmup < 0:
         raise click.BadParameter("--iters must be >= 1 and --warmup >= 0")
     names = [part.strip() for part in backends.split(",") if part.strip()]

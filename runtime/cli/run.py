@@ -10,7 +10,6 @@ Heavy modules load inside the command so `--help` and a one-image run start fast
 
 from __future__ import annotations
 
-import json
 import os
 import time
 from collections.abc import Iterator
@@ -23,6 +22,8 @@ import click
 
 from recon.runtime.backends.base import BackendError
 from recon.runtime.cli.base import PRECISIONS, Command, one_line
+from recon.runtime.cli.run_report import FileOutcome, RunReport, print_report
+from recon.runtime.cli.signals import Terminated, signals_interrupt
 from recon.runtime.cli.verify import ArtifactPath, verify_before_run
 from recon.runtime.io.overlap import ReadAhead, WriteBehind
 
@@ -43,24 +44,44 @@ def _window(text: str | None) -> tuple[float, float] | None:
     return low, high
 
 
-def collect_inputs(inputs: tuple[str, ...]) -> list[Path]:
-    """Files as given, folders' image files (not recursive), in order."""
+def collect_inputs(inputs: tuple[str, ...], skipped: list[tuple[Path, str]] | None = None) -> list[Path]:
+    """Files as given, folders' image files (not recursive), in order.
+
+    Every folder entry is accounted for: one that is not an image file recon reads (a sub-folder, a FIFO,
+    a hidden file, no known suffix and no known signature, e.g. a DICOM slice with a damaged preamble) is
+    appended to `skipped` with its reason, for the report and the exit status.
+    """
     from recon.runtime.io.imageio import SUFFIXES, detect_format
 
     files: list[Path] = []
     for item in map(Path, inputs):
         if item.is_dir():
-            found = sorted(
-                p
-                for p in item.iterdir()
-                if p.is_file() and not p.name.startswith(".") and detect_format(p) is not None
-            )
+            found = []
+            for entry in sorted(item.iterdir()):
+                reason = _not_an_input(entry, detect_format)
+                if reason is None:
+                    found.append(entry)
+                elif skipped is not None:
+                    skipped.append((entry, reason))
             if not found:
                 raise ValueError(f"{item}: no image files in this folder ({', '.join(sorted(SUFFIXES))})")
             files.extend(found)
         else:  # a file of unknown format is that file's failure (reported with the others)
             files.append(item)
     return files
+
+
+def _not_an_input(entry: Path, detect_format: Any) -> str | None:
+    """Why a folder entry is not read (None: it is an image file recon reads)."""
+    if entry.name.startswith("."):
+        return "a hidden file (its name starts with '.'); not read"
+    if entry.is_dir():
+        return "a folder; recon-run does not descend into sub-folders"
+    if not entry.is_file():
+        return "not a regular file (a FIFO, device, socket or broken link)"
+    if detect_format(entry) is None:
+        return "not an image file recon reads (no known suffix, and no PNG/TIFF/NPY/DICOM signature)"
+    return None
 
 
 def plan_outputs(files: list[Path], out: Path, force: bool) -> list[Path]:
@@ -102,95 +123,6 @@ Examples:
 FILE_ERRORS = (ValueError, OSError, MemoryError, BackendError)
 
 
-@dataclass
-class FileOutcome:
-    """What happened to one input file. Other steps add their own fields (e.g. consistency scores)."""
-
-    path: Path
-    target: Path
-    status: str = "pending"  # "written" | "failed" | "pending" (the run stopped before it)
-    reason: str = ""
-    images: int = 0
-    details: dict[str, Any] = field(default_factory=dict)  # extra per-file facts, merged into the JSON
-    image: ImageFile | None = field(default=None, repr=False)  # between the read and the write steps
-
-    def fail(self, error: BaseException) -> None:
-        text = one_line(error)
-        prefix = f"{self.path}: "  # readers' messages start with the file; say it once
-        self.status, self.reason = "failed", text[len(prefix) :] if text.startswith(prefix) else text
-        self.image = None
-
-    def to_json(self) -> dict[str, Any]:
-        data = {"path": str(self.path), "out": str(self.target), "status": self.status, "images": self.images}
-        return {**data, **({"reason": self.reason} if self.reason else {}), **self.details}
-
-
-@dataclass
-class RunReport:
-    """The whole run: one outcome per input file, timings, and the error that stopped it, if any."""
-
-    artifact: Path
-    out: Path
-    files: list[FileOutcome] = field(default_factory=list)
-    run_seconds: list[float] = field(default_factory=list)
-    # seconds per stage over the run: read, prepare (the input check), infer, check (consistency), write
-    stage_seconds: dict[str, float] = field(default_factory=dict)
-    backend: dict[str, Any] = field(default_factory=dict)
-    error: str = ""
-    series: list[dict[str, Any]] = field(default_factory=list)  # per DICOM series: counts and folder
-    series_flagged: int = 0  # DICOM series slices the consistency check flagged
-
-    def add_run(self, timings: dict[str, float]) -> None:
-        """One `Reconstructor.run`'s timings: its total, and its inference and consistency-check stages."""
-        check = timings.get("consistency", 0.0)
-        self.run_seconds.append(timings["total"])
-        self.stage_seconds["infer"] = self.stage_seconds.get("infer", 0.0) + timings["total"] - check
-        self.stage_seconds["check"] = self.stage_seconds.get("check", 0.0) + check
-
-    @property
-    def flagged(self) -> list[FileOutcome]:
-        return [f for f in self.files if f.details.get("flagged")]
-
-    @property
-    def failed(self) -> list[FileOutcome]:
-        return [f for f in self.files if f.status == "failed"]
-
-    @property
-    def images(self) -> int:
-        return sum(f.images for f in self.files if f.status == "written")
-
-    def to_json(self, wall: float) -> dict[str, Any]:
-        import numpy as np
-
-        ms = np.asarray(self.run_seconds or [0.0]) * 1e3
-        return {
-            "artifact": str(self.artifact),
-            **self.backend,
-            "ok": not self.error and all(f.status == "written" for f in self.files),
-            **({"error": self.error} if self.error else {}),
-            "files": len(self.files),
-            "failed": len(self.failed),
-            "images": self.images,
-            "runs": len(self.run_seconds),
-            "run_ms": {
-                "p50": float(np.percentile(ms, 50)),
-                "p90": float(np.percentile(ms, 90)),
-                "mean": float(ms.mean()),
-                "max": float(ms.max()),
-            },
-            "per_image_ms": float(ms.sum() / max(self.images, 1)),
-            "wall_s": wall,
-            "stage_s": {
-                stage: round(self.stage_seconds.get(stage, 0.0), 6)
-                for stage in ("read", "prepare", "infer", "check", "write")
-            },
-            "out": str(self.out),
-            "flagged": len(self.flagged) if self.backend.get("consistency") else None,
-            "outcomes": [f.to_json() for f in self.files],
-            **({"series": self.series} if self.series else {}),
-        }
-
-
 # -- per-file steps ----------------------------------------------------------------------------------------
 def read_checked(
     item: FileOutcome,
@@ -200,22 +132,33 @@ def read_checked(
 ) -> np.ndarray:
     """Read one file and check it against the artifact by the rule `Reconstructor.run` applies; the time of
     each step is added to `seconds` ("read", "prepare")."""
+    from recon.runtime.inputs import check_measurement
     from recon.runtime.io.imageio import read_image
 
     seconds = {} if seconds is None else seconds
     mark = time.perf_counter()
     item.image = read_image(item.path, dicom_window=window)
     read_done = time.perf_counter()
+    check_measurement(item.image, rec.manifest.task)
     batch, _ = rec.prepare(item.image.data)
     seconds["read"] = seconds.get("read", 0.0) + read_done - mark
     seconds["prepare"] = seconds.get("prepare", 0.0) + time.perf_counter() - read_done
     return batch
 
 
+def check_file(rec: Reconstructor, image: ImageFile) -> None:
+    """The input rule for a read file: its values are what the artifact takes (inputs.check_measurement,
+    `Reconstructor.prepare`), or ValueError."""
+    from recon.runtime.inputs import check_measurement
+
+    check_measurement(image, rec.manifest.task)
+    rec.prepare(image.data)
+
+
 def note_scores(item: FileOutcome, scores: list[Any] | None) -> None:
     """The consistency check's scores for one file's images: into its JSON record, and a flagged file's
     note to its image so that a DICOM output carries it (runtime/consistency.py)."""
-    from recon.runtime.consistency import flag_note
+    from recon.runtime.io.dicom_derived import flag_note
 
     if scores is None:
         return
@@ -232,8 +175,8 @@ def write_result(item: FileOutcome, result: np.ndarray, scores: list[Any] | None
 
     note_scores(item, scores)
     image, item.image = item.image, None
-    assert image is not None
-    write_image(item.target, result[0, 0] if image.data.ndim == 2 else result[:, 0], image)
+    assert image is not None and item.target is not None
+    write_image(item.target, result[0, 0] if image.data.ndim == 2 else result[:, 0], image, item.replace)
     item.status, item.images = "written", len(result)
 
 
@@ -315,13 +258,14 @@ def reconstruct_files(
             item.image.meta["derivation"] = derivation  # DICOM outputs: this run's new series
         return batch
 
+    pending = [item for item in report.files if item.status == "pending"]  # not the skipped entries
     # a group of files ahead (bounded: at most `per_run` + 1 decoded files wait) and two groups behind
     with (
-        ReadAhead(report.files, read, depth=per_run + 1, overlap=pipelined) as reader,
+        ReadAhead(pending, read, depth=per_run + 1, overlap=pipelined) as reader,
         WriteBehind(depth=2 * per_run, overlap=pipelined) as writer,
     ):
         batcher = Batcher(rec, report, per_run, writer)
-        bar = tqdm(reader, total=len(report.files), unit="file", desc="recon-run", disable=None, leave=False)
+        bar = tqdm(reader, total=len(pending), unit="file", desc="recon-run", disable=None, leave=False)
         for item, batch, error in bar:
             if error is not None:
                 if not isinstance(error, FILE_ERRORS):
@@ -340,14 +284,8 @@ def reconstruct_series(
     from tqdm import tqdm
 
     def run(batch: np.ndarray) -> np.ndarray:
-        from recon.runtime.consistency import flag_note
-
-        result, scores = rec.run(batch, return_scores=True)
-        report.add_run(rec.last_timings)
-        # one note per slice, for the series writer to put into flagged slices (dicom_series)
-        run.notes = None if scores is None else [flag_note([score]) for score in scores]  # type: ignore
-        if scores is not None:
-            report.series_flagged += sum(score.flagged for score in scores)
+        result, run.scores = rec.run(batch, return_scores=True)  # type: ignore[attr-defined]
+        report.add_run(rec.last_timings)  # scores: read by dicom_series.scores_of
         return result
 
     with tqdm(total=job.n_slices, unit="slice", desc="series", disable=None, leave=False) as bar:
@@ -356,12 +294,14 @@ def reconstruct_series(
             batch=per_run,
             window=window,
             derivation=derivation,
-            check=lambda image: rec.prepare(image.data),  # the one input rule, as for other files
+            check=lambda image: check_file(rec, image),  # the one input rule, as for other files
             progress=bar.update,
         )
     for outcome in outcomes:
         item = FileOutcome(outcome.path, outcome.output or job.plan.get(outcome.path, report.out))
         item.details["series"] = outcome.series
+        if outcome.scores is not None:  # the same fields as a single file's (note_scores)
+            item.details["consistency"], item.details["flagged"] = outcome.scores, outcome.flagged
         if outcome.status == "ok":
             item.status, item.images = "written", 1
         else:
@@ -418,6 +358,13 @@ def reconstruct_series(
     "else the stored bits' range).",
 )
 @click.option(
+    "--dicom-clip",
+    "dicom_clip",
+    is_flag=True,
+    help="DICOM outputs: store values outside the window at its edges (said in DerivationDescription). "
+    "Default: every pixel whose source lies outside the window keeps its source value.",
+)
+@click.option(
     "--no-consistency",
     "no_consistency",
     is_flag=True,
@@ -447,6 +394,7 @@ def run_command(
     tile: int | None,
     overlap: int | None,
     dicom_window: str | None,
+    dicom_clip: bool,
     no_consistency: bool,
     verify: bool,
     serial: bool,
@@ -457,44 +405,91 @@ def run_command(
     INPUTS are files or folders. CT artifacts take sinograms (NPY/TIFF, n_angles × n_detectors). Image
     artifacts take any size: whole where the graph can, as blended tiles above its maximum side.
     A file that cannot be read or does not fit the artifact is reported and skipped; the others are
-    written, and the exit status is 1 when any file failed. DICOM files inside a folder (any name) are
-    grouped by series and ordered; each source series becomes a new derived series in
-    OUT/<series>/0001.dcm, … (recon.runtime.io.dicom_series). Every output is scored by the artifact's
+    written, and the exit status is 1 when any file failed. A folder entry that is not an image recon
+    reads (sub-folder, hidden file, unknown format) is reported as skipped, and the exit status is 1 too.
+    DICOM files inside a folder (any name) are grouped by series and ordered; each source series becomes a
+    new derived series in OUT/<series>/0001.dcm, …; a series that does not hold together (two studies, a
+    repeated instance, two slices at one position, two sizes) is not written at all, each slice reported
+    (recon.runtime.io.dicom_series). An existing output is never replaced without --force, even one made
+    by another process during the run. DICOM outputs keep every source value outside the window
+    (--dicom-clip clips, and says so in the tags). Every output is scored by the artifact's
     consistency check: a flagged file gets one warning line on stderr, its scores in --json, and (DICOM)
     a note in ImageComments / DerivationDescription.
     """
-    from recon.runtime.io.dicom import run_derivation
-    from recon.runtime.io.dicom_series import SeriesJob, series_inputs
-
     started = time.perf_counter()
     report = RunReport(artifact, out)
     try:
-        window = _window(dicom_window)
-        if batch is not None and batch < 1:
-            raise click.BadParameter(f"--batch must be >= 1, got {batch}")
-        files = collect_inputs(inputs)
-        in_series = series_inputs(inputs)  # DICOM files in folders: by series, not by file name
-        files = [f for f in files if f not in set(in_series)]
-        series = SeriesJob(in_series, out, force) if in_series else None
-        targets = plan_outputs(files, out, force)
-        report.files = [FileOutcome(f, t) for f, t in zip(files, targets, strict=True)]
-        consistency = not no_consistency
-        with open_reconstructor(
-            artifact, report, backend, precision, threads, consistency, tile, overlap
-        ) as rec:
-            if verify:
-                verify_before_run(rec)
-            out.mkdir(parents=True, exist_ok=True)
-            per_run = batch or rec.manifest.batch.get("opt", 1)
-            derivation = run_derivation(artifact, rec.manifest, rec.backend_name, rec.precision, window)
-            reconstruct_files(rec, report, per_run, window, derivation, pipelined=not serial)
-            if series is not None:
-                reconstruct_series(rec, report, series, per_run, window, derivation)
+        with signals_interrupt():  # SIGTERM/SIGHUP as Ctrl-C: no temporary file left, the summary printed
+            return _run(report, artifact, inputs, out, backend, batch, precision, threads, force, tile,
+                        overlap, dicom_window, dicom_clip, no_consistency, verify, serial)  # fmt: skip
+    except Terminated as stop:
+        report.error = str(stop)
+        click.echo(f"error: {stop}; the files listed as written are complete, no other was written", err=True)
+        raise SystemExit(stop.exit_code) from None
     except BaseException as error:
         report.error = "interrupted" if isinstance(error, KeyboardInterrupt) else one_line(error)
         raise
     finally:
         print_report(report, time.perf_counter() - started, as_json)
+
+
+def check_options(batch: int | None, threads: int | None, tile: int | None, overlap: int | None) -> None:
+    """Every numeric option against recon.runtime.limits or the machine, before anything is read."""
+    from recon.runtime import limits
+
+    try:
+        limits.check_batch(batch)
+        limits.check_threads(threads)
+        limits.check_count("--tile", tile, limits.MAX_IMAGE_SIDE, "recon.runtime.limits.MAX_IMAGE_SIDE")
+        limits.check_count("--overlap", overlap, limits.MAX_IMAGE_SIDE, "at most a tile's side", low=0)
+    except ValueError as error:
+        raise click.BadParameter(str(error)) from None
+
+
+def _run(
+    report: RunReport,
+    artifact: Path,
+    inputs: tuple[str, ...],
+    out: Path,
+    backend: str,
+    batch: int | None,
+    precision: str,
+    threads: int | None,
+    force: bool,
+    tile: int | None,
+    overlap: int | None,
+    dicom_window: str | None,
+    dicom_clip: bool,
+    no_consistency: bool,
+    verify: bool = False,
+    serial: bool = False,
+) -> int:
+    from recon.runtime.io.dicom_derived import run_derivation
+    from recon.runtime.io.dicom_series import SeriesJob, series_inputs
+
+    window = _window(dicom_window)
+    check_options(batch, threads, tile, overlap)
+    skipped: list[tuple[Path, str]] = []
+    files = collect_inputs(inputs, skipped)
+    report.files = [FileOutcome(p, None, status="skipped", reason=why) for p, why in skipped]
+    in_series = series_inputs(inputs)  # DICOM files in folders: by series, not by file name
+    files = [f for f in files if f not in set(in_series)]
+    series = SeriesJob(in_series, out, force) if in_series else None
+    targets = plan_outputs(files, out, force)
+    report.files += [FileOutcome(f, t, replace=force) for f, t in zip(files, targets, strict=True)]
+    consistency = not no_consistency
+    with open_reconstructor(artifact, report, backend, precision, threads, consistency, tile, overlap) as rec:
+        if verify:
+            verify_before_run(rec)
+        out.mkdir(parents=True, exist_ok=True)
+        per_run = batch or rec.manifest.batch.get("opt", 1)
+        derivation = run_derivation(
+            artifact, rec.manifest, rec.backend_name, rec.precision, window,
+            "clip" if dicom_clip else "keep",
+        )  # fmt: skip
+        reconstruct_files(rec, report, per_run, window, derivation, pipelined=not serial)
+        if series is not None:
+            reconstruct_series(rec, report, series, per_run, window, derivation)
     return 0 if all(f.status == "written" for f in report.files) else 1
 
 
@@ -530,39 +525,3 @@ def open_reconstructor(
             report.backend["consistency_skipped"] = rec.consistency_skipped
             click.echo(f"warning: {rec.consistency_skipped}", err=True)
         yield rec
-
-
-def print_report(report: RunReport, wall: float, as_json: bool) -> None:
-    """One stderr line per failed file; then JSON on stdout (whatever happened) or a summary."""
-    for item in report.failed:
-        click.echo(f"error: {item.path}: {item.reason}", err=True)
-    summary = report.to_json(wall)
-    for item in report.flagged:  # one line per flagged file, on stderr whatever the output mode
-        scores = item.details.get("consistency") or []
-        reasons = "; ".join(r for score in scores if score["flagged"] for r in score["reasons"][:3])
-        click.echo(
-            f"warning: {item.path}: consistency check FLAGGED the output ({reasons}); do not trust it "
-            "without review",
-            err=True,
-        )
-    if report.series_flagged:
-        click.echo(
-            f"warning: {report.series_flagged} DICOM series slice(s) FLAGGED by the consistency check "
-            "(noted in their ImageComments); do not trust them without review",
-            err=True,
-        )
-    if as_json:
-        click.echo(json.dumps(summary, indent=2))
-        return
-    if report.error:  # the command's own one-line error follows
-        return
-    failed = f"; {len(report.failed)} file(s) failed" if report.failed else ""
-    click.echo(
-        f"{report.images} image(s) from {len(report.files) - len(report.failed)} file(s) → {report.out}/"
-        f"{failed}  [{summary.get('backend')}, {summary.get('precision')}; {summary.get('reason')}]"
-    )
-    ms = summary["run_ms"]
-    click.echo(
-        f"latency per run: p50 {ms['p50']:.2f} ms, p90 {ms['p90']:.2f} ms, max {ms['max']:.2f} ms; "
-        f"{summary['per_image_ms']:.2f} ms per image; wall {wall:.2f} s"
-    )

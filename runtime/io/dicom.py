@@ -14,9 +14,8 @@ Memory is bounded before any pixel is decoded: the header is read first (`stop_b
 deferred; deflated files inflated only up to what the header declares) and Rows × Columns × frames × bytes is
 checked against `recon.runtime.limits`.
 
-Each run writes new series: a `Derivation` (one per run) gives every source series a fresh SeriesInstanceUID
-and a distinct SeriesNumber, and names the model, artifact and settings in SeriesDescription and
-DerivationDescription. pydicom (the `[dicom]` extra) is imported only when a DICOM file is read or written.
+Writing derived slices (new series per run, what is stored outside the window) is runtime/io/dicom_derived.py.
+pydicom (the `[dicom]` extra) is imported only when a DICOM file is read or written.
 """
 
 from __future__ import annotations
@@ -25,11 +24,7 @@ import copy
 import io
 import math
 import os
-import secrets
-import threading
-import time
 import zlib
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -37,6 +32,7 @@ import numpy as np
 
 from recon.runtime import limits
 from recon.runtime.io.image_file import ImageFile, ImageIOError
+from recon.runtime.io.image_format import refuse_palette, to_integers
 
 # Room for everything in a file besides its pixels (header, overlays, private tags), and the most of a
 # deflated stream inflated before the header has been checked.
@@ -86,12 +82,34 @@ def rescale(ds: Any, path: Path) -> tuple[float, float]:
     return slope, intercept
 
 
-def header_window(ds: Any) -> tuple[float, float] | None:
-    """(low, high) from the first WindowCenter/WindowWidth; None when absent, empty or unusable."""
+def header_window(ds: Any, path: Path = Path("?")) -> tuple[float, float] | None:
+    """(low, high) from the first WindowCenter/WindowWidth, by VOILUTFunction; None when absent or unusable.
+
+    PS3.3 C.11.2.1.2.1 (LINEAR, the default): the ramp runs from c − 0.5 − (w − 1)/2 to c − 0.5 + (w − 1)/2;
+    C.11.2.1.3.2 (LINEAR_EXACT): from c − w/2 to c + w/2 (pydicom's `apply_voi_lut` computes the same,
+    pixels/processing.py apply_windowing). SIGMOID is not a linear window: refused, naming the field.
+    """
     center, width = _number(ds.get("WindowCenter")), _number(ds.get("WindowWidth"))
-    if center is None or width is None or not (math.isfinite(center) and math.isfinite(width)) or width <= 0:
+    if center is None or width is None or not (math.isfinite(center) and math.isfinite(width)):
         return None
-    return center - width / 2, center + width / 2
+    function = str(ds.get("VOILUTFunction", "") or "LINEAR").strip().upper()
+    if function == "LINEAR_EXACT":
+        return (center - width / 2, center + width / 2) if width > 0 else None
+    if function == "LINEAR":
+        return (center - 0.5 - (width - 1) / 2, center - 0.5 + (width - 1) / 2) if width > 1 else None
+    raise ImageIOError(
+        f"{path}: DICOM VOILUTFunction {function!r} is not a linear window; recon maps LINEAR and "
+        "LINEAR_EXACT windows only: give the window to use (--dicom-window LOW,HIGH)"
+    )
+
+
+def check_value_fields(ds: Any, path: Path) -> None:
+    """Refuse, naming the field, a header that maps stored values in a way recon does not interpret."""
+    if ds.get("ModalityLUTSequence"):
+        raise ImageIOError(
+            f"{path}: DICOM ModalityLUTSequence (a lookup table from stored to physical values, instead "
+            "of RescaleSlope/Intercept); recon does not interpret it, convert the file first"
+        )
 
 
 def window_of(
@@ -103,37 +121,62 @@ def window_of(
         if not (math.isfinite(low) and math.isfinite(high) and high > low):
             raise ImageIOError(f"{path}: DICOM window {tuple(window)} is empty; give LOW < HIGH")
         return (low, high), "given"
-    found = header_window(ds)
+    found = header_window(ds, path)
     if found is not None:
         return found, "header"
+    if ds.get("VOILUTSequence"):
+        raise ImageIOError(
+            f"{path}: DICOM VOILUTSequence (a display lookup table) without a WindowCenter/Width; recon "
+            "does not interpret it: give the window to use (--dicom-window LOW,HIGH)"
+        )
+    return stored_window(ds, path), "stored range"
+
+
+def stored_window(ds: Any, path: Path) -> tuple[float, float]:
+    """The physical values the stored bits can hold."""
     slope, intercept = rescale(ds, path)
     low, high = (intercept + slope * v for v in stored_range(ds))
-    return (min(low, high), max(low, high)), "stored range"
+    return min(low, high), max(low, high)
+
+
+_CHUNK = 1 << 20  # pixels per float64 step: exact scaling without a float64 copy of the whole image
 
 
 def to_unit(stored: np.ndarray, slope: float, intercept: float, window: tuple[float, float]) -> np.ndarray:
     """Stored integers → physical values → [0, 1] over the window, clipped; float32.
 
-    One float32 buffer, updated in place (a float64 pipeline would hold ~5× the pixels' bytes at 8192²);
-    float32 keeps stored integers exact (< 2²⁴) and the result within ~1e-6 of the float64 one.
+    Scaled in float64 chunk by chunk (32-bit stored values are not exact in float32), stored as float32.
     """
     low, high = window
-    unit = stored.astype(np.float32)
-    unit *= np.float32(slope / (high - low))
-    unit += np.float32((intercept - low) / (high - low))
-    return np.clip(unit, 0.0, 1.0, out=unit)
+    scale, offset = slope / (high - low), (intercept - low) / (high - low)
+    flat = np.ascontiguousarray(stored).reshape(-1)
+    unit = np.empty(flat.shape, np.float32)
+    for start in range(0, flat.size, _CHUNK):
+        part = flat[start : start + _CHUNK].astype(np.float64)
+        part *= scale
+        part += offset
+        unit[start : start + _CHUNK] = np.clip(part, 0.0, 1.0, out=part)
+    return unit.reshape(np.shape(stored))
 
 
 def from_unit(image: np.ndarray, ds: Any, window: tuple[float, float]) -> np.ndarray:
-    """[0, 1] → physical values over the window → the stored integers of `ds`'s representation."""
+    """[0, 1] → physical values over the window → the stored integers of `ds`'s representation.
+
+    float64 all the way, clipped to the stored range before the cast (image_format.to_integers).
+    """
     slope, intercept = rescale(ds, Path("?"))
     low, high = window
-    stored = np.clip(image, 0.0, 1.0, dtype=np.float32)  # a new float32 buffer, updated in place
-    stored *= np.float32((high - low) / slope)
-    stored += np.float32((low - intercept) / slope)
-    lo, hi = stored_range(ds)
-    np.clip(np.rint(stored, out=stored), lo, hi, out=stored)
-    return stored.astype(_storage_dtype(ds))
+    unit = np.clip(np.asarray(image, dtype=np.float32), 0.0, 1.0)
+    return to_integers(
+        unit, (high - low) / slope, (low - intercept) / slope, _storage_dtype(ds), stored_range(ds)
+    )
+
+
+def outside_window(stored: np.ndarray, ds: Any, window: tuple[float, float]) -> np.ndarray:
+    """Where the stored values' physical values lie outside the window (the pixels the reader clipped)."""
+    slope, intercept = rescale(ds, Path("?"))
+    edges = sorted(((window[0] - intercept) / slope, (window[1] - intercept) / slope))
+    return (stored < edges[0]) | (stored > edges[1])
 
 
 def _number(value: Any) -> float | None:
@@ -173,10 +216,13 @@ def read_dicom(path: str | os.PathLike, window: tuple[float, float] | None = Non
     ds = _read_whole(path, pydicom, inflated, declared)
     if "PixelData" not in ds:
         raise ImageIOError(f"{path}: DICOM file without pixel data")
+    check_value_fields(ds, path)
     slope, intercept = rescale(ds, path)
     used, source = window_of(ds, path, window)
-    data = to_unit(_pixels(ds, path), slope, intercept, used)
-    return ImageFile(path, "dicom", data, {"dataset": ds, "window": used, "window_from": source})
+    stored = _pixels(ds, path)
+    data = to_unit(stored, slope, intercept, used)
+    meta = {"dataset": ds, "window": used, "window_from": source, "stored": stored}
+    return ImageFile(path, "dicom", data, meta, scaled_by=f"DICOM window {used[0]:g}..{used[1]:g}")
 
 
 def _check_kind(ds: Any, path: Path) -> None:
@@ -185,6 +231,8 @@ def _check_kind(ds: Any, path: Path) -> None:
             f"{path}: multi-frame or colour DICOM; recon-run takes single-frame grayscale slices"
         )
     photometric = str(ds.get("PhotometricInterpretation", "MONOCHROME2")).strip().upper()
+    if photometric == "PALETTE COLOR":
+        refuse_palette(path, "DICOM", "PhotometricInterpretation PALETTE COLOR")
     if photometric not in ("MONOCHROME1", "MONOCHROME2"):  # PALETTE COLOR has one sample of indices
         raise ImageIOError(
             f"{path}: DICOM photometric interpretation {photometric!r}; recon-run takes grayscale "
@@ -232,15 +280,43 @@ def _read_header(path: Path, pydicom: Any) -> tuple[Any, Any]:
     meta = pydicom.filereader.read_file_meta_info(path)
     syntax = meta.get("TransferSyntaxUID")
     if syntax != pydicom.uid.DeflatedExplicitVRLittleEndian:
-        return pydicom.dcmread(path, stop_before_pixels=True, defer_size=_DEFER), None
+        return read_header_only(path, pydicom), None
     inflater = _Inflater(path, _dataset_offset(path, meta))
     inflater.inflate_to(HEADER_PREFIX)
-    header = pydicom.dcmread(
-        io.BytesIO(_as_explicit_little(meta, pydicom) + bytes(inflater.data)),
-        stop_before_pixels=True,
-        defer_size=_DEFER,
+    header = read_header_only(
+        io.BytesIO(_as_explicit_little(meta, pydicom) + bytes(inflater.data)), pydicom, path
     )
     return header, inflater
+
+
+def read_header_only(source: Path | io.BytesIO, pydicom: Any, name: Path | None = None) -> Any:
+    """The dataset up to the pixel data, walking at most `limits.MAX_DICOM_ELEMENTS` elements.
+
+    pydicom keeps every element it walks (a raw element each): a 64 MB header of 8-byte elements would
+    hold millions of them. `read_partial`'s `stop_when` is called once per element, nested ones included
+    (pydicom 3.0 filereader.read_dataset/read_sequence), which is where the count is kept; large values are
+    deferred (`defer_size`), not loaded.
+    """
+    walked = 0
+    shown = name or source
+
+    def stop(tag: Any, vr: Any, length: int) -> bool:
+        nonlocal walked
+        walked += 1
+        if walked > limits.MAX_DICOM_ELEMENTS:
+            raise ImageIOError(
+                f"{shown}: DICOM header holds more than {limits.MAX_DICOM_ELEMENTS} elements "
+                "(recon.runtime.limits.MAX_DICOM_ELEMENTS); not read"
+            )
+        return tag in _PIXEL_TAGS
+
+    if isinstance(source, io.BytesIO):
+        return pydicom.filereader.read_partial(source, stop_when=stop, defer_size=_DEFER)
+    with open(source, "rb") as handle:
+        return pydicom.filereader.read_partial(handle, stop_when=stop, defer_size=_DEFER)
+
+
+_PIXEL_TAGS = {0x7FE00010, 0x7FE00009, 0x7FE00008}  # PixelData, DoubleFloatPixelData, FloatPixelData
 
 
 def _read_whole(path: Path, pydicom: Any, inflated: Any, declared: int) -> Any:
@@ -330,142 +406,16 @@ def _pixels(ds: Any, path: Path) -> np.ndarray:
         needs = "; ".join(decoder.missing_dependencies) if decoder is not None else "none exists in pydicom"
         raise ImageIOError(
             f"{path}: compressed DICOM ({syntax.name!r}) and no decoder for it is installed ({needs}); "
-            "install one, or convert the file to an uncompressed transfer syntax"
+            "`pip install recon[dicom]` brings pylibjpeg and its plugins, or convert the file to an "
+            "uncompressed transfer syntax"
         )
+    from recon.runtime.io.dicom_codestream import check_frame_size
+
+    check_frame_size(ds, path, syntax)  # the codestream's own size, before a decoder allocates it
     try:
         return ds.pixel_array
     except Exception as error:  # pydicom lists each plugin's failure on its own line: keep one line
         reason = " ".join(str(error).split())[:300]
         raise ImageIOError(
-            f"{path}: compressed DICOM ({syntax.name}) could not be decoded ({reason})"
+            f"{path}: compressed DICOM ({syntax.name!r}) could not be decoded ({reason})"
         ) from None
-
-
-# -- writing -----------------------------------------------------------------------------------------------
-@dataclass
-class Derivation:
-    """What one run writes: new series (one per source series), numbered and described.
-
-    `description` goes to SeriesDescription (cut to 64 characters), `details` to DerivationDescription. Every
-    source series gets a fresh random SeriesInstanceUID the first time one of its slices is written, so two
-    runs (other settings, another model) never share a series. SeriesNumber = source number (mod 1000) +
-    1000 × a random run number in 1..2 000 000 (IS holds < 2³¹): never the source's, and two runs collide
-    with probability 1/2 000 000 even when started in the same second. SeriesDate/SeriesTime are the run's,
-    so a PACS lists runs in the order they were made.
-    """
-
-    description: str = "recon"
-    details: str = "reconstructed by recon"
-    run_number: int = field(default_factory=lambda: 1 + secrets.randbelow(2_000_000))
-    started: time.struct_time = field(default_factory=time.localtime)
-    _series: dict[str, str] = field(default_factory=dict, repr=False)
-    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
-
-    def series_uid(self, source_uid: str) -> str:
-        from pydicom.uid import generate_uid  # pydicom 3.0 uid.py: uuid4-based without entropy_srcs
-
-        with self._lock:
-            if source_uid not in self._series:
-                self._series[source_uid] = generate_uid()
-            return self._series[source_uid]
-
-    def series_number(self, source_number: Any) -> int:
-        number = _number(source_number)
-        return int(number or 0) % 1000 + 1000 * self.run_number
-
-
-def run_derivation(
-    artifact: str | os.PathLike,
-    manifest: Any,
-    backend: str,
-    precision: str | None,
-    window: tuple[float, float] | None,
-) -> Derivation:
-    """The derivation of one `recon-run`: its series named after the model, artifact and settings."""
-    model = manifest.model.get("name", "?") if isinstance(manifest.model, dict) else "?"
-    weights = (manifest.model.get("weights_sha256") or "") if isinstance(manifest.model, dict) else ""
-    shown = "header window" if window is None else f"window {window[0]:g}..{window[1]:g}"
-    return Derivation(
-        description=f"recon {model} {manifest.task} {precision or ''} {Path(artifact).name}".strip(),
-        details=(
-            f"reconstructed by recon {manifest.recon_version}: model {model}, artifact {manifest.name} "
-            f"({Path(artifact).name}), task {manifest.task}, backend {backend}, precision {precision}, "
-            f"{shown}" + (f", weights sha256 {weights[:16]}" if weights else "")
-        ),
-    )
-
-
-_default_derivation: Derivation | None = None
-_default_lock = threading.Lock()
-
-
-def default_derivation() -> Derivation:
-    """The derivation of writes that name none: one per process (pass one per run to tell runs apart)."""
-    global _default_derivation
-    with _default_lock:
-        if _default_derivation is None:
-            _default_derivation = Derivation()
-        return _default_derivation
-
-
-def derived_dataset(image: np.ndarray, like: ImageFile, derivation: Derivation | None = None) -> Any:
-    """A new instance of a new series derived from `like`: its patient, study and spatial tags, new pixels."""
-    pydicom = import_pydicom()
-    from pydicom.uid import ExplicitVRLittleEndian, generate_uid
-
-    if image.ndim != 2:
-        raise ImageIOError(f"{like.path}: DICOM output is one 2-D slice, got shape {image.shape}")
-    derivation = derivation or like.meta.get("derivation") or default_derivation()
-    source = like.meta["dataset"]
-    ds = copy.deepcopy(source)
-    if image.shape != (int(source.Rows), int(source.Columns)):
-        ds.Rows, ds.Columns = int(image.shape[0]), int(image.shape[1])
-    ds.SOPInstanceUID = generate_uid()
-    source_series = str(source.get("SeriesInstanceUID", "") or source.get("StudyInstanceUID", ""))
-    ds.SeriesInstanceUID = derivation.series_uid(source_series)
-    ds.SeriesNumber = derivation.series_number(source.get("SeriesNumber"))
-    ds.SeriesDescription = derivation.description[:64]
-    ds.DerivationDescription = derivation.details[:1024]
-    annotate_dicom(ds, like.meta.get("consistency_note"))  # a flagged output says so (runtime/consistency.py)
-    ds.ImageType = ["DERIVED", "SECONDARY"]
-    ds.SeriesDate = ds.InstanceCreationDate = time.strftime("%Y%m%d", derivation.started)
-    ds.SeriesTime = ds.InstanceCreationTime = time.strftime("%H%M%S", derivation.started)
-    _reference_source(ds, source, pydicom)
-    for stale in ("SmallestImagePixelValue", "LargestImagePixelValue", "PixelPaddingValue"):
-        if stale in ds:  # facts about the source's pixels, not these
-            del ds[stale]
-    stored = from_unit(image, source, like.meta["window"])
-    ds.PixelData = stored.tobytes()
-    ds["PixelData"].VR = "OB" if stored.itemsize == 1 else "OW"
-    ds.file_meta = copy.deepcopy(source.file_meta) if hasattr(source, "file_meta") else pydicom.Dataset()
-    ds.file_meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID
-    ds.file_meta.MediaStorageSOPClassUID = ds.get("SOPClassUID", "1.2.840.10008.5.1.4.1.1.7")
-    ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian  # always uncompressed little endian out
-    # the copy remembers the source's encoding (big endian, implicit VR), which pydicom 3.0's save_as checks
-    # against the transfer syntax (filewriter.dcmwrite/write_dataset use Dataset.original_encoding): reset it
-    ds.set_original_encoding(False, True, source.get("SpecificCharacterSet"))
-    return ds
-
-
-def _reference_source(ds: Any, source: Any, pydicom: Any) -> None:
-    """SourceImageSequence: the slice this one was derived from (PS3.3 C.7.6.1.1.4)."""
-    if "SOPInstanceUID" not in source or "SOPClassUID" not in source:
-        return
-    item = pydicom.Dataset()
-    item.ReferencedSOPClassUID = source.SOPClassUID
-    item.ReferencedSOPInstanceUID = source.SOPInstanceUID
-    ds.SourceImageSequence = [item]
-
-
-def write_dicom(path: Path, image: np.ndarray, like: ImageFile, derivation: Derivation | None = None) -> None:
-    """Write `image` ([0, 1]) as a slice derived from `like` (not atomic: `imageio.write_image` is)."""
-    derived_dataset(image, like, derivation).save_as(path, enforce_file_format=True)
-
-
-def annotate_dicom(ds: Any, note: str | None) -> None:
-    """Carry a flag note into a derived DICOM dataset (ImageComments, DerivationDescription); None: no-op."""
-    if not note:
-        return
-    ds.ImageComments = note[:10240]  # LT: at most 10240 characters
-    description = str(ds.get("DerivationDescription", "") or "")
-    ds.DerivationDescription = (description + "; " if description else "") + "consistency check FLAGGED"

@@ -24,7 +24,8 @@ from typing import Any
 import numpy as np
 
 from recon.runtime import limits
-from recon.runtime.io.dicom import Derivation, import_pydicom
+from recon.runtime.io.dicom import import_pydicom, read_header_only
+from recon.runtime.io.dicom_derived import Derivation, flag_note
 from recon.runtime.io.imageio import ImageFile, ImageIOError, read_image, write_image
 
 
@@ -33,6 +34,9 @@ class Slice:
     path: Path
     instance: float | None  # InstanceNumber
     position: float | None  # ImagePositionPatient along the slice normal (mm)
+    study: str = ""  # StudyInstanceUID
+    sop: str = ""  # SOPInstanceUID
+    size: tuple[int, int] | None = None  # (Rows, Columns)
 
     def key(self) -> tuple[float, float, str]:
         inf = math.inf
@@ -49,6 +53,7 @@ class Series:
     number: int | None
     description: str
     slices: list[Slice] = field(default_factory=list)
+    refused: str | None = None  # why the series is not written (check_series), None when it holds together
 
     def folder_name(self) -> str:
         """`<SeriesNumber>-<description>-<8 hex of the UID>`: readable, unique per source series."""
@@ -60,13 +65,16 @@ class Series:
 
 @dataclass
 class Outcome:
-    """What happened to one input file: "ok" (written to `output`) or "failed" (`error` says why)."""
+    """What happened to one input file: "ok" (written to `output`) or "failed" (`error` says why), and the
+    consistency check's verdict on its output (`scores` as ImageScore.to_json, `flagged`; None when off)."""
 
     path: Path
     status: str
     output: Path | None = None
     error: str | None = None
     series: str | None = None
+    scores: list[dict[str, Any]] | None = None
+    flagged: bool | None = None
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -75,6 +83,8 @@ class Outcome:
             "output": None if self.output is None else str(self.output),
             "error": self.error,
             "series": self.series,
+            "flagged": self.flagged,
+            "consistency": self.scores,
         }
 
 
@@ -120,7 +130,10 @@ def group_series(files: Iterable[Path]) -> tuple[list[Series], list[Outcome]]:
     failed: list[Outcome] = []
     for path in files:
         try:
-            ds = pydicom.dcmread(path, stop_before_pixels=True, defer_size=1 << 20)
+            ds = read_header_only(path, pydicom)
+        except ImageIOError as error:
+            failed.append(Outcome(path, "failed", error=str(error)))
+            continue
         except Exception as error:  # pydicom raises its own types for damaged headers
             reason = (str(error).strip().splitlines() or [type(error).__name__])[0]
             failed.append(Outcome(path, "failed", error=f"{path}: not a readable DICOM file ({reason})"))
@@ -133,10 +146,65 @@ def group_series(files: Iterable[Path]) -> tuple[list[Series], list[Outcome]]:
                 None if number is None else int(number),
                 str(ds.get("SeriesDescription", "") or ""),
             )
-        series[uid].slices.append(Slice(path, _float(ds.get("InstanceNumber")), _position(ds)))
+        size = (_int(ds.get("Rows")), _int(ds.get("Columns")))
+        series[uid].slices.append(
+            Slice(
+                path,
+                _float(ds.get("InstanceNumber")),
+                _position(ds),
+                study=str(ds.get("StudyInstanceUID", "") or ""),
+                sop=str(ds.get("SOPInstanceUID", "") or ""),
+                size=None if None in size else size,  # type: ignore[arg-type]
+            )
+        )
     for one in series.values():
         one.slices.sort(key=Slice.key)
+        one.refused = check_series(one)
     return list(series.values()), failed
+
+
+def _int(value: Any) -> int | None:
+    number = _float(value)
+    return None if number is None else int(number)
+
+
+def _repeated(values: list[Any]) -> Any:
+    seen: set[Any] = set()
+    for value in values:
+        if value in seen:
+            return value
+        seen.add(value)
+    return None
+
+
+def check_series(series: Series) -> str | None:
+    """Why the slices filed under one SeriesInstanceUID do not form one series, or None when they do.
+
+    One study, each instance once (SOPInstanceUID, InstanceNumber), distinct positions along the slice
+    normal, one size. Which slice is the odd one out is not recon's to guess (two studies under one UID,
+    a copied file): a series that does not hold together is written not at all, each slice reported.
+    """
+    slices = series.slices
+    studies = sorted({s.study for s in slices})
+    if len(studies) > 1:
+        return f"its slices belong to {len(studies)} studies (StudyInstanceUID {', '.join(studies[:3])})"
+    for what, values in (
+        ("SOPInstanceUID", [s.sop for s in slices if s.sop]),
+        ("InstanceNumber", [s.instance for s in slices if s.instance is not None]),
+    ):
+        twice = _repeated(values)
+        if twice is not None:
+            shown = f"{twice:g}" if isinstance(twice, float) else twice
+            return f"two slices share {what} {shown}"
+    positions = [round(s.position, 3) for s in slices if s.position is not None]
+    twice = _repeated(positions)
+    if twice is not None:
+        return f"two slices lie at the same position along the slice normal ({twice:g} mm)"
+    sizes = sorted({s.size for s in slices if s.size is not None})
+    if len(sizes) > 1:
+        listed = ", ".join(f"{r}×{c}" for r, c in sizes[:4])
+        return f"its slices have {len(sizes)} sizes ({listed})"
+    return None
 
 
 def check_series_length(series: Series) -> None:
@@ -152,6 +220,8 @@ def plan_outputs(series: list[Series], out: Path, force: bool) -> dict[Path, Pat
     plan: dict[Path, Path] = {}
     for one in series:
         check_series_length(one)
+        if one.refused:
+            continue  # not written: its slices are reported by SeriesJob
         folder = out / one.folder_name()
         width = max(4, len(str(len(one.slices))))
         for k, item in enumerate(one.slices, start=1):
@@ -167,7 +237,7 @@ def plan_outputs(series: list[Series], out: Path, force: bool) -> dict[Path, Pat
     return plan
 
 
-Reconstruct = Callable[[np.ndarray], np.ndarray]  # (B, H, W) float32 in [0, 1] → (B, H, W)
+Reconstruct = Callable[[np.ndarray], Any]  # (B, H, W) float32 in [0, 1] → (B, H, W)
 # Errors that concern one slice (ImageIOError and ArtifactError are ValueErrors): reported, the others go on.
 FILE_ERRORS = (ValueError, OSError, MemoryError)
 
@@ -182,6 +252,13 @@ class SeriesJob:
     def __init__(self, files: Iterable[Path], out: Path, force: bool = False) -> None:
         self.series, self.outcomes = group_series(files)
         self.plan = plan_outputs(self.series, out, force)
+        self.force = force
+        for one in self.series:  # checked before anything is written: reported, never half-written
+            if one.refused:
+                reason = f"series {one.uid} not written: {one.refused}"
+                self.outcomes += [
+                    Outcome(s.path, "failed", error=f"{s.path}: {reason}", series=one.uid) for s in one.slices
+                ]
 
     @property
     def n_slices(self) -> int:
@@ -206,6 +283,8 @@ class SeriesJob:
         """
         derivation = derivation or Derivation()
         for one in self.series:
+            if one.refused:
+                continue
             group: list[ImageFile] = []
             for item in one.slices:
                 image = self._read(item.path, one.uid, window, check)
@@ -254,17 +333,23 @@ class SeriesJob:
                 for image in group:
                     self._flush([image], uid, reconstruct, derivation, None)
         else:
-            notes = getattr(reconstruct, "notes", None)  # the consistency check's, one per slice (run_cli)
-            for i, (image, result) in enumerate(zip(group, results, strict=True)):
-                if notes and i < len(notes) and notes[i]:
-                    image.meta["consistency_note"] = notes[i]
-                self.outcomes.append(_write(image, self.plan[image.path], result, derivation, uid))
+            scores = scores_of(reconstruct, len(group))
+            for image, result, score in zip(group, results, scores, strict=True):
+                note = None if score is None else flag_note([score])
+                if note:
+                    image.meta["consistency_note"] = note  # into ImageComments / DerivationDescription
+                target = self.plan[image.path]
+                outcome = _write(image, target, result, derivation, uid, self.force)
+                if score is not None:
+                    outcome.scores, outcome.flagged = [score.to_json()], bool(score.flagged)
+                self.outcomes.append(outcome)
         if progress is not None:
             progress(len(group))
         group.clear()
 
     def summary(self) -> list[dict[str, Any]]:
-        """Per source series: UID, number, description, slices, written, failed, output folder."""
+        """Per source series: UID, number, description, slices, written, failed, flagged, output folder
+        (None for a refused series, with `refused` saying why)."""
         by_path = {o.path: o for o in self.outcomes}
         rows = []
         for one in self.series:
@@ -277,17 +362,35 @@ class SeriesJob:
                     "slices": len(one.slices),
                     "written": written,
                     "failed": len(one.slices) - written,
-                    "out": str(self.plan[one.slices[0].path].parent),
+                    "flagged": sum(bool(getattr(by_path.get(s.path), "flagged", False)) for s in one.slices),
+                    "out": None if one.refused else str(self.plan[one.slices[0].path].parent),
+                    **({"refused": one.refused} if one.refused else {}),
                 }
             )
         return rows
 
 
-def _write(image: ImageFile, target: Path, result: np.ndarray, derivation: Derivation, uid: str) -> Outcome:
+def scores_of(reconstruct: Reconstruct, n: int) -> list[Any]:
+    """The consistency scores of the last call of `reconstruct`, one per image (None each when it has none).
+
+    `Reconstructor.run` keeps them as its owner's `last_scores` (per thread); another callable may set its
+    own `scores` attribute on each call (recon-run's does).
+    """
+    scores = getattr(reconstruct, "scores", None)
+    if scores is None:
+        scores = getattr(getattr(reconstruct, "__self__", None), "last_scores", None)
+    if scores is None or len(scores) != n:
+        return [None] * n
+    return list(scores)
+
+
+def _write(
+    image: ImageFile, target: Path, result: np.ndarray, derivation: Derivation, uid: str, replace: bool
+) -> Outcome:
     image.meta["derivation"] = derivation  # dicom.derived_dataset takes the run's series from here
     try:
         target.parent.mkdir(parents=True, exist_ok=True)
-        write_image(target, result, image)  # atomic: temp file beside the target, then rename
+        write_image(target, result, image, replace)  # atomic, and never over a file unless --force
     except FILE_ERRORS as error:  # one slice's failure is reported, the others go on
         return Outcome(image.path, "failed", error=str(error), series=uid)
     return Outcome(image.path, "ok", output=target, series=uid)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import math
@@ -28,7 +29,9 @@ def _temp_name(name: str) -> str:
     """`.{name}.{random}.tmp`, with `name` shortened so the whole stays within NAME_MAX bytes."""
     token = secrets.token_hex(6)
     room = NAME_MAX - len(f"..{token}.tmp".encode())
-    stem = name.encode()[:room].decode(errors="ignore")  # never cut a UTF-8 character in half
+    # cut as the file system's bytes: a Linux name need not be UTF-8 (surrogateescape keeps each byte), and
+    # a character cut in half stays a few legal bytes of a temporary name
+    stem = os.fsdecode(os.fsencode(name)[:room])
     return f".{stem}.{token}.tmp"
 
 
@@ -46,6 +49,57 @@ def temp_beside(path: str | os.PathLike) -> tuple[int, Path]:
         except FileExistsError:
             continue
     raise FileExistsError(f"{path.parent}: could not create a temporary file beside {path.name}")
+
+
+def temp_name_beside(path: str | os.PathLike) -> Path:
+    """A fresh temporary name beside `path` (not created): callers record it before creating the file, so
+    a signal landing between the two never leaves a file nobody knows of."""
+    path = Path(path)
+    return path.parent / _temp_name(path.name)
+
+
+class TargetExists(FileExistsError):
+    """Publishing without replacing found the target already there (made by someone else meanwhile)."""
+
+
+def publish(tmp: str | os.PathLike, path: str | os.PathLike, replace: bool = False) -> None:
+    """Move the finished `tmp` to `path`: atomically, and never over an existing file unless `replace`.
+
+    Without `replace`: a hard link (`link(2)` fails with EEXIST when the name exists, atomically, however
+    late another process created it), then the temporary name is removed; where the file system has no
+    hard links, `renameat2(RENAME_NOREPLACE)` (Linux ≥ 3.15, glibc ≥ 2.28). Neither: refused, never a
+    check-then-rename race. Raises TargetExists when the name is taken.
+    """
+    if replace:
+        os.replace(tmp, path)
+        return
+    try:
+        os.link(tmp, path, follow_symlinks=False)
+    except FileExistsError:
+        raise TargetExists(f"{path}: already exists (created after the run started); not replaced") from None
+    except OSError as error:
+        if error.errno not in (errno.EPERM, errno.EOPNOTSUPP, errno.ENOTSUP, errno.EMLINK):
+            raise
+        _rename_noreplace(tmp, path)
+        return
+    os.unlink(tmp)
+
+
+def _rename_noreplace(tmp: str | os.PathLike, path: str | os.PathLike) -> None:
+    """renameat2(AT_FDCWD, tmp, AT_FDCWD, path, RENAME_NOREPLACE) through libc (man 2 rename)."""
+    import ctypes
+    import ctypes.util
+
+    libc = ctypes.CDLL(ctypes.util.find_library("c") or None, use_errno=True)
+    renameat2 = getattr(libc, "renameat2", None)
+    if renameat2 is None:
+        raise OSError(errno.ENOTSUP, f"{path}: this file system has no hard links and libc no renameat2")
+    at_fdcwd, rename_noreplace = -100, 1
+    if renameat2(at_fdcwd, os.fsencode(tmp), at_fdcwd, os.fsencode(path), rename_noreplace) != 0:
+        code = ctypes.get_errno()
+        if code == errno.EEXIST:
+            raise TargetExists(f"{path}: already exists (created after the run started); not replaced")
+        raise OSError(code, os.strerror(code), str(path))
 
 
 def json_safe(data: Any) -> Any:

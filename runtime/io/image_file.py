@@ -19,3 +19,6 @@ class ImageFile:
     format: str  # "png" | "tiff" | "npy" | "dicom"
     data: np.ndarray  # (H, W) or (N, H, W)
     meta: dict[str, Any] = field(default_factory=dict)
+    # What mapped the file's values to `data` (e.g. "DICOM window -160..239"); None when `data` holds the
+    # stored values themselves. A CT artifact takes only the measurement as stored (inputs.check_measurement).
+    scaled_by: str | None = None

@@ -9,7 +9,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "runtime"))  # runtime_artifacts
 
-from hardening_artifacts import build_special_artifact, export_cnn  # noqa: E402
+from hardening_artifacts import add_flagging_check, build_special_artifact, export_cnn  # noqa: E402
 from runtime_artifacts import build_artifact  # noqa: E402
 
 
@@ -23,6 +23,8 @@ def hardening_artifacts(tmp_path_factory) -> dict[str, Path]:
         "ct": build_artifact(root / "ct", "ct"),
         "normalize": build_special_artifact(root / "normalize", "normalize"),
         "gain": build_special_artifact(root / "gain", "gain"),
+        # the conv artifact with a consistency check that flags every output
+        "flagging": add_flagging_check(build_artifact(root / "flagging", "deblur")),
     }
 
 

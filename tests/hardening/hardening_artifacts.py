@@ -85,3 +85,45 @@ def export_cnn(target: Path, engine: str = "none") -> Path:
     if result.returncode != 0:
         raise RuntimeError(f"recon-export failed: {result.stderr.strip()}")
     return target
+
+
+def add_flagging_check(directory: Path, flag_above: float = -1.0) -> Path:
+    """A consistency check whose one statistic (the residual) is each output image's mean, bounded above by
+    `flag_above`: with the default every image is FLAGGED. Real ONNX, loaded by runtime/consistency.py."""
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    from recon.runtime.artifact.manifest import load_manifest
+
+    graph = helper.make_graph(
+        [  # mean(image) + 0 · mean(measurement): both inputs used, as the engines want
+            helper.make_node("ReduceMean", ["image", "axes"], ["image_mean"], keepdims=0),
+            helper.make_node("ReduceMean", ["measurement", "axes"], ["measurement_mean"], keepdims=0),
+            helper.make_node("Mul", ["measurement_mean", "zero"], ["nothing"]),
+            helper.make_node("Add", ["image_mean", "nothing"], ["stats"]),
+        ],
+        "flag",
+        [
+            helper.make_tensor_value_info("image", TensorProto.FLOAT, ["batch", 1, "h", "w"]),
+            helper.make_tensor_value_info("measurement", TensorProto.FLOAT, ["batch", 1, "mh", "mw"]),
+        ],
+        [helper.make_tensor_value_info("stats", TensorProto.FLOAT, ["batch", 1])],
+        [
+            numpy_helper.from_array(np.array([2, 3], np.int64), "axes"),
+            numpy_helper.from_array(np.array(0.0, np.float32), "zero"),
+        ],  # fmt: skip
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)])
+    model.ir_version = 9
+    onnx.save(model, directory / "consistency.onnx")
+    manifest = load_manifest(directory)
+    manifest.add_file(directory, "consistency.onnx", "consistency", "fp32")
+    manifest.consistency = {
+        "file": "consistency.onnx",
+        "inputs": ["image", "measurement"],
+        "output": "stats",
+        "statistics": ["residual"],
+        "bounds": {"residual": {"check": "upper", "high": flag_above}},
+    }
+    manifest.save(directory)
+    return directory

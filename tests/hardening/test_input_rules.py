@@ -88,7 +88,9 @@ def test_signed_integer_images_follow_one_rule_in_the_api_and_recon_run(hardenin
         api_good = rec.run(good)
         with pytest.raises(ValueError) as refused:
             rec.run(bad)
-    np.testing.assert_array_equal(np.load(tmp_path / "o" / "good.npy"), api_good)
+    # written back in the input's type, scaled back by the maximum it was scaled by (issue 23, rule 1)
+    expected = np.rint(api_good.astype(np.float64) * 32767).astype(np.int16)
+    np.testing.assert_array_equal(np.load(tmp_path / "o" / "good.npy"), expected)
     assert not (tmp_path / "o" / "bad.npy").exists()
     assert f"bad.npy: {refused.value}" in result.stderr
 

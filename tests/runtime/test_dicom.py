@@ -11,7 +11,8 @@ pydicom = pytest.importorskip("pydicom")
 from dicom_files import ct_slice, write_slice  # noqa: E402
 
 from recon.runtime import limits  # noqa: E402
-from recon.runtime.io.dicom import Derivation, read_dicom, write_dicom  # noqa: E402
+from recon.runtime.io.dicom import read_dicom  # noqa: E402
+from recon.runtime.io.dicom_derived import Derivation, write_dicom  # noqa: E402
 from recon.runtime.io.imageio import ImageIOError, detect_format, read_image, write_image  # noqa: E402
 
 rng = np.random.default_rng(0)
@@ -46,16 +47,17 @@ def test_the_header_window_maps_hounsfield_units_to_0_1_and_clips(tmp_path):
     ct_slice(tmp_path / "ct.dcm", rng, size=64)  # int16, slope 1, intercept -1024, window 40/400
     image = read_image(tmp_path / "ct.dcm")
     hu = pydicom.dcmread(tmp_path / "ct.dcm").pixel_array.astype(np.float64) - 1024
-    assert image.meta["window"] == (-160.0, 240.0) and image.meta["window_from"] == "header"
-    np.testing.assert_allclose(image.data, np.clip((hu + 160) / 400, 0, 1), atol=1e-6)
+    # PS3.3 C.11.2.1.2.1 LINEAR: the ramp runs from c - 0.5 - (w - 1)/2 to c - 0.5 + (w - 1)/2
+    assert image.meta["window"] == (-160.0, 239.0) and image.meta["window_from"] == "header"
+    np.testing.assert_allclose(image.data, np.clip((hu + 160) / 399, 0, 1), atol=1e-6)
     assert image.data.dtype == np.float32 and 0 < image.data.mean() < 1
 
 
 def test_a_multi_valued_window_takes_its_first_preset(tmp_path):
     write_slice(tmp_path / "a.dcm", np.full((4, 4), 1064, np.uint16), window=(["40", "400"], ["400", "2000"]))
     image = read_image(tmp_path / "a.dcm")
-    assert image.meta["window"] == (-160.0, 240.0)
-    np.testing.assert_allclose(image.data, (40 + 160) / 400, atol=1e-6)
+    assert image.meta["window"] == (-160.0, 239.0)
+    np.testing.assert_allclose(image.data, (40 + 160) / 399, atol=1e-6)
 
 
 def test_a_given_window_overrides_the_header_and_an_unusable_header_window_falls_back(tmp_path):
@@ -110,13 +112,20 @@ def test_monochrome1_is_written_as_monochrome1_so_displays_do_not_invert(tmp_pat
     np.testing.assert_array_equal(out.pixel_array, 4095 - pixels)
 
 
-def test_values_outside_the_window_are_written_at_its_edges_and_inside_it_within_one_lsb(tmp_path):
+def test_values_outside_the_window_keep_their_source_values_and_inside_it_come_within_one_lsb(tmp_path):
     hu = np.array([[-1000, -160, -100, 0], [100, 239, 240, 2000]], np.int16)
     write_slice(tmp_path / "in.dcm", hu + 1024, window=("40", "400"))
     image = read_image(tmp_path / "in.dcm")
     write_image(tmp_path / "out.dcm", image.data, image)
-    back = pydicom.dcmread(tmp_path / "out.dcm").pixel_array.astype(int) - 1024
-    np.testing.assert_allclose(back, np.clip(hu, -160, 240), atol=1)
+    out = pydicom.dcmread(tmp_path / "out.dcm")
+    np.testing.assert_allclose(out.pixel_array.astype(int) - 1024, hu, atol=1)
+    assert "kept from the source (3 pixels)" in out.DerivationDescription
+    # clipping only when asked, and said in the output's tags
+    image.meta["outside_window"] = "clip"
+    write_image(tmp_path / "clipped.dcm", image.data, image)
+    clipped = pydicom.dcmread(tmp_path / "clipped.dcm")
+    np.testing.assert_allclose(clipped.pixel_array.astype(int) - 1024, np.clip(hu, -160, 239), atol=1)
+    assert "values clipped to the window -160..239" in clipped.DerivationDescription
 
 
 def test_each_run_writes_a_new_numbered_described_series_per_source_series(tmp_path):
@@ -180,4 +189,4 @@ def test_a_512_ct_slice_keeps_its_header_and_hounsfield_units_through_read_and_w
     assert (out.WindowCenter, out.WindowWidth) == (source.WindowCenter, source.WindowWidth)
     hu_in = source.pixel_array.astype(int) - 1024
     hu_out = out.pixel_array.astype(int) * float(out.RescaleSlope) + float(out.RescaleIntercept)
-    np.testing.assert_allclose(hu_out, np.clip(hu_in, -160, 240), atol=1)
+    np.testing.assert_allclose(hu_out, hu_in, atol=1)  # every value kept: the window only shaped the input

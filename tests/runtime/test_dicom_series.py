@@ -139,19 +139,20 @@ def test_existing_outputs_are_refused_before_anything_runs_unless_forced(tmp_pat
 def test_recon_run_on_a_folder_of_series_writes_derived_series_and_a_json_summary(deblur_artifact, tmp_path):
     rng = np.random.default_rng(7)
     (uid_a, a), (uid_b, b) = _two_interleaved_series(tmp_path / "in", 20, rng, size=H)
-    (tmp_path / "in" / "notes.txt").write_text("not an image")  # neither DICOM nor a known suffix: skipped
+    (tmp_path / "in" / "notes.txt").write_text("not an image")  # neither DICOM nor a known suffix
     from PIL import Image
 
     Image.fromarray(rng.integers(0, 255, (H, W), dtype=np.uint8)).save(tmp_path / "in" / "photo.png")
     result = cli("recon-run", deblur_artifact, tmp_path / "in", "--out", tmp_path / "out", "--json",
                  "--batch", "8", "--dicom-window", "-1024,3071")  # fmt: skip
-    assert result.returncode == 0, result.stderr
+    assert result.returncode == 1, result.stderr  # notes.txt is reported as skipped, and the status says so
     summary = json.loads(result.stdout)
-    assert summary["images"] == 41 and summary["files"] == 41
+    assert summary["images"] == 41 and summary["files"] == 42 and summary["skipped"] == 1
+    assert "skipped: " in result.stderr and "notes.txt: not an image file recon reads" in result.stderr
     rows = {row["series_uid"]: row for row in summary["series"]}
     assert [(rows[u]["slices"], rows[u]["written"]) for u in (uid_a, uid_b)] == [(20, 20), (20, 20)]
     slices = [o for o in summary["outcomes"] if o.get("series")]
-    assert len(slices) == 40 and {o["status"] for o in summary["outcomes"]} == {"written"}
+    assert len(slices) == 40 and {o["status"] for o in summary["outcomes"]} == {"written", "skipped"}
     assert (tmp_path / "out" / "photo.png").is_file()  # other files as before
     derived = [pydicom.dcmread(f"{rows[uid_a]['out']}/{k:04d}.dcm") for k in range(1, 21)]
     assert [float(d.ImagePositionPatient[2]) for d in derived] == [
@@ -166,7 +167,7 @@ def test_recon_run_on_a_folder_of_series_writes_derived_series_and_a_json_summar
     np.testing.assert_allclose(physical, expected, atol=0.5)
     # a second run: new series, not the first run's
     again = cli("recon-run", deblur_artifact, tmp_path / "in", "--out", tmp_path / "out2", "--json")
-    assert again.returncode == 0, again.stderr
+    assert again.returncode == 1, again.stderr
     second = pydicom.dcmread(f"{json.loads(again.stdout)['series'][0]['out']}/0001.dcm")
     assert second.SeriesInstanceUID not in {d.SeriesInstanceUID for d in derived}
 
@@ -179,27 +180,30 @@ def test_recon_run_reports_every_bad_slice_by_name_writes_the_others_and_exits_n
     folder.mkdir()
     _, written = write_series(folder, 6, rng, size=H)
     uid = written[0][1].SeriesInstanceUID
-    write_slice(folder / "1.2.3.999", np.zeros((H + 2, W), np.uint16), series_uid=uid, instance=7)
+    study = written[0][1].StudyInstanceUID
+    # a slice of the series whose pixels cannot be read as its header says (a zero RescaleSlope)
+    write_slice(folder / "1.2.3.999", np.zeros((H, W), np.uint16), series_uid=uid, study_uid=study,
+                instance=7, position=(-100.0, -120.0, 35.5 + 6 * 1.25), slope="0")  # fmt: skip
     result = cli("recon-run", deblur_artifact, folder, "--out", tmp_path / "out", "--json")
     assert result.returncode == 1
     summary = json.loads(result.stdout)
     failed = [o for o in summary["outcomes"] if o["status"] == "failed"]
     assert len(failed) == 1 and failed[0]["path"].endswith("1.2.3.999")
-    assert "shape (18, 16)" in failed[0]["reason"]
+    assert "RescaleSlope 0.0" in failed[0]["reason"]
     assert summary["series"][0]["written"] == 6 and summary["series"][0]["failed"] == 1
     text = cli("recon-run", deblur_artifact, folder, "--out", tmp_path / "out2")
     assert text.returncode == 1
     errors = [line for line in text.stderr.splitlines() if line.startswith("error: ")]
-    assert len(errors) == 1 and "1.2.3.999" in errors[0] and "shape (18, 16)" in errors[0]
+    assert len(errors) == 1 and "1.2.3.999" in errors[0] and "RescaleSlope 0.0" in errors[0]
 
 
 def test_a_512_ct_series_runs_end_to_end_on_an_any_size_artifact(any_size_artifact, tmp_path):
     rng = np.random.default_rng(9)
     folder = tmp_path / "ct"
     folder.mkdir()
-    uid = pydicom.uid.generate_uid()
-    sources = [ct_slice(folder / f"1.2.840.{k}", rng, size=512, series_uid=uid, instance=k + 1,
-                        position=(-180.0, -180.0, 1.25 * k)) for k in range(3)]  # fmt: skip
+    uid, study = pydicom.uid.generate_uid(), pydicom.uid.generate_uid()
+    sources = [ct_slice(folder / f"1.2.840.{k}", rng, size=512, series_uid=uid, study_uid=study,
+                        instance=k + 1, position=(-180.0, -180.0, 1.25 * k)) for k in range(3)]  # fmt: skip
     # symbolic H × W (a spatial entry up to 1024): 512² runs whole, as it would on recon-export's ResUNet
     result = cli("recon-run", any_size_artifact, folder, "--out", tmp_path / "out", "--json")
     assert result.returncode == 0, result.stderr
@@ -210,7 +214,11 @@ def test_a_512_ct_series_runs_end_to_end_on_an_any_size_artifact(any_size_artifa
         assert (out.Rows, out.Columns, out.PixelRepresentation) == (512, 512, 1)
         assert list(out.ImagePositionPatient) == list(source.ImagePositionPatient)
         hu = out.pixel_array * float(out.RescaleSlope) + float(out.RescaleIntercept)
-        assert hu.min() >= -160 and hu.max() <= 240  # through the header's window 40/400
+        source_hu = source.pixel_array * float(source.RescaleSlope) + float(source.RescaleIntercept)
+        outside = (source_hu < -160) | (source_hu > 239)  # the header's window 40/400 (LINEAR)
+        assert outside.any()
+        np.testing.assert_array_equal(hu[outside], source_hu[outside])  # kept, not clipped
+        assert hu[~outside].min() >= -160 and hu[~outside].max() <= 239
 
 
 @pytest.mark.slow
