@@ -105,6 +105,7 @@ class WriteBehind:
         self._queue: queue.Queue[Any] = queue.Queue(maxsize=depth)
         self._error: BaseException | None = None
         self._raised = False
+        self._cancelled = False
         self.seconds = 0.0  # time spent in the calls
         self._thread: threading.Thread | None = None
         if overlap:  # without: each call runs at once, in the caller's thread (the serial run)
@@ -119,8 +120,8 @@ class WriteBehind:
             self._call(*entry)
 
     def _call(self, function: Callable[..., Any], args: tuple[Any, ...]) -> None:
-        if self._error is not None:
-            return  # a call failed: the rest are dropped
+        if self._error is not None or self._cancelled:
+            return  # a call failed, or the block was left by an exception: the rest are dropped
         mark = time.perf_counter()
         try:
             function(*args)
@@ -153,6 +154,9 @@ class WriteBehind:
         return self
 
     def __exit__(self, exc_type: object, *exc: object) -> None:
+        # leaving by an exception (Ctrl-C, SIGTERM): the call in hand finishes (a write is atomic), the
+        # queued ones are dropped, so the command stops at once and what it reports is what is on disk
+        self._cancelled = exc_type is not None
         try:
             self.close()
         except BaseException:

@@ -96,3 +96,20 @@ def test_write_behind_does_not_hide_the_exception_leaving_its_block():
     with pytest.raises(KeyboardInterrupt), WriteBehind() as writer:
         writer.submit(write, 1)
         raise KeyboardInterrupt
+
+
+def test_leaving_the_write_behind_block_by_an_exception_drops_the_queued_calls():
+    done: list[int] = []
+    started = threading.Event()
+
+    def write(n: int) -> None:
+        started.set()
+        time.sleep(0.2)
+        done.append(n)
+
+    with pytest.raises(KeyboardInterrupt), WriteBehind(depth=4) as writer:
+        for n in range(4):
+            writer.submit(write, n)
+        started.wait()
+        raise KeyboardInterrupt
+    assert done == [0]  # the call in hand finished, the three queued were dropped
