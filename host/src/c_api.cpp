@@ -92,6 +92,11 @@ recon_status recon_open(const char* artifact_dir, const recon_options* options, 
     });
 }
 
+recon_status recon_verify(const char* artifact_dir) {
+    if (!artifact_dir) return fail(RECON_ERROR_ARGUMENT, "recon_verify: artifact_dir must not be NULL");
+    return guarded([&] { recon::verify_artifact(artifact_dir); });
+}
+
 void recon_close(recon_host* host) { delete host; }
 
 recon_status recon_run(recon_host* host, const void* data, recon_dtype dtype, const int64_t* shape, int32_t rank,

@@ -202,7 +202,8 @@ std::vector<float> Network::infer(const float* batch, int64_t n, int64_t h, int6
         request->set_input_tensor(0, input);
         request->infer();
         ov::Tensor output = request->get_output_tensor(output_index_);
-        out_shape.assign(output.get_shape().begin(), output.get_shape().end());
+        const ov::Shape shape = output.get_shape();
+        out_shape.assign(shape.begin(), shape.end());
         if (output.get_element_type() != ov::element::f32)
             throw std::runtime_error("output element type " + output.get_element_type().get_type_name());
         const float* values = output.data<const float>();

@@ -59,7 +59,9 @@ const char* recon_version(void);
 
 /* Verify the artifact (manifest, files, sha256) and compile its graphs. options may be NULL. */
 recon_status recon_open(const char* artifact_dir, const recon_options* options, recon_host** host);
-/* Waits for runs in flight, then frees everything. NULL is ignored. */
+/* The manifest and file checks alone (no engine): RECON_OK or RECON_ERROR_ARTIFACT with the reason. */
+recon_status recon_verify(const char* artifact_dir);
+/* Waits for runs in flight, then frees everything; no call on the handle may start after it. NULL is ignored. */
 void recon_close(recon_host* host);
 
 /* data: rank 2 (H, W), 3 (B, H, W) or 4 (B, 1, H, W), row-major, of `dtype`. */
