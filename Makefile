@@ -30,7 +30,8 @@ host: venv
 	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing; \
 	  else echo "make host needs these Debian packages: sudo apt-get install $$missing" >&2; exit 1; fi; \
 	fi
-	cmake -S host -B $(HOST_BUILD) -DCMAKE_BUILD_TYPE=Release \
+	@# configured once; `cmake --build` re-runs the configuration itself when CMakeLists.txt changes
+	test -f $(HOST_BUILD)/CMakeCache.txt || cmake -S host -B $(HOST_BUILD) -DCMAKE_BUILD_TYPE=Release \
 	  -DOpenVINO_DIR=$$($(PY) -c "import openvino, os; print(os.path.dirname(openvino.__file__) + '/cmake')")
 	cmake --build $(HOST_BUILD) -j$$(nproc)
 

@@ -53,13 +53,13 @@ class StrictBuilder {
             if (integer_syntax(token)) return refuse("integer with " + std::to_string(token.size()) + " digits");
             return refuse("number " + token.substr(0, 40) + " overflows a float");
         }
-        // Python's json reads NaN / Infinity / -Infinity and recon refuses them by name
-        size_t start = position > 0 ? position - 1 : 0;
-        if (!last_token.empty() && start >= last_token.size() - 1) start = position - last_token.size();
+        // Python's json reads NaN / Infinity / -Infinity and recon refuses them by name: is the byte the
+        // parser stopped at part of one of them?
+        size_t at = position > 0 ? position - 1 : 0;
         for (const char* constant : {"-Infinity", "Infinity", "NaN"}) {
             std::string name(constant);
-            for (size_t at : {start, start > 0 ? start - 1 : start, position})
-                if (raw_.compare(at, name.size(), name) == 0) return refuse(name + " is not a JSON number");
+            for (size_t start = at >= name.size() ? at - name.size() + 1 : 0; start <= at; ++start)
+                if (raw_.compare(start, name.size(), name) == 0) return refuse(name + " is not a JSON number");
         }
         std::string what = error.what();
         size_t cut = what.find("] ");
@@ -122,8 +122,15 @@ void append_repr_string(std::string& out, const std::string& text) {
     bool dbl = text.find('"') != std::string::npos;
     char quote = (single && !dbl) ? '"' : '\'';
     out += quote;
-    for (unsigned char c : text) {
-        if (c == static_cast<unsigned char>(quote) || c == '\\') {
+    for (size_t i = 0; i < text.size(); ++i) {
+        auto c = static_cast<unsigned char>(text[i]);
+        auto next = i + 1 < text.size() ? static_cast<unsigned char>(text[i + 1]) : 0;
+        if (c == 0xC2 && ((next >= 0x80 && next <= 0xA0) || next == 0xAD)) {  // U+0080-U+00A0, U+00AD: not printable
+            char buffer[8];
+            std::snprintf(buffer, sizeof buffer, "\\x%02x", next);
+            out += buffer;
+            ++i;
+        } else if (c == static_cast<unsigned char>(quote) || c == '\\') {
             out += '\\';
             out += static_cast<char>(c);
         } else if (c == '\n') {
