@@ -43,6 +43,7 @@ class StrictBuilder {
     bool end_object() { return close(); }
     bool end_array() { return close(); }
     bool key(std::string& name) {
+        if (skipped_ > 0) return true;
         key_ = std::move(name);
         return true;
     }
@@ -90,20 +91,25 @@ class StrictBuilder {
         return &slot;
     }
     bool put(Json value) {
+        if (skipped_ > 0) return true;
         insert(std::move(value));
         return true;
     }
     bool open(Json container) {
-        if (static_cast<int>(stack_.size()) + 1 > max_depth_) {
+        // Python checks the depth after parsing the whole text, so a later syntax error still wins: keep
+        // parsing, without building what lies deeper than the cap (nlohmann's parser does not recurse)
+        if (skipped_ > 0 || static_cast<int>(stack_.size()) + 1 > max_depth_) {
             too_deep_ = true;
-            return refuse("nested deeper");
+            ++skipped_;
+            return true;
         }
         // the parent does not grow while a child is open, so the pointer stays valid
         stack_.push_back(insert(std::move(container)));
         return true;
     }
     bool close() {
-        stack_.pop_back();
+        if (skipped_ > 0) --skipped_;
+        else stack_.pop_back();
         return true;
     }
 
@@ -114,6 +120,7 @@ class StrictBuilder {
     std::string key_;
     std::string reason_;
     bool too_deep_ = false;
+    long skipped_ = 0;  // containers open beyond the cap
 };
 
 void append_repr_string(std::string& out, const std::string& text) {
@@ -195,8 +202,8 @@ Json parse_strict(const std::string& raw, int max_depth) {
         throw JsonRefused("Unexpected UTF-8 BOM (decode using utf-8-sig): line 1 column 1 (char 0)");
     StrictBuilder builder(raw, max_depth);
     bool ok = Json::sax_parse(raw, &builder, Json::input_format_t::json, true);
-    if (!ok || !builder.reason().empty())
-        throw JsonRefused(builder.reason().empty() ? "syntax error" : builder.reason(), builder.too_deep());
+    if (!ok || !builder.reason().empty()) throw JsonRefused(builder.reason().empty() ? "syntax error" : builder.reason());
+    if (builder.too_deep()) throw JsonRefused("nested deeper", true);
     return builder.take();
 }
 
