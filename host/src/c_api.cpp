@@ -157,6 +157,13 @@ recon_status recon_result_statistic(const recon_result* result, int64_t index, c
 
 void recon_result_free(recon_result* result) { delete result; }
 
+recon_status recon_input_shape(recon_host* host, int64_t batch, int64_t shape[4]) {
+    if (!host || !shape) return fail(RECON_ERROR_ARGUMENT, "recon_input_shape: NULL argument");
+    std::array<int64_t, 4> dims = host->reconstructor->input_shape(batch);
+    for (size_t i = 0; i < 4; ++i) shape[i] = dims[i];
+    return RECON_OK;
+}
+
 const char* recon_size_plan(recon_host* host, int64_t height, int64_t width) {
     if (!host) return nullptr;
     std::string plan = host->reconstructor->size_plan(height, width);

@@ -79,6 +79,8 @@ const char* recon_result_reasons(const recon_result* result, int64_t index);
 recon_status recon_result_statistic(const recon_result* result, int64_t index, const char* name, double* value);
 void recon_result_free(recon_result* result);
 
+/* (batch, 1, H, W) for a batch of this artifact's nominal input (its fixed size, or the manifest's opt side). */
+recon_status recon_input_shape(recon_host* host, int64_t batch, int64_t shape[4]);
 /* How an H x W input runs: "whole", "padded" or "tiled" (a static string). NULL on a bad handle. */
 const char* recon_size_plan(recon_host* host, int64_t height, int64_t width);
 
