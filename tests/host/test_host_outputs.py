@@ -68,7 +68,8 @@ def test_int8_matches_the_python_runtime_on_the_same_graph(host_artifacts, host_
     ("shape", "options", "plan"),
     [
         ((3, 20, 27), {}, "padded"),  # below the graph's minimum side: reflect-padded, cropped back
-        ((1, 83, 61), {"tile": 40}, "tiled"),  # an odd tile, 2 x 3 windows, trimmed Gaussian blending
+        # an odd tile, 3 x 2 windows; an overlap below the receptive field, so the blending weights show
+        ((1, 83, 61), {"tile": 40, "overlap": 4}, "tiled"),
         ((9, 1, 50, 70), {"tile": 36, "overlap": 10, "blend": "cosine"}, "tiled"),  # more tiles than the batch max
         ((11, 1, 32, 32), {}, "whole"),  # above the profile's max: split in chunks of 8
     ],
