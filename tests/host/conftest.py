@@ -56,9 +56,18 @@ def host_artifacts(tmp_path_factory) -> dict[str, Path]:
     for task, options in EXPORTS.items():
         out = root / f"cnn-{task}"
         export_artifact(
-            ExportOptions(model="cnn", task=task, out=out, engine="none", batch=(1, 4, 8), threads=1,
-                          consistency_images=16, allow_geometry_change=True, geometry_heldout=2,
-                          **options)  # fmt: skip
+            ExportOptions(
+                model="cnn",
+                task=task,
+                out=out,
+                engine="none",
+                batch=(1, 4, 8),
+                threads=1,
+                consistency_images=16,
+                allow_geometry_change=True,
+                geometry_heldout=2,
+                **options,
+            )
         )
         made[task] = out
     return made

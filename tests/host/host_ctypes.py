@@ -45,7 +45,7 @@ class Options(ctypes.Structure):
 
 
 class HostError(Exception):
-    """A non-OK status: `kind` names it (artifact, backend, input, option, ...), the message is the library's."""
+    """A non-OK status: `kind` names it (artifact, backend, input, ...), the message is the library's."""
 
     def __init__(self, kind: str, message: str) -> None:
         super().__init__(message)
@@ -69,15 +69,31 @@ def load_library(build: Path) -> ctypes.CDLL:
     lib.recon_open.argtypes = [ctypes.c_char_p, p(Options), p(ctypes.c_void_p)]
     lib.recon_verify.argtypes = [ctypes.c_char_p]
     lib.recon_close.argtypes = [ctypes.c_void_p]
-    lib.recon_run.argtypes = [ctypes.c_void_p, ctypes.c_void_p, ctypes.c_int, p(ctypes.c_int64), ctypes.c_int32,
-                              p(ctypes.c_void_p)]  # fmt: skip
-    lib.recon_result_images.argtypes = [ctypes.c_void_p, p(p(ctypes.c_float)), p(ctypes.c_int64), p(ctypes.c_int32)]
+    lib.recon_run.argtypes = [
+        ctypes.c_void_p,
+        ctypes.c_void_p,
+        ctypes.c_int,
+        p(ctypes.c_int64),
+        ctypes.c_int32,
+        p(ctypes.c_void_p),
+    ]
+    lib.recon_result_images.argtypes = [
+        ctypes.c_void_p,
+        p(p(ctypes.c_float)),
+        p(ctypes.c_int64),
+        p(ctypes.c_int32),
+    ]
     lib.recon_result_score_count.argtypes = [ctypes.c_void_p]
     lib.recon_result_score_count.restype = ctypes.c_int64
     lib.recon_result_score.argtypes = [ctypes.c_void_p, ctypes.c_int64, p(ctypes.c_double), p(ctypes.c_int32)]
     lib.recon_result_reasons.argtypes = [ctypes.c_void_p, ctypes.c_int64]
     lib.recon_result_reasons.restype = ctypes.c_char_p
-    lib.recon_result_statistic.argtypes = [ctypes.c_void_p, ctypes.c_int64, ctypes.c_char_p, p(ctypes.c_double)]
+    lib.recon_result_statistic.argtypes = [
+        ctypes.c_void_p,
+        ctypes.c_int64,
+        ctypes.c_char_p,
+        p(ctypes.c_double),
+    ]
     lib.recon_result_free.argtypes = [ctypes.c_void_p]
     lib.recon_size_plan.argtypes = [ctypes.c_void_p, ctypes.c_int64, ctypes.c_int64]
     lib.recon_size_plan.restype = ctypes.c_char_p
@@ -96,9 +112,19 @@ def verify(lib: ctypes.CDLL, artifact: Path) -> None:
 class Host:
     """One opened artifact (recon_open … recon_close)."""
 
-    def __init__(self, lib: ctypes.CDLL, artifact: Path, *, threads: int = 1, precision: str | None = None,
-                 clip: bool | None = None, consistency: bool = True, tile: int | None = None,
-                 overlap: int | None = None, blend: str | None = None) -> None:  # fmt: skip
+    def __init__(
+        self,
+        lib: ctypes.CDLL,
+        artifact: Path,
+        *,
+        threads: int = 1,
+        precision: str | None = None,
+        clip: bool | None = None,
+        consistency: bool = True,
+        tile: int | None = None,
+        overlap: int | None = None,
+        blend: str | None = None,
+    ) -> None:
         self.lib = lib
         options = Options()
         lib.recon_options_init(ctypes.byref(options))
@@ -117,22 +143,31 @@ class Host:
         images = np.ascontiguousarray(images)
         shape = (ctypes.c_int64 * images.ndim)(*images.shape)
         result = ctypes.c_void_p()
-        status = self.lib.recon_run(self.handle, images.ctypes.data, DTYPES[images.dtype], shape, images.ndim,
-                                    ctypes.byref(result))  # fmt: skip
+        status = self.lib.recon_run(
+            self.handle, images.ctypes.data, DTYPES[images.dtype], shape, images.ndim, ctypes.byref(result)
+        )
         _check(self.lib, status)
         try:
             data = ctypes.POINTER(ctypes.c_float)()
             out_shape = (ctypes.c_int64 * 4)()
             rank = ctypes.c_int32()
-            _check(self.lib, self.lib.recon_result_images(result, ctypes.byref(data), out_shape, ctypes.byref(rank)))
+            _check(
+                self.lib,
+                self.lib.recon_result_images(result, ctypes.byref(data), out_shape, ctypes.byref(rank)),
+            )
             dims = tuple(out_shape[: rank.value])
             output = np.ctypeslib.as_array(data, shape=dims).copy()
             scores = []
             for i in range(self.lib.recon_result_score_count(result)):
                 residual, flagged = ctypes.c_double(), ctypes.c_int32()
-                _check(self.lib, self.lib.recon_result_score(result, i, ctypes.byref(residual), ctypes.byref(flagged)))
+                _check(
+                    self.lib,
+                    self.lib.recon_result_score(result, i, ctypes.byref(residual), ctypes.byref(flagged)),
+                )
                 reasons = self.lib.recon_result_reasons(result, i).decode()
-                scores.append(HostScore(residual.value, bool(flagged.value), reasons.split("; ") if reasons else []))
+                scores.append(
+                    HostScore(residual.value, bool(flagged.value), reasons.split("; ") if reasons else [])
+                )
             return output, scores
         finally:
             self.lib.recon_result_free(result)
@@ -142,12 +177,17 @@ class Host:
         images = np.ascontiguousarray(images, np.float32)
         shape = (ctypes.c_int64 * images.ndim)(*images.shape)
         result = ctypes.c_void_p()
-        _check(self.lib, self.lib.recon_run(self.handle, images.ctypes.data, 0, shape, images.ndim, ctypes.byref(result)))
+        _check(
+            self.lib,
+            self.lib.recon_run(self.handle, images.ctypes.data, 0, shape, images.ndim, ctypes.byref(result)),
+        )
         try:
             values = []
             for i in range(self.lib.recon_result_score_count(result)):
                 value = ctypes.c_double()
-                _check(self.lib, self.lib.recon_result_statistic(result, i, name.encode(), ctypes.byref(value)))
+                _check(
+                    self.lib, self.lib.recon_result_statistic(result, i, name.encode(), ctypes.byref(value))
+                )
                 values.append(value.value)
             return values
         finally:

@@ -61,7 +61,9 @@ def test_whole_batches_match_the_python_runtime(host_artifacts, host_lib, task, 
 
 
 def test_int8_matches_the_python_runtime_on_the_same_graph(host_artifacts, host_lib):
-    assert_same(host_artifacts["deblur"], measurements(host_artifacts["deblur"], 8), host_lib, precision="int8")
+    assert_same(
+        host_artifacts["deblur"], measurements(host_artifacts["deblur"], 8), host_lib, precision="int8"
+    )
 
 
 @pytest.mark.parametrize(
@@ -70,7 +72,11 @@ def test_int8_matches_the_python_runtime_on_the_same_graph(host_artifacts, host_
         ((3, 20, 27), {}, "padded"),  # below the graph's minimum side: reflect-padded, cropped back
         # an odd tile, 3 x 2 windows; an overlap below the receptive field, so the blending weights show
         ((1, 83, 61), {"tile": 40, "overlap": 4}, "tiled"),
-        ((9, 1, 50, 70), {"tile": 36, "overlap": 10, "blend": "cosine"}, "tiled"),  # more tiles than the batch max
+        (
+            (9, 1, 50, 70),
+            {"tile": 36, "overlap": 10, "blend": "cosine"},
+            "tiled",
+        ),  # more tiles than the batch max
         ((11, 1, 32, 32), {}, "whole"),  # above the profile's max: split in chunks of 8
     ],
     ids=["padded", "tiled-odd", "tiled-cosine-chunked", "chunked"],
@@ -109,9 +115,9 @@ BAD_INPUTS = {
 def test_bad_input_is_refused_with_the_python_runtimes_message(host_artifacts, host_lib, case):
     task, make = BAD_INPUTS[case]
     images = make()
-    with Reconstructor.from_artifact(host_artifacts[task], backend="openvino", threads=1) as rec:
-        with pytest.raises(ValueError) as python_error:
-            rec.run(images)
+    rec = Reconstructor.from_artifact(host_artifacts[task], backend="openvino", threads=1)
+    with rec, pytest.raises(ValueError) as python_error:
+        rec.run(images)
     with Host(host_lib, host_artifacts[task]) as host, pytest.raises(HostError) as host_error:
         host.run(images)
     assert host_error.value.kind == "input"

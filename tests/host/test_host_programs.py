@@ -16,7 +16,10 @@ from recon.runtime import Reconstructor
 
 ROOT = Path(__file__).resolve().parents[2]
 DOC = ROOT / "docs" / "embedding.md"
-EXAMPLES = {"cpp": ROOT / "host" / "examples" / "reconstruct.cpp", "c": ROOT / "host" / "examples" / "reconstruct.c"}
+EXAMPLES = {
+    "cpp": ROOT / "host" / "examples" / "reconstruct.cpp",
+    "c": ROOT / "host" / "examples" / "reconstruct.c",
+}
 
 
 def run(command: list, **kwargs) -> subprocess.CompletedProcess:
@@ -26,8 +29,19 @@ def run(command: list, **kwargs) -> subprocess.CompletedProcess:
 def test_the_cli_writes_what_the_python_runtime_returns(host_build, host_artifacts, tmp_path):
     images = np.random.default_rng(0).uniform(0, 1, (2, 45, 71)).astype(np.float32)
     np.save(tmp_path / "in.npy", images)
-    result = run([host_build / "recon-host", host_artifacts["deblur"], tmp_path / "in.npy", "--out",
-                  tmp_path / "out.npy", "--threads", "1", "--tile", "40"])  # fmt: skip
+    result = run(
+        [
+            host_build / "recon-host",
+            host_artifacts["deblur"],
+            tmp_path / "in.npy",
+            "--out",
+            tmp_path / "out.npy",
+            "--threads",
+            "1",
+            "--tile",
+            "40",
+        ]
+    )
     assert result.returncode == 0, result.stderr
     report = json.loads(result.stdout)
     with Reconstructor.from_artifact(host_artifacts["deblur"], backend="openvino", threads=1, tile=40) as rec:
@@ -43,8 +57,19 @@ def test_the_cli_writes_what_the_python_runtime_returns(host_build, host_artifac
 def test_the_cli_takes_raw_float32_with_a_shape(host_build, host_artifacts, tmp_path):
     sinograms = np.random.default_rng(1).uniform(0, 1, (3, 1, 20, 46)).astype(np.float32)
     sinograms.tofile(tmp_path / "in.raw")
-    result = run([host_build / "recon-host", host_artifacts["ct"], tmp_path / "in.raw", "--shape", "3,1,20,46",
-                  "--out", tmp_path / "out.npy", "--threads", "1"])  # fmt: skip
+    result = run(
+        [
+            host_build / "recon-host",
+            host_artifacts["ct"],
+            tmp_path / "in.raw",
+            "--shape",
+            "3,1,20,46",
+            "--out",
+            tmp_path / "out.npy",
+            "--threads",
+            "1",
+        ]
+    )
     assert result.returncode == 0, result.stderr
     with Reconstructor.from_artifact(host_artifacts["ct"], backend="openvino", threads=1) as rec:
         np.testing.assert_allclose(np.load(tmp_path / "out.npy"), rec.run(sinograms), rtol=0, atol=1e-5)
@@ -53,7 +78,9 @@ def test_the_cli_takes_raw_float32_with_a_shape(host_build, host_artifacts, tmp_
 
 def test_the_cli_refuses_in_one_line(host_build, host_artifacts, tmp_path):
     np.save(tmp_path / "in.npy", np.zeros((1, 20, 45), np.float32))  # the CT graph takes 20 x 46
-    result = run([host_build / "recon-host", host_artifacts["ct"], tmp_path / "in.npy", "--out", tmp_path / "o.npy"])
+    result = run(
+        [host_build / "recon-host", host_artifacts["ct"], tmp_path / "in.npy", "--out", tmp_path / "o.npy"]
+    )
     assert result.returncode == 1 and not (tmp_path / "o.npy").exists()
     (line,) = result.stderr.strip().splitlines()
     assert line.startswith("error: sinogram shape (1, 20, 45) does not fit this artifact")
@@ -64,15 +91,21 @@ def test_the_cli_refuses_in_one_line(host_build, host_artifacts, tmp_path):
 
 @pytest.mark.parametrize("language", sorted(EXAMPLES))
 def test_the_docs_show_the_examples_that_ci_compiles(language):
-    shown = re.search(rf"<!-- host/examples/{EXAMPLES[language].name} -->\n```{language}\n(.*?)```", DOC.read_text(), re.S)
+    shown = re.search(
+        rf"<!-- host/examples/{EXAMPLES[language].name} -->\n```{language}\n(.*?)```", DOC.read_text(), re.S
+    )
     assert shown, f"docs/embedding.md does not show host/examples/{EXAMPLES[language].name}"
     assert shown.group(1) == EXAMPLES[language].read_text()
     if language == "cpp":  # the "20 lines" promise
         assert len(EXAMPLES[language].read_text().splitlines()) <= 20
 
 
-@pytest.mark.parametrize(("example", "task", "images"), [("example_cpp", "ct", 8), ("example_c", "deblur", 2)])
-def test_the_examples_reconstruct_a_batch_and_print_its_scores(host_build, host_artifacts, example, task, images):
+@pytest.mark.parametrize(
+    ("example", "task", "images"), [("example_cpp", "ct", 8), ("example_c", "deblur", 2)]
+)
+def test_the_examples_reconstruct_a_batch_and_print_its_scores(
+    host_build, host_artifacts, example, task, images
+):
     result = run([host_build / example, host_artifacts[task]])
     assert result.returncode == 0, result.stderr
     lines = result.stdout.strip().splitlines()
@@ -84,7 +117,9 @@ def test_a_host_links_with_the_documented_command_line(host_build, tmp_path):
     line = re.search(r"^g\+\+ -std=c\+\+17 app\.cpp (.*) -o app$", DOC.read_text(), re.M)
     assert line, "docs/embedding.md lost its g++ line"
     flags = line.group(1).replace("$PWD", str(ROOT)).split()
-    flags = [f.replace("-Ihost/", f"-I{ROOT}/host/").replace("-Lbuild/host", f"-L{host_build}") for f in flags]
+    flags = [
+        f.replace("-Ihost/", f"-I{ROOT}/host/").replace("-Lbuild/host", f"-L{host_build}") for f in flags
+    ]
     result = run(["g++", "-std=c++17", EXAMPLES["cpp"], *flags, "-o", tmp_path / "app"], cwd=ROOT)
     assert result.returncode == 0, result.stderr
     usage = run([tmp_path / "app"])

@@ -85,8 +85,17 @@ MORE_EDITS = {
     "kernel size 0": lambda d: d["task_config"].update(kernel_size=0),
     "task config unknown field": lambda d: d["task_config"].update(shape=3),
     "task config for ct": lambda d: d.update(task_config={"task": "ct", "image_size": 16}),
-    "spatial overlap": lambda d: d.update(spatial={"whole_image": True, "min": 8, "opt": 16, "max": 64,
-                                                   "multiple_of": 1, "tile": 32, "overlap": 32}),  # fmt: skip
+    "spatial overlap": lambda d: d.update(
+        spatial={
+            "whole_image": True,
+            "min": 8,
+            "opt": 16,
+            "max": 64,
+            "multiple_of": 1,
+            "tile": 32,
+            "overlap": 32,
+        }
+    ),
     "spatial unknown key": lambda d: d.update(spatial={"whole_image": True, "x": 1}),
     "consistency without file": lambda d: d.update(consistency={"file": "c.onnx"}),
     "precision unknown": lambda d: d["files"]["model.onnx"].update(precision="fp8"),
@@ -133,7 +142,8 @@ def test_links_are_refused_alike(artifact, host_lib, tmp_path):
 def test_a_report_linked_to_proc_is_refused_alike(artifact, host_lib):
     (artifact / "parity.json").symlink_to("/proc/self/pagemap")
     trust.edit_manifest(
-        artifact, lambda d: d["files"].update({"parity.json": {"sha256": "0" * 64, "size": 0, "kind": "report"}})
+        artifact,
+        lambda d: d["files"].update({"parity.json": {"sha256": "0" * 64, "size": 0, "kind": "report"}}),
     )
     assert_same_refusal(artifact, host_lib)
 
@@ -152,7 +162,9 @@ def test_a_fifo_is_refused_without_waiting(artifact, host_lib):
     (artifact / "model.onnx").unlink()
     os.mkfifo(artifact / "model.onnx")
     outcome: list[BaseException] = []
-    reader = threading.Thread(target=lambda: outcome.append(pytest.raises(HostError, verify, host_lib, artifact).value))
+    reader = threading.Thread(
+        target=lambda: outcome.append(pytest.raises(HostError, verify, host_lib, artifact).value)
+    )
     reader.start()
     reader.join(30)
     if reader.is_alive():
