@@ -142,3 +142,22 @@ def test_concurrent_runs_on_one_handle_give_the_serial_results(host_artifacts, h
             t.join(120)
     for i, expected in enumerate(serial):
         np.testing.assert_array_equal(results[i], expected)
+
+
+BAD_OPTIONS = {
+    "tile on a CT artifact": ("ct", {"tile": 40}),
+    "tile above the maximum": ("deblur", {"tile": 4096}),
+    "overlap as large as the tile": ("deblur", {"tile": 40, "overlap": 40}),
+    "unknown blend": ("deblur", {"blend": "box"}),
+}
+
+
+@pytest.mark.parametrize("case", sorted(BAD_OPTIONS))
+def test_bad_options_are_refused_with_the_python_runtimes_message(host_artifacts, host_lib, case):
+    task, options = BAD_OPTIONS[case]
+    with pytest.raises(ValueError) as python_error:
+        Reconstructor.from_artifact(host_artifacts[task], backend="openvino", threads=1, **options)
+    with pytest.raises(HostError) as host_error:
+        Host(host_lib, host_artifacts[task], **options).close()
+    assert host_error.value.kind == "option"
+    assert str(host_error.value) == str(python_error.value)
