@@ -12,7 +12,7 @@ EXTRAS ?= train,cpu,openvino,dicom,plot,triton,dev
 HOST_BUILD ?= build/host
 HOST_APT := cmake g++ nlohmann-json3-dev libssl-dev
 
-.PHONY: venv host test test-slow test-all demo bench lint soak clean triton-env test-triton triton-serve bench-triton
+.PHONY: venv host host-build test test-slow test-all demo bench lint soak clean triton-env test-triton triton-serve bench-triton
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -24,6 +24,10 @@ $(VENV)/.installed: pyproject.toml
 venv: $(VENV)/.installed
 
 host: venv
+	$(MAKE) host-build
+
+# `make host` once the venv exists (tests/host calls this one: it never rebuilds the venv)
+host-build:
 	@missing=$$(for p in $(HOST_APT); do dpkg -s $$p >/dev/null 2>&1 || echo $$p; done); \
 	if [ -n "$$missing" ]; then \
 	  if [ "$$(id -u)" = 0 ]; then \

@@ -27,14 +27,15 @@ EXPORTS = {
 
 @pytest.fixture(scope="session")
 def host_build() -> Path:
-    """build/host after `make host` (cmake + g++; apt packages installed by the Makefile when root)."""
+    """build/host after `make host-build` (`make host` without the venv step; apt packages installed by the
+    Makefile when missing and running as root)."""
     missing = [tool for tool in ("cmake", "g++") if shutil.which(tool) is None]
     if missing:
         pytest.skip(f"the C++ host needs {' and '.join(missing)} (apt-get install cmake g++), not found here")
     result = subprocess.run(
-        ["make", "host", f"PY={sys.executable}"], cwd=ROOT, capture_output=True, text=True, timeout=1800
+        ["make", "host-build", f"PY={sys.executable}"], cwd=ROOT, capture_output=True, text=True, timeout=1800
     )
-    assert result.returncode == 0, f"make host failed:\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}"
+    assert result.returncode == 0, f"make host-build failed:\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}"
     return BUILD
 
 
