@@ -35,7 +35,8 @@ def host_build() -> Path:
     result = subprocess.run(
         ["make", "host-build", f"PY={sys.executable}"], cwd=ROOT, capture_output=True, text=True, timeout=1800
     )
-    assert result.returncode == 0, f"make host-build failed:\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}"
+    output = f"{result.stdout[-3000:]}\n{result.stderr[-3000:]}"
+    assert result.returncode == 0, f"make host-build failed:\n{output}"
     return BUILD
 
 
