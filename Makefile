@@ -7,7 +7,12 @@ PY := $(VENV)/bin/python
 TORCH_SPEC ?= torch==2.13.0
 EXTRAS ?= train,cpu,openvino,dicom,tiff,plot,triton,dev
 
-.PHONY: venv test test-slow test-all demo bench lint soak clean triton-env test-triton triton-serve bench-triton gpu-check
+# The C++ host library (host/): OpenVINO from the venv's openvino wheel, nlohmann-json and OpenSSL from Debian
+# (installed here when missing and running as root, as CI does). Builds into build/host (docs/embedding.md).
+HOST_BUILD ?= build/host
+HOST_APT := cmake g++ nlohmann-json3-dev libssl-dev
+
+.PHONY: venv host host-build test test-slow test-all demo bench lint soak clean triton-env test-triton triton-serve bench-triton gpu-check
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -17,6 +22,22 @@ $(VENV)/.installed: pyproject.toml
 	touch $@
 
 venv: $(VENV)/.installed
+
+host: venv
+	$(MAKE) host-build
+
+# `make host` once the venv exists (tests/host calls this one: it never rebuilds the venv)
+host-build:
+	@missing=$$(for p in $(HOST_APT); do dpkg -s $$p >/dev/null 2>&1 || echo $$p; done); \
+	if [ -n "$$missing" ]; then \
+	  if [ "$$(id -u)" = 0 ]; then \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing; \
+	  else echo "make host needs these Debian packages: sudo apt-get install $$missing" >&2; exit 1; fi; \
+	fi
+	@# configured once; `cmake --build` re-runs the configuration itself when CMakeLists.txt changes
+	test -f $(HOST_BUILD)/CMakeCache.txt || cmake -S host -B $(HOST_BUILD) -DCMAKE_BUILD_TYPE=Release \
+	  -DOpenVINO_DIR=$$($(PY) -c "import openvino, os; print(os.path.dirname(openvino.__file__) + '/cmake')")
+	cmake --build $(HOST_BUILD) -j$$(nproc)
 
 # The Triton server's own environment, apart from the project's: the nvidia-pytriton wheel bundles a real
 # tritonserver 2.51 binary and its python backend; that backend's stub needs numpy < 2 (with numpy 2 it
