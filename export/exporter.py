@@ -23,6 +23,7 @@ if TYPE_CHECKING:
     import torch
 
     from recon.runtime.artifact.manifest import Manifest
+    from recon.runtime.artifact.spatial import Spatial
     from recon.runtime.artifact.task_config import TaskConfig
 
 INPUT_NAME, OUTPUT_NAME = "measurement", "image"
@@ -183,13 +184,14 @@ def make_manifest(
     source: dict[str, Any],
     input_shape: list[Any],
     output_shape: list[Any],
-    spatial: dict[str, Any] | None = None,
+    spatial: Spatial | None = None,
 ) -> Manifest:
     from recon.export.input_range import input_value_range
-    from recon.runtime.artifact.manifest import Manifest
+    from recon.runtime.artifact.manifest import BatchProfile, IOSpec, Manifest
 
     lo, opt, hi = options.batch
     ct = task_cfg.task == "ct"
+    low, high = input_value_range(task_cfg)  # export/input_range.py
     return Manifest(
         name=f"{options.model}-{options.task}",
         task=task_cfg.task,
@@ -200,22 +202,17 @@ def make_manifest(
             "weights_source": source["kind"],
             "trained_task_config": source.get("trained_task_config"),
         },
-        input={
-            "name": INPUT_NAME,
-            "shape": ["batch", *input_shape[1:]],
-            "dtype": "float32",
-            "layout": "N1AD" if ct else "NCHW",
-            "value_range": input_value_range(task_cfg),  # export/input_range.py
-        },
-        output={
-            "name": OUTPUT_NAME,
-            "shape": ["batch", *output_shape[1:]],
-            "dtype": "float32",
-            "value_range": [0.0, 1.0],
-            "clip": True,
-        },
+        input=IOSpec(
+            name=INPUT_NAME,
+            shape=("batch", *input_shape[1:]),
+            layout="N1AD" if ct else "NCHW",
+            value_range=(low, high),
+        ),
+        output=IOSpec(
+            name=OUTPUT_NAME, shape=("batch", *output_shape[1:]), value_range=(0.0, 1.0), clip=True
+        ),
         task_config=task_cfg,
-        batch={"min": lo, "opt": opt, "max": hi},
+        batch=BatchProfile(min=lo, opt=opt, max=hi),
         spatial=spatial,
     )
 
@@ -244,41 +241,39 @@ def default_spatial(size: int, multiple: int) -> tuple[int, int, int]:
     return lo, max(lo, opt), max(hi, size)
 
 
-def spatial_entry(
-    options: ExportOptions, network: torch.nn.Module, task_cfg: TaskConfig
-) -> dict[str, Any] | None:
+def spatial_entry(options: ExportOptions, network: torch.nn.Module, task_cfg: TaskConfig) -> Spatial | None:
     """The manifest's "spatial" entry (recon.runtime.artifact.spatial); None for CT (the input is a sinogram).
 
     Fully convolutional networks (a finite receptive field) export with symbolic H, W and are taken whole
     within min..max, tiled above; anything else (the ViT's fixed patch grid and learned positions) exports
     at the training size and is tiled-only.
     """
-    from recon.runtime.artifact.spatial import default_overlap
+    from recon.runtime.artifact.spatial import Spatial, default_overlap
 
     if task_cfg.task != "deblur":
         return None
     field = receptive_field_of(network)
     size = int(task_cfg.image_size)
     if field is None:
-        return {
-            "whole_image": False, "min": size, "opt": size, "max": size, "multiple_of": 1, "tile": size,
-            "overlap": default_overlap(size, None), "blend": "gaussian", "receptive_field": None,
-        }  # fmt: skip
+        return Spatial(
+            whole_image=False, min=size, opt=size, max=size, multiple_of=1, tile=size,
+            overlap=default_overlap(size, None), blend="gaussian", receptive_field=None,
+        )  # fmt: skip
     lo, opt, hi = options.spatial or default_spatial(size, pad_multiple(network))
-    return {
-        "whole_image": True, "min": lo, "opt": opt, "max": hi, "multiple_of": 1,
-        "tile": hi, "overlap": default_overlap(hi, field), "blend": "gaussian", "receptive_field": field,
-    }  # fmt: skip
+    return Spatial(
+        whole_image=True, min=lo, opt=opt, max=hi, multiple_of=1,
+        tile=hi, overlap=default_overlap(hi, field), blend="gaussian", receptive_field=field,
+    )  # fmt: skip
 
 
-def spatial_parity_sizes(spatial: dict[str, Any]) -> list[tuple[int, int]]:
+def spatial_parity_sizes(spatial: Spatial) -> list[tuple[int, int]]:
     """Sizes beyond the training size, non-square and not multiples of 16, to check the symbolic graph at."""
-    lo = spatial["min"]
-    return [(lo, lo + 13), (min(lo + 35, spatial["max"]), min(2 * lo + 3, spatial["max"]))]
+    lo = spatial.min
+    return [(lo, lo + 13), (min(lo + 35, spatial.max), min(2 * lo + 3, spatial.max))]
 
 
 def check_spatial_parity(
-    options: ExportOptions, onnx_path: Path, pipeline: Any, task_cfg: TaskConfig, spatial: dict[str, Any]
+    options: ExportOptions, onnx_path: Path, pipeline: Any, task_cfg: TaskConfig, spatial: Spatial
 ) -> tuple[Any, list[tuple[int, int]]]:
     """torch vs onnxruntime (FP32) at non-training sizes: a dynamic-H/W graph that is wrong somewhere
     (an assert dropped on the way to ONNX, see onnx_export) shows here."""
@@ -373,7 +368,7 @@ def _engine(
     input_chw: tuple[int, ...],
     fp32_model: Any,
     island: set[str],
-    spatial: dict[str, Any] | None = None,
+    spatial: Spatial | None = None,
 ) -> dict[str, Any]:
     """Build model.plan from the FP16 (or FP32) ONNX, list it in the manifest; return the engine report."""
     import onnx
@@ -400,9 +395,7 @@ def _engine(
         conv_nodes=conv_nodes,
         node_order=[n.name for n in onnx.load(str(tmp / source_onnx)).graph.node],  # ForeignNode ranges
         # H, W profile min/opt/max for a symbolic-size graph (the batch profile is options.batch)
-        spatial=(spatial["min"], spatial["opt"], spatial["max"])
-        if spatial and spatial["whole_image"]
-        else None,
+        spatial=(spatial.min, spatial.opt, spatial.max) if spatial and spatial.whole_image else None,
     )
     precision = "fp16" if options.fp16 else "fp32"
     manifest.add_file(tmp, PLAN_FILE, "tensorrt", precision, tensorrt=info["tensorrt"])
@@ -440,7 +433,7 @@ class _Run:
     fp32_model: Any = None
     island: set[str] = field(default_factory=set)
     input_shape: list[Any] = field(default_factory=list)
-    spatial: dict[str, Any] | None = None  # the manifest's "spatial" entry
+    spatial: Spatial | None = None  # the manifest's "spatial" entry
     outputs: dict[str, Any] = field(default_factory=dict)
     comparisons: list[Any] = field(default_factory=list)
     runners: dict[str, str] = field(default_factory=dict)
@@ -484,7 +477,7 @@ def _prepare(options: ExportOptions, say: Progress, clock: _Clock) -> _Run:
     run.spatial = spatial_entry(options, network, task_cfg)
     if _dynamic(run):
         multiple = pad_multiple(network)
-        lo, opt, hi = (run.spatial[k] for k in ("min", "opt", "max"))
+        lo, opt, hi = run.spatial.min, run.spatial.opt, run.spatial.max
         if lo < multiple or not lo <= size <= hi:
             raise ExportError(
                 f"--spatial {lo}:{opt}:{hi}: MIN must be at least {multiple} (the network pads to multiples "
@@ -495,7 +488,7 @@ def _prepare(options: ExportOptions, say: Progress, clock: _Clock) -> _Run:
 
 def _dynamic(run: _Run) -> bool:
     """Whether the graph gets symbolic H, W (fully convolutional deblur networks)."""
-    return run.spatial is not None and run.spatial["whole_image"]
+    return run.spatial is not None and run.spatial.whole_image
 
 
 def _write_onnx(run: _Run) -> None:
@@ -515,7 +508,7 @@ def _write_onnx(run: _Run) -> None:
         output_name=OUTPUT_NAME,
         batch_max=options.batch[2],
         opset=options.opset,
-        spatial=(run.spatial["min"], run.spatial["max"]) if _dynamic(run) else None,
+        spatial=(run.spatial.min, run.spatial.max) if _dynamic(run) else None,
     )
     run.fp32_model = onnx.load(str(tmp / ONNX_FILES["fp32"]))
     run.island = island_node_names(run.fp32_model, run.island_scopes)
@@ -584,7 +577,7 @@ def _check_parity(run: _Run) -> None:
         result, sizes = check_spatial_parity(
             options, run.tmp / ONNX_FILES["fp32"], run.pipeline, run.task_cfg, run.spatial
         )
-        run.report["spatial"] = {**run.spatial, "parity_sizes": sizes, "parity": result.to_json()}
+        run.report["spatial"] = {**run.spatial.to_json(), "parity_sizes": sizes, "parity": result.to_json()}
         run.comparisons.append(result)
     if options.int8:
         run.report["int8"]["speed"] = int8_mod.cpu_speedup(
@@ -736,13 +729,13 @@ def _summary(run: _Run, final: Path) -> dict[str, Any]:
         "task": manifest.task,
         "model": run.options.model,
         "weights": run.source["kind"],
-        "input_shape": manifest.input["shape"],
-        "output_shape": manifest.output["shape"],
-        "batch": manifest.batch,
-        "spatial": manifest.spatial,
+        "input_shape": list(manifest.input.shape),
+        "output_shape": list(manifest.output.shape),
+        "batch": manifest.batch.to_json(),
+        "spatial": None if manifest.spatial is None else manifest.spatial.to_json(),
         "files": {name: entry.to_json() for name, entry in manifest.files.items()},
         "parity": manifest.parity,
-        "consistency": manifest.consistency,
+        "consistency": None if manifest.consistency is None else manifest.consistency.to_json(),
         "notes": run.notes,
         "timings_s": run.clock.timings,
     }

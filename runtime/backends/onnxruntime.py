@@ -208,8 +208,8 @@ def choose_onnx_file(manifest: Manifest, precision: str, gpu: bool) -> tuple[str
 
 def _profile_shape(manifest: Manifest, name: str, batch: int, level: str = "opt") -> str:
     """`name:BxCxHxW` for the TensorRT EP's profile; symbolic H, W take the spatial entry's min/opt/max."""
-    side = (manifest.spatial or {}).get(level, 256)
-    dims = [str(batch)] + [str(d if isinstance(d, int) else side) for d in manifest.input["shape"][1:]]
+    side = 256 if manifest.spatial is None else getattr(manifest.spatial, level)
+    dims = [str(batch)] + [str(d if isinstance(d, int) else side) for d in manifest.input.shape[1:]]
     return f"{name}:{'x'.join(dims)}"
 
 
@@ -226,12 +226,12 @@ def check_graph_io(path: Path, manifest: Manifest, graph_input: Any, graph_outpu
                 f"{path}: graph {side} {node.name!r} is {node.type}, the runtime passes float32 "
                 "(tensor(float)); re-export with FP32 inputs and outputs"
             )
-        graph_shape, wanted = list(node.shape), list(spec["shape"])
+        graph_shape, wanted = list(node.shape), list(spec.shape)
         bad = len(graph_shape) != len(wanted)
         for axis, (have, want) in enumerate(zip(graph_shape, wanted, strict=False)):
             static_have, static_want = isinstance(have, int), isinstance(want, int)
             if axis == 0:  # the batch axis: a static graph batch must be the whole profile
-                bad |= static_have and not (manifest.batch.get("min", 1) == have == manifest.batch["max"])
+                bad |= static_have and not (manifest.batch.min == have == manifest.batch.max)
             elif static_have and static_want:
                 bad |= have != want
             elif side == "input":  # the manifest would let through sizes the graph refuses
@@ -281,8 +281,8 @@ class OnnxRuntimeBackend(Backend):
         self.log_severity_level = log_severity_level
         self.session: Any = None
         self.placement: list[tuple[str, str, str]] = []
-        self._input_name = manifest.input["name"]
-        self._output_name = manifest.output["name"]
+        self._input_name = manifest.input.name
+        self._output_name = manifest.output.name
 
     # -- configuration (also used by recon-bench to build a bare session with the same options) --------
     def session_options(self) -> Any:
@@ -323,13 +323,13 @@ class OnnxRuntimeBackend(Backend):
                     "trt_timing_cache_enable": "True",
                     "trt_timing_cache_path": str(timing),
                     "trt_profile_min_shapes": _profile_shape(
-                        self.manifest, self._input_name, batch["min"], "min"
+                        self.manifest, self._input_name, batch.min, "min"
                     ),
                     "trt_profile_opt_shapes": _profile_shape(
-                        self.manifest, self._input_name, batch["opt"], "opt"
+                        self.manifest, self._input_name, batch.opt, "opt"
                     ),
                     "trt_profile_max_shapes": _profile_shape(
-                        self.manifest, self._input_name, batch["max"], "max"
+                        self.manifest, self._input_name, batch.max, "max"
                     ),
                 }
             if provider == PROVIDERS[self.name][0]:

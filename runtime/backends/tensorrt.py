@@ -282,8 +282,8 @@ class TensorRTBackend(Backend):
         self._states: list[_ExecutionState] = []
         self._free: list[_ExecutionState] = []
         self._lock = threading.Lock()
-        self._input = manifest.input["name"]
-        self._output = manifest.output["name"]
+        self._input = manifest.input.name
+        self._output = manifest.output.name
 
     def check_usable(self) -> None:
         """Everything short of loading: a GPU, TensorRT, and an engine built for both."""
@@ -318,14 +318,14 @@ class TensorRTBackend(Backend):
             raise ArtifactError(f"{path}: the engine's I/O is bfloat16 ({dtypes}); re-export with FP32 I/O")
         self._in_dtype, self._out_dtype = (np.dtype(trt.nptype(d)) for d in dtypes)
         # buffers for the profile's max batch up front; symbolic sizes grow them on demand
-        self._in_bytes = self._max_bytes(self.manifest.input["shape"], self._in_dtype)
-        self._out_bytes = self._max_bytes(self.manifest.output["shape"], self._out_dtype)
+        self._in_bytes = self._max_bytes(self.manifest.input.shape, self._in_dtype)
+        self._out_bytes = self._max_bytes(self.manifest.output.shape, self._out_dtype)
 
     def _max_bytes(self, shape: list[Any], dtype: np.dtype) -> int:
         dims = shape[1:]
         if not all(isinstance(d, int) for d in dims):
             return 0
-        return self.manifest.batch["max"] * int(np.prod(dims)) * dtype.itemsize
+        return self.manifest.batch.max * int(np.prod(dims)) * dtype.itemsize
 
     def _ensure(self, state: _ExecutionState, side: str, nbytes: int) -> None:
         """Grow a state's device buffer (and re-point its context at it) when a batch needs more."""
@@ -370,9 +370,9 @@ class TensorRTBackend(Backend):
     def infer_impl(self, batch: np.ndarray, timings: dict[str, float]) -> np.ndarray:
         if batch.dtype != self._in_dtype:
             batch = batch.astype(self._in_dtype)
-        if batch.shape[0] > self.manifest.batch["max"]:
+        if batch.shape[0] > self.manifest.batch.max:
             raise ValueError(
-                f"batch of {batch.shape[0]} exceeds the engine profile's max {self.manifest.batch['max']}"
+                f"batch of {batch.shape[0]} exceeds the engine profile's max {self.manifest.batch.max}"
             )
         state = self._acquire()
         try:

@@ -415,7 +415,7 @@ def run_command(
             artifact, report, backend, precision, threads, consistency, tile, overlap
         ) as rec:
             out.mkdir(parents=True, exist_ok=True)
-            per_run = batch or rec.manifest.batch.get("opt", 1)
+            per_run = batch or rec.manifest.batch.opt
             derivation = run_derivation(artifact, rec.manifest, rec.backend_name, rec.precision, window)
             reconstruct_files(rec, report, per_run, window, derivation)
             if series is not None:

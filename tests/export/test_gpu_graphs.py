@@ -155,7 +155,7 @@ def test_the_tensorrt_providers_engine_cache_is_keyed_on_the_onnx_sha256(ct, tmp
     assert trt["trt_engine_cache_path"] == str(tmp_path / f"{manifest.name}-{sha[:16]}")
     assert trt["trt_timing_cache_path"] == str(tmp_path / "timing")  # not the working directory
     assert trt["trt_fp16_enable"] == "False" and trt["trt_engine_cache_enable"] == "True"
-    assert trt["trt_profile_max_shapes"].startswith(f"{manifest.input['name']}:{manifest.batch['max']}x")
+    assert trt["trt_profile_max_shapes"].startswith(f"{manifest.input.name}:{manifest.batch.max}x")
     retrained, _ = trt_cache_paths(tmp_path, manifest.name, "f" * 64)
     assert str(retrained) != trt["trt_engine_cache_path"]  # new weights, new engine
 
