@@ -160,7 +160,8 @@ def deployed_task_config(
 
 
 def build_pipeline(network: torch.nn.Module, task_cfg: TaskConfig) -> tuple[torch.nn.Module, list[str]]:
-    """measurement → image as one module, and the module paths that must stay FP32 (the FBP / physics)."""
+    """measurement → image as one module, and the module paths that must stay FP32: the operator's part
+    (`pipeline.physics`: the FBP for CT, nothing for a deblur network that takes the blurred image)."""
     from recon.training.physics import FBP, LinearOperator
     from recon.training.tasks import ReconstructionPipeline
 
@@ -170,10 +171,7 @@ def build_pipeline(network: torch.nn.Module, task_cfg: TaskConfig) -> tuple[torc
         for name, module in pipeline.named_modules()
         if name and isinstance(module, (FBP, LinearOperator))
     ]
-    top = [name for name in islands if not any(name.startswith(other + ".") for other in islands)]
-    if task_cfg.task == "ct" and not top:
-        raise ExportError("internal: the CT pipeline holds no FBP module to keep in FP32")
-    return pipeline, top
+    return pipeline, [name for name in islands if not any(name.startswith(other + ".") for other in islands)]
 
 
 # -- the manifest -------------------------------------------------------------------------------------------
@@ -664,7 +662,7 @@ def _geometry_report(run: _Run) -> dict[str, Any] | None:
         "trained": trained.to_json(),
         "deployed": deployed.to_json(),
         "changed": ", ".join(f"{k} {a} → {b}" for k, (a, b) in changed.items()),
-        "baseline_name": "FBP" if deployed.task == "ct" else "blurred input",
+        "baseline_name": run.pipeline.physics.network_input_name,
         "heldout": heldout,
         "card_heldout_at_trained_geometry": (run.source.get("card_metrics") or {}).get("heldout"),
     }
