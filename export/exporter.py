@@ -510,6 +510,11 @@ def _write_onnx(run: _Run) -> None:
     )
     run.fp32_model = onnx.load(str(tmp / ONNX_FILES["fp32"]))
     run.island = island_node_names(run.fp32_model, run.island_scopes)
+    if not run.pipeline.physics.measurement_is_image and not run.island:  # CT: the FBP must stay FP32
+        raise ExportError(
+            f"internal: no node of {ONNX_FILES['fp32']} comes from the operator's pseudo-inverse "
+            f"(module paths {run.island_scopes}), so FP16/INT8 would not keep it FP32; please report it"
+        )
     run.input_shape = list(info.input_shape)
     run.manifest = make_manifest(
         options, run.network, run.task_cfg, run.source, info.input_shape, info.output_shape, run.spatial
