@@ -53,7 +53,7 @@ class ExportOptions:
     opset: int = 18
     workspace_mb: int = 4096
     opt_level: int = 3
-    timing_cache: Path | None = None  # None: ~/.cache/recon/tensorrt-timing.cache
+    timing_cache: Path | None = None  # None: <cache>/tensorrt-timing.cache (runtime/cache.py)
     lean: bool = False
     triton_repo: Path | None = None
     triton: dict[str, Any] = field(default_factory=dict)  # write_triton_repository's flavour, instances...

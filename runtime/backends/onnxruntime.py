@@ -24,6 +24,7 @@ import numpy as np
 
 from recon.runtime.artifact.manifest import ArtifactError, Manifest, read_verified
 from recon.runtime.backends.base import Backend, BackendError
+from recon.runtime.cache import cache_root
 
 # selection name → the ONNX Runtime providers in priority order
 PROVIDERS = {
@@ -310,7 +311,7 @@ class OnnxRuntimeBackend(Backend):
                 }
             else:  # TensorrtExecutionProvider (option names: tensorrt_execution_provider_info.cc)
                 # No TF32 switch exists here: run with NVIDIA_TF32_OVERRIDE=0 in the environment (docs/gpu.md)
-                root = Path(self.trt_cache_dir or Path.home() / ".cache" / "recon" / "ort-trt")
+                root = Path(self.trt_cache_dir or cache_root() / "ort-trt")
                 sha = self.manifest.files[self.file].sha256
                 engines, timing = trt_cache_paths(root, self.manifest.name, sha)
                 batch = self.manifest.batch
