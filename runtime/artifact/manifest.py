@@ -53,8 +53,8 @@ Format version 1 (recon before the typed task config) is still read: its "physic
 
 `load_manifest` parses it once into typed, frozen entries that every part reads: `IOSpec` (input, output)
 and `BatchProfile` (artifact/io_spec.py), `Spatial` (artifact/spatial.py), `ConsistencyEntry`
-(artifact/consistency_entry.py) and `TaskConfig` (artifact/task_config.py). `Manifest.to_json` writes the
-JSON they were read from.
+(artifact/consistency_entry.py), `FileEntry` (artifact/file_entry.py) and `TaskConfig`
+(artifact/task_config.py). `Manifest.to_json` writes the JSON they were read from.
 
 Integer inputs are scaled to [0, 1] by their dtype's maximum before they reach the graph; float inputs are
 taken as they are. Everything here is plain JSON and numpy-free, so any host (C++ included) can read it.
@@ -74,6 +74,7 @@ from typing import Any
 from recon.runtime import limits
 from recon.runtime.artifact.consistency_entry import ConsistencyEntry, check_consistency_entry
 from recon.runtime.artifact.errors import TAMPERED, ArtifactError
+from recon.runtime.artifact.file_entry import FileEntry, check_file_entry
 from recon.runtime.artifact.io_spec import BatchProfile, IOSpec, check_batch, check_io_spec
 from recon.runtime.artifact.onnx_proto import MalformedModel, external_tensors
 from recon.runtime.artifact.spatial import Spatial, SpatialError, parse_spatial
@@ -91,13 +92,12 @@ FORMAT_VERSION = 2
 READABLE_VERSIONS = (1, 2)  # 1: the task config sat in "physics"."task_config"
 MANIFEST_NAME = "manifest.json"
 TASKS = ("deblur", "ct")
-FILE_KINDS = ("onnx", "tensorrt", "report", "consistency")
-PRECISIONS = ("fp32", "fp16", "int8")
 # the typed entries live beside the manifest; these names are re-exported for its readers
 __all__ = [
     "ArtifactError",
     "BatchProfile",
     "ConsistencyEntry",
+    "FileEntry",
     "IOSpec",
     "Manifest",
     "Spatial",
@@ -111,7 +111,6 @@ __all__ = [
 
 
 NAME_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9._+-]{0,127}")  # becomes a folder name (engine caches)
-SHA256_PATTERN = re.compile(r"[0-9a-f]{64}")
 
 
 def _is_int(value: Any) -> bool:
@@ -133,36 +132,6 @@ def read_task_config(data: dict[str, Any], version: int, source: str = "manifest
             f"{data['task']!r}; the artifact is damaged, re-export it"
         )
     return task_cfg
-
-
-def check_file_entry(name: str, entry: Any, source: str = "manifest.json") -> FileEntry:
-    """One entry of "files": a plain name inside the artifact, its sha256, size, kind and precision."""
-    if not (isinstance(name, str) and Path(name).name == name and name not in ("", ".", "..")):
-        raise ArtifactError(f"{source}: file name {name!r} must be a plain name inside the artifact")
-    if not isinstance(entry, dict):
-        raise ArtifactError(f"{source}: files[{name!r}] must be an object, got {entry!r}; re-export")
-    size, precision, tensorrt = entry.get("size"), entry.get("precision"), entry.get("tensorrt")
-    problems = {
-        "sha256": not (isinstance(entry.get("sha256"), str) and SHA256_PATTERN.fullmatch(entry["sha256"])),
-        "size": not (_is_int(size) and 0 <= size <= limits.MAX_ARTIFACT_FILE_BYTES),
-        "kind": entry.get("kind") not in FILE_KINDS,
-        "precision": not (precision is None or precision in PRECISIONS),
-        "tensorrt": not (tensorrt is None or isinstance(tensorrt, dict)),
-    }
-    bad = [key for key, wrong in problems.items() if wrong]
-    if bad:
-        expected = {
-            "sha256": "64 lowercase hex digits",
-            "size": f"an integer 0..{limits.MAX_ARTIFACT_FILE_BYTES}",
-            "kind": f"one of {FILE_KINDS}",
-            "precision": f"null or one of {PRECISIONS}",
-            "tensorrt": "null or an object",
-        }[bad[0]]
-        raise ArtifactError(
-            f"{source}: files[{name!r}].{bad[0]} must be {expected}, got {entry.get(bad[0])!r}; "
-            "the artifact is damaged, re-export it"
-        )
-    return FileEntry(entry["sha256"], size, entry["kind"], precision, tensorrt)
 
 
 def _json_depth_ok(data: Any, limit: int) -> bool:
@@ -210,23 +179,6 @@ def parse_manifest_json(raw: bytes, source: str) -> Any:
             "re-export it"
         )
     return data
-
-
-@dataclass
-class FileEntry:
-    sha256: str
-    size: int
-    kind: str
-    precision: str | None = None
-    tensorrt: dict[str, Any] | None = None
-
-    def to_json(self) -> dict[str, Any]:
-        data: dict[str, Any] = {"sha256": self.sha256, "size": self.size, "kind": self.kind}
-        if self.precision is not None:
-            data["precision"] = self.precision
-        if self.tensorrt is not None:
-            data["tensorrt"] = self.tensorrt
-        return data
 
 
 @dataclass
