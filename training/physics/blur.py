@@ -80,6 +80,8 @@ class Blur(LinearOperator):
     shape.
     """
 
+    network_input_name = "blurred input"
+
     def __init__(
         self,
         kernel: torch.Tensor | None = None,
