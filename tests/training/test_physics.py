@@ -119,6 +119,7 @@ def test_the_network_sees_the_blurred_image_and_the_fbp_of_a_sinogram():
     assert ct.network_input(sinogram).shape == y.shape
     with pytest.raises(NotImplementedError, match="Blur has no pseudo-inverse"):
         blur.A_dagger(y)
+    assert (blur.network_input_name, ct.network_input_name) == ("blurred input", "FBP")  # baseline rows
 
 
 def test_relative_noise_is_reproducible_with_a_seeded_generator():
