@@ -5,14 +5,15 @@ PY := $(VENV)/bin/python
 # The CPU build of torch (a local wheel on the development machines). Override for CUDA builds:
 #   make venv TORCH_SPEC="torch"
 TORCH_SPEC ?= torch==2.13.0
-EXTRAS ?= train,cpu,openvino,dicom,tiff,plot,triton,dev
+EXTRAS ?= train,cpu,openvino,dicom,tiff,plot,triton-clients,dev
 
 # The C++ host library (host/): OpenVINO from the venv's openvino wheel, nlohmann-json and OpenSSL from Debian
 # (installed here when missing and running as root, as CI does). Builds into build/host (docs/embedding.md).
 HOST_BUILD ?= build/host
 HOST_APT := cmake g++ nlohmann-json3-dev libssl-dev
 
-.PHONY: venv host host-build test test-slow test-all demo bench lint soak clean triton-env test-triton triton-serve bench-triton gpu-check
+.PHONY: venv host host-build test test-slow test-all test-lowest demo bench lint soak clean triton-env \
+	test-triton triton-serve bench-triton gpu-check
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -75,6 +76,35 @@ bench-triton: venv triton-env
 test: venv
 	$(PY) -m pytest -q -m "not slow and not triton"
 
+# The lowest versions pyproject allows, installed by uv (from PyPI) with --resolution lowest-direct into a venv
+# of their own, then the runtime's tests: once as resolved (numpy 1.24) and once with the lowest numpy 2, the
+# pairing the bounds must also hold for (onnxruntime < 1.19 failed on import there). torch stays out: a
+# lowest resolution of [train] would fetch torch 2.6 from PyPI (a multi-GB CUDA build) instead of the local
+# CPU wheel, so the subset is the runtime's, which never imports torch; onnx comes in at [train]'s bound
+# because the runtime tests build their small graphs with it.
+LOWEST_VENV ?= .venv-lowest
+LOWEST_EXTRAS := cpu,dicom,plot,triton,dev
+ONNX_SPEC := $(shell grep -o '"onnx>=[0-9.]*"' pyproject.toml)
+LOWEST_TESTS := tests/runtime/test_reconstructor.py tests/runtime/test_manifest_entries.py \
+	tests/runtime/test_imageio.py tests/runtime/test_dicom.py tests/runtime/test_profiling.py \
+	tests/hardening/test_artifact_trust.py tests/export/test_triton.py \
+	tests/runtime/test_runtime_cli.py::test_recon_bench_prints_a_table_and_the_overhead_ratio
+LOWEST_UV = $(LOWEST_VENV)/bin/uv pip install -q --python $(LOWEST_VENV)/bin/python --resolution lowest-direct
+LOWEST_PYTEST = $(LOWEST_VENV)/bin/python -m pytest -q -m "not slow and not triton" -k "not recon_export" \
+	-p no:cacheprovider $(LOWEST_TESTS)
+
+test-lowest:
+	rm -rf $(LOWEST_VENV)
+	$(PYTHON) -m venv $(LOWEST_VENV)
+	$(LOWEST_VENV)/bin/python -m pip install -q "uv>=0.5"
+	$(LOWEST_UV) -e ".[$(LOWEST_EXTRAS)]" $(ONNX_SPEC)
+	$(LOWEST_VENV)/bin/python -c "import numpy, onnxruntime; print('lowest:', 'numpy', numpy.__version__, \
+		'onnxruntime', onnxruntime.__version__)"
+	$(LOWEST_PYTEST)
+	$(LOWEST_UV) -e ".[$(LOWEST_EXTRAS)]" $(ONNX_SPEC) "numpy>=2"
+	$(LOWEST_VENV)/bin/python -c "import numpy; print('lowest with numpy 2:', numpy.__version__)"
+	$(LOWEST_PYTEST)
+
 test-slow: venv
 	$(PY) -m pytest -q -m slow
 
@@ -102,4 +132,4 @@ lint: venv
 	$(VENV)/bin/ruff format --check .
 
 clean:
-	rm -rf $(VENV) build *.egg-info .pytest_cache
+	rm -rf $(VENV) $(LOWEST_VENV) build *.egg-info .pytest_cache

@@ -230,8 +230,9 @@ def main() -> None:
 
     entry = guard.entry
     print(
-        f"\n{manifest.name}: threshold r ≤ {entry['threshold']:.4g}, calibration n = "
-        f"{entry['calibration']['n']}, margin {entry.get('margin')}; guard on {guard.engine}; "
+        f"\n{manifest.name}: threshold r ≤ {entry.threshold:.4g}, calibration n = "
+        f"{entry.details['calibration']['n']}, margin {entry.details.get('margin')}; "
+        f"guard on {guard.engine}; "
         f"{cpu_description()}"
     )
     print("| set | n | caught | rate | PSNR flagged / unflagged (dB) | median r | statistics that fired |")

@@ -505,7 +505,7 @@ def bench_ct(work: Path, threads: int, rounds: int, iters: int) -> tuple[list[di
             )
             for p in openvino_precisions
         }
-        _, _, n_angles, n_detectors = rec.manifest.input["shape"]
+        _, _, n_angles, n_detectors = rec.manifest.input.shape
         sinogram = np.random.default_rng(0).random((1, 1, n_angles, n_detectors), dtype=np.float32)
         theta = np.arange(views) * 180.0 / views
         # scikit-image wants (detectors, angles); its output is the image the network then refines.

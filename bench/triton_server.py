@@ -177,11 +177,11 @@ def main() -> None:
             for task, artifact in artifacts.items():
                 recon = Reconstructor.from_artifact(artifact, threads=args.threads)
                 manifest = recon.manifest
-                shape = [1, *(int(d) for d in manifest.input["shape"][1:])]
+                shape = [1, *(int(d) for d in manifest.input.shape[1:])]
                 rng = np.random.default_rng(0)
                 inputs = rng.random((16, *shape[1:]), dtype=np.float32)
                 model = f"{manifest.name}-python"
-                remote = grpc_caller(server.grpc_url, model, manifest.input["name"], manifest.output["name"])
+                remote = grpc_caller(server.grpc_url, model, manifest.input.name, manifest.output.name)
                 closed_loop(remote, inputs, 2, 2)  # warm-up: the stub's first run, both sides
                 recon.run(inputs[:1])
                 for clients in concurrencies:

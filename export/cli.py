@@ -165,7 +165,7 @@ class _Steps:
 @click.option(
     "--timing-cache",
     type=click.Path(path_type=Path),
-    help="TensorRT timing cache file [~/.cache/recon/tensorrt-timing.cache].",
+    help="TensorRT timing cache file [$XDG_CACHE_HOME/recon/tensorrt-timing.cache; ~/.cache when unset].",
 )
 @click.option(
     "--lean", is_flag=True, help="Version-compatible engine for the lean runtime (lean runtime excluded)."

@@ -530,11 +530,12 @@ def write_consistency(
     `cache`, the network's outputs on that set are kept there (keyed by model.onnx's sha256) for a later
     `recalibrate`. Returns the manifest's "consistency" entry.
     """
+    from recon.runtime.artifact.consistency_entry import ConsistencyEntry
     from recon.runtime.backends.onnxruntime import new_session, session_options
 
     say = progress or (lambda message: None)
     directory = Path(directory)
-    output_range = tuple(manifest.output.get("value_range") or (0.0, 1.0))
+    output_range = tuple(manifest.output.value_range or (0.0, 1.0))
     check = ConsistencyCheck(task_cfg, output_range).eval()
     measurements, _ = in_distribution_set(task_cfg, max(2, n_images), CALIBRATION_STREAM, seed)
     say(f"calibrating the consistency check on {len(measurements)} in-distribution inputs")
@@ -607,7 +608,7 @@ def write_consistency(
         },
     }
     manifest.add_file(directory, FILE_NAME, "consistency", "fp32")
-    manifest.consistency = entry
+    manifest.consistency = ConsistencyEntry.from_json(entry, manifest.files, f"{directory}/manifest.json")
     manifest.save(directory)
     return entry
 

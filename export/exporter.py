@@ -24,6 +24,7 @@ if TYPE_CHECKING:
     import torch
 
     from recon.runtime.artifact.manifest import Manifest
+    from recon.runtime.artifact.spatial import Spatial
     from recon.runtime.artifact.task_config import TaskConfig
 
 INPUT_NAME, OUTPUT_NAME = "measurement", "image"
@@ -53,7 +54,7 @@ class ExportOptions:
     opset: int = 18
     workspace_mb: int = 4096
     opt_level: int = 3
-    timing_cache: Path | None = None  # None: ~/.cache/recon/tensorrt-timing.cache
+    timing_cache: Path | None = None  # None: <cache>/tensorrt-timing.cache (runtime/cache.py)
     lean: bool = False
     triton_repo: Path | None = None
     triton: dict[str, Any] = field(default_factory=dict)  # write_triton_repository's flavour, instances...
@@ -168,7 +169,8 @@ def deployed_task_config(
 
 
 def build_pipeline(network: torch.nn.Module, task_cfg: TaskConfig) -> tuple[torch.nn.Module, list[str]]:
-    """measurement → image as one module, and the module paths that must stay FP32 (the FBP / physics)."""
+    """measurement → image as one module, and the module paths that must stay FP32: the operator's part
+    (`pipeline.physics`: the FBP for CT, nothing for a deblur network that takes the blurred image)."""
     from recon.training.physics import FBP, LinearOperator
     from recon.training.tasks import ReconstructionPipeline
 
@@ -178,10 +180,7 @@ def build_pipeline(network: torch.nn.Module, task_cfg: TaskConfig) -> tuple[torc
         for name, module in pipeline.named_modules()
         if name and isinstance(module, (FBP, LinearOperator))
     ]
-    top = [name for name in islands if not any(name.startswith(other + ".") for other in islands)]
-    if task_cfg.task == "ct" and not top:
-        raise ExportError("internal: the CT pipeline holds no FBP module to keep in FP32")
-    return pipeline, top
+    return pipeline, [name for name in islands if not any(name.startswith(other + ".") for other in islands)]
 
 
 # -- the manifest -------------------------------------------------------------------------------------------
@@ -192,13 +191,14 @@ def make_manifest(
     source: dict[str, Any],
     input_shape: list[Any],
     output_shape: list[Any],
-    spatial: dict[str, Any] | None = None,
+    spatial: Spatial | None = None,
 ) -> Manifest:
     from recon.export.input_range import input_value_range
-    from recon.runtime.artifact.manifest import Manifest
+    from recon.runtime.artifact.manifest import BatchProfile, IOSpec, Manifest
 
     lo, opt, hi = options.batch
     ct = task_cfg.task == "ct"
+    low, high = input_value_range(task_cfg)  # export/input_range.py
     return Manifest(
         name=f"{options.model}-{options.task}",
         task=task_cfg.task,
@@ -209,22 +209,17 @@ def make_manifest(
             "weights_source": source["kind"],
             "trained_task_config": source.get("trained_task_config"),
         },
-        input={
-            "name": INPUT_NAME,
-            "shape": ["batch", *input_shape[1:]],
-            "dtype": "float32",
-            "layout": "N1AD" if ct else "NCHW",
-            "value_range": input_value_range(task_cfg),  # export/input_range.py
-        },
-        output={
-            "name": OUTPUT_NAME,
-            "shape": ["batch", *output_shape[1:]],
-            "dtype": "float32",
-            "value_range": [0.0, 1.0],
-            "clip": True,
-        },
+        input=IOSpec(
+            name=INPUT_NAME,
+            shape=("batch", *input_shape[1:]),
+            layout="N1AD" if ct else "NCHW",
+            value_range=(low, high),
+        ),
+        output=IOSpec(
+            name=OUTPUT_NAME, shape=("batch", *output_shape[1:]), value_range=(0.0, 1.0), clip=True
+        ),
         task_config=task_cfg,
-        batch={"min": lo, "opt": opt, "max": hi},
+        batch=BatchProfile(min=lo, opt=opt, max=hi),
         spatial=spatial,
     )
 
@@ -253,41 +248,39 @@ def default_spatial(size: int, multiple: int) -> tuple[int, int, int]:
     return lo, max(lo, opt), max(hi, size)
 
 
-def spatial_entry(
-    options: ExportOptions, network: torch.nn.Module, task_cfg: TaskConfig
-) -> dict[str, Any] | None:
+def spatial_entry(options: ExportOptions, network: torch.nn.Module, task_cfg: TaskConfig) -> Spatial | None:
     """The manifest's "spatial" entry (recon.runtime.artifact.spatial); None for CT (the input is a sinogram).
 
     Fully convolutional networks (a finite receptive field) export with symbolic H, W and are taken whole
     within min..max, tiled above; anything else (the ViT's fixed patch grid and learned positions) exports
     at the training size and is tiled-only.
     """
-    from recon.runtime.artifact.spatial import default_overlap
+    from recon.runtime.artifact.spatial import Spatial, default_overlap
 
     if task_cfg.task != "deblur":
         return None
     field = receptive_field_of(network)
     size = int(task_cfg.image_size)
     if field is None:
-        return {
-            "whole_image": False, "min": size, "opt": size, "max": size, "multiple_of": 1, "tile": size,
-            "overlap": default_overlap(size, None), "blend": "gaussian", "receptive_field": None,
-        }  # fmt: skip
+        return Spatial(
+            whole_image=False, min=size, opt=size, max=size, multiple_of=1, tile=size,
+            overlap=default_overlap(size, None), blend="gaussian", receptive_field=None,
+        )  # fmt: skip
     lo, opt, hi = options.spatial or default_spatial(size, pad_multiple(network))
-    return {
-        "whole_image": True, "min": lo, "opt": opt, "max": hi, "multiple_of": 1,
-        "tile": hi, "overlap": default_overlap(hi, field), "blend": "gaussian", "receptive_field": field,
-    }  # fmt: skip
+    return Spatial(
+        whole_image=True, min=lo, opt=opt, max=hi, multiple_of=1,
+        tile=hi, overlap=default_overlap(hi, field), blend="gaussian", receptive_field=field,
+    )  # fmt: skip
 
 
-def spatial_parity_sizes(spatial: dict[str, Any]) -> list[tuple[int, int]]:
+def spatial_parity_sizes(spatial: Spatial) -> list[tuple[int, int]]:
     """Sizes beyond the training size, non-square and not multiples of 16, to check the symbolic graph at."""
-    lo = spatial["min"]
-    return [(lo, lo + 13), (min(lo + 35, spatial["max"]), min(2 * lo + 3, spatial["max"]))]
+    lo = spatial.min
+    return [(lo, lo + 13), (min(lo + 35, spatial.max), min(2 * lo + 3, spatial.max))]
 
 
 def check_spatial_parity(
-    options: ExportOptions, onnx_path: Path, pipeline: Any, task_cfg: TaskConfig, spatial: dict[str, Any]
+    options: ExportOptions, onnx_path: Path, pipeline: Any, task_cfg: TaskConfig, spatial: Spatial
 ) -> tuple[Any, list[tuple[int, int]]]:
     """torch vs onnxruntime (FP32) at non-training sizes: a dynamic-H/W graph that is wrong somewhere
     (an assert dropped on the way to ONNX, see onnx_export) shows here."""
@@ -384,7 +377,7 @@ def _engine(
     input_chw: tuple[int, ...],
     fp32_model: Any,
     island: set[str],
-    spatial: dict[str, Any] | None = None,
+    spatial: Spatial | None = None,
     multiple: int = 1,
 ) -> dict[str, Any]:
     """Build model.plan from the FP16 (or FP32) ONNX, list it in the manifest; return the engine report."""
@@ -413,11 +406,9 @@ def _engine(
         conv_nodes=conv_nodes,
         node_edges=onnx_node_edges(onnx.load(str(tmp / source_onnx))),  # ForeignNode ranges
         # the profiles' maximum comes from the graph TensorRT gets (tensor volume, activation memory)
-        footprint=measure_footprint(tmp / source_onnx, INPUT_NAME, manifest.input["shape"], multiple),
+        footprint=measure_footprint(tmp / source_onnx, INPUT_NAME, list(manifest.input.shape), multiple),
         # H, W profile min/opt/max for a symbolic-size graph (the batch profile is options.batch)
-        spatial=(spatial["min"], spatial["opt"], spatial["max"])
-        if spatial and spatial["whole_image"]
-        else None,
+        spatial=(spatial.min, spatial.opt, spatial.max) if spatial and spatial.whole_image else None,
     )
     precision = "fp16" if options.fp16 else "fp32"
     manifest.add_file(tmp, PLAN_FILE, "tensorrt", precision, tensorrt=info["tensorrt"])
@@ -455,7 +446,7 @@ class _Run:
     fp32_model: Any = None
     island: set[str] = field(default_factory=set)
     input_shape: list[Any] = field(default_factory=list)
-    spatial: dict[str, Any] | None = None  # the manifest's "spatial" entry
+    spatial: Spatial | None = None  # the manifest's "spatial" entry
     outputs: dict[str, Any] = field(default_factory=dict)
     comparisons: list[Any] = field(default_factory=list)
     runners: dict[str, str] = field(default_factory=dict)
@@ -499,7 +490,7 @@ def _prepare(options: ExportOptions, say: Progress, clock: _Clock) -> _Run:
     run.spatial = spatial_entry(options, network, task_cfg)
     if _dynamic(run):
         multiple = pad_multiple(network)
-        lo, opt, hi = (run.spatial[k] for k in ("min", "opt", "max"))
+        lo, opt, hi = run.spatial.min, run.spatial.opt, run.spatial.max
         if lo < multiple or not lo <= size <= hi:
             raise ExportError(
                 f"--spatial {lo}:{opt}:{hi}: MIN must be at least {multiple} (the network pads to multiples "
@@ -510,7 +501,7 @@ def _prepare(options: ExportOptions, say: Progress, clock: _Clock) -> _Run:
 
 def _dynamic(run: _Run) -> bool:
     """Whether the graph gets symbolic H, W (fully convolutional deblur networks)."""
-    return run.spatial is not None and run.spatial["whole_image"]
+    return run.spatial is not None and run.spatial.whole_image
 
 
 def _write_onnx(run: _Run) -> None:
@@ -530,10 +521,15 @@ def _write_onnx(run: _Run) -> None:
         output_name=OUTPUT_NAME,
         batch_max=options.batch[2],
         opset=options.opset,
-        spatial=(run.spatial["min"], run.spatial["max"]) if _dynamic(run) else None,
+        spatial=(run.spatial.min, run.spatial.max) if _dynamic(run) else None,
     )
     run.fp32_model = onnx.load(str(tmp / ONNX_FILES["fp32"]))
     run.island = island_node_names(run.fp32_model, run.island_scopes)
+    if not run.pipeline.physics.measurement_is_image and not run.island:  # CT: the FBP must stay FP32
+        raise ExportError(
+            f"internal: no node of {ONNX_FILES['fp32']} comes from the operator's pseudo-inverse "
+            f"(module paths {run.island_scopes}), so FP16/INT8 would not keep it FP32; please report it"
+        )
     run.input_shape = list(info.input_shape)
     run.manifest = make_manifest(
         options, run.network, run.task_cfg, run.source, info.input_shape, info.output_shape, run.spatial
@@ -543,7 +539,7 @@ def _write_onnx(run: _Run) -> None:
     # onnxruntime's TensorRT provider builds from this graph: its profile, derived from the graph's size
     trt_entry = provider_profile_entry(
         tmp / ONNX_FILES["fp32"], INPUT_NAME, info.input_shape, options.batch,
-        (run.spatial["min"], run.spatial["opt"], run.spatial["max"]) if _dynamic(run) else None,
+        (run.spatial.min, run.spatial.opt, run.spatial.max) if _dynamic(run) else None,
         pad_multiple(run.network),
     )  # fmt: skip
     run.manifest.add_file(tmp, ONNX_FILES["fp32"], "onnx", "fp32", tensorrt=trt_entry)
@@ -607,7 +603,7 @@ def _check_parity(run: _Run) -> None:
         result, sizes = check_spatial_parity(
             options, run.tmp / ONNX_FILES["fp32"], run.pipeline, run.task_cfg, run.spatial
         )
-        run.report["spatial"] = {**run.spatial, "parity_sizes": sizes, "parity": result.to_json()}
+        run.report["spatial"] = {**run.spatial.to_json(), "parity_sizes": sizes, "parity": result.to_json()}
         run.comparisons.append(result)
     if options.int8:
         run.report["int8"]["speed"] = int8_mod.cpu_speedup(
@@ -705,7 +701,7 @@ def _geometry_report(run: _Run) -> dict[str, Any] | None:
         "trained": trained.to_json(),
         "deployed": deployed.to_json(),
         "changed": ", ".join(f"{k} {a} → {b}" for k, (a, b) in changed.items()),
-        "baseline_name": "FBP" if deployed.task == "ct" else "blurred input",
+        "baseline_name": run.pipeline.physics.network_input_name,
         "heldout": heldout,
         "card_heldout_at_trained_geometry": (run.source.get("card_metrics") or {}).get("heldout"),
     }
@@ -781,13 +777,13 @@ def _summary(run: _Run, final: Path) -> dict[str, Any]:
         "task": manifest.task,
         "model": run.options.model,
         "weights": run.source["kind"],
-        "input_shape": manifest.input["shape"],
-        "output_shape": manifest.output["shape"],
-        "batch": manifest.batch,
-        "spatial": manifest.spatial,
+        "input_shape": list(manifest.input.shape),
+        "output_shape": list(manifest.output.shape),
+        "batch": manifest.batch.to_json(),
+        "spatial": None if manifest.spatial is None else manifest.spatial.to_json(),
         "files": {name: entry.to_json() for name, entry in manifest.files.items()},
         "parity": manifest.parity,
-        "consistency": manifest.consistency,
+        "consistency": None if manifest.consistency is None else manifest.consistency.to_json(),
         "golden": None if manifest.golden is None else manifest.golden["tolerances"],
         "version": int(final.name) if run.options.version_of is not None else None,
         "notes": run.notes,

@@ -120,7 +120,7 @@ def write_golden(
     references, scores = _run(directory, *REFERENCE, inputs, threads, scores=True)
     _save_npy(directory / OUTPUTS, references)
     manifest.add_file(directory, OUTPUTS, "golden")
-    value_range = manifest.output.get("value_range") or [0.0, 1.0]
+    value_range = manifest.output.value_range or (0.0, 1.0)
     peak = float(value_range[1] - value_range[0])
     tolerances, notes = {}, []
     for backend, precision in only if only is not None else candidates(manifest):

@@ -109,7 +109,6 @@ def export_onnx(
     within [min, max]; the export fails rather than fixing them to the example's size.
     """
     import onnx
-    import torch
 
     path = Path(path)
     if module.training:
@@ -120,6 +119,27 @@ def export_onnx(
         raise ExportError(
             "internal: export_onnx() needs an example batch of at least 2 to keep the batch symbolic"
         )
+    _write_onnx(module, example, path, input_name, output_name, batch_max, opset, spatial)
+    model = onnx.load(str(path))
+    if spatial is not None:
+        _name_io_dims(model, ("batch", None, "height", "width"))
+        onnx.save(model, str(path))
+    return check_exported(model, path, opset, spatial)
+
+
+def _write_onnx(
+    module: torch.nn.Module,
+    example: torch.Tensor,
+    path: Path,
+    input_name: str,
+    output_name: str,
+    batch_max: int,
+    opset: int,
+    spatial: tuple[int, int] | None,
+) -> None:
+    """The torch side: the dynamo exporter (through `torch.export` first for symbolic H, W) to `path`."""
+    import torch
+
     batch = torch.export.Dim("batch", min=1, max=max(int(batch_max), 2))
     dims: dict[int, Any] = {0: batch}
     source: Any = module
@@ -156,15 +176,17 @@ def export_onnx(
             raise ExportError("torch.onnx.export returned no program")
         program.save(str(path), external_data=False)
 
-    model = onnx.load(str(path))
-    if spatial is not None:
-        _name_io_dims(model, ("batch", None, "height", "width"))
-        onnx.save(model, str(path))
+
+def check_exported(
+    model: onnx.ModelProto, path: Path, opset: int, spatial: tuple[int, int] | None = None
+) -> OnnxExportInfo:
+    """The ONNX side: onnx.checker (full), GridSample's opset, one input and one output, symbolic axes."""
+    import onnx
+
     try:
         onnx.checker.check_model(model, full_check=True)
     except onnx.checker.ValidationError as error:
         raise ExportError(f"{path.name} fails onnx.checker: {str(error).splitlines()[0]}") from None
-
     opset_used = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), opset)
     op_types = count_op_types(model)
     if "GridSample" in op_types and opset_used > MAX_OPSET_WITH_GRIDSAMPLE:

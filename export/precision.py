@@ -71,13 +71,23 @@ def node_scopes(node: onnx.NodeProto) -> list[str]:
 
 
 def island_node_names(model: onnx.ModelProto, scopes: Iterable[str]) -> set[str]:
-    """Names of the nodes exported from the module paths `scopes`, plus unscoped nodes upstream of them."""
+    """Names of the nodes exported from the module paths `scopes` or their submodules, plus unscoped nodes
+    upstream of them.
+
+    A submodule counts although its parent's scope is not on the node: the exporter records only the
+    modules that were called, and a pipeline calls `physics.network_input(y)` (a method), then
+    `physics.fbp(y)`, so the FBP's nodes carry 'physics.fbp' and not 'physics'.
+    """
     scopes = set(scopes)
     if not scopes:
         return set()
     nodes = list(model.graph.node)
     producer = {out: node for node in nodes for out in node.output}
-    island = {node.name for node in nodes if scopes.intersection(node_scopes(node))}
+
+    def inside(node: onnx.NodeProto) -> bool:
+        return any(path == s or path.startswith(s + ".") for path in node_scopes(node) for s in scopes)
+
+    island = {node.name for node in nodes if inside(node)}
     # Walk upstream: coordinates / constants feeding the island that the exporter did not attribute to any
     # other module belong to it (e.g. geometry math hoisted out of the submodule).
     stack = [node for node in nodes if node.name in island]
@@ -87,7 +97,7 @@ def island_node_names(model: onnx.ModelProto, scopes: Iterable[str]) -> set[str]
             parent = producer.get(name)
             if parent is None or parent.name in island:
                 continue
-            if node_scopes(parent) and not scopes.intersection(node_scopes(parent)):
+            if node_scopes(parent) and not inside(parent):
                 continue
             island.add(parent.name)
             stack.append(parent)

@@ -57,7 +57,7 @@ def torch_reports(
     pipeline, note = torch_pipeline(manifest)
     torch.set_num_threads(threads or os.cpu_count() or 1)
     # a symbolic H, W (images of any size): the runtime profiler's default of 256
-    _, _, height, width = (d if isinstance(d, int) else 256 for d in manifest.input["shape"])
+    _, _, height, width = (d if isinstance(d, int) else 256 for d in manifest.input.shape)
     reports = []
     for size in batches:
         batch = torch.rand(size, 1, int(height), int(width), generator=torch.Generator().manual_seed(0))

@@ -61,8 +61,9 @@ from recon.runtime.backends.tensorrt import (
     new_runtime,
     version_tuple,
 )
+from recon.runtime.cache import cache_root
 
-CACHE_DIR = Path.home() / ".cache" / "recon"
+CACHE_DIR = cache_root()  # $XDG_CACHE_HOME/recon or the platform's (runtime/cache.py)
 # The default timing cache: the file actually used is keyed on TensorRT version and GPU (`timing_cache_path`),
 # since `set_timing_cache(cache, ignore_mismatch=False)` refuses a cache from another GPU or TensorRT.
 DEFAULT_TIMING_CACHE = CACHE_DIR / "tensorrt-timing.cache"

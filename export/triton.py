@@ -13,8 +13,10 @@ repository is self-contained.
 `max_batch_size` is the profile's max (dims then exclude the batch axis; the engine's profile covers it),
 dynamic batching prefers the profile's opt and max; ONNX instances go where Triton finds a device
 (KIND_AUTO), plan instances on the GPU, python instances on the CPU (recon.runtime picks its own backend).
-Every config is parsed back with Triton's own ModelConfig protobuf (tritonclient) before it is written, so a
-typo cannot ship. Each model folder is written beside its final place and renamed, like the artifact.
+Every config is built as Triton's own ModelConfig protobuf message (`model_config_pb2` from
+tritonclient[grpc]) and serialised with `google.protobuf.text_format`, so a misspelt field or enum fails
+when it is set rather than in the server; the text is parsed back before it is written. Each model folder
+is written beside its final place and renamed, like the artifact.
 """
 
 from __future__ import annotations
@@ -28,12 +30,22 @@ from typing import Any
 
 from recon.export.errors import ExportError
 
-_TRITON_TYPES = {"float32": "TYPE_FP32", "float16": "TYPE_FP16"}
+_TRITON_TYPES = {"float32": "TYPE_FP32", "float16": "TYPE_FP16"}  # inference.DataType names
 FLAVOURS = ("native", "python", "both")
 PYTHON_MODEL = Path(__file__).with_name("triton_python_model.py")  # copied as text, never imported here
 
 
-def config_text(
+def _protobuf() -> tuple[Any, Any]:
+    """(text_format, model_config_pb2): Triton's ModelConfig schema as tritonclient[grpc] ships it."""
+    try:
+        from google.protobuf import text_format
+        from tritonclient.grpc import model_config_pb2
+    except ImportError:
+        raise ExportError("--triton-repo needs tritonclient (pip install 'recon[triton]')") from None
+    return text_format, model_config_pb2
+
+
+def model_config(
     name: str,
     platform: str,
     manifest: Mapping[str, Any],
@@ -42,13 +54,14 @@ def config_text(
     instances: int = 1,
     max_queue_delay_us: int = 100,
     parameters: Mapping[str, str] | None = None,
-    comments: tuple[str, ...] = (),
-) -> str:
-    """config.pbtxt text for one model of the artifact described by `manifest` (its JSON form).
+) -> Any:
+    """The `inference.ModelConfig` message for one model of the artifact described by `manifest` (its
+    JSON form).
 
-    `platform` is "onnxruntime_onnx", "tensorrt_plan" or "python" (written as `backend: "python"`).
+    `platform` is "onnxruntime_onnx", "tensorrt_plan" or "python" (set as `backend: "python"`).
     A symbolic spatial dim (an any-size artifact) becomes -1, Triton's variable dim.
     """
+    _, pb = _protobuf()
     batch = manifest["batch"]
     max_batch = int(batch["max"])
     # a plan's profile refuses batches below its min (Triton's TensorRT backend rejects them), so the
@@ -57,31 +70,41 @@ def config_text(
     preferred = sorted(
         {int(b) for b in (batch.get("opt", max_batch), max_batch) if max(1, floor) <= int(b) <= max_batch}
     )
+    config = pb.ModelConfig(name=name, max_batch_size=max_batch)
+    if platform == "python":
+        config.backend = "python"
+    else:
+        config.platform = platform
+    try:
+        for tensors, spec in ((config.input, manifest["input"]), (config.output, manifest["output"])):
+            tensors.add(
+                name=spec["name"],
+                data_type=pb.DataType.Value(_TRITON_TYPES[spec["dtype"]]),
+                dims=[d if isinstance(d, int) else -1 for d in spec["shape"][1:]],  # no batch axis
+            )
+        config.instance_group.add(count=int(instances), kind=pb.ModelInstanceGroup.Kind.Value(instance_kind))
+    except (KeyError, ValueError) as error:  # a dtype Triton has no name for here, an unknown kind
+        raise ExportError(f"cannot describe {name!r} to Triton: {error}") from None
+    config.dynamic_batching.preferred_batch_size.extend(preferred)
+    config.dynamic_batching.max_queue_delay_microseconds = int(max_queue_delay_us)
+    for key, value in (parameters or {}).items():
+        config.parameters[key].string_value = value
+    return config
 
-    def tensor(spec: Mapping[str, Any]) -> str:
-        dims = ", ".join(str(d if isinstance(d, int) else -1) for d in spec["shape"][1:])  # no batch axis
-        dtype = _TRITON_TYPES[spec["dtype"]]
-        return f'  {{\n    name: "{spec["name"]}"\n    data_type: {dtype}\n    dims: [ {dims} ]\n  }}'
 
-    kind = 'backend: "python"' if platform == "python" else f'platform: "{platform}"'
-    params = "".join(
-        f'parameters {{\n  key: "{key}"\n  value {{ string_value: "{value}" }}\n}}\n'
-        for key, value in (parameters or {}).items()
-    )
-    return (
-        "".join(f"# {line}\n" for line in comments) + f'name: "{name}"\n'
-        f"{kind}\n"
-        f"max_batch_size: {max_batch}\n"
-        f"input [\n{tensor(manifest['input'])}\n]\n"
-        f"output [\n{tensor(manifest['output'])}\n]\n"
-        "dynamic_batching {\n"
-        f"  preferred_batch_size: [ {', '.join(map(str, preferred))} ]\n"
-        f"  max_queue_delay_microseconds: {int(max_queue_delay_us)}\n"
-        "}\n"
-        "instance_group [\n"
-        f"  {{\n    count: {int(instances)}\n    kind: {instance_kind}\n  }}\n"
-        "]\n" + params
-    )
+def config_text(
+    name: str,
+    platform: str,
+    manifest: Mapping[str, Any],
+    *,
+    comments: tuple[str, ...] = (),
+    **settings: Any,
+) -> str:
+    """config.pbtxt: `model_config(name, platform, manifest, **settings)` in protobuf text format, after
+    `comments` (one `# ` line each: what the server's operator must know that the schema cannot say)."""
+    text_format, _ = _protobuf()
+    message = model_config(name, platform, manifest, **settings)
+    return "".join(f"# {line}\n" for line in comments) + text_format.MessageToString(message)
 
 
 def plan_notes(manifest: Mapping[str, Any], plan_entry: Mapping[str, Any]) -> list[str]:
@@ -119,11 +142,7 @@ def plan_notes(manifest: Mapping[str, Any], plan_entry: Mapping[str, Any]) -> li
 
 def parse_config(text: str) -> Any:
     """Parse config.pbtxt with Triton's ModelConfig protobuf; ExportError (one line) if it does not parse."""
-    try:
-        from google.protobuf import text_format
-        from tritonclient.grpc import model_config_pb2
-    except ImportError:
-        raise ExportError("--triton-repo needs tritonclient (pip install 'recon[triton]')") from None
+    text_format, model_config_pb2 = _protobuf()
     try:
         return text_format.Parse(text, model_config_pb2.ModelConfig())
     except text_format.ParseError as error:

@@ -46,8 +46,8 @@ class TritonPythonModel:
             threads=threads,
         )
         manifest = self.reconstructor.manifest
-        self.input_name = manifest.input["name"]
-        self.output_name = manifest.output["name"]
+        self.input_name = manifest.input.name
+        self.output_name = manifest.output.name
         self.what = self.reconstructor.input_kind
 
     def _error(self, message: str, code: str = "INTERNAL") -> object:

@@ -19,13 +19,8 @@ from typing import Any
 
 import numpy as np
 
-from recon.runtime.artifact.manifest import (
-    ArtifactError,
-    Manifest,
-    check_consistency_entry,
-    check_self_contained,
-    read_verified,
-)
+from recon.runtime.artifact.consistency_entry import Bound, ConsistencyEntry, check_consistency_entry
+from recon.runtime.artifact.manifest import ArtifactError, Manifest, check_self_contained, read_verified
 from recon.runtime.backends.base import BackendError
 from recon.runtime.backends.onnxruntime import new_session, session_options
 from recon.runtime.backends.openvino import (
@@ -123,17 +118,18 @@ class ConsistencyGuard:
         entry = manifest.consistency
         if entry is None:
             raise ArtifactError(f"{directory}: the artifact carries no consistency check; re-export it")
-        check_consistency_entry(entry, manifest.files, f"{directory}/manifest.json")
-        self.entry = entry
-        self.statistics: list[str] = list(entry["statistics"])
-        self.bounds: dict[str, dict[str, Any]] = entry["bounds"]
-        self.image_name, self.measurement_name = entry["inputs"]
-        self.output_name = entry["output"]
-        path = Path(directory) / entry["file"]
+        # load_manifest checked it; a Manifest built in code is checked here
+        check_consistency_entry(entry.to_json(), manifest.files, f"{directory}/manifest.json")
+        self.entry: ConsistencyEntry = entry
+        self.statistics: list[str] = list(entry.statistics)
+        self.bounds: dict[str, Bound] = dict(entry.bounds)
+        self.image_name, self.measurement_name = entry.image_input, entry.measurement_input
+        self.output_name = entry.output
+        path = Path(directory) / entry.file
         # the very bytes loaded are hashed (a file swapped after load_manifest is refused), read without
         # following links and bounded by the listed size; and, like the network's graph, self-contained:
         # either engine would read a tensor kept as external data from elsewhere, unhashed
-        graph = read_verified(directory, manifest, entry["file"])
+        graph = read_verified(directory, manifest, entry.file)
         check_self_contained(path, graph)
         if engine == "auto":
             engine = "openvino" if openvino_available() else "onnxruntime"
@@ -190,18 +186,18 @@ class ConsistencyGuard:
             if not math.isfinite(value):
                 reasons.append(f"{stat} is {value}")
                 continue
-            low, high = bound.get("low"), bound.get("high")
-            if bound["check"] in ("lower", "both") and value < low:
+            low, high = bound.low, bound.high
+            if bound.check in ("lower", "both") and value < low:
                 reasons.append(f"{stat} {_fmt(value)} < {_fmt(low)}")
-            if bound["check"] in ("upper", "both") and value > high:
+            if bound.check in ("upper", "both") and value > high:
                 reasons.append(f"{stat} {_fmt(value)} > {_fmt(high)}")
         return ImageScore(values["residual"], values, bool(reasons), reasons)
 
     def describe(self) -> dict[str, Any]:
         return {
-            "file": self.entry["file"],
+            "file": self.entry.file,
             "engine": self.engine,
-            "threshold": self.entry.get("threshold"),
+            "threshold": self.entry.threshold,
             "statistics": self.statistics,
-            "rule": self.entry.get("rule"),
+            "rule": self.entry.rule,
         }

@@ -222,7 +222,7 @@ def profile_against_bare(
     measured).
     """
     batch = random_batch(reconstructor, batch_size)
-    feed_name, output_name = reconstructor.manifest.input["name"], reconstructor.manifest.output["name"]
+    feed_name, output_name = reconstructor.manifest.input.name, reconstructor.manifest.output.name
     # the bare loop gets what the engine needs and nothing else: no validation, no splitting, no clipping
     top = reconstructor.max_batch
     chunks = [batch[i : i + top] for i in range(0, batch_size, top)]

@@ -12,7 +12,7 @@ from typing import Any
 import numpy as np
 
 from recon.runtime import limits
-from recon.runtime.artifact.manifest import ArtifactError, Manifest, check_batch, check_io_spec, load_manifest
+from recon.runtime.artifact.manifest import ArtifactError, Manifest, check_io_spec, load_manifest
 from recon.runtime.artifact.spatial import BLENDS, Spatial, SpatialError, parse_spatial
 from recon.runtime.backends import Backend, select_backend
 from recon.runtime.consistency import ConsistencyGuard, ImageScore
@@ -37,11 +37,9 @@ def check_io(manifest: Manifest) -> None:
     `load_manifest` checks the same; this covers a Manifest built in code.
     """
     source = f"manifest of {manifest.name!r}"
-    check_io_spec(manifest.input, "input", source)
-    check_io_spec(manifest.output, "output", source)
-    if not isinstance(manifest.batch, dict):
-        raise ArtifactError(f"{source}: batch profile {manifest.batch!r} is not a mapping; re-export")
-    check_batch(manifest.batch, source)
+    check_io_spec(manifest.input.to_json(), "input", source)
+    check_io_spec(manifest.output.to_json(), "output", source)
+    manifest.batch.check(source)
 
 
 class Reconstructor:
@@ -74,25 +72,19 @@ class Reconstructor:
         check_io(manifest)
         self.backend = backend
         self.backend_reason = reason
-        self.input_hw = spatial_shape(manifest.input["shape"])
-        self.output_hw = spatial_shape(manifest.output["shape"])
-        value_range = manifest.output.get("value_range")
-        clip = bool(manifest.output.get("clip", True)) if clip is None else clip
-        self.value_range: tuple[float, float] | None = (
-            (float(value_range[0]), float(value_range[1])) if clip and value_range is not None else None
-        )
-        self.min_batch = max(1, int(manifest.batch.get("min", 1)))
-        self.max_batch = int(manifest.batch["max"])
-        if self.max_batch < self.min_batch:
-            raise ArtifactError(f"manifest batch profile {manifest.batch} has max < min; re-export")
+        self.input_hw = spatial_shape(manifest.input.shape)
+        self.output_hw = spatial_shape(manifest.output.shape)
+        clip = manifest.output.clips if clip is None else clip
+        self.value_range: tuple[float, float] | None = manifest.output.value_range if clip else None
+        self.min_batch = manifest.batch.min
+        self.max_batch = manifest.batch.max
         self._local = threading.local()
         # close() waits for runs in flight, then stops the backend; later runs raise "closed"
         self._lifecycle = threading.Condition()
         self._in_flight = 0
         self._closed = False
         self.input_kind = "sinogram" if manifest.task == "ct" else "image"  # for error messages
-        input_range = manifest.input.get("value_range")
-        self.input_range = None if input_range is None else (float(input_range[0]), float(input_range[1]))
+        self.input_range = manifest.input.value_range
         self.consistency = consistency  # None: no scores (switched off, or an artifact without the check)
         self.consistency_skipped = ""  # why a requested check is not run (engine_missing); "" otherwise
         self.spatial = self._spatial(manifest, tile, overlap, blend)
@@ -111,8 +103,8 @@ class Reconstructor:
                     "of any size), so tile/overlap/blend do not apply; re-export it with recon-export"
                 )
             return None
-        try:
-            base = parse_spatial(manifest.spatial)
+        try:  # load_manifest checked it; a Manifest built in code is checked here
+            base = parse_spatial(manifest.spatial.to_json())
         except SpatialError as error:
             raise ArtifactError(f"{source}: {error}; re-export the artifact") from None
         values = base.to_json()
@@ -271,7 +263,7 @@ class Reconstructor:
         timings: dict[str, float] = {"prepare": time.perf_counter() - start}
         output = self._reconstruct(batch, timings)
         mark = time.perf_counter()
-        low, high = check_output(output, batch, self.input_kind, self.manifest.input.get("value_range"))
+        low, high = check_output(output, batch, self.input_kind, self.manifest.input.value_range)
         clipped = output  # (B, 1, H, W); finish_batch clips it in place and returns the caller's rank
         value_range = self.value_range
         if value_range is not None and value_range[0] <= low and high <= value_range[1]:
@@ -413,9 +405,9 @@ class Reconstructor:
             "name": self.manifest.name,
             "task": self.manifest.task,
             "reason": self.backend_reason,
-            "input": self.manifest.input,
-            "output": self.manifest.output,
-            "batch": self.manifest.batch,
+            "input": self.manifest.input.to_json(),
+            "output": self.manifest.output.to_json(),
+            "batch": self.manifest.batch.to_json(),
             "spatial": None if self.spatial is None else self.spatial.to_json(),
             **self.backend.describe(),
             "consistency": None if self.consistency is None else self.consistency.describe(),

@@ -70,7 +70,7 @@ def psnr_db(reference: np.ndarray, output: np.ndarray, peak: float) -> float:
 
 
 def _peak(manifest: Any) -> float:
-    value_range = manifest.output.get("value_range")
+    value_range = manifest.output.value_range
     return float(value_range[1] - value_range[0]) if value_range else 1.0
 
 

@@ -35,7 +35,7 @@ def degraded_view(task: str, measurement: np.ndarray, task_cfg: dict) -> np.ndar
 
     ct = build_physics(task_config_from_json(task_cfg))
     with torch.no_grad():
-        return ct.fbp(torch.from_numpy(measurement)[None, None].float())[0, 0].numpy()
+        return ct.A_dagger(torch.from_numpy(measurement)[None, None].float())[0, 0].numpy()
 
 
 def main(out: Path) -> None:

@@ -118,7 +118,7 @@ def runtime_part(module: str) -> str:
     rest = module.removeprefix("recon.runtime").lstrip(".").split(".")
     if rest[0] in ("io", "artifact", "backends", "cli"):
         return rest[0]
-    return "leaf" if rest[0] in ("limits", "plugins") else "core"
+    return "leaf" if rest[0] in ("limits", "plugins", "cache") else "core"
 
 
 def runtime_import_graph() -> dict[str, set[str]]:

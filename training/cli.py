@@ -225,7 +225,7 @@ def eval_main(model_name, task, weights, heldout_n, as_json, threads, **kw):
 
     from recon.training.data import heldout_set
     from recon.training.fit import evaluate
-    from recon.training.tasks import task_config_from_json
+    from recon.training.tasks import build_physics, task_config_from_json
     from recon.training.weights import load_trained
 
     if threads:
@@ -246,12 +246,12 @@ def eval_main(model_name, task, weights, heldout_n, as_json, threads, **kw):
         click.echo(json.dumps(result, indent=1))
         return
     click.echo(f"{model_name}-{task}: held-out set of {result['n']} images, {size}×{size}")
-    click.echo(f"{'':10} {'PSNR dB':>8} {'SSIM':>7} {'RE':>7}   card PSNR")
+    click.echo(f"{'':13} {'PSNR dB':>8} {'SSIM':>7} {'RE':>7}   card PSNR")
     for key in ("model", "baseline"):
         r, c = result[key], (claimed.get(key) or {})
-        label = model_name if key == "model" else ("FBP" if task == "ct" else "blurred")
+        label = model_name if key == "model" else build_physics(task_cfg).network_input_name
         card_psnr = f"{c['psnr']:.2f}" if "psnr" in c else "-"
-        click.echo(f"{label:10} {r['psnr']:8.2f} {r['ssim']:7.4f} {r['re']:7.4f}   {card_psnr}")
+        click.echo(f"{label:13} {r['psnr']:8.2f} {r['ssim']:7.4f} {r['re']:7.4f}   {card_psnr}")
 
 
 # -------------------------------------------------------------------------------------------- recon-simulate

@@ -55,6 +55,11 @@ artifact/golden.py; its files are listed as kind "golden" under golden/, the one
 Format version 1 (recon before the typed task config) is still read: its "physics" entry gives way to
 "task_config" (taken from "physics"."task_config"; its legacy key "n_angles" is read as "n_views").
 
+`load_manifest` parses it once into typed, frozen entries that every part reads: `IOSpec` (input, output)
+and `BatchProfile` (artifact/io_spec.py), `Spatial` (artifact/spatial.py), `ConsistencyEntry`
+(artifact/consistency_entry.py), `FileEntry` (artifact/file_entry.py) and `TaskConfig`
+(artifact/task_config.py). `Manifest.to_json` writes the JSON they were read from.
+
 Integer inputs are scaled to [0, 1] by their dtype's maximum before they reach the graph; float inputs are
 taken as they are. Everything here is plain JSON and numpy-free, so any host (C++ included) can read it.
 """
@@ -71,8 +76,12 @@ from pathlib import Path
 from typing import Any
 
 from recon.runtime import limits
+from recon.runtime.artifact.consistency_entry import ConsistencyEntry, check_consistency_entry
+from recon.runtime.artifact.errors import TAMPERED, ArtifactError
+from recon.runtime.artifact.file_entry import GOLDEN_FOLDER, FileEntry, check_file_entry
+from recon.runtime.artifact.io_spec import BatchProfile, IOSpec, check_batch, check_io_spec
 from recon.runtime.artifact.onnx_proto import MalformedModel, external_tensors
-from recon.runtime.artifact.spatial import SpatialError, parse_spatial
+from recon.runtime.artifact.spatial import Spatial, SpatialError, parse_spatial
 from recon.runtime.artifact.task_config import TaskConfig, task_config_from_json
 from recon.runtime.io.files import (
     FileRefused,
@@ -89,76 +98,30 @@ FORMAT_VERSION = 3
 READABLE_VERSIONS = (1, 2, 3)
 MANIFEST_NAME = "manifest.json"
 TASKS = ("deblur", "ct")
-FILE_KINDS = ("onnx", "tensorrt", "report", "consistency", "golden")
-GOLDEN_FOLDER = "golden"  # the one sub-folder an artifact may list files in (artifact/golden.py)
-PRECISIONS = ("fp32", "fp16", "int8")
+# the typed entries live beside the manifest; these names are re-exported for its readers
+__all__ = [
+    "ArtifactError",
+    "BatchProfile",
+    "ConsistencyEntry",
+    "FileEntry",
+    "GOLDEN_FOLDER",
+    "IOSpec",
+    "Manifest",
+    "Spatial",
+    "check_batch",
+    "check_consistency_entry",
+    "check_io_spec",
+    "load_manifest",
+    "read_verified",
+    "verify_files",
+]
 
 
-class ArtifactError(ValueError):
-    """An artifact cannot be used as it is; the message says why and what to do."""
-
-
-TAMPERED = "the file is damaged or tampered with, re-export the artifact"
-FLOAT32_MAX = 3.4028234663852886e38
 NAME_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9._+-]{0,127}")  # becomes a folder name (engine caches)
-SHA256_PATTERN = re.compile(r"[0-9a-f]{64}")
 
 
 def _is_int(value: Any) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)
-
-
-def _is_number(value: Any) -> bool:
-    """A finite number that float32 holds: value ranges are applied to float32 arrays."""
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and abs(value) <= FLOAT32_MAX
-
-
-def _shape_caps() -> tuple[int, int, int, int]:  # read at call time: hosts may raise the caps
-    return limits.MAX_BATCH, 1, limits.MAX_IMAGE_SIDE, limits.MAX_IMAGE_SIDE
-
-
-def check_io_spec(spec: Any, side: str, source: str = "manifest.json") -> None:
-    """An "input"/"output" entry: a name, a shape [batch, 1, H, W], a value range lo < hi, a bool clip.
-
-    H and W are positive integers up to limits.MAX_IMAGE_SIDE (H·W up to MAX_IMAGE_PIXELS), or a name /
-    null for "any size"; the batch entry is a name, null or an integer up to limits.MAX_BATCH.
-    """
-    shape = spec.get("shape") if isinstance(spec, dict) else None
-    if not (
-        isinstance(spec, dict)
-        and isinstance(spec.get("name"), str)
-        and 0 < len(spec["name"]) <= 256
-        and isinstance(shape, list)
-        and len(shape) == 4
-        and shape[1] == 1
-        and _is_int(shape[1])
-        and all(
-            (_is_int(d) and 0 < d <= top) or (isinstance(d, str) and len(d) <= 64) or d is None
-            for d, top in zip(shape, _shape_caps(), strict=True)
-        )
-    ):
-        raise ArtifactError(
-            f"{source}: {side} needs a name and a shape [batch, 1, H, W] (H, W at most "
-            f"{limits.MAX_IMAGE_SIDE}), got {spec!r}; re-export the artifact"
-        )
-    if _is_int(shape[2]) and _is_int(shape[3]) and shape[2] * shape[3] > limits.MAX_IMAGE_PIXELS:  # if capped
-        raise ArtifactError(
-            f"{source}: {side} shape {shape} holds more than {limits.MAX_IMAGE_PIXELS} pixels per image "
-            "(recon.runtime.limits.MAX_IMAGE_PIXELS); re-export the artifact"
-        )
-    value_range = spec.get("value_range")
-    if value_range is not None and not (
-        isinstance(value_range, list)
-        and len(value_range) == 2
-        and all(map(_is_number, value_range))
-        and value_range[0] < value_range[1]
-    ):
-        raise ArtifactError(
-            f"{source}: {side} value_range must be null or [low, high] with low < high, both within "
-            f"float32's range (±{FLOAT32_MAX:.4g}), got {value_range!r}; re-export the artifact"
-        )
-    if not isinstance(spec.get("clip", True), bool):
-        raise ArtifactError(f"{source}: {side} clip must be true or false, got {spec['clip']!r}; re-export")
 
 
 def read_task_config(data: dict[str, Any], version: int, source: str = "manifest.json") -> TaskConfig:
@@ -176,63 +139,6 @@ def read_task_config(data: dict[str, Any], version: int, source: str = "manifest
             f"{data['task']!r}; the artifact is damaged, re-export it"
         )
     return task_cfg
-
-
-def check_batch(batch: dict[str, Any], source: str = "manifest.json") -> dict[str, int]:
-    """The batch profile: integers 1..limits.MAX_BATCH, "max" required, min <= opt <= max where given."""
-    if not (
-        "max" in batch
-        and set(batch) <= {"min", "opt", "max"}
-        and all(_is_int(v) and 1 <= v <= limits.MAX_BATCH for v in batch.values())
-        and batch.get("min", 1) <= batch.get("opt", batch["max"]) <= batch["max"]
-    ):
-        raise ArtifactError(
-            f"{source}: batch profile {batch!r} must hold integers 1 <= min <= opt <= max <= "
-            f"{limits.MAX_BATCH} (max required; recon.runtime.limits.MAX_BATCH); re-export the artifact"
-        )
-    return dict(batch)
-
-
-def _plain(name: Any) -> bool:
-    return isinstance(name, str) and Path(name).name == name and name not in ("", ".", "..")
-
-
-def is_listed_name(name: Any) -> bool:
-    """A name "files" may list: a plain name, or one plain name inside the golden folder (nothing deeper)."""
-    folder, _, rest = name.partition("/") if isinstance(name, str) else ("", "", "")
-    return _plain(name) or (folder == GOLDEN_FOLDER and _plain(rest))
-
-
-def check_file_entry(name: str, entry: Any, source: str = "manifest.json") -> FileEntry:
-    """One entry of "files": a plain name inside the artifact, its sha256, size, kind and precision."""
-    if not is_listed_name(name):
-        raise ArtifactError(
-            f"{source}: file name {name!r} must be a plain name inside the artifact (or {GOLDEN_FOLDER}/NAME)"
-        )
-    if not isinstance(entry, dict):
-        raise ArtifactError(f"{source}: files[{name!r}] must be an object, got {entry!r}; re-export")
-    size, precision, tensorrt = entry.get("size"), entry.get("precision"), entry.get("tensorrt")
-    problems = {
-        "sha256": not (isinstance(entry.get("sha256"), str) and SHA256_PATTERN.fullmatch(entry["sha256"])),
-        "size": not (_is_int(size) and 0 <= size <= limits.MAX_ARTIFACT_FILE_BYTES),
-        "kind": entry.get("kind") not in FILE_KINDS,
-        "precision": not (precision is None or precision in PRECISIONS),
-        "tensorrt": not (tensorrt is None or isinstance(tensorrt, dict)),
-    }
-    bad = [key for key, wrong in problems.items() if wrong]
-    if bad:
-        expected = {
-            "sha256": "64 lowercase hex digits",
-            "size": f"an integer 0..{limits.MAX_ARTIFACT_FILE_BYTES}",
-            "kind": f"one of {FILE_KINDS}",
-            "precision": f"null or one of {PRECISIONS}",
-            "tensorrt": "null or an object",
-        }[bad[0]]
-        raise ArtifactError(
-            f"{source}: files[{name!r}].{bad[0]} must be {expected}, got {entry.get(bad[0])!r}; "
-            "the artifact is damaged, re-export it"
-        )
-    return FileEntry(entry["sha256"], size, entry["kind"], precision, tensorrt)
 
 
 def _json_depth_ok(data: Any, limit: int) -> bool:
@@ -283,35 +189,18 @@ def parse_manifest_json(raw: bytes, source: str) -> Any:
 
 
 @dataclass
-class FileEntry:
-    sha256: str
-    size: int
-    kind: str
-    precision: str | None = None
-    tensorrt: dict[str, Any] | None = None
-
-    def to_json(self) -> dict[str, Any]:
-        data: dict[str, Any] = {"sha256": self.sha256, "size": self.size, "kind": self.kind}
-        if self.precision is not None:
-            data["precision"] = self.precision
-        if self.tensorrt is not None:
-            data["tensorrt"] = self.tensorrt
-        return data
-
-
-@dataclass
 class Manifest:
     name: str
     task: str
     model: dict[str, Any]
-    input: dict[str, Any]
-    output: dict[str, Any]
+    input: IOSpec
+    output: IOSpec
     task_config: TaskConfig
-    batch: dict[str, int]
+    batch: BatchProfile
     files: dict[str, FileEntry] = field(default_factory=dict)
     parity: dict[str, Any] | None = None
-    spatial: dict[str, Any] | None = None  # see recon.runtime.artifact.spatial
-    consistency: dict[str, Any] | None = None  # checked by recon.runtime.consistency
+    spatial: Spatial | None = None  # images of any size: recon.runtime.artifact.spatial
+    consistency: ConsistencyEntry | None = None  # the trust check: recon.runtime.consistency
     golden: dict[str, Any] | None = None  # golden outputs and tolerances (artifact/golden.py), v3
     lineage: dict[str, Any] | None = None  # what produced the artifact (export/lineage.py), v3
     recon_version: str = "0.1.0"
@@ -325,18 +214,18 @@ class Manifest:
             "name": self.name,
             "task": self.task,
             "model": self.model,
-            "input": self.input,
-            "output": self.output,
+            "input": self.input.to_json(),
+            "output": self.output.to_json(),
             "task_config": self.task_config.to_json(),
-            "batch": self.batch,
+            "batch": self.batch.to_json(),
             "files": {name: entry.to_json() for name, entry in self.files.items()},
         }
         if self.parity is not None:
             data["parity"] = self.parity
         if self.spatial is not None:
-            data["spatial"] = self.spatial
+            data["spatial"] = self.spatial.to_json()
         if self.consistency is not None:
-            data["consistency"] = self.consistency
+            data["consistency"] = self.consistency.to_json()
         for key in ("golden", "lineage"):
             if getattr(self, key) is not None:
                 data[key] = getattr(self, key)
@@ -372,13 +261,14 @@ class Manifest:
                 )
         if data.get("parity") is not None and not isinstance(data["parity"], dict):
             raise ArtifactError(f"{source}: 'parity' must be a JSON object; re-export the artifact")
-        check_io_spec(data["input"], "input", source)
-        check_io_spec(data["output"], "output", source)
-        batch = check_batch(data["batch"], source)
+        input_spec = IOSpec.from_json(data["input"], "input", source)
+        output_spec = IOSpec.from_json(data["output"], "output", source)
+        batch = BatchProfile.from_json(data["batch"], source)
         task_cfg = read_task_config(data, version, source)
+        spatial = None
         if data.get("spatial") is not None:
             try:
-                parse_spatial(data["spatial"])
+                spatial = parse_spatial(data["spatial"])
             except SpatialError as error:
                 raise ArtifactError(f"{source}: {error}; re-export the artifact") from None
         if not NAME_PATTERN.fullmatch(data["name"]):
@@ -391,7 +281,7 @@ class Manifest:
         files = {name: check_file_entry(name, entry, source) for name, entry in data["files"].items()}
         consistency = data.get("consistency")
         if consistency is not None:
-            check_consistency_entry(consistency, files, source)
+            consistency = ConsistencyEntry.from_json(consistency, files, source)
         for key in ("golden", "lineage"):  # golden: checked in full by artifact/golden.py when used
             if data.get(key) is not None and not isinstance(data[key], dict):
                 raise ArtifactError(f"{source}: {key!r} must be a JSON object; re-export the artifact")
@@ -399,13 +289,13 @@ class Manifest:
             name=data["name"],
             task=data["task"],
             model=data["model"],
-            input=data["input"],
-            output=data["output"],
+            input=input_spec,
+            output=output_spec,
             task_config=task_cfg,
             batch=batch,
             files=files,
             parity=data.get("parity"),
-            spatial=data.get("spatial"),
+            spatial=spatial,
             consistency=consistency,
             golden=data.get("golden"),
             lineage=data.get("lineage"),
@@ -541,48 +431,3 @@ def check_self_contained(path: Path, model: bytes) -> None:
             f"{path}: tensors {external[:3]} keep their data in other files (ONNX external data), which "
             "the manifest does not hash; refusing it, re-export as one self-contained file"
         )
-
-
-CHECK_SIDES = ("upper", "lower", "both")
-
-
-def check_consistency_entry(entry: Any, files: dict[str, Any], source: str = "manifest.json") -> None:
-    """The manifest's optional "consistency" entry, as ArtifactError rather than a KeyError later."""
-
-    def fail(what: str) -> None:
-        raise ArtifactError(f"{source}: consistency entry {what}; re-export the artifact")
-
-    if not isinstance(entry, dict):
-        fail(f"must be a JSON object, got {entry!r}")
-    name = entry.get("file")
-    if not isinstance(name, str) or name not in files:
-        fail(f"names file {name!r}, which the manifest's files do not list")
-    if getattr(files[name], "kind", None) != "consistency":
-        fail(f"file {name!r} is listed with kind {getattr(files[name], 'kind', None)!r}, not 'consistency'")
-    stats = entry.get("statistics")
-    if not (isinstance(stats, list) and stats and all(isinstance(s, str) for s in stats)):
-        fail(f"needs a non-empty list of statistic names, got {stats!r}")
-    if "residual" not in stats:
-        fail("lists no 'residual' statistic")
-    if not (isinstance(entry.get("inputs"), list) and len(entry["inputs"]) == 2):
-        fail(f"needs two input names (image, measurement), got {entry.get('inputs')!r}")
-    if not all(isinstance(n, str) for n in entry["inputs"]) or not isinstance(entry.get("output"), str):
-        fail("input and output names must be strings")
-    bounds = entry.get("bounds")
-    if not isinstance(bounds, dict):
-        fail(f"needs 'bounds' (statistic -> interval), got {bounds!r}")
-    for stat, bound in bounds.items():
-        if stat not in stats:
-            fail(f"bounds statistic {stat!r} is not among its statistics {stats}")
-        if not isinstance(bound, dict) or bound.get("check") not in CHECK_SIDES:
-            fail(f"bound of {stat!r} needs 'check' in {CHECK_SIDES}, got {bound!r}")
-        for side, key in (("lower", "low"), ("upper", "high")):
-            value = bound.get(key)
-            needed = bound["check"] in (side, "both")
-            finite = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
-            if needed and not finite:
-                fail(f"bound of {stat!r} checks the {side} side but its {key!r} is {value!r}")
-        if bound["check"] == "both" and not bound["low"] <= bound["high"]:
-            fail(f"bound of {stat!r} has low {bound['low']} > high {bound['high']}")
-    if "residual" not in bounds:
-        fail("has no bound for 'residual'")

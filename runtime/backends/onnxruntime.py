@@ -32,6 +32,7 @@ from recon.runtime.backends.onnxruntime_tensorrt import (
     tf32_state,
     trt_cache_paths,
 )
+from recon.runtime.cache import cache_root
 
 # selection name → the ONNX Runtime providers in priority order
 PROVIDERS = {
@@ -225,12 +226,12 @@ def check_graph_io(path: Path, manifest: Manifest, graph_input: Any, graph_outpu
                 f"{path}: graph {side} {node.name!r} is {node.type}, the runtime passes float32 "
                 "(tensor(float)); re-export with FP32 inputs and outputs"
             )
-        graph_shape, wanted = list(node.shape), list(spec["shape"])
+        graph_shape, wanted = list(node.shape), list(spec.shape)
         bad = len(graph_shape) != len(wanted)
         for axis, (have, want) in enumerate(zip(graph_shape, wanted, strict=False)):
             static_have, static_want = isinstance(have, int), isinstance(want, int)
             if axis == 0:  # the batch axis: a static graph batch must be the whole profile
-                bad |= static_have and not (manifest.batch.get("min", 1) == have == manifest.batch["max"])
+                bad |= static_have and not (manifest.batch.min == have == manifest.batch.max)
             elif static_have and static_want:
                 bad |= have != want
             elif side == "input":  # the manifest would let through sizes the graph refuses
@@ -292,8 +293,8 @@ class OnnxRuntimeBackend(Backend):
         self.session: Any = None
         self._batch_limit: int | None = None  # the TensorRT provider's largest batch; larger ones are split
         self.placement: list[tuple[str, str, str]] = []
-        self._input_name = manifest.input["name"]
-        self._output_name = manifest.output["name"]
+        self._input_name = manifest.input.name
+        self._output_name = manifest.output.name
 
     # -- configuration (also used by recon-bench to build a bare session with the same options) --------
     def session_options(self) -> Any:
@@ -321,7 +322,7 @@ class OnnxRuntimeBackend(Backend):
                 }
             else:  # TensorrtExecutionProvider (option names: tensorrt_execution_provider_info.cc)
                 # No TF32 switch exists here: NVIDIA_TF32_OVERRIDE=0 (tf32_state, set in activate_impl)
-                root = Path(self.trt_cache_dir or Path.home() / ".cache" / "recon" / "ort-trt")
+                root = Path(self.trt_cache_dir or cache_root() / "ort-trt")
                 sha = self.manifest.files[self.file].sha256
                 tf32, _ = tf32_state(os.environ)
                 engines, timing = trt_cache_paths(root, self.manifest.name, sha, self.trt_fp16, tf32)

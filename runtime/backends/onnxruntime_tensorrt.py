@@ -90,10 +90,10 @@ def provider_profile_options(manifest: Manifest, file: str, name: str) -> dict[s
     if profile is None:  # exported before profiles were derived: the manifest's ranges, as then
         batch = manifest.batch
         return {
-            f"trt_profile_{level}_shapes": _profile_shape(manifest, name, batch[level], level)
+            f"trt_profile_{level}_shapes": _profile_shape(manifest, name, getattr(batch, level), level)
             for level in ("min", "opt", "max")
         }
-    fixed = [d for d in manifest.input["shape"][1:]]
+    fixed = list(manifest.input.shape[1:])
     options = {}
     for index, level in enumerate(("min", "opt", "max")):
         dims = [profile.batch[index], *fixed]
@@ -105,6 +105,6 @@ def provider_profile_options(manifest: Manifest, file: str, name: str) -> dict[s
 
 def _profile_shape(manifest: Manifest, name: str, batch: int, level: str = "opt") -> str:
     """`name:BxCxHxW` for the TensorRT EP's profile; symbolic H, W take the spatial entry's min/opt/max."""
-    side = (manifest.spatial or {}).get(level, 256)
-    dims = [str(batch)] + [str(d if isinstance(d, int) else side) for d in manifest.input["shape"][1:]]
+    side = 256 if manifest.spatial is None else getattr(manifest.spatial, level)
+    dims = [str(batch)] + [str(d if isinstance(d, int) else side) for d in manifest.input.shape[1:]]
     return f"{name}:{'x'.join(dims)}"

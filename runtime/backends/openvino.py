@@ -214,11 +214,11 @@ class OpenVinoBackend(Backend):
         self.threads = threads
         self.compiled: Any = None  # the dynamic-batch CompiledModel
         batch = manifest.batch
-        lo, hi = batch.get("min", 1), batch["max"]
-        self.static_batches = sorted(b for b in {1, batch.get("opt", hi), hi} if lo <= b <= hi)
+        lo, hi = batch.min, batch.max
+        self.static_batches = sorted(b for b in {1, batch.opt, hi} if lo <= b <= hi)
         self._shapes: CompiledShapes | None = None  # keyed by input shape (batch, 1, H, W)
-        self._input_name = manifest.input["name"]
-        self._output_name = manifest.output["name"]
+        self._input_name = manifest.input.name
+        self._output_name = manifest.output.name
         self._output_index = 0  # the manifest's output among the graph's outputs (set on activation)
         self.kept_f32 = 0  # bf16: operations kept float32 (openvino_precise.py)
 

@@ -23,7 +23,7 @@ from typing import Any
 import numpy as np
 
 from recon.runtime.artifact.gpu_profiles import Profile, choose_profile
-from recon.runtime.artifact.manifest import ArtifactError, Manifest, read_verified
+from recon.runtime.artifact.manifest import ArtifactError, BatchProfile, Manifest, read_verified
 from recon.runtime.backends.base import Backend, BackendError
 
 _WHAT_TO_DO = "run the ONNX graph instead (--backend onnxruntime-cuda or cpu), or rebuild the engine here"
@@ -209,13 +209,13 @@ def _memcpy(cudart: Any, copy: Copy, stream: Any) -> None:
     _check(cudart.cudaMemcpyAsync(copy.dst, copy.src, copy.nbytes, kind, stream), copy.kind)
 
 
-def engine_profiles(info: dict[str, Any], batch: dict[str, int]) -> list[Profile]:
+def engine_profiles(info: dict[str, Any], batch: BatchProfile) -> list[Profile]:
     """The plan's optimization profiles (the manifest's `profiles`); an engine exported before they were
     derived holds one profile, the manifest's batch range."""
     entries = info.get("profiles")
     if entries:
         return [Profile.from_json(e) for e in entries]
-    return [Profile((batch.get("min", 1), batch.get("opt", batch["max"]), batch["max"]))]
+    return [Profile((batch.min, batch.opt, batch.max))]
 
 
 def lean_package(info: dict[str, Any], version: str) -> str:
@@ -330,8 +330,8 @@ class TensorRTBackend(Backend):
         self._states: list[_ExecutionState] = []
         self._free: list[_ExecutionState] = []
         self._lock = threading.Lock()
-        self._input = manifest.input["name"]
-        self._output = manifest.output["name"]
+        self._input = manifest.input.name
+        self._output = manifest.output.name
 
     def check_usable(self) -> None:
         """Everything short of loading: a GPU, TensorRT, and an engine built for both."""
@@ -371,14 +371,14 @@ class TensorRTBackend(Backend):
             raise ArtifactError(f"{path}: the engine's I/O is bfloat16 ({dtypes}); re-export with FP32 I/O")
         self._in_dtype, self._out_dtype = (np.dtype(trt.nptype(d)) for d in dtypes)
         # buffers for the profile's max batch up front; symbolic sizes grow them on demand
-        self._in_bytes = self._max_bytes(self.manifest.input["shape"], self._in_dtype)
-        self._out_bytes = self._max_bytes(self.manifest.output["shape"], self._out_dtype)
+        self._in_bytes = self._max_bytes(self.manifest.input.shape, self._in_dtype)
+        self._out_bytes = self._max_bytes(self.manifest.output.shape, self._out_dtype)
 
     def _max_bytes(self, shape: list[Any], dtype: np.dtype) -> int:
         dims = shape[1:]
         if not all(isinstance(d, int) for d in dims):
             return 0
-        return self.manifest.batch["max"] * int(np.prod(dims)) * dtype.itemsize
+        return self.manifest.batch.max * int(np.prod(dims)) * dtype.itemsize
 
     def _ensure(self, state: _ExecutionState, side: str, nbytes: int) -> None:
         """Grow a state's device buffer (and re-point its context at it) when a batch needs more."""

@@ -3,6 +3,7 @@ optionally the original PyTorch pipeline side by side."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -257,49 +258,16 @@ def bench_command(
 ) -> int:
     """Latency per backend × batch size, and the runtime's overhead over the engine called directly."""
     from recon.runtime.artifact.manifest import load_manifest
-    from recon.runtime.backends import resolve_name
-    from recon.runtime.profiling import cpu_description, profile, profile_against_bare, save_histogram
-    from recon.runtime.reconstructor import Reconstructor
+    from recon.runtime.profiling import cpu_description, save_histogram
 
     sizes = int_list(batches, "--batch")
     check_bench_options(sizes, threads, iters, warmup)
     if iters < 1 or warmup < 0:
         raise click.BadParameter("--iters must be >= 1 and --warmup >= 0")
-    names = [part.strip() for part in backends.split(",") if part.strip()]
     manifest = load_manifest(artifact)  # a damaged artifact stops here; a backend that cannot run gets a row
-    if names == ["all"]:
-        cells = [c for c in all_cells(manifest) if precision in ("auto", c[1])]
-    else:
-        for name in names:
-            resolve_name(name)  # unknown names fail before any timing
-        cells = [(name, precision) for name in names]
-    rows: list[dict[str, Any]] = []
-    reports = []
-    failed = False
-    for name, cell in cells:
-        try:
-            rec = Reconstructor.from_artifact(
-                artifact, backend=name, precision=cell, threads=threads, consistency=consistency
-            )
-        except (BackendError, ArtifactError) as error:
-            rows.append({"backend": name, "error": str(error)})
-            failed = True
-            continue
-        with rec:
-            for size in sizes if image_sizes else []:  # --size: sizes side by side, then per pixel
-                for (height, width), report in _profile_sizes(rec, image_sizes, size, iters, warmup).items():
-                    reports.append(report)
-                    rows.append({**_row(report, None), "size": [height, width], "reason": rec.backend_reason})
-            for size in sizes if not image_sizes else []:
-                if bare and (rec.backend_name.startswith("onnxruntime") or rec.backend_name == "openvino"):
-                    report, bare_report = profile_against_bare(
-                        rec, size, iters, warmup, new_session=bare_session == "new"
-                    )
-                    reports += [report, bare_report]
-                else:
-                    report, bare_report = profile(rec, size, iters, warmup), None
-                    reports.append(report)
-                rows.append({**_row(report, bare_report), "reason": rec.backend_reason})
+    cells = _cells(manifest, backends, precision)
+    timing = Timing(sizes, image_sizes, iters, warmup, threads, bare, bare_session == "new", consistency)
+    rows, reports, failed = _time_cells(artifact, cells, timing)
     torch_note = None
     if compare_torch:
         torch_list, torch_note = torch_reports(artifact, sizes, iters, warmup, threads)
@@ -308,6 +276,90 @@ def bench_command(
     click.echo(f"CPU: {cpu_description()}")  # CPU engines rank differently with these flags
     _print_table(rows)
     _print_pixel_scaling(rows)
+    _print_comparisons(rows, torch_note, consistency)
+    if json_path is not None:
+        write_json_atomic(
+            json_path,
+            {
+                "artifact": str(artifact),
+                "cpu": cpu_description(),
+                "rows": rows,
+                "reports": [r.to_json() for r in reports],
+            },
+        )
+    if plot_path is not None and reports:
+        save_histogram([r for r in reports if not r.label.startswith("bare")] or reports, plot_path)
+    return 1 if failed else 0
+
+
+@dataclass(frozen=True)
+class Timing:
+    """How each cell is timed (the command's options)."""
+
+    batches: list[int]
+    image_sizes: list[tuple[int, int]]
+    iters: int
+    warmup: int
+    threads: int | None
+    bare: bool
+    new_bare_session: bool
+    consistency: bool
+
+
+def _cells(manifest: Any, backends: str, precision: str) -> list[tuple[str, str]]:
+    """(backend, precision) pairs to time: `all`, or the names given (unknown names fail before timing)."""
+    from recon.runtime.backends import resolve_name
+
+    names = [part.strip() for part in backends.split(",") if part.strip()]
+    if names == ["all"]:
+        return [c for c in all_cells(manifest) if precision in ("auto", c[1])]
+    for name in names:
+        resolve_name(name)
+    return [(name, precision) for name in names]
+
+
+def _time_cells(
+    artifact: Path, cells: list[tuple[str, str]], timing: Timing
+) -> tuple[list[dict[str, Any]], list[Any], bool]:
+    """(table rows, reports, whether a backend could not run) for every cell; a failing cell is a row."""
+    from recon.runtime.profiling import profile, profile_against_bare
+    from recon.runtime.reconstructor import Reconstructor
+
+    rows: list[dict[str, Any]] = []
+    reports = []
+    failed = False
+    t = timing
+    for name, cell in cells:
+        try:
+            rec = Reconstructor.from_artifact(
+                artifact, backend=name, precision=cell, threads=t.threads, consistency=t.consistency
+            )
+        except (BackendError, ArtifactError) as error:
+            rows.append({"backend": name, "error": str(error)})
+            failed = True
+            continue
+        with rec:
+            for size in t.batches if t.image_sizes else []:  # --size: sizes side by side, then per pixel
+                for (height, width), report in _profile_sizes(
+                    rec, t.image_sizes, size, t.iters, t.warmup
+                ).items():
+                    reports.append(report)
+                    rows.append({**_row(report, None), "size": [height, width], "reason": rec.backend_reason})
+            for size in t.batches if not t.image_sizes else []:
+                if t.bare and (rec.backend_name.startswith("onnxruntime") or rec.backend_name == "openvino"):
+                    report, bare_report = profile_against_bare(
+                        rec, size, t.iters, t.warmup, new_session=t.new_bare_session
+                    )
+                    reports += [report, bare_report]
+                else:
+                    report, bare_report = profile(rec, size, t.iters, t.warmup), None
+                    reports.append(report)
+                rows.append({**_row(report, bare_report), "reason": rec.backend_reason})
+    return rows, reports, failed
+
+
+def _print_comparisons(rows: list[dict[str, Any]], torch_note: str | None, consistency: bool) -> None:
+    """The lines under the table: speed-up over torch, overhead over the bare engine, own cost, the check."""
     if torch_note is not None:
         eager = {r["batch_size"]: r["p50_ms"] for r in rows if r.get("backend") == "torch-eager"}
         click.echo(
@@ -351,16 +403,3 @@ def bench_command(
         )
     elif consistency:
         click.echo("consistency check: this artifact has none (exported before it existed); re-export it")
-    if json_path is not None:
-        write_json_atomic(
-            json_path,
-            {
-                "artifact": str(artifact),
-                "cpu": cpu_description(),
-                "rows": rows,
-                "reports": [r.to_json() for r in reports],
-            },
-        )
-    if plot_path is not None and reports:
-        save_histogram([r for r in reports if not r.label.startswith("bare")] or reports, plot_path)
-    return 1 if failed else 0

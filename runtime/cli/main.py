@@ -61,15 +61,16 @@ def inspect_command(artifact: Path, verify: bool, as_json: bool) -> None:
     )
     for side in ("input", "output"):
         spec = getattr(m, side)
+        value_range = None if spec.value_range is None else list(spec.value_range)
         click.echo(
-            f"  {side:<7} {spec['name']}: {spec['shape']} {spec.get('dtype', 'float32')}"
-            f"  range {spec.get('value_range')}" + ("  clipped" if spec.get("clip") else "")
+            f"  {side:<7} {spec.name}: {list(spec.shape)} {spec.dtype}"
+            f"  range {value_range}" + ("  clipped" if spec.clip else "")
         )
-    click.echo(f"  batch   min {m.batch.get('min')}, opt {m.batch.get('opt')}, max {m.batch.get('max')}")
+    click.echo(f"  batch   min {m.batch.min}, opt {m.batch.opt}, max {m.batch.max}")
     if m.spatial:  # images of any size (recon.runtime.artifact.spatial)
         s = m.spatial
-        taken = f"whole {s['min']}..{s['max']} px, tiled above" if s["whole_image"] else "tiled only"
-        click.echo(f"  sizes   {taken}; tiles {s['tile']}², overlap {s['overlap']} px, {s['blend']}")
+        taken = f"whole {s.min}..{s.max} px, tiled above" if s.whole_image else "tiled only"
+        click.echo(f"  sizes   {taken}; tiles {s.tile}², overlap {s.overlap} px, {s.blend}")
     for name, entry in m.files.items():
         trt = entry.tensorrt or {}
         extra = (

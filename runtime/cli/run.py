@@ -482,7 +482,7 @@ def _run(
         if verify:
             verify_before_run(rec)
         out.mkdir(parents=True, exist_ok=True)
-        per_run = batch or rec.manifest.batch.get("opt", 1)
+        per_run = batch or rec.manifest.batch.opt
         derivation = run_derivation(
             artifact, rec.manifest, rec.backend_name, rec.precision, window,
             "clip" if dicom_clip else "keep",

@@ -84,10 +84,11 @@ def test_the_manifest_lists_a_calibrated_check_whose_file_is_hash_listed(deblur_
 
     manifest = load_manifest(deblur_artifact)
     entry = manifest.consistency
-    assert manifest.files[entry["file"]].kind == "consistency"
-    assert entry["calibration"]["n"] == N_CAL and entry["statistics"][0] == "residual"
-    residual = entry["percentiles"]["residual"]
-    assert 0 < residual["p0"] <= residual["p50"] <= residual["p100"] < entry["threshold"]
+    assert manifest.files[entry.file].kind == "consistency"
+    assert entry.details["calibration"]["n"] == N_CAL and entry.statistics[0] == "residual"
+    residual = entry.details["percentiles"]["residual"]
+    assert 0 < residual["p0"] <= residual["p50"] <= residual["p100"] < entry.threshold
+    assert entry.threshold == entry.bounds["residual"].high
 
 
 def test_in_distribution_deblur_inputs_are_not_flagged(deblur_artifact):

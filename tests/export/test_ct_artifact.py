@@ -25,7 +25,7 @@ def test_the_fp16_file_has_fp16_convs_and_keeps_the_fbp_fp32(ct_artifact):
     directory, _ = ct_artifact
     fp32 = onnx.load(str(directory / "model.onnx"))
     fp16 = onnx.load(str(directory / "model.fp16.onnx"))
-    island = island_node_names(fp32, ["fbp"])
+    island = island_node_names(fp32, ["physics"])  # the operator: its FBP
     island_ops = {node.op_type for node in fp32.graph.node if node.name in island}
     assert "MatMul" in island_ops  # the ramp filter
     assert len(island) >= 10
@@ -42,7 +42,7 @@ def test_the_fp16_file_has_fp16_convs_and_keeps_the_fbp_fp32(ct_artifact):
     conv_weights = [n.input[1] for n in fp16.graph.node if n.op_type == "Conv"]
     assert conv_weights and all(initializers[w] == FLOAT16 for w in conv_weights)
     fbp_inits = {i for n in fp16.graph.node if n.name in island for i in n.input if i in initializers}
-    assert initializers["fbp.filter_matrix"] == FLOAT
+    assert initializers["physics.fbp.filter_matrix"] == FLOAT
     assert fbp_inits and not any(initializers[i] == FLOAT16 for i in fbp_inits)
     assert info["casts"] <= 4
 

@@ -49,7 +49,7 @@ def test_a_changed_geometry_is_deployed_recorded_and_measured_when_allowed(saved
     deployed, trained = manifest.task_config, manifest.model["trained_task_config"]
     assert (deployed.n_views, deployed.image_size, deployed.n_detectors) == (30, 48, 68)  # ceil(√2·48)
     assert (trained["n_views"], trained["image_size"]) == (20, 32)
-    assert manifest.input["shape"] == ["batch", 1, 30, 68] and manifest.output["shape"][2:] == [48, 48]
+    assert manifest.input.shape == ("batch", 1, 30, 68) and manifest.output.shape[2:] == (48, 48)
 
     report = json.loads((tmp_path / "cnn-ct" / "parity.json").read_text())["geometry_change"]
     assert report["trained"] == trained and report["deployed"] == deployed.to_json()

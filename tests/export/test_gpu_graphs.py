@@ -187,14 +187,14 @@ def test_the_tensorrt_providers_profile_is_the_one_derived_at_export(deblur, tmp
     trt = OnnxRuntimeBackend(
         deblur, manifest, name="onnxruntime-tensorrt", trt_cache_dir=tmp_path
     ).providers()
-    name, spatial = manifest.input["name"], manifest.spatial
+    name, spatial = manifest.input.name, manifest.spatial
     assert (
         trt[0][1]["trt_profile_max_shapes"]
-        == f"{name}:{profile['batch'][2]}x1x{spatial['max']}x{spatial['max']}"
+        == f"{name}:{profile['batch'][2]}x1x{spatial.max}x{spatial.max}"
     )
     assert (
         trt[0][1]["trt_profile_min_shapes"]
-        == f"{name}:{profile['batch'][0]}x1x{spatial['min']}x{spatial['min']}"
+        == f"{name}:{profile['batch'][0]}x1x{spatial.min}x{spatial.min}"
     )
     assert entry["footprint"]["widest_elements"] > 0
 
@@ -281,4 +281,4 @@ def test_the_tensorrt_provider_refuses_a_graph_the_export_found_too_large_and_re
         backend.providers()
     manifest.files["model.onnx"].tensorrt = None  # exported before profiles were derived: its batch range
     (_, trt), _ = backend.providers()
-    assert trt["trt_profile_max_shapes"].startswith(f"{manifest.input['name']}:{manifest.batch['max']}x")
+    assert trt["trt_profile_max_shapes"].startswith(f"{manifest.input.name}:{manifest.batch.max}x")

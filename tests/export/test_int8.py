@@ -23,7 +23,7 @@ def test_int8_artifact_runs_within_tolerance_and_never_quantizes_the_backproject
     speed = report["int8"]["speed"]
     assert speed["threads"] == 1 and speed["fp32_ms"] > 0 and speed["int8_ms"] > 0
 
-    island = island_node_names(onnx.load(str(directory / "model.onnx")), ["fbp"])
+    island = island_node_names(onnx.load(str(directory / "model.onnx")), ["physics"])
     quantized = onnx.load(str(directory / "model.int8.onnx"))
     assert island <= {node.name for node in quantized.graph.node}  # excluded, not rewritten
     info = check_int8(quantized, island)  # raises if an FBP node reads dequantized data

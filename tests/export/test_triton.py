@@ -69,6 +69,18 @@ def test_a_typo_in_a_config_does_not_parse():
         parse_config(text.replace("KIND_GPU", "KIND_GPUS"))
 
 
+def test_the_config_is_built_as_a_message_so_a_wrong_kind_or_dtype_fails_before_any_text():
+    with pytest.raises(ExportError, match="cannot describe 'm' to Triton.*KIND_GPUS"):
+        config_text("m", "onnxruntime_onnx", MANIFEST, instance_kind="KIND_GPUS")
+    bf16 = {**MANIFEST, "output": {**MANIFEST["output"], "dtype": "bfloat16"}}
+    with pytest.raises(ExportError, match="bfloat16"):
+        config_text("m", "onnxruntime_onnx", bf16)
+    parameters = {"recon_backend": 'a "quoted" value'}  # escaped by text_format, not by hand
+    config = parse_config(config_text("m", "python", MANIFEST, parameters=parameters))
+    assert config.backend == "python"
+    assert config.parameters["recon_backend"].string_value == 'a "quoted" value'
+
+
 def test_the_python_flavour_holds_model_py_and_a_copy_of_the_artifact(tmp_path):
     artifact = tmp_path / "artifact"
     artifact.mkdir()

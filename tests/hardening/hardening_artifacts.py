@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 from runtime_artifacts import H, W
 
-from recon.runtime.artifact.manifest import Manifest
+from recon.runtime.artifact.manifest import BatchProfile, IOSpec, Manifest
 from recon.runtime.artifact.task_config import DeblurTask
 
 GAIN = 4.0
@@ -61,15 +61,15 @@ def build_special_artifact(directory: Path, kind: str, max_batch: int = 8) -> Pa
 
     directory.mkdir(parents=True, exist_ok=True)
     onnx.save(_model(kind), directory / "model.onnx")
-    spec = {"name": "measurement", "shape": ["batch", 1, H, W], "dtype": "float32", "layout": "NCHW"}
+    shape = ("batch", 1, H, W)
     manifest = Manifest(
         name=f"test-{kind}",
         task="deblur",
         model={"name": kind, "config": {}, "weights_sha256": None},
-        input={**spec, "value_range": None},  # unbounded: these graphs exist to overflow inside
-        output={**spec, "name": "image", "value_range": [0.0, 1.0], "clip": True},
+        input=IOSpec("measurement", shape, layout="NCHW"),  # unbounded: these graphs overflow inside
+        output=IOSpec("image", shape, layout="NCHW", value_range=(0.0, 1.0), clip=True),
         task_config=DeblurTask(image_size=H),
-        batch={"min": 1, "opt": 4, "max": max_batch},
+        batch=BatchProfile(min=1, opt=4, max=max_batch),
     )
     manifest.add_file(directory, "model.onnx", "onnx", "fp32")
     manifest.save(directory)

@@ -261,9 +261,9 @@ def test_onnx_corrupted_behind_a_matching_sha256_loads_cleanly_or_is_refused(
     """
     artifact_dir = whole if which == "tiny" else request.getfixturevalue("exported_cnn")
     manifest = load_manifest(artifact_dir)
-    size = manifest.input["shape"][2]
+    size = manifest.input.shape[2]
     if not isinstance(size, int):  # an any-size export ("H"): the smallest size it takes whole
-        size = max(manifest.spatial["min"], 64)
+        size = max(manifest.spatial.min, 64)
     x = np.random.default_rng(0).random((3, 1, size, size), dtype=np.float32)
     with Reconstructor.from_artifact(artifact_dir, backend=cpu_backend, threads=1) as reference:
         expected = reference.run(x)

@@ -120,4 +120,4 @@ def test_export_records_a_ct_range_that_holds_every_simulated_training_sinogram(
     manifest = make_manifest(
         options, torch.nn.Identity(), cfg, {"kind": "random-init"}, [1, 1, 12, 46], [1, 1, 32, 32]
     )
-    assert manifest.input["value_range"] == [low, high]
+    assert manifest.input.value_range == (low, high)

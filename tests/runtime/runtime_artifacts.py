@@ -6,7 +6,8 @@ from pathlib import Path
 
 import numpy as np
 
-from recon.runtime.artifact.manifest import Manifest
+from recon.runtime.artifact.manifest import BatchProfile, IOSpec, Manifest
+from recon.runtime.artifact.spatial import Spatial
 from recon.runtime.artifact.task_config import CTTask, DeblurTask
 
 H = W = 16  # deblur image size
@@ -121,38 +122,33 @@ def build_artifact(
         name=f"test-{task}",
         task=task,
         model={"name": "conv" if task == "deblur" else "matmul", "config": {}, "weights_sha256": None},
-        input={
-            "name": "measurement",
-            "shape": in_shape,
-            "dtype": "float32",
-            "layout": layout,
-            "value_range": [0.0, 1.0] if task == "deblur" else None,
-        },
-        output={
-            "name": "image",
-            "shape": out_shape,
-            "dtype": "float32",
-            "value_range": value_range or [0.0, 1.0],
-            "clip": clip,
-        },
+        input=IOSpec(
+            name="measurement",
+            shape=tuple(in_shape),
+            layout=layout,
+            value_range=(0.0, 1.0) if task == "deblur" else None,
+        ),
+        output=IOSpec(
+            name="image", shape=tuple(out_shape), value_range=tuple(value_range or (0.0, 1.0)), clip=clip
+        ),
         task_config=(
             DeblurTask(image_size=H)
             if task == "deblur"
             else CTTask(image_size=N, n_views=ANGLES, n_detectors=DETECTORS)
         ),
-        batch={"min": min_batch, "opt": min(4, max_batch), "max": max_batch},
+        batch=BatchProfile(min=min_batch, opt=min(4, max_batch), max=max_batch),
         spatial=(
-            {
-                "whole_image": True,
-                "min": 8,
-                "opt": H,
-                "max": 1024,
-                "multiple_of": 1,
-                "tile": 1024,
-                "overlap": 16,
-                "blend": "gaussian",
-                "receptive_field": 3,
-            }
+            Spatial(
+                whole_image=True,
+                min=8,
+                opt=H,
+                max=1024,
+                multiple_of=1,
+                tile=1024,
+                overlap=16,
+                blend="gaussian",
+                receptive_field=3,
+            )  # fmt: skip
             if any_size and task == "deblur"
             else None
         ),

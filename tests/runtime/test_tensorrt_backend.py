@@ -17,6 +17,7 @@ import numpy as np
 import pytest
 
 from recon.runtime.artifact.gpu_profiles import Profile
+from recon.runtime.artifact.io_spec import BatchProfile
 from recon.runtime.backends.base import BackendError
 from recon.runtime.backends.tensorrt import (
     check_cuda_majors,
@@ -111,10 +112,10 @@ def test_an_engines_profiles_come_from_its_manifest_entry_or_the_batch_range_bef
             {"batch": [1, 5, 5], "side": [64, 2048, 2048]},
         ]
     }
-    assert engine_profiles(entry, {"min": 1, "opt": 8, "max": 32}) == [
+    assert engine_profiles(entry, BatchProfile(1, 8, 32)) == [
         Profile((1, 8, 32), (64, 512, 1024)), Profile((1, 5, 5), (64, 2048, 2048))
     ]  # fmt: skip
-    assert engine_profiles({}, {"min": 1, "opt": 4, "max": 16}) == [Profile((1, 4, 16))]
+    assert engine_profiles({}, BatchProfile(1, 4, 16)) == [Profile((1, 4, 16))]
 
 
 def _gpu_and_tensorrt() -> str | None:

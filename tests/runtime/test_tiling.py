@@ -195,7 +195,7 @@ def test_load_manifest_refuses_a_damaged_spatial_entry(conv_artifact):
         load_manifest(conv_artifact)
     data["spatial"] = {**GOOD, "min": 16, "tile": 64, "overlap": 16}
     path.write_text(json.dumps(data))
-    assert load_manifest(conv_artifact).spatial["tile"] == 64
+    assert load_manifest(conv_artifact).spatial.tile == 64
 
 
 def test_recon_run_and_recon_bench_take_other_sizes_and_tile_options(conv_artifact, tmp_path):

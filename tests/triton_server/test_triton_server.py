@@ -81,7 +81,7 @@ def server(exported) -> LocalServer:
 def _inputs(reference: Reconstructor, n: int, seed: int = 0) -> np.ndarray:
     # deblur artifacts take any H x W (symbolic "height"/"width"): send the trained size
     size = reference.manifest.task_config.image_size
-    shape = [d if isinstance(d, int) else size for d in reference.manifest.input["shape"][1:]]
+    shape = [d if isinstance(d, int) else size for d in reference.manifest.input.shape[1:]]
     return np.random.default_rng(seed).random((n, *shape), dtype=np.float32)
 
 

@@ -1,4 +1,5 @@
-"""Forward operators of the two inverse problems (blur, parallel-beam CT), noise, and their configs."""
+"""Forward operators of the two inverse problems (blur, parallel-beam CT), each with its noise model and
+pseudo-inverse (deepinv's Physics), and their configs."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ import torch
 from recon.runtime.artifact.task_config import default_n_detectors
 
 from .blur import Blur, gaussian_kernel, motion_kernel
-from .noise import add_relative_noise
+from .noise import RelativeGaussianNoise, add_relative_noise
 from .operator import LinearOperator
 from .radon import FILTERS, parallel_beam_angles, ramp_filter_taps
 from .tomography import FBP, ParallelBeamCT
@@ -20,6 +21,7 @@ __all__ = [
     "Blur",
     "LinearOperator",
     "ParallelBeamCT",
+    "RelativeGaussianNoise",
     "add_relative_noise",
     "default_n_detectors",
     "gaussian_kernel",

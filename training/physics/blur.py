@@ -7,6 +7,7 @@ from typing import Any, Literal
 
 import torch
 import torch.nn.functional as F
+from torch import nn
 
 from .operator import LinearOperator, check_image_batch
 
@@ -72,9 +73,14 @@ class Blur(LinearOperator):
         angle: motion direction in degrees.
         variance: Gaussian σ².
         motion_style: ``"centred"`` (default, symmetric line) or ``"course"`` (IPPy's truncating line).
+        noise_model: what calling the operator adds to ``A x`` (default: none).
 
-    Even kernel sides pad one pixel more after than before, so the output keeps the input's shape.
+    The blurred image is itself an image: networks post-process it directly (``network_input`` is the
+    measurement). Even kernel sides pad one pixel more after than before, so the output keeps the input's
+    shape.
     """
+
+    network_input_name = "blurred input"
 
     def __init__(
         self,
@@ -85,8 +91,9 @@ class Blur(LinearOperator):
         angle: float = 45.0,
         variance: float = 1.0,
         motion_style: MotionStyle = "centred",
+        noise_model: nn.Module | None = None,
     ) -> None:
-        super().__init__()
+        super().__init__(noise_model)
         self.user_kernel = kernel is not None
         if kernel is None:
             if kind == "motion":

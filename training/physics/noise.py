@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import torch
+from torch import nn
 
 
 def add_relative_noise(
@@ -24,3 +25,20 @@ def add_relative_noise(
     y_norm = torch.linalg.vector_norm(y, dim=dims, keepdim=True)
     e_norm = torch.linalg.vector_norm(e, dim=dims, keepdim=True)
     return y + e * (level * y_norm / e_norm)
+
+
+class RelativeGaussianNoise(nn.Module):
+    """The noise model an operator carries (deepinv's ``physics.noise_model``): ``add_relative_noise``
+    at ``level``. Level 0 returns a copy of the clean measurement."""
+
+    def __init__(self, level: float = 0.0) -> None:
+        super().__init__()
+        if level < 0:
+            raise ValueError(f"noise level must be >= 0, got {level}")
+        self.level = float(level)
+
+    def forward(self, y: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+        return add_relative_noise(y, self.level, generator)
+
+    def extra_repr(self) -> str:
+        return f"level={self.level}"

@@ -11,6 +11,7 @@ import math
 from typing import Any
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from recon.runtime.artifact.task_config import default_n_detectors
@@ -44,13 +45,20 @@ class ParallelBeamCT(LinearOperator):
             square image hits the detector (363 for N = 256).
         angle_range: angular span in radians (π for a full parallel-beam scan).
         detector_spacing: width of a detector bin in image pixels (1: scikit-image's geometry).
+        filter: the FBP's ramp filter (``A_dagger``), one of ``FILTERS``.
+        oversample: simulated measurements (calling the operator) project the image upsampled ``k``
+            times (bilinear, same field of view) against the inverse crime; ``A`` itself does not.
+        noise_model: what calling the operator adds to the sinogram (default: none).
 
     ``A`` is ray-driven (bilinear samples along each ray, like ``skimage.transform.radon``) and also
-    accepts an image ``k`` times finer than ``N`` over the same field of view (``tasks.simulate`` uses
-    k = 2 against the inverse crime). ``A_adjoint`` is its exact transpose. ``fbp`` is the
-    pixel-driven filtered backprojection of ``iradon`` (its backprojection is a different
-    discretisation of the same continuous operator as ``A_adjoint``).
+    accepts an image ``k`` times finer than ``N`` over the same field of view. ``A_adjoint`` is its exact
+    transpose. ``A_dagger`` is the pixel-driven filtered backprojection of ``iradon`` (the exportable
+    ``FBP`` module ``self.fbp``; its backprojection is a different discretisation of the same continuous
+    operator as ``A_adjoint``), and what the network post-processes (``network_input``).
     """
+
+    measurement_is_image = False
+    network_input_name = "FBP"
 
     def __init__(
         self,
@@ -59,12 +67,15 @@ class ParallelBeamCT(LinearOperator):
         n_detectors: int | None = None,
         angle_range: float = math.pi,
         detector_spacing: float = 1.0,
+        filter: FilterName = "ram-lak",
+        oversample: int = 1,
+        noise_model: nn.Module | None = None,
     ) -> None:
-        super().__init__()
-        if image_size < 2 or n_angles < 1 or not detector_spacing > 0:
+        super().__init__(noise_model)
+        if image_size < 2 or n_angles < 1 or not detector_spacing > 0 or oversample < 1:
             raise ValueError(
-                "need image_size >= 2, n_angles >= 1 and detector_spacing > 0, got "
-                f"{image_size}, {n_angles}, {detector_spacing}"
+                "need image_size >= 2, n_angles >= 1, detector_spacing > 0 and oversample >= 1, got "
+                f"{image_size}, {n_angles}, {detector_spacing}, {oversample}"
             )
         self.image_size = int(image_size)
         self.n_angles = int(n_angles)
@@ -75,7 +86,8 @@ class ParallelBeamCT(LinearOperator):
             else default_n_detectors(image_size, self.detector_spacing)
         )
         self.angle_range = float(angle_range)
-        self._fbp: dict[tuple, FBP] = {}
+        self.oversample = int(oversample)
+        self.fbp = FBP(self, filter)
 
     @property
     def sinogram_shape(self) -> tuple[int, int]:
@@ -94,16 +106,14 @@ class ParallelBeamCT(LinearOperator):
         check_sinogram(y, self.n_angles, self.n_detectors)
         return radon_adjoint(y, self.angles(device=y.device), self.image_size, self.detector_spacing)
 
-    def fbp(self, y: torch.Tensor, filter: FilterName = "ram-lak") -> torch.Tensor:
+    def A_dagger(self, y: torch.Tensor) -> torch.Tensor:
         """Filtered backprojection of a sinogram ``(B, 1, A, D)`` -> image ``(B, 1, N, N)``."""
-        key = (filter, y.device)
-        if key not in self._fbp:
-            self._fbp[key] = FBP(self, filter).to(y.device)
-        return self._fbp[key](y)
+        return self.fbp(y)
 
-    def __getstate__(self) -> dict[str, Any]:
-        # the FBP cache holds sampling plans (tens of MB): rebuilt on demand, never pickled or deep-copied
-        return {**self.__dict__, "_fbp": {}}
+    def forward(self, x: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+        if self.oversample > 1:  # the sinogram is not computed on the grid the network reconstructs on
+            x = F.interpolate(x, scale_factor=self.oversample, mode="bilinear", align_corners=False)
+        return super().forward(x, generator)
 
     def to_config(self) -> dict[str, Any]:
         return {
@@ -113,6 +123,8 @@ class ParallelBeamCT(LinearOperator):
             "n_detectors": self.n_detectors,
             "angle_range": self.angle_range,
             "detector_spacing": self.detector_spacing,
+            "filter": self.fbp.filter,
+            "oversample": self.oversample,
         }
 
 
@@ -145,7 +157,8 @@ class FBP(nn.Module):
         return self
 
     def __getstate__(self) -> dict[str, Any]:
-        return {**self.__dict__, "_plans": {}}  # see ParallelBeamCT.__getstate__
+        # the sampling plans (tens of MB) are rebuilt on demand, never pickled or deep-copied
+        return {**self.__dict__, "_plans": {}}
 
     def forward(self, sinogram: torch.Tensor) -> torch.Tensor:
         check_sinogram(sinogram, self.n_angles, self.n_detectors)
