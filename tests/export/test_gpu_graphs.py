@@ -189,12 +189,10 @@ def test_the_tensorrt_providers_profile_is_the_one_derived_at_export(deblur, tmp
     ).providers()
     name, spatial = manifest.input.name, manifest.spatial
     assert (
-        trt[0][1]["trt_profile_max_shapes"]
-        == f"{name}:{profile['batch'][2]}x1x{spatial.max}x{spatial.max}"
+        trt[0][1]["trt_profile_max_shapes"] == f"{name}:{profile['batch'][2]}x1x{spatial.max}x{spatial.max}"
     )
     assert (
-        trt[0][1]["trt_profile_min_shapes"]
-        == f"{name}:{profile['batch'][0]}x1x{spatial.min}x{spatial.min}"
+        trt[0][1]["trt_profile_min_shapes"] == f"{name}:{profile['batch'][0]}x1x{spatial.min}x{spatial.min}"
     )
     assert entry["footprint"]["widest_elements"] > 0
 
