@@ -64,9 +64,28 @@ class ExportOptions:
     consistency_images: int = 500  # in-distribution inputs that calibrate consistency.onnx; 0: no check
     seed: int = 0
     geometry_heldout: int = 8  # held-out images for the quality report at a changed geometry
+    # A user's own network instead of a registered family (export/network_source.py, docs/your-own-network.md)
+    network: str | None = None  # PACKAGE.MODULE:FACTORY
+    network_args: dict[str, Any] = field(default_factory=dict)  # FACTORY(**network_args)
+    network_module: Any = None  # a torch.nn.Module object (export_network)
+    network_label: str | None = None  # the artifact's model name for a module object
+
+    def foreign(self) -> bool:
+        """Whether the network comes from the user (a factory or a module), not recon's registry."""
+        return self.network is not None or self.network_module is not None
+
+    def name(self) -> str:
+        """The model's name in the artifact: the registered family, or the user's network's."""
+        if self.network is not None:
+            from recon.export.network_source import network_name
+
+            return network_name(self.network)
+        if self.network_module is not None:
+            return self.network_label or type(self.network_module).__name__.lower()
+        return self.model
 
     def target(self) -> Path:
-        return Path(self.out) if self.out is not None else Path("artifacts") / f"{self.model}-{self.task}"
+        return Path(self.out) if self.out is not None else Path("artifacts") / f"{self.name()}-{self.task}"
 
 
 Progress = Callable[[str], None]
@@ -80,6 +99,14 @@ def load_network(options: ExportOptions) -> tuple[torch.nn.Module, TaskConfig, d
     from recon.training.tasks import TASKS
     from recon.training.weights import WeightsError, load_trained
 
+    if options.foreign():
+        from recon.export.network_source import load_foreign
+
+        if options.task not in TASKS:
+            raise ExportError(f"unknown task {options.task!r}; available: {', '.join(TASKS)}")
+        if options.preset is not None:
+            raise ExportError("--preset names a registered family's preset; it does not apply to --network")
+        return load_foreign(options)
     if options.model not in list_models():
         raise ExportError(f"unknown model {options.model!r}; available: {', '.join(list_models())}")
     if options.task not in TASKS:
@@ -152,7 +179,7 @@ def deployed_task_config(
             if deployed.geometry()[key] != value
         )
         raise ExportError(
-            f"{options.model}-{options.task} was trained at another geometry ({changed}); pass "
+            f"{options.name()}-{options.task} was trained at another geometry ({changed}); pass "
             "--allow-geometry-change to deploy it there (quality at the new geometry goes into the report)"
         )
     return trained, deployed
@@ -190,16 +217,19 @@ def make_manifest(
 
     lo, opt, hi = options.batch
     ct = task_cfg.task == "ct"
+    model = {
+        "name": options.name(),
+        "config": dict(source.get("config") or getattr(network, "config", {"name": options.model})),
+        "weights_sha256": source.get("weights_sha256"),
+        "weights_source": source["kind"],
+        "trained_task_config": source.get("trained_task_config"),
+    }
+    if "probe" in source:  # a user's network: what export/probe.py measured
+        model["probe"] = source["probe"]
     return Manifest(
-        name=f"{options.model}-{options.task}",
+        name=f"{options.name()}-{options.task}",
         task=task_cfg.task,
-        model={
-            "name": options.model,
-            "config": dict(getattr(network, "config", {"name": options.model})),
-            "weights_sha256": source.get("weights_sha256"),
-            "weights_source": source["kind"],
-            "trained_task_config": source.get("trained_task_config"),
-        },
+        model=model,
         input={
             "name": INPUT_NAME,
             "shape": ["batch", *input_shape[1:]],
@@ -244,8 +274,31 @@ def default_spatial(size: int, multiple: int) -> tuple[int, int, int]:
     return lo, max(lo, opt), max(hi, size)
 
 
+def network_facts(network: torch.nn.Module, source: dict[str, Any], size: int) -> dict[str, Any]:
+    """What the spatial entry needs to know about the network, from one source among others: a registered
+    family declares it (its class), a user's network was probed (export/probe.py)."""
+    probe = source.get("probe")
+    if probe is not None:
+        return {
+            "fully_convolutional": probe["fully_convolutional"],
+            "receptive_field": probe["receptive_field"],
+            "pad_multiple": probe["multiple_of"],
+            "tile": probe["fixed_size"] or size,
+        }
+    field = receptive_field_of(network)
+    return {
+        "fully_convolutional": field is not None,
+        "receptive_field": field,
+        "pad_multiple": pad_multiple(network),
+        "tile": size,
+    }
+
+
 def spatial_entry(
-    options: ExportOptions, network: torch.nn.Module, task_cfg: TaskConfig
+    options: ExportOptions,
+    network: torch.nn.Module,
+    task_cfg: TaskConfig,
+    source: dict[str, Any] | None = None,
 ) -> dict[str, Any] | None:
     """The manifest's "spatial" entry (recon.runtime.artifact.spatial); None for CT (the input is a sinogram).
 
@@ -257,14 +310,16 @@ def spatial_entry(
 
     if task_cfg.task != "deblur":
         return None
-    field = receptive_field_of(network)
     size = int(task_cfg.image_size)
-    if field is None:
+    facts = network_facts(network, source or {}, size)
+    field = facts["receptive_field"]
+    if not facts["fully_convolutional"]:
+        tile = facts["tile"]
         return {
-            "whole_image": False, "min": size, "opt": size, "max": size, "multiple_of": 1, "tile": size,
-            "overlap": default_overlap(size, None), "blend": "gaussian", "receptive_field": None,
+            "whole_image": False, "min": tile, "opt": tile, "max": tile, "multiple_of": 1, "tile": tile,
+            "overlap": default_overlap(tile, field), "blend": "gaussian", "receptive_field": field,
         }  # fmt: skip
-    lo, opt, hi = options.spatial or default_spatial(size, pad_multiple(network))
+    lo, opt, hi = options.spatial or default_spatial(size, facts["pad_multiple"])
     return {
         "whole_image": True, "min": lo, "opt": opt, "max": hi, "multiple_of": 1,
         "tile": hi, "overlap": default_overlap(hi, field), "blend": "gaussian", "receptive_field": field,
@@ -481,9 +536,9 @@ def _prepare(options: ExportOptions, say: Progress, clock: _Clock) -> _Run:
     run = _Run(
         options, say, network, task_cfg, source, pipeline, island_scopes, measurements, clean, example, clock
     )
-    run.spatial = spatial_entry(options, network, task_cfg)
+    run.spatial = spatial_entry(options, network, task_cfg, source)
     if _dynamic(run):
-        multiple = pad_multiple(network)
+        multiple = network_facts(network, source, size)["pad_multiple"]
         lo, opt, hi = (run.spatial[k] for k in ("min", "opt", "max"))
         if lo < multiple or not lo <= size <= hi:
             raise ExportError(
@@ -507,16 +562,24 @@ def _write_onnx(run: _Run) -> None:
 
     run.say("exporting ONNX")
     options, tmp = run.options, run.tmp
-    info = export_onnx(
-        run.pipeline,
-        run.example,
-        tmp / ONNX_FILES["fp32"],
-        input_name=INPUT_NAME,
-        output_name=OUTPUT_NAME,
-        batch_max=options.batch[2],
-        opset=options.opset,
-        spatial=(run.spatial["min"], run.spatial["max"]) if _dynamic(run) else None,
-    )
+
+    def export() -> Any:
+        return export_onnx(
+            run.pipeline,
+            run.example,
+            tmp / ONNX_FILES["fp32"],
+            input_name=INPUT_NAME,
+            output_name=OUTPUT_NAME,
+            batch_max=options.batch[2],
+            opset=options.opset,
+            spatial=(run.spatial["min"], run.spatial["max"]) if _dynamic(run) else None,
+        )
+
+    info = export()
+    if options.foreign() and _dynamic(run):
+        from recon.export.network_source import fit_pad_multiple
+
+        info = fit_pad_multiple(run, export, info)
     run.fp32_model = onnx.load(str(tmp / ONNX_FILES["fp32"]))
     run.island = island_node_names(run.fp32_model, run.island_scopes)
     run.input_shape = list(info.input_shape)
@@ -734,7 +797,7 @@ def _summary(run: _Run, final: Path) -> dict[str, Any]:
         "artifact": str(final),
         "name": manifest.name,
         "task": manifest.task,
-        "model": run.options.model,
+        "model": run.options.name(),
         "weights": run.source["kind"],
         "input_shape": manifest.input["shape"],
         "output_shape": manifest.output["shape"],
@@ -743,7 +806,7 @@ def _summary(run: _Run, final: Path) -> dict[str, Any]:
         "files": {name: entry.to_json() for name, entry in manifest.files.items()},
         "parity": manifest.parity,
         "consistency": manifest.consistency,
-        "notes": run.notes,
+        "notes": run.notes + [f"network: {w}" for w in run.source.get("probe", {}).get("warnings", [])],
         "timings_s": run.clock.timings,
     }
     if "geometry_change" in run.report:

@@ -1,0 +1,335 @@
+"""A user's own network as a source for the export: `--network PACKAGE.MODULE:FACTORY`, or a module object.
+
+The factory contract (docs/your-own-network.md): `FACTORY(**network_args)` returns a `torch.nn.Module` whose
+`forward(x)` maps a (B, 1, H, W) float32 image to a (B, 1, H, W) float32 image. Everything else (which sizes
+it takes, its receptive field, whether it is batch independent, its value range) is measured by
+`recon.export.probe`, recorded in the manifest, and used exactly where recon's own families use what their
+classes declare: the in-graph padding, the tile overlap, the profile.
+"""
+
+from __future__ import annotations
+
+import importlib
+import importlib.metadata
+import json
+import re
+from collections.abc import Callable
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from recon.export.errors import ExportError
+
+if TYPE_CHECKING:
+    import torch
+
+    from recon.export.probe import NetworkProbe
+    from recon.runtime.artifact.task_config import TaskConfig
+
+FACTORY_PATTERN = re.compile(r"^[A-Za-z_][\w]*(\.[A-Za-z_]\w*)*:[A-Za-z_]\w*(\.[A-Za-z_]\w*)*$")
+PROBE_IMAGES = 4
+
+
+def parse_factory(spec: str) -> tuple[str, str]:
+    """'package.module:factory' → (module path, attribute path); ExportError on another form."""
+    if not FACTORY_PATTERN.match(spec or ""):
+        raise ExportError(
+            f"--network {spec!r}: expected PACKAGE.MODULE:FACTORY (e.g. monai.networks.nets:BasicUNet)"
+        )
+    module, attribute = spec.split(":")
+    return module, attribute
+
+
+def network_name(spec: str) -> str:
+    """The artifact's model name for a factory: its last attribute, lower case (BasicUNet → basicunet)."""
+    return re.sub(r"[^a-z0-9_-]", "", parse_factory(spec)[1].split(".")[-1].lower()) or "network"
+
+
+def library_of(module_path: str) -> dict[str, str | None]:
+    """The installed distribution a factory comes from and its version (None for the user's own code)."""
+    top = module_path.split(".")[0]
+    names = importlib.metadata.packages_distributions().get(top, [])
+    for name in names:
+        try:
+            return {"package": top, "distribution": name, "version": importlib.metadata.version(name)}
+        except importlib.metadata.PackageNotFoundError:
+            continue
+    return {"package": top, "distribution": None, "version": None}
+
+
+def build_from_factory(spec: str, args: dict[str, Any]) -> torch.nn.Module:
+    """Import PACKAGE.MODULE, call FACTORY(**args); ExportError (one line) on each way this can fail."""
+    from torch import nn
+
+    module_path, attribute = parse_factory(spec)
+    try:
+        target: Any = importlib.import_module(module_path)
+    except Exception as error:  # ImportError, or the user's module failing at import time
+        raise ExportError(
+            f"--network {spec}: cannot import {module_path} ({type(error).__name__}: "
+            f"{str(error).splitlines()[0] if str(error) else ''}); is it installed in this environment "
+            "(or on PYTHONPATH)?"
+        ) from None
+    for part in attribute.split("."):
+        if not hasattr(target, part):
+            raise ExportError(f"--network {spec}: {module_path} has no attribute {attribute!r}")
+        target = getattr(target, part)
+    if not callable(target):
+        raise ExportError(f"--network {spec}: {attribute} is not callable")
+    try:
+        network = target(**args)
+    except Exception as error:  # wrong or missing arguments, the factory's own validation
+        first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        shown = ", ".join(f"{k}={v!r}" for k, v in args.items())
+        raise ExportError(f"--network {spec}: {attribute}({shown}) failed: {first}") from None
+    if not isinstance(network, nn.Module):
+        raise ExportError(
+            f"--network {spec}: {attribute}(...) returned {type(network).__name__}, not a torch.nn.Module"
+        )
+    return network
+
+
+def declared_channels(network: torch.nn.Module) -> int | None:
+    """The input channels of the first convolution (None without one); a 3-D network is refused here."""
+    from torch import nn
+
+    for module in network.modules():
+        if isinstance(module, nn.Conv3d | nn.ConvTranspose3d):
+            raise ExportError(
+                f"{type(network).__name__} is a 3-D network ({type(module).__name__}); recon's tasks are 2-D "
+                "images (a MONAI network: spatial_dims=2)"
+            )
+        if isinstance(module, nn.Conv2d):
+            return int(module.in_channels)
+    return None
+
+
+def padded_network(network: torch.nn.Module, multiple: int) -> torch.nn.Module:
+    """`network` padded to `multiple` inside the graph (export/padded_network.py; itself for multiple 1)."""
+    from recon.export.padded_network import PaddedNetwork
+
+    network = unwrap(network)
+    return PaddedNetwork(network, multiple) if multiple > 1 else network
+
+
+def unwrap(network: torch.nn.Module) -> torch.nn.Module:
+    """The user's network inside a PaddedNetwork (or itself)."""
+    from recon.export.padded_network import PaddedNetwork
+
+    return network.network if isinstance(network, PaddedNetwork) else network
+
+
+def downsampling_multiple(network: torch.nn.Module) -> int:
+    """2^(strided convolutions and pools): the multiple at which a UNet's levels line up without the network's
+    own size fix-ups (a guess, checked by the exporter's parity at odd sizes), at most 64."""
+    from torch import nn
+
+    count = 0
+    for module in unwrap(network).modules():
+        stride = getattr(module, "stride", 1)
+        if isinstance(module, nn.Conv2d | nn.MaxPool2d | nn.AvgPool2d):
+            stride = stride if isinstance(stride, int) else max(stride or (1,))
+            count += int(stride is not None and stride > 1)
+    return min(2**count, 64)
+
+
+def torch_run(network: torch.nn.Module) -> Any:
+    """numpy (B, 1, H, W) → numpy, FP32, no grad: how the probe runs a torch network."""
+    import torch
+
+    def run(batch: np.ndarray) -> np.ndarray:
+        with torch.no_grad():
+            return network(torch.from_numpy(np.ascontiguousarray(batch))).float().numpy()
+
+    return run
+
+
+def network_inputs(task_cfg: TaskConfig, n: int, seed: int) -> np.ndarray:
+    """What the network sees in deployment, in distribution: blurred images, or FBP images for CT."""
+    import torch
+
+    from recon.export.parity import simulated_inputs
+    from recon.training.tasks import build_physics, network_input
+
+    measurements, _ = simulated_inputs(task_cfg, [n], task_cfg.image_size, seed=seed)
+    with torch.no_grad():
+        seen = network_input(torch.from_numpy(measurements[n]), task_cfg, build_physics(task_cfg))
+    return np.ascontiguousarray(seen.float().numpy())
+
+
+def probe_torch(network: torch.nn.Module, task_cfg: TaskConfig, seed: int) -> tuple[Any, NetworkProbe]:
+    """(the network to export: padded if it needs it, in eval mode; what the probe measured)."""
+    from recon.export.probe import probe_network
+
+    network = network.eval()
+    channels = declared_channels(network)
+    probe = probe_network(
+        torch_run(network),
+        image_size=task_cfg.image_size,
+        network_inputs=network_inputs(task_cfg, PROBE_IMAGES, seed + 11),
+        declared_channels=channels,
+        padded=lambda multiple: torch_run(padded_network(network, multiple).eval()),
+        seed=seed,
+    )
+    return padded_network(network, probe.multiple_of).eval(), probe
+
+
+def read_card(weights: Path | None) -> dict[str, Any]:
+    """The recon-train card beside a .safetensors file (its task, the factory and its args), or {}."""
+    if weights is None:
+        return {}
+    card_path = Path(weights).with_suffix(".json")
+    if Path(weights).suffix != ".safetensors" or not card_path.is_file():
+        return {}
+    try:
+        card = json.loads(card_path.read_text())
+    except (OSError, ValueError):
+        return {}
+    return card if isinstance(card, dict) and card.get("model", {}).get("source") == "factory" else {}
+
+
+def factory_config(spec: str, args: dict[str, Any]) -> dict[str, Any]:
+    """The manifest's (and card's) model config for a factory network: enough to rebuild it."""
+    module_path, _ = parse_factory(spec)
+    try:
+        json.dumps(args)
+    except TypeError as error:
+        raise ExportError(f"--network-arg values must be JSON data: {error}") from None
+    return {
+        "name": network_name(spec),
+        "source": "factory",
+        "factory": spec,
+        "args": dict(args),
+        "library": library_of(module_path),
+    }
+
+
+def rebuild(config: dict[str, Any]) -> torch.nn.Module:
+    """The network a factory config describes (fresh weights), padded as the probe found: for
+    `recon-bench --compare-torch` and anything else that needs the torch network back."""
+    if config.get("source") != "factory":
+        raise ExportError(
+            f"the artifact's network came from {config.get('source', 'an unknown source')!r}, not a factory: "
+            "there is no torch network to rebuild (export with --network PACKAGE.MODULE:FACTORY for that)"
+        )
+    network = build_from_factory(config["factory"], config.get("args", {}))
+    return padded_network(network, int(config.get("pad_multiple", 1))).eval()
+
+
+def load_foreign(options: Any) -> tuple[Any, TaskConfig, dict[str, Any]]:
+    """(network to export, deployed task config, provenance with the probe) for `--network` or a module.
+
+    Same contract as `exporter.load_network`; the provenance's "config" is the manifest's model config and
+    "probe" what was measured.
+    """
+    import torch
+
+    from recon.export.exporter import deployed_task_config
+    from recon.runtime.io.files import sha256_of
+
+    card = read_card(options.weights)
+    if options.network_module is not None:
+        if options.network is not None:
+            raise ExportError("give either a network module or --network FACTORY, not both")
+        network = options.network_module
+        if not isinstance(network, torch.nn.Module):
+            raise ExportError(f"export_network() needs a torch.nn.Module, got {type(network).__name__}")
+        cls = type(network)
+        config: dict[str, Any] = {
+            "name": options.name(),
+            "source": "module",
+            "class": f"{cls.__module__}.{cls.__qualname__}",
+            "library": library_of(cls.__module__),
+        }
+    else:
+        if card and card["model"].get("factory") != options.network:
+            raise ExportError(
+                f"{options.weights} was trained with --network {card['model'].get('factory')}, "
+                f"not {options.network}"
+            )
+        args = {**card.get("model", {}).get("args", {}), **options.network_args}
+        config = factory_config(options.network, args)
+        network = build_from_factory(options.network, args)
+    network = network.float().cpu()
+    weights: dict[str, Any] = {"kind": "random-init", "weights_sha256": None}
+    if options.weights is not None:
+        from recon.export.checkpoint import load_into
+
+        loaded = load_into(network, Path(options.weights))
+        weights = {"kind": "user", "weights_sha256": sha256_of(Path(options.weights)), "checkpoint": loaded}
+    elif not options.random_init and options.network_module is None:
+        raise ExportError(
+            f"--network {options.network}: pass --weights FILE (a state dict, a Lightning checkpoint or "
+            ".safetensors), or --random-init to export it untrained"
+        )
+    trained, deployed = deployed_task_config(options, card)
+    exported, probe = probe_torch(network, deployed, options.seed)
+    config["pad_multiple"] = probe.multiple_of
+    source = {
+        **weights,
+        "config": config,
+        "probe": probe.to_json(),
+        "trained_task_config": trained.to_json() if trained is not None else None,
+        "card_metrics": card.get("metrics"),
+    }
+    return exported, deployed, source
+
+
+def fit_pad_multiple(run: Any, export: Callable[[], Any], info: Any) -> Any:
+    """Re-export with a larger in-graph pad multiple until the dynamic-H/W graph agrees with torch at sizes
+    that are not multiples of it; returns the last export's info.
+
+    Why: a network may take every size in eager torch through its own Python fix-ups (MONAI's BasicUNet pads
+    a decoder feature when its size differs from the skip's), and the export keeps only the branch the
+    tracing example took. Padded to a multiple of its downsampling, the graph never needs the fix-up. The
+    probe's multiple is tried first, then the downsampling guess, then doubling up to 64; each try is checked
+    by the same parity as the final report (exporter.check_spatial_parity).
+    """
+    from recon.export.exporter import build_pipeline
+
+    multiple = int(run.source["probe"]["multiple_of"])
+    guess = downsampling_multiple(run.network)
+    tried: list[str] = []
+    while True:
+        ok, why = _graph_matches(run)
+        if ok:
+            break
+        tried.append(f"pad multiple {multiple}: {why}")
+        multiple = max(multiple * 2, guess)
+        if multiple > 64 or multiple > run.spatial["min"]:
+            raise ExportError(
+                "the exported graph does not match the network at sizes other than the example's "
+                f"({'; '.join(tried)}); the network decides something from its input size in Python. Export "
+                "it at one size (--spatial N:N:N) or fix its size handling"
+            )
+        run.network = padded_network(run.network, multiple).eval()
+        run.pipeline, run.island_scopes = build_pipeline(run.network, run.task_cfg)
+        info = export()
+    run.source["config"]["pad_multiple"] = multiple
+    if tried:
+        run.source["probe"]["graph_pad_multiple"] = multiple
+        run.source["probe"]["warnings"].append(
+            f"padded to multiples of {multiple} in the graph: the network's own size handling does not "
+            f"survive the export ({tried[0]})"
+        )
+    return info
+
+
+def _graph_matches(run: Any) -> tuple[bool, str]:
+    """(whether the FP32 graph matches torch at other sizes, why not): exporter.check_spatial_parity, with
+    onnxruntime's error log hushed (a graph refusing a size is an expected answer here)."""
+    import onnxruntime
+
+    from recon.export.exporter import ONNX_FILES, check_spatial_parity
+
+    onnxruntime.set_default_logger_severity(4)
+    try:
+        result, _ = check_spatial_parity(
+            run.options, run.tmp / ONNX_FILES["fp32"], run.pipeline, run.task_cfg, run.spatial
+        )
+        return result.passed, result.reason
+    except Exception as error:  # onnxruntime refuses a shape the graph was specialised away from
+        return False, str(error).strip().splitlines()[0][:160]
+    finally:
+        onnxruntime.set_default_logger_severity(2)
