@@ -22,6 +22,8 @@ Examples:
   recon-export --model resunet --spatial 64:512:4096 --out art/resunet   # whole images up to 4096²
   recon-export --model resunet --fp16 --engine trt --lean --batch 1:8:32 --triton-repo models/
   recon-export --model cnn --task ct --triton-repo models/ --triton-flavour python --triton-instances 2
+  recon-export --network monai.networks.nets:BasicUNet --network-arg spatial_dims=2 \
+      --network-arg in_channels=1 --network-arg out_channels=1 --weights ckpt.pt --task ct --fp16 --int8
 \b
 The artifact is written atomically: a temp folder beside --out, renamed into place when every check passed.
 Parity (torch vs onnxruntime at batch 1, 3 and OPT; TensorRT too when built) must pass, or nothing is written.
@@ -78,6 +80,20 @@ class _Steps:
 )
 @click.option("--model", default="resunet", show_default=True, help="Registered model name (see recon-info).")
 @click.option(
+    "--network",
+    metavar="PACKAGE.MODULE:FACTORY",
+    help="Your own network instead of --model: FACTORY(**network args) returns a torch.nn.Module mapping "
+    "(B, 1, H, W) to (B, 1, H, W); its sizes, receptive field and batch independence are probed "
+    "(docs/your-own-network.md).",
+)
+@click.option(
+    "--network-arg",
+    "network_arg",
+    multiple=True,
+    metavar="KEY=VALUE",
+    help='An argument of FACTORY (repeatable; VALUE parses as JSON: 2, [16, 32], true, "batch").',
+)
+@click.option(
     "--task",
     type=click.Choice(["deblur", "ct"]),
     default="deblur",
@@ -87,8 +103,9 @@ class _Steps:
 @click.option(
     "--weights",
     type=click.Path(path_type=Path),
-    help="Trained weights (.safetensors or .json card, or "
-    "a folder holding MODEL-TASK.*); default: the shipped weights.",
+    help="Trained weights (.safetensors or .json card, or a folder holding MODEL-TASK.*); default: the "
+    "shipped weights. With --network: a state dict (torch.load weights_only), a Lightning checkpoint or "
+    ".safetensors.",
 )
 @click.option("--random-init", is_flag=True, help="Export an untrained (randomly initialised) network.")
 @click.option("--preset", help="Model preset, with --random-init (e.g. small, paper).")
@@ -231,12 +248,23 @@ def cli(**kw: Any) -> None:
     tolerances["onnxruntime-fp16"] = Tolerance(min_psnr=kw["fp16_min_psnr"])
     tolerances["onnxruntime-int8"] = Tolerance(min_psnr=kw["int8_min_psnr"])
     tolerances["tensorrt"] = Tolerance(atol=kw["trt_atol"], min_psnr=DEFAULT_TOLERANCES["tensorrt"].min_psnr)
+    from recon.training.info import parse_overrides
+
+    context = click.get_current_context()
+    if (
+        kw["network"] is not None
+        and context.get_parameter_source("model") != click.core.ParameterSource.DEFAULT
+    ):
+        raise click.UsageError("--model and --network exclude each other")
+    if kw["network_arg"] and kw["network"] is None:
+        raise click.UsageError("--network-arg needs --network PACKAGE.MODULE:FACTORY")
+    kw["network_args"] = parse_overrides(kw["network_arg"], "--network-arg")
     overrides = task_overrides(kw["task"], kw)  # the trained task is known only once the weights are read
     passed_through = ("model", "task", "out", "weights", "random_init", "preset", "fp16", "int8", "bf16",
                       "engine", "batch", "spatial", "opset", "workspace_mb", "opt_level", "timing_cache",
                       "lean", "triton_repo", "force", "allow_mismatch", "threads", "calibration_images",
-                      "consistency_images", "seed", "allow_geometry_change", "geometry_heldout")  # fmt: skip
-    context = click.get_current_context()
+                      "consistency_images", "seed", "allow_geometry_change", "geometry_heldout",
+                      "network", "network_args")  # fmt: skip
     triton_given = [f"--{key.replace('_', '-')}" for key in ("triton_flavour", "triton_instances",
                     "triton_max_queue_delay_us", "triton_threads")
                     if context.get_parameter_source(key) != click.core.ParameterSource.DEFAULT]  # fmt: skip

@@ -9,10 +9,7 @@ classes declare: the in-graph padding, the tile overlap, the profile.
 
 from __future__ import annotations
 
-import importlib
-import importlib.metadata
 import json
-import re
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -27,67 +24,42 @@ if TYPE_CHECKING:
     from recon.export.probe import NetworkProbe
     from recon.runtime.artifact.task_config import TaskConfig
 
-FACTORY_PATTERN = re.compile(r"^[A-Za-z_][\w]*(\.[A-Za-z_]\w*)*:[A-Za-z_]\w*(\.[A-Za-z_]\w*)*$")
+
 PROBE_IMAGES = 4
 
 
-def parse_factory(spec: str) -> tuple[str, str]:
-    """'package.module:factory' → (module path, attribute path); ExportError on another form."""
-    if not FACTORY_PATTERN.match(spec or ""):
-        raise ExportError(
-            f"--network {spec!r}: expected PACKAGE.MODULE:FACTORY (e.g. monai.networks.nets:BasicUNet)"
-        )
-    module, attribute = spec.split(":")
-    return module, attribute
-
-
 def network_name(spec: str) -> str:
-    """The artifact's model name for a factory: its last attribute, lower case (BasicUNet → basicunet)."""
-    return re.sub(r"[^a-z0-9_-]", "", parse_factory(spec)[1].split(".")[-1].lower()) or "network"
+    from recon.training.models.factory import FactoryError, network_name
+
+    try:
+        return network_name(spec)
+    except FactoryError as error:
+        raise ExportError(str(error)) from None
 
 
-def library_of(module_path: str) -> dict[str, str | None]:
-    """The installed distribution a factory comes from and its version (None for the user's own code)."""
-    top = module_path.split(".")[0]
-    names = importlib.metadata.packages_distributions().get(top, [])
-    for name in names:
-        try:
-            return {"package": top, "distribution": name, "version": importlib.metadata.version(name)}
-        except importlib.metadata.PackageNotFoundError:
-            continue
-    return {"package": top, "distribution": None, "version": None}
+def _library_of(module_path: str) -> dict[str, Any]:
+    from recon.training.models.factory import library_of
+
+    return library_of(module_path)
 
 
 def build_from_factory(spec: str, args: dict[str, Any]) -> torch.nn.Module:
-    """Import PACKAGE.MODULE, call FACTORY(**args); ExportError (one line) on each way this can fail."""
-    from torch import nn
+    """recon.training.models.factory.build_from_factory, its refusals as ExportError."""
+    from recon.training.models.factory import FactoryError, build_from_factory
 
-    module_path, attribute = parse_factory(spec)
     try:
-        target: Any = importlib.import_module(module_path)
-    except Exception as error:  # ImportError, or the user's module failing at import time
-        raise ExportError(
-            f"--network {spec}: cannot import {module_path} ({type(error).__name__}: "
-            f"{str(error).splitlines()[0] if str(error) else ''}); is it installed in this environment "
-            "(or on PYTHONPATH)?"
-        ) from None
-    for part in attribute.split("."):
-        if not hasattr(target, part):
-            raise ExportError(f"--network {spec}: {module_path} has no attribute {attribute!r}")
-        target = getattr(target, part)
-    if not callable(target):
-        raise ExportError(f"--network {spec}: {attribute} is not callable")
+        return build_from_factory(spec, args)
+    except FactoryError as error:
+        raise ExportError(str(error)) from None
+
+
+def factory_config(spec: str, args: dict[str, Any]) -> dict[str, Any]:
+    from recon.training.models.factory import FactoryError, factory_config
+
     try:
-        network = target(**args)
-    except Exception as error:  # wrong or missing arguments, the factory's own validation
-        first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-        shown = ", ".join(f"{k}={v!r}" for k, v in args.items())
-        raise ExportError(f"--network {spec}: {attribute}({shown}) failed: {first}") from None
-    if not isinstance(network, nn.Module):
-        raise ExportError(
-            f"--network {spec}: {attribute}(...) returned {type(network).__name__}, not a torch.nn.Module"
-        )
-    return network
+        return factory_config(spec, args)
+    except FactoryError as error:
+        raise ExportError(str(error)) from None
 
 
 def declared_channels(network: torch.nn.Module) -> int | None:
@@ -189,22 +161,6 @@ def read_card(weights: Path | None) -> dict[str, Any]:
     return card if isinstance(card, dict) and card.get("model", {}).get("source") == "factory" else {}
 
 
-def factory_config(spec: str, args: dict[str, Any]) -> dict[str, Any]:
-    """The manifest's (and card's) model config for a factory network: enough to rebuild it."""
-    module_path, _ = parse_factory(spec)
-    try:
-        json.dumps(args)
-    except TypeError as error:
-        raise ExportError(f"--network-arg values must be JSON data: {error}") from None
-    return {
-        "name": network_name(spec),
-        "source": "factory",
-        "factory": spec,
-        "args": dict(args),
-        "library": library_of(module_path),
-    }
-
-
 def rebuild(config: dict[str, Any]) -> torch.nn.Module:
     """The network a factory config describes (fresh weights), padded as the probe found: for
     `recon-bench --compare-torch` and anything else that needs the torch network back."""
@@ -240,7 +196,7 @@ def load_foreign(options: Any) -> tuple[Any, TaskConfig, dict[str, Any]]:
             "name": options.name(),
             "source": "module",
             "class": f"{cls.__module__}.{cls.__qualname__}",
-            "library": library_of(cls.__module__),
+            "library": _library_of(cls.__module__),
         }
     else:
         if card and card["model"].get("factory") != options.network:
@@ -333,3 +289,54 @@ def _graph_matches(run: Any) -> tuple[bool, str]:
         return False, str(error).strip().splitlines()[0][:160]
     finally:
         onnxruntime.set_default_logger_severity(2)
+
+
+def export_network(
+    module: torch.nn.Module | None = None,
+    *,
+    task: str | TaskConfig = "deblur",
+    out: str | Path | None = None,
+    factory: str | None = None,
+    network_args: dict[str, Any] | None = None,
+    weights: str | Path | None = None,
+    name: str | None = None,
+    progress: Callable[[str], None] | None = None,
+    **options: Any,
+) -> dict[str, Any]:
+    """Export a user's image-to-image network to a recon artifact, with the command line's options.
+
+    Give the network as a module object (its current weights are exported; `weights=` loads a checkpoint
+    into it first) or as `factory="package.module:function"` with `network_args` (what `recon-export
+    --network` does; only then can `recon-bench --compare-torch` rebuild it). `task` is "deblur", "ct" or a
+    task config (`CTTask(image_size=256, n_views=60)`). `options` are `ExportOptions` fields: fp16, int8,
+    batch, spatial, engine, consistency_images, triton_repo, force, ... Returns the export's JSON summary;
+    raises ExportError (one line) when the network is refused or a check fails.
+
+    >>> from monai.networks.nets import BasicUNet
+    >>> from recon.export import CTTask, export_network
+    >>> net = BasicUNet(spatial_dims=2, in_channels=1, out_channels=1)
+    >>> export_network(net, task=CTTask(image_size=256, n_views=60), out="art/mine-ct", fp16=True, int8=True)
+    """
+    from recon.export.exporter import ExportOptions, export_artifact
+
+    if (module is None) == (factory is None):
+        raise ExportError(
+            "export_network() needs a module or factory='package.module:function' (one of them)"
+        )
+    overrides = dict(options.pop("task_overrides", {}) or {})
+    if not isinstance(task, str):
+        overrides = {**{k: v for k, v in task.to_json().items() if k != "task"}, **overrides}
+        task = task.task
+    opts = ExportOptions(
+        task=task,
+        out=Path(out) if out is not None else None,
+        weights=Path(weights) if weights is not None else None,
+        network=factory,
+        network_args=dict(network_args or {}),
+        network_module=module,
+        network_label=name,
+        random_init=module is None and weights is None,
+        task_overrides=overrides,
+        **options,
+    )
+    return export_artifact(opts, progress=progress)
