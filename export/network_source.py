@@ -130,6 +130,40 @@ def network_inputs(task_cfg: TaskConfig, n: int, seed: int) -> np.ndarray:
     return np.ascontiguousarray(seen.float().numpy())
 
 
+def positive_twin(network: torch.nn.Module) -> Any | None:
+    """A float64 copy of `network` whose every path from input to output is positive: weights |w| normalised
+    per output (an average, so nothing overflows), other parameters 1 ("weight": norm scales) or 0 (biases),
+    normalisation statistics 0 / 1. Run on a zero image with one impulse, exactly the outputs the impulse
+    can reach become non-zero (probe.impulse_field). None when the copy does not run in float64."""
+    import copy
+
+    import torch
+
+    twin = copy.deepcopy(network).eval()
+    with torch.no_grad():
+        for name, parameter in twin.named_parameters():
+            if parameter.ndim >= 2:
+                magnitude = parameter.abs() + 1e-3
+                parameter.copy_(magnitude / magnitude.sum(dim=tuple(range(1, parameter.ndim)), keepdim=True))
+            else:
+                parameter.fill_(1.0 if name.endswith("weight") else 0.0)
+        for module in twin.modules():
+            if isinstance(getattr(module, "running_mean", None), torch.Tensor):
+                module.running_mean.zero_()
+                module.running_var.fill_(1.0)
+    twin = twin.double()
+
+    def run(batch: np.ndarray) -> np.ndarray:
+        with torch.no_grad():
+            return twin(torch.from_numpy(batch.astype(np.float64))).numpy()
+
+    try:
+        run(np.zeros((1, 1, 32, 32)))
+    except Exception:  # a network that fixes float32 inside its forward: the random-image probe instead
+        return None
+    return run
+
+
 def probe_torch(network: torch.nn.Module, task_cfg: TaskConfig, seed: int) -> tuple[Any, NetworkProbe]:
     """(the network to export: padded if it needs it, in eval mode; what the probe measured)."""
     from recon.export.probe import probe_network
@@ -142,6 +176,7 @@ def probe_torch(network: torch.nn.Module, task_cfg: TaskConfig, seed: int) -> tu
         network_inputs=network_inputs(task_cfg, PROBE_IMAGES, seed + 11),
         declared_channels=channels,
         padded=lambda multiple: torch_run(padded_network(network, multiple).eval()),
+        positive_twin=lambda multiple: positive_twin(padded_network(network, multiple)),
         seed=seed,
     )
     return padded_network(network, probe.multiple_of).eval(), probe

@@ -10,10 +10,10 @@ are probed by the same code. Measured, in order:
    (learned positions, a Linear layer over the pixels) is "not fully convolutional": tiled at that size;
 3. batch independence and determinism: each image run alone must give what it gives inside a batch
    (BatchNorm without running statistics, anything mixing the batch: refused; recon batches requests);
-4. receptive field: an impulse at the centre of a random image, the extent of the output that changes
-   (several images and signs, so that a ReLU that happens to be off does not hide a path). An output that
-   changes up to the border is a global field (attention, instance normalisation, global pooling): recorded
-   as null, tiles overlap by a quarter, and the report says tiles will differ from the whole image;
+4. receptive field: the extent of the output an impulse changes, on the network's positive twin (exact,
+   see impulse_field) or on random images. An output that changes up to the border of a 512² image is a
+   global field (attention, instance normalisation, global pooling): recorded as null, tiles overlap by a
+   quarter, and the report says tiles will differ from the whole image;
 5. value range: the outputs on in-distribution inputs (the task's own network inputs).
 """
 
@@ -44,6 +44,7 @@ class NetworkProbe:
     fixed_size: int | None = None  # the one side a non fully convolutional network takes
     receptive_field: int | None = None  # px; None: global (or not measured: fixed size)
     field_probe_side: int | None = None
+    field_method: str | None = None
     batch_independent: bool = True
     max_batch_difference: float = 0.0
     output_range: list[float] = field(default_factory=list)  # on in-distribution inputs
@@ -134,34 +135,60 @@ def check_batch(run: Run, inputs: np.ndarray) -> float:
     return float(max(np.max(np.abs(together - alone)), np.max(np.abs(together - again))))
 
 
-def impulse_field(run: Run, side: int, seed: int) -> tuple[int, bool]:
-    """(extent of the output changed by a centre impulse, whether that change reaches the border)."""
-    rng = np.random.default_rng(seed)
+OFFSETS = range(8)  # impulse positions: a stride-8 network's field depends on the pixel's phase
+
+
+def _reach(changed: np.ndarray, row: int, col: int) -> tuple[int, bool]:
+    """(farthest changed pixel from (row, col) along either axis, whether the change reaches the border)."""
+    rows, cols = np.nonzero(changed)
+    if rows.size == 0:
+        return 0, False
+    side = changed.shape[0]
+    touches = rows.min() == 0 or cols.min() == 0 or rows.max() == side - 1 or cols.max() == side - 1
+    reach = max(row - rows.min(), rows.max() - row, col - cols.min(), cols.max() - col)
+    return int(reach), bool(touches)
+
+
+def impulse_field(run: Run, side: int, seed: int, *, positive: bool = False) -> tuple[int, bool]:
+    """(receptive field: 2·reach + 1 of the output an impulse changes, whether the change reaches the border).
+
+    `positive`: `run` is the network's positive twin (`network_source.positive_twin`: weights made
+    positive, biases and statistics zeroed, float64): on a zero image every output an impulse can reach
+    becomes > 0 and nothing else moves, so the field is exact — no ReLU that happens to be off and no
+    max-pool that picks another pixel can hide a path. Otherwise (an ONNX graph): random images, both signs,
+    a change larger than FIELD_THRESHOLD of the largest one; a lower bound on nonlinear networks.
+    """
     centre = side // 2
+    reach, touches = 0, False
+    if positive:
+        batch = np.zeros((len(OFFSETS), 1, side, side), dtype=np.float64)
+        for index, offset in enumerate(OFFSETS):
+            batch[index, 0, centre + offset, centre + offset] = 1.0
+        out = np.asarray(run(batch))
+        for index, offset in enumerate(OFFSETS):
+            r, t = _reach(out[index, 0] != 0, centre + offset, centre + offset)
+            reach, touches = max(reach, r), touches or t
+        return 2 * reach + 1, touches
+    rng = np.random.default_rng(seed)
     changed = np.zeros((side, side), dtype=bool)
     for sign in (1.0, -1.0):  # two images, two signs: a ReLU off for one is on for the other
         base = rng.random((1, 1, side, side), dtype=np.float32)
         bumped = base.copy()
         bumped[0, 0, centre, centre] += sign * 0.5
-        difference = np.abs(np.asarray(run(np.concatenate([base, bumped])), dtype=np.float64))
-        delta = np.abs(difference[1, 0] - difference[0, 0])
+        out = np.asarray(run(np.concatenate([base, bumped])), dtype=np.float64)
+        delta = np.abs(out[1, 0] - out[0, 0])
         if delta.max() > 0:
             changed |= delta > FIELD_THRESHOLD * delta.max()
-    rows, cols = np.nonzero(changed)
-    if rows.size == 0:
-        return 1, False
-    touches = rows.min() == 0 or cols.min() == 0 or rows.max() == side - 1 or cols.max() == side - 1
-    # The field is symmetric around the pixel (a window of r px centred on it): 2·reach + 1.
-    reach = max(centre - rows.min(), rows.max() - centre, centre - cols.min(), cols.max() - centre)
-    return int(2 * reach + 1), bool(touches)
+    reach, touches = _reach(changed, centre, centre)
+    return 2 * reach + 1, touches
 
 
-def measure_field(run: Run, multiple: int, seed: int) -> tuple[int | None, int]:
+def measure_field(run: Run, multiple: int, seed: int, *, positive: bool = False) -> tuple[int | None, int]:
     """(receptive field in px, or None for a global one; the side it was measured at)."""
     side = FIELD_SIDES[0]
     for wanted in FIELD_SIDES:
         side = -(-wanted // multiple) * multiple if multiple > 1 else wanted + 1  # no padding inside
-        extent, touches = impulse_field(run, side, seed)
+        extent, touches = impulse_field(run, side, seed, positive=positive)
         if not touches:
             return extent, side
     return None, side
@@ -174,11 +201,13 @@ def probe_network(
     network_inputs: np.ndarray,
     declared_channels: int | None = None,
     padded: Callable[[int], Run] | None = None,
+    positive_twin: Callable[[int], Run] | None = None,
     seed: int = 0,
 ) -> NetworkProbe:
     """Measure `run` (see the module docstring). `network_inputs`: in-distribution (N, 1, S, S) inputs of the
     network (deblur: blurred images; CT: FBP images). `padded(multiple)` returns the network wrapped to pad
-    to that multiple (what will be exported), used for the checks after the size probe."""
+    to that multiple (what will be exported), used for the checks after the size probe;
+    `positive_twin(multiple)` the same for the network's positive twin (exact field, see impulse_field)."""
     rng = np.random.default_rng(seed)
     probe = NetworkProbe()
     if declared_channels is not None and declared_channels != 1:
@@ -208,7 +237,11 @@ def probe_network(
             "neighbours: refused"
         )
     if fully:
-        probe.receptive_field, probe.field_probe_side = measure_field(wrapped, multiple, seed)
+        twin = positive_twin(multiple) if positive_twin is not None else None
+        probe.receptive_field, probe.field_probe_side = measure_field(
+            twin or wrapped, multiple, seed, positive=twin is not None
+        )
+        probe.field_method = "positive twin, float64" if twin is not None else "random images (lower bound)"
         if probe.receptive_field is None:
             probe.warnings.append(
                 f"the output changes across the whole {probe.field_probe_side}² image when one pixel "
