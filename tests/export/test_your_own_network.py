@@ -169,7 +169,7 @@ def test_recon_export_network_writes_an_artifact_that_runs_at_any_size(tmp_path,
     with pytest.raises(SystemExit) as exit_info:
         main(["--network", "monai.networks.nets:UNet", *[a for arg in args for a in ("--network-arg", arg)],
               "--weights", str(tmp_path / "c.pt"), "--task", "deblur", "--size", "32", "--batch", "1:2:4",
-              "--threads", "1", "--engine", "none", "--consistency-images", "8", "--out", str(out),
+              "--threads", "1", "--engine", "none", "--consistency-images", "16", "--out", str(out),
               "--quiet", "--json"])  # fmt: skip
     assert exit_info.value.code in (0, None), capsys.readouterr().err
     summary = json.loads(capsys.readouterr().out)
