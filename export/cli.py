@@ -24,6 +24,7 @@ Examples:
   recon-export --model cnn --task ct --triton-repo models/ --triton-flavour python --triton-instances 2
   recon-export --network monai.networks.nets:BasicUNet --network-arg spatial_dims=2 \
       --network-arg in_channels=1 --network-arg out_channels=1 --weights ckpt.pt --task ct --fp16 --int8
+  recon-export --onnx denoiser.onnx --task ct --views 60 --fp16   # a graph exported elsewhere, FBP in front
 \b
 The artifact is written atomically: a temp folder beside --out, renamed into place when every check passed.
 Parity (torch vs onnxruntime at batch 1, 3 and OPT; TensorRT too when built) must pass, or nothing is written.
@@ -85,6 +86,14 @@ class _Steps:
     help="Your own network instead of --model: FACTORY(**network args) returns a torch.nn.Module mapping "
     "(B, 1, H, W) to (B, 1, H, W); its sizes, receptive field and batch independence are probed "
     "(docs/your-own-network.md).",
+)
+@click.option(
+    "--onnx",
+    "onnx_file",
+    type=click.Path(path_type=Path),
+    metavar="FILE.onnx",
+    help="An already exported image-to-image ONNX graph (dynamic batch) instead of --model/--network; for "
+    "CT the FBP is composed in front of it. Parity is checked against onnxruntime on the file itself.",
 )
 @click.option(
     "--network-arg",
@@ -251,11 +260,12 @@ def cli(**kw: Any) -> None:
     from recon.training.info import parse_overrides
 
     context = click.get_current_context()
-    if (
-        kw["network"] is not None
-        and context.get_parameter_source("model") != click.core.ParameterSource.DEFAULT
-    ):
-        raise click.UsageError("--model and --network exclude each other")
+    model_given = context.get_parameter_source("model") != click.core.ParameterSource.DEFAULT
+    given = [name for name, on in (("--model", model_given), ("--network", kw["network"] is not None),
+             ("--onnx", kw["onnx_file"] is not None)) if on]  # fmt: skip
+    if len(given) > 1:
+        raise click.UsageError(f"{' and '.join(given)} exclude each other")
+    kw["onnx"] = kw["onnx_file"]
     if kw["network_arg"] and kw["network"] is None:
         raise click.UsageError("--network-arg needs --network PACKAGE.MODULE:FACTORY")
     kw["network_args"] = parse_overrides(kw["network_arg"], "--network-arg")
@@ -264,7 +274,7 @@ def cli(**kw: Any) -> None:
                       "engine", "batch", "spatial", "opset", "workspace_mb", "opt_level", "timing_cache",
                       "lean", "triton_repo", "force", "allow_mismatch", "threads", "calibration_images",
                       "consistency_images", "seed", "allow_geometry_change", "geometry_heldout",
-                      "network", "network_args")  # fmt: skip
+                      "network", "network_args", "onnx")  # fmt: skip
     triton_given = [f"--{key.replace('_', '-')}" for key in ("triton_flavour", "triton_instances",
                     "triton_max_queue_delay_us", "triton_threads")
                     if context.get_parameter_source(key) != click.core.ParameterSource.DEFAULT]  # fmt: skip

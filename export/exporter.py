@@ -69,6 +69,7 @@ class ExportOptions:
     network_args: dict[str, Any] = field(default_factory=dict)  # FACTORY(**network_args)
     network_module: Any = None  # a torch.nn.Module object (export_network)
     network_label: str | None = None  # the artifact's model name for a module object
+    onnx: Path | None = None  # an already exported image-to-image graph (export/onnx_source.py)
 
     def foreign(self) -> bool:
         """Whether the network comes from the user (a factory or a module), not recon's registry."""
@@ -76,6 +77,8 @@ class ExportOptions:
 
     def name(self) -> str:
         """The model's name in the artifact: the registered family, or the user's network's."""
+        if self.onnx is not None:
+            return self.network_label or Path(self.onnx).stem.lower()
         if self.network is not None:
             from recon.export.network_source import network_name
 
@@ -99,6 +102,14 @@ def load_network(options: ExportOptions) -> tuple[torch.nn.Module, TaskConfig, d
     from recon.training.tasks import TASKS
     from recon.training.weights import WeightsError, load_trained
 
+    if options.onnx is not None:
+        from recon.export.onnx_source import load_onnx_source
+
+        if options.foreign() or options.random_init or options.weights is not None:
+            raise ExportError(
+                "--onnx carries its own weights: no --network, --weights or --random-init with it"
+            )
+        return load_onnx_source(options)
     if options.foreign():
         from recon.export.network_source import load_foreign
 
@@ -575,7 +586,12 @@ def _write_onnx(run: _Run) -> None:
             spatial=(run.spatial["min"], run.spatial["max"]) if _dynamic(run) else None,
         )
 
-    info = export()
+    if options.onnx is not None:
+        from recon.export.onnx_source import composed_graph
+
+        info = composed_graph(run, tmp / ONNX_FILES["fp32"])
+    else:
+        info = export()
     if options.foreign() and _dynamic(run):
         from recon.export.network_source import fit_pad_multiple
 
