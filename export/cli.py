@@ -125,6 +125,13 @@ class _Steps:
 @click.option(
     "--fp16", is_flag=True, help="Also write model.fp16.onnx (FP32 islands, FP32 I/O); engines are FP16."
 )
+@click.option(
+    "--keep-fp32",
+    "keep_fp32",
+    multiple=True,
+    metavar="NODE",
+    help="Keep this node of model.onnx in FP32 in the FP16 file (repeatable; a failed FP16 parity names it).",
+)
 @click.option("--int8", is_flag=True, help="Also write model.int8.onnx (static QDQ, CPU) and time it.")
 @click.option(
     "--bf16",
@@ -274,7 +281,7 @@ def cli(**kw: Any) -> None:
                       "engine", "batch", "spatial", "opset", "workspace_mb", "opt_level", "timing_cache",
                       "lean", "triton_repo", "force", "allow_mismatch", "threads", "calibration_images",
                       "consistency_images", "seed", "allow_geometry_change", "geometry_heldout",
-                      "network", "network_args", "onnx")  # fmt: skip
+                      "network", "network_args", "onnx", "keep_fp32")  # fmt: skip
     triton_given = [f"--{key.replace('_', '-')}" for key in ("triton_flavour", "triton_instances",
                     "triton_max_queue_delay_us", "triton_threads")
                     if context.get_parameter_source(key) != click.core.ParameterSource.DEFAULT]  # fmt: skip

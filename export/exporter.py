@@ -70,6 +70,7 @@ class ExportOptions:
     network_module: Any = None  # a torch.nn.Module object (export_network)
     network_label: str | None = None  # the artifact's model name for a module object
     onnx: Path | None = None  # an already exported image-to-image graph (export/onnx_source.py)
+    keep_fp32: tuple[str, ...] = ()  # node names the FP16 file keeps in FP32 (what fp16_blame names)
 
     def foreign(self) -> bool:
         """Whether the network comes from the user (a factory or a module), not recon's registry."""
@@ -510,6 +511,7 @@ class _Run:
     outputs: dict[str, Any] = field(default_factory=dict)
     comparisons: list[Any] = field(default_factory=list)
     runners: dict[str, str] = field(default_factory=dict)
+    fp16_advice: str = ""  # where FP16 breaks, when its parity failed
 
     @property
     def sizes(self) -> list[int]:
@@ -618,8 +620,16 @@ def _write_fp16(run: _Run) -> None:
     from recon.export.precision import check_fp16, convert_to_fp16
 
     run.say("converting to FP16")
-    fp16_model, fp16_report = convert_to_fp16(run.fp32_model, island_scopes=run.island_scopes)
-    precision_info = check_fp16(fp16_model, run.island)
+    keep = set(run.options.keep_fp32)
+    unknown = sorted(keep - {node.name for node in run.fp32_model.graph.node})
+    if unknown:
+        raise ExportError(f"--keep-fp32 {', '.join(unknown)}: no such node in {ONNX_FILES['fp32']}")
+    fp16_model, fp16_report = convert_to_fp16(
+        run.fp32_model,
+        island_scopes=run.island_scopes,
+        keep_fp32=(lambda node: node.name in keep) if keep else None,
+    )
+    precision_info = check_fp16(fp16_model, run.island | keep)  # kept nodes: FP32 by request
     onnx.save(fp16_model, str(run.tmp / ONNX_FILES["fp16"]))
     run.manifest.add_file(run.tmp, ONNX_FILES["fp16"], "onnx", "fp16")
     run.report["fp16"] = {**fp16_report.to_json(), **precision_info}
@@ -659,6 +669,8 @@ def _check_parity(run: _Run) -> None:
     run.outputs, run.comparisons, run.runners = _parity(
         options, run.tmp, run.pipeline, run.measurements, precisions
     )
+    if any(c.candidate == "onnxruntime-fp16" and not c.passed for c in run.comparisons):
+        _blame_fp16(run)
     if _dynamic(run):
         result, sizes = check_spatial_parity(
             options, run.tmp / ONNX_FILES["fp32"], run.pipeline, run.task_cfg, run.spatial
@@ -797,8 +809,23 @@ def _write_report(run: _Run) -> None:
     checkpoint("manifest")
 
 
+def _blame_fp16(run: _Run) -> None:
+    """The FP16 file failed its gate: name the node where its error appears (export/fp16_blame.py)."""
+    import onnx
+
+    from recon.export.fp16_blame import advice, blame_fp16
+
+    fp16_model = onnx.load(str(run.tmp / ONNX_FILES["fp16"]))
+    batch = run.measurements[min(run.sizes)]
+    blamed = blame_fp16(run.fp32_model, fp16_model, batch, threads=run.options.threads)
+    run.report.setdefault("fp16", {})["blame"] = blamed
+    run.fp16_advice = advice(blamed)
+
+
 def _refuse_failed_parity(run: _Run) -> None:
     failures = [f"{c.candidate} vs {c.reference}: {c.reason}" for c in run.comparisons if not c.passed]
+    if run.fp16_advice:
+        failures.append(run.fp16_advice)
     if failures and not run.options.allow_mismatch:
         raise ExportError(
             f"parity failed ({'; '.join(failures)}); nothing was written (--allow-mismatch writes it)"

@@ -41,3 +41,17 @@ def residual_encoder_unet(features: list[int] = (4, 8, 16), norm: str = "batch")
     from dynamic_network_architectures.architectures.unet import ResidualEncoderUNet
 
     return ResidualEncoderUNet(n_blocks_per_stage=1, **_common(list(features), norm))
+
+
+def unet_with_a_tiny_weight() -> nn.Module:
+    """A MONAI UNet, then 1×1 convolutions that scale by 10⁴, 10⁴ and 10⁻⁸: exact in FP32, but 10⁻⁸ is below
+    FP16's smallest subnormal (6 × 10⁻⁸), so the FP16 file's last layer multiplies by zero (as a network
+    trained on raw detector counts or Hounsfield units can have weights FP16 cannot hold)."""
+    from monai.networks.nets import UNet
+
+    layers = [nn.Conv2d(1, 1, 1) for _ in range(3)]
+    for layer, weight in zip(layers, (1e4, 1e4, 1e-8), strict=True):
+        nn.init.constant_(layer.weight, weight)
+        nn.init.zeros_(layer.bias)
+    unet = UNet(2, 1, 1, channels=[4, 8], strides=[2], norm="batch")
+    return nn.Sequential(unet, nn.ReLU(), *layers)
