@@ -197,3 +197,31 @@ def test_a_wrong_factory_argument_is_one_line(tmp_path, capsys):
     assert exit_info.value.code != 0
     assert err.count("\n") == 1 and "UNet(spatial_dims=2) failed" in err and "Traceback" not in err
     assert not (tmp_path / "art").exists()
+
+
+# -- FP16 on a graph recon did not write -----------------------------------------------------------------------
+def test_a_failed_fp16_gate_names_the_node_and_the_option_that_fixes_it(tmp_path, monkeypatch):
+    """A network whose last layer's weight (1e-8) FP16 cannot hold: the export is refused, and the message
+    names the nodes (the overflowing 1e4·1e4 layer and the underflowing one) with --keep-fp32 for each."""
+    from recon.export import export_network
+
+    monkeypatch.syspath_prepend(str(HERE))
+    with pytest.raises(ExportError) as error:
+        export_network(factory="user_networks:unet_with_a_tiny_weight", task="deblur", out=tmp_path / "art",
+                       task_overrides={"image_size": 32}, fp16=True, engine="none", batch=(1, 2, 4),
+                       threads=1, consistency_images=0)  # fmt: skip
+    message = str(error.value)
+    assert "onnxruntime-fp16 vs torch" in message and "FP16 breaks at node 'node_Conv_68'" in message
+    assert "--keep-fp32 node_Conv_68 --keep-fp32 node_Conv_69" in message
+    assert not (tmp_path / "art").exists()
+
+
+# -- an ONNX file --------------------------------------------------------------------------------------------
+def test_an_onnx_file_with_a_fixed_batch_is_refused_with_what_to_do(tmp_path):
+    from recon.export import ExportOptions, export_artifact
+
+    path = tmp_path / "fixed.onnx"
+    torch.onnx.export(tiny_unet().eval(), (torch.rand(1, 1, 32, 32),), str(path), dynamo=True,
+                      external_data=False).save(str(path), external_data=False)  # fmt: skip
+    with pytest.raises(ExportError, match="batch axis is fixed at 1; export the graph with a dynamic batch"):
+        export_artifact(ExportOptions(onnx=path, task="deblur", out=tmp_path / "art", engine="none"))
