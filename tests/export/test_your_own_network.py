@@ -199,7 +199,7 @@ def test_a_wrong_factory_argument_is_one_line(tmp_path, capsys):
     assert not (tmp_path / "art").exists()
 
 
-# -- FP16 on a graph recon did not write -----------------------------------------------------------------------
+# -- FP16 on a graph recon did not write ----------------------------------------------------------------
 def test_a_failed_fp16_gate_names_the_node_and_the_option_that_fixes_it(tmp_path, monkeypatch):
     """A network whose last layer's weight (1e-8) FP16 cannot hold: the export is refused, and the message
     names the nodes (the overflowing 1e4·1e4 layer and the underflowing one) with --keep-fp32 for each."""

@@ -180,3 +180,72 @@ def test_recon_train_network_then_export_then_bench(tmp_path, capsys):
     out = capsys.readouterr().out
     assert exit_info.value.code in (0, None)
     assert "torch-eager" in out and "rebuilt from the manifest" in out
+
+
+def test_keep_fp32_on_the_named_nodes_passes_the_fp16_gate(tmp_path):
+    """What the refusal advises works: the two nodes FP16 cannot hold kept FP32, the gate passes."""
+    from recon.export import export_network
+
+    summary = export_network(
+        factory="user_networks:unet_with_a_tiny_weight", task="deblur", out=tmp_path / "art",
+        task_overrides={"image_size": 32}, fp16=True, engine="none", batch=(1, 2, 4), threads=1,
+        consistency_images=0, keep_fp32=("node_Conv_68", "node_Conv_69"),
+    )  # fmt: skip
+    assert summary["parity"]["onnxruntime-fp16"]["passed"]
+
+
+@pytest.fixture(scope="module")
+def user_onnx(tmp_path_factory) -> tuple[Path, torch.nn.Module]:
+    """A MONAI UNet exported to ONNX the way its user would (dynamic batch, H and W multiples of 4)."""
+    import monai.networks.nets as nets
+
+    torch.manual_seed(0)
+    network = nets.UNet(2, 1, 1, channels=[4, 8, 16], strides=[2, 2], norm="batch").eval()
+    path = tmp_path_factory.mktemp("user") / "denoiser.onnx"
+    sides = {2: 4 * torch.export.Dim("h4", min=4, max=256), 3: 4 * torch.export.Dim("w4", min=4, max=256)}
+    program = torch.onnx.export(
+        network, (torch.rand(2, 1, 64, 64),), dynamo=True, external_data=False, opset_version=18,
+        dynamic_shapes=({0: torch.export.Dim("batch", min=1, max=64), **sides},),
+    )  # fmt: skip
+    program.save(str(path), external_data=False)
+    return path, network
+
+
+@pytest.mark.parametrize("backend", CPU_BACKENDS)
+@pytest.mark.parametrize("task", ["deblur", "ct"])
+def test_an_onnx_file_becomes_an_artifact_with_the_fbp_composed_in_front(user_onnx, tmp_path, task, backend):
+    """recon-export --onnx: probed through onnxruntime (multiple 4 found, padded in the graph), the FBP in
+    front for CT, FP16/INT8/consistency, parity against the pieces; the artifact equals the torch network the
+    file came from, at an odd size."""
+    from recon.export import ExportOptions, export_artifact
+    from recon.export.exporter import build_pipeline
+    from recon.export.network_source import padded_network
+    from recon.runtime.reconstructor import Reconstructor
+
+    path, network = user_onnx
+    summary = export_artifact(ExportOptions(
+        onnx=path, task=task, out=tmp_path / "art", task_overrides=SMALL[task], fp16=True, int8=True,
+        engine="none", batch=(1, 2, 4), threads=1, consistency_images=16, calibration_images=8,
+        tolerances=TOLERANCES,
+    ))  # fmt: skip
+    assert summary["parity"]["passed"] and summary["name"] == f"denoiser-{task}"
+    model = json.loads((tmp_path / "art" / "manifest.json").read_text())["model"]
+    assert model["config"]["source"] == "onnx" and model["probe"]["multiple_of"] == 4
+    torch_pipeline, _ = build_pipeline(padded_network(network, 4), summary_task(tmp_path / "art"))
+    if task == "deblur":
+        batch = np.random.default_rng(2).random((2, 1, 67, 45), dtype=np.float32)
+    else:
+        from recon.export.parity import simulated_inputs
+
+        batch = simulated_inputs(summary_task(tmp_path / "art"), [2], 45, seed=3)[0][2]
+    with Reconstructor.from_artifact(tmp_path / "art", backend=backend, threads=1, clip=False) as rec:
+        got = rec.run(batch)
+    with torch.no_grad():
+        want = torch_pipeline.eval()(torch.from_numpy(batch)).numpy()
+    np.testing.assert_allclose(got, want, atol=2e-4)
+
+
+def summary_task(artifact: Path):
+    from recon.runtime.artifact.manifest import load_manifest
+
+    return load_manifest(artifact).task_config
