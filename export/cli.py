@@ -319,6 +319,15 @@ def cli(**kw: Any) -> None:
             else f"tiled only, tiles of {spatial['tile']}²"
         )
         click.echo(f"  sizes: {taken} (tile {spatial['tile']}, overlap {spatial['overlap']} px)")
+    if "network" in summary:
+        probe, config = summary["network"]["probe"], summary["network"]["config"]
+        field, fixed = probe["receptive_field"], probe["fixed_size"]
+        click.echo(
+            f"  network: {config.get('factory') or config.get('class') or config.get('file')}; measured: "
+            f"{'any size' if probe['fully_convolutional'] else f'only {fixed}²'}, padded to "
+            f"multiples of {config.get('pad_multiple', 1)} in the graph, receptive field "
+            f"{'global' if field is None else f'{field} px'}, batch independent"
+        )
     for name, entry in summary["files"].items():
         click.echo(f"  {name:18} {entry['size'] / 1e6:8.2f} MB  {entry.get('precision', entry['kind'])}")
     for key, value in summary["parity"].items():

@@ -854,6 +854,8 @@ def _summary(run: _Run, final: Path) -> dict[str, Any]:
     }
     if "geometry_change" in run.report:
         summary["geometry"] = run.report["geometry_change"]
+    if "probe" in run.source:  # a user's network: what was measured (also in the manifest's model.probe)
+        summary["network"] = {"config": run.source["config"], "probe": run.source["probe"]}
     return summary
 
 
