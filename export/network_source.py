@@ -214,6 +214,8 @@ def load_foreign(options: Any) -> tuple[Any, TaskConfig, dict[str, Any]]:
     Same contract as `exporter.load_network`; the provenance's "config" is the manifest's model config and
     "probe" what was measured.
     """
+    import copy
+
     import torch
 
     from recon.export.exporter import deployed_task_config
@@ -223,9 +225,12 @@ def load_foreign(options: Any) -> tuple[Any, TaskConfig, dict[str, Any]]:
     if options.network_module is not None:
         if options.network is not None:
             raise ExportError("give either a network module or --network FACTORY, not both")
-        network = options.network_module
-        if not isinstance(network, torch.nn.Module):
-            raise ExportError(f"export_network() needs a torch.nn.Module, got {type(network).__name__}")
+        if not isinstance(options.network_module, torch.nn.Module):
+            raise ExportError(
+                f"export_network() needs a torch.nn.Module, got {type(options.network_module).__name__}"
+            )
+        # a copy: the caller's module keeps its device, dtype and train/eval mode
+        network = copy.deepcopy(options.network_module)
         cls = type(network)
         config: dict[str, Any] = {
             "name": options.name(),

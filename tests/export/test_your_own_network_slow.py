@@ -249,3 +249,25 @@ def summary_task(artifact: Path):
     from recon.runtime.artifact.manifest import load_manifest
 
     return load_manifest(artifact).task_config
+
+
+def test_export_network_takes_a_module_object_and_leaves_it_as_it_was(tmp_path):
+    """The Python API with the module a user holds (in train mode): exported with its current weights, the
+    caller's module untouched; --compare-torch then says it needs a factory instead of "unknown model"."""
+    import user_networks
+
+    from recon.export import CTTask, ExportError, export_network
+    from recon.export.reference import torch_reports
+
+    torch.manual_seed(0)
+    network = user_networks.residual_encoder_unet().train()
+    before = {k: v.clone() for k, v in network.state_dict().items()}
+    summary = export_network(
+        network, task=CTTask(image_size=45, n_views=20), out=tmp_path / "art", name="mine", engine="none",
+        batch=(1, 2, 4), threads=1, consistency_images=16, int8=True, calibration_images=8,
+        tolerances=TOLERANCES,
+    )  # fmt: skip
+    assert summary["name"] == "mine-ct" and summary["parity"]["passed"]
+    assert network.training and all(torch.equal(before[k], v) for k, v in network.state_dict().items())
+    with pytest.raises(ExportError, match="needs the network's factory"):
+        torch_reports(tmp_path / "art", [1], 1, 0, 1)
