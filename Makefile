@@ -6,6 +6,11 @@ PY := $(VENV)/bin/python
 #   make venv TORCH_SPEC="torch"
 TORCH_SPEC ?= torch==2.13.0
 EXTRAS ?= train,cpu,openvino,dicom,tiff,plot,triton-clients,dev
+# The test-networks extra's pins (pyproject.toml), installed without their dependencies so that pip never
+# swaps torch or adds a CUDA torchvision beside the CPU torch; the check after it proves torch stayed.
+TEST_NETWORKS ?= monai==1.6.1 dynamic-network-architectures==0.4.4
+TORCH_PIN := $(patsubst torch==%,%,$(filter torch==%,$(TORCH_SPEC)))
+CHECK_TORCH = $(PY) -c "import torch, sys; v = torch.__version__; sys.exit(None if v.split('+')[0] == '$(TORCH_PIN)' else 'torch changed to ' + v)"
 
 # The C++ host library (host/): OpenVINO from the venv's openvino wheel, nlohmann-json and OpenSSL from Debian
 # (installed here when missing and running as root, as CI does). Builds into build/host (docs/embedding.md).
@@ -20,6 +25,8 @@ $(VENV)/.installed: pyproject.toml
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q "$(TORCH_SPEC)"
 	$(PY) -m pip install -q -e ".[$(EXTRAS)]"
+	$(PY) -m pip install -q --no-deps $(TEST_NETWORKS)
+	$(if $(TORCH_PIN),$(CHECK_TORCH))
 	touch $@
 
 venv: $(VENV)/.installed

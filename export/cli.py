@@ -22,6 +22,9 @@ Examples:
   recon-export --model resunet --spatial 64:512:4096 --out art/resunet   # whole images up to 4096²
   recon-export --model resunet --fp16 --engine trt --lean --batch 1:8:32 --triton-repo models/
   recon-export --model cnn --task ct --triton-repo models/ --triton-flavour python --triton-instances 2
+  recon-export --network monai.networks.nets:BasicUNet --network-arg spatial_dims=2 \
+      --network-arg in_channels=1 --network-arg out_channels=1 --weights ckpt.pt --task ct --fp16 --int8
+  recon-export --onnx denoiser.onnx --task ct --views 60 --fp16   # a graph exported elsewhere, FBP in front
 \b
 The artifact is written atomically: a temp folder beside --out, renamed into place when every check passed.
 Parity (torch vs onnxruntime at batch 1, 3 and OPT; TensorRT too when built) must pass, or nothing is written.
@@ -78,6 +81,28 @@ class _Steps:
 )
 @click.option("--model", default="resunet", show_default=True, help="Registered model name (see recon-info).")
 @click.option(
+    "--network",
+    metavar="PACKAGE.MODULE:FACTORY",
+    help="Your own network instead of --model: FACTORY(**network args) returns a torch.nn.Module mapping "
+    "(B, 1, H, W) to (B, 1, H, W); its sizes, receptive field and batch independence are probed "
+    "(docs/your-own-network.md).",
+)
+@click.option(
+    "--onnx",
+    "onnx_file",
+    type=click.Path(path_type=Path),
+    metavar="FILE.onnx",
+    help="An already exported image-to-image ONNX graph (dynamic batch) instead of --model/--network; for "
+    "CT the FBP is composed in front of it. Parity is checked against onnxruntime on the file itself.",
+)
+@click.option(
+    "--network-arg",
+    "network_arg",
+    multiple=True,
+    metavar="KEY=VALUE",
+    help='An argument of FACTORY (repeatable; VALUE parses as JSON: 2, [16, 32], true, "batch").',
+)
+@click.option(
     "--task",
     type=click.Choice(["deblur", "ct"]),
     default="deblur",
@@ -87,8 +112,9 @@ class _Steps:
 @click.option(
     "--weights",
     type=click.Path(path_type=Path),
-    help="Trained weights (.safetensors or .json card, or "
-    "a folder holding MODEL-TASK.*); default: the shipped weights.",
+    help="Trained weights (.safetensors or .json card, or a folder holding MODEL-TASK.*); default: the "
+    "shipped weights. With --network: a state dict (torch.load weights_only), a Lightning checkpoint or "
+    ".safetensors.",
 )
 @click.option("--random-init", is_flag=True, help="Export an untrained (randomly initialised) network.")
 @click.option("--preset", help="Model preset, with --random-init (e.g. small, paper).")
@@ -110,6 +136,13 @@ class _Steps:
 )
 @click.option(
     "--fp16", is_flag=True, help="Also write model.fp16.onnx (FP32 islands, FP32 I/O); engines are FP16."
+)
+@click.option(
+    "--keep-fp32",
+    "keep_fp32",
+    multiple=True,
+    metavar="NODE",
+    help="Keep this node of model.onnx in FP32 in the FP16 file (repeatable; a failed FP16 parity names it).",
 )
 @click.option("--int8", is_flag=True, help="Also write model.int8.onnx (static QDQ, CPU) and time it.")
 @click.option(
@@ -243,12 +276,25 @@ def cli(**kw: Any) -> None:
     tolerances["onnxruntime-fp16"] = Tolerance(min_psnr=kw["fp16_min_psnr"])
     tolerances["onnxruntime-int8"] = Tolerance(min_psnr=kw["int8_min_psnr"])
     tolerances["tensorrt"] = Tolerance(atol=kw["trt_atol"], min_psnr=DEFAULT_TOLERANCES["tensorrt"].min_psnr)
+    from recon.training.info import parse_overrides
+
+    context = click.get_current_context()
+    model_given = context.get_parameter_source("model") != click.core.ParameterSource.DEFAULT
+    given = [name for name, on in (("--model", model_given), ("--network", kw["network"] is not None),
+             ("--onnx", kw["onnx_file"] is not None)) if on]  # fmt: skip
+    if len(given) > 1:
+        raise click.UsageError(f"{' and '.join(given)} exclude each other")
+    kw["onnx"] = kw["onnx_file"]
+    if kw["network_arg"] and kw["network"] is None:
+        raise click.UsageError("--network-arg needs --network PACKAGE.MODULE:FACTORY")
+    kw["network_args"] = parse_overrides(kw["network_arg"], "--network-arg")
     overrides = task_overrides(kw["task"], kw)  # the trained task is known only once the weights are read
     passed_through = ("model", "task", "out", "weights", "random_init", "preset", "fp16", "int8", "bf16",
                       "engine", "batch", "spatial", "opset", "workspace_mb", "opt_level", "timing_cache",
                       "lean", "triton_repo", "force", "allow_mismatch", "threads", "calibration_images",
                       "consistency_images", "seed", "allow_geometry_change", "geometry_heldout",
-                      "golden_images", "version_of")  # fmt: skip
+                      "golden_images", "version_of", "network", "network_args", "onnx",
+                      "keep_fp32")  # fmt: skip
     context = click.get_current_context()
     triton_given = [f"--{key.replace('_', '-')}" for key in ("triton_flavour", "triton_instances",
                     "triton_max_queue_delay_us", "triton_threads")
@@ -287,6 +333,15 @@ def cli(**kw: Any) -> None:
             else f"tiled only, tiles of {spatial['tile']}²"
         )
         click.echo(f"  sizes: {taken} (tile {spatial['tile']}, overlap {spatial['overlap']} px)")
+    if "network" in summary:
+        probe, config = summary["network"]["probe"], summary["network"]["config"]
+        field, fixed = probe["receptive_field"], probe["fixed_size"]
+        click.echo(
+            f"  network: {config.get('factory') or config.get('class') or config.get('file')}; measured: "
+            f"{'any size' if probe['fully_convolutional'] else f'only {fixed}²'}, padded to "
+            f"multiples of {config.get('pad_multiple', 1)} in the graph, receptive field "
+            f"{'global' if field is None else f'{field} px'}, batch independent"
+        )
     for name, entry in summary["files"].items():
         click.echo(f"  {name:18} {entry['size'] / 1e6:8.2f} MB  {entry.get('precision', entry['kind'])}")
     for key, value in summary["parity"].items():

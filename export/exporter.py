@@ -69,12 +69,36 @@ class ExportOptions:
     golden_images: int = 4  # held-out inputs stored with their outputs for `recon verify` (export/golden.py)
     version_of: Path | None = None  # a model folder (runtime/versions.py): write its next numbered version
 
+    # A user's own network instead of a registered family (export/network_source.py, docs/your-own-network.md)
+    network: str | None = None  # PACKAGE.MODULE:FACTORY
+    network_args: dict[str, Any] = field(default_factory=dict)  # FACTORY(**network_args)
+    network_module: Any = None  # a torch.nn.Module object (export_network)
+    network_label: str | None = None  # the artifact's model name for a module object
+    onnx: Path | None = None  # an already exported image-to-image graph (export/onnx_source.py)
+    keep_fp32: tuple[str, ...] = ()  # node names the FP16 file keeps in FP32 (what fp16_blame names)
+
+    def foreign(self) -> bool:
+        """Whether the network comes from the user (a factory or a module), not recon's registry."""
+        return self.network is not None or self.network_module is not None
+
+    def name(self) -> str:
+        """The model's name in the artifact: the registered family, or the user's network's."""
+        if self.onnx is not None:
+            return self.network_label or Path(self.onnx).stem.lower()
+        if self.network is not None:
+            from recon.export.network_source import network_name
+
+            return network_name(self.network)
+        if self.network_module is not None:
+            return self.network_label or type(self.network_module).__name__.lower()
+        return self.model
+
     def target(self) -> Path:
         if self.version_of is not None:  # models/NAME/<next>: the other versions are not touched
             from recon.runtime.versions import ModelFolder
 
             return Path(self.version_of) / str(ModelFolder(self.version_of).next_version())
-        return Path(self.out) if self.out is not None else Path("artifacts") / f"{self.model}-{self.task}"
+        return Path(self.out) if self.out is not None else Path("artifacts") / f"{self.name()}-{self.task}"
 
 
 Progress = Callable[[str], None]
@@ -88,6 +112,22 @@ def load_network(options: ExportOptions) -> tuple[torch.nn.Module, TaskConfig, d
     from recon.training.tasks import TASKS
     from recon.training.weights import WeightsError, load_trained
 
+    if options.onnx is not None:
+        from recon.export.onnx_source import load_onnx_source
+
+        if options.foreign() or options.random_init or options.weights is not None:
+            raise ExportError(
+                "--onnx carries its own weights: no --network, --weights or --random-init with it"
+            )
+        return load_onnx_source(options)
+    if options.foreign():
+        from recon.export.network_source import load_foreign
+
+        if options.task not in TASKS:
+            raise ExportError(f"unknown task {options.task!r}; available: {', '.join(TASKS)}")
+        if options.preset is not None:
+            raise ExportError("--preset names a registered family's preset; it does not apply to --network")
+        return load_foreign(options)
     if options.model not in list_models():
         raise ExportError(f"unknown model {options.model!r}; available: {', '.join(list_models())}")
     if options.task not in TASKS:
@@ -162,7 +202,7 @@ def deployed_task_config(
             if deployed.geometry()[key] != value
         )
         raise ExportError(
-            f"{options.model}-{options.task} was trained at another geometry ({changed}); pass "
+            f"{options.name()}-{options.task} was trained at another geometry ({changed}); pass "
             "--allow-geometry-change to deploy it there (quality at the new geometry goes into the report)"
         )
     return trained, deployed
@@ -199,16 +239,19 @@ def make_manifest(
     lo, opt, hi = options.batch
     ct = task_cfg.task == "ct"
     low, high = input_value_range(task_cfg)  # export/input_range.py
+    model = {
+        "name": options.name(),
+        "config": dict(source.get("config") or getattr(network, "config", {"name": options.model})),
+        "weights_sha256": source.get("weights_sha256"),
+        "weights_source": source["kind"],
+        "trained_task_config": source.get("trained_task_config"),
+    }
+    if "probe" in source:  # a user's network: what export/probe.py measured
+        model["probe"] = source["probe"]
     return Manifest(
-        name=f"{options.model}-{options.task}",
+        name=f"{options.name()}-{options.task}",
         task=task_cfg.task,
-        model={
-            "name": options.model,
-            "config": dict(getattr(network, "config", {"name": options.model})),
-            "weights_sha256": source.get("weights_sha256"),
-            "weights_source": source["kind"],
-            "trained_task_config": source.get("trained_task_config"),
-        },
+        model=model,
         input=IOSpec(
             name=INPUT_NAME,
             shape=("batch", *input_shape[1:]),
@@ -248,7 +291,32 @@ def default_spatial(size: int, multiple: int) -> tuple[int, int, int]:
     return lo, max(lo, opt), max(hi, size)
 
 
-def spatial_entry(options: ExportOptions, network: torch.nn.Module, task_cfg: TaskConfig) -> Spatial | None:
+def network_facts(network: torch.nn.Module, source: dict[str, Any], size: int) -> dict[str, Any]:
+    """What the spatial entry needs to know about the network, from one source among others: a registered
+    family declares it (its class), a user's network was probed (export/probe.py)."""
+    probe = source.get("probe")
+    if probe is not None:
+        return {
+            "fully_convolutional": probe["fully_convolutional"],
+            "receptive_field": probe["receptive_field"],
+            "pad_multiple": probe["multiple_of"],
+            "tile": probe["fixed_size"] or size,
+        }
+    field = receptive_field_of(network)
+    return {
+        "fully_convolutional": field is not None,
+        "receptive_field": field,
+        "pad_multiple": pad_multiple(network),
+        "tile": size,
+    }
+
+
+def spatial_entry(
+    options: ExportOptions,
+    network: torch.nn.Module,
+    task_cfg: TaskConfig,
+    source: dict[str, Any] | None = None,
+) -> Spatial | None:
     """The manifest's "spatial" entry (recon.runtime.artifact.spatial); None for CT (the input is a sinogram).
 
     Fully convolutional networks (a finite receptive field) export with symbolic H, W and are taken whole
@@ -259,14 +327,16 @@ def spatial_entry(options: ExportOptions, network: torch.nn.Module, task_cfg: Ta
 
     if task_cfg.task != "deblur":
         return None
-    field = receptive_field_of(network)
     size = int(task_cfg.image_size)
-    if field is None:
+    facts = network_facts(network, source or {}, size)
+    field = facts["receptive_field"]
+    if not facts["fully_convolutional"]:
+        tile = facts["tile"]
         return Spatial(
-            whole_image=False, min=size, opt=size, max=size, multiple_of=1, tile=size,
-            overlap=default_overlap(size, None), blend="gaussian", receptive_field=None,
+            whole_image=False, min=tile, opt=tile, max=tile, multiple_of=1, tile=tile,
+            overlap=default_overlap(tile, field), blend="gaussian", receptive_field=field,
         )  # fmt: skip
-    lo, opt, hi = options.spatial or default_spatial(size, pad_multiple(network))
+    lo, opt, hi = options.spatial or default_spatial(size, facts["pad_multiple"])
     return Spatial(
         whole_image=True, min=lo, opt=opt, max=hi, multiple_of=1,
         tile=hi, overlap=default_overlap(hi, field), blend="gaussian", receptive_field=field,
@@ -450,6 +520,7 @@ class _Run:
     outputs: dict[str, Any] = field(default_factory=dict)
     comparisons: list[Any] = field(default_factory=list)
     runners: dict[str, str] = field(default_factory=dict)
+    fp16_advice: str = ""  # where FP16 breaks, when its parity failed
 
     @property
     def sizes(self) -> list[int]:
@@ -487,9 +558,9 @@ def _prepare(options: ExportOptions, say: Progress, clock: _Clock) -> _Run:
     run = _Run(
         options, say, network, task_cfg, source, pipeline, island_scopes, measurements, clean, example, clock
     )
-    run.spatial = spatial_entry(options, network, task_cfg)
+    run.spatial = spatial_entry(options, network, task_cfg, source)
     if _dynamic(run):
-        multiple = pad_multiple(network)
+        multiple = network_facts(network, source, size)["pad_multiple"]
         lo, opt, hi = run.spatial.min, run.spatial.opt, run.spatial.max
         if lo < multiple or not lo <= size <= hi:
             raise ExportError(
@@ -513,16 +584,29 @@ def _write_onnx(run: _Run) -> None:
 
     run.say("exporting ONNX")
     options, tmp = run.options, run.tmp
-    info = export_onnx(
-        run.pipeline,
-        run.example,
-        tmp / ONNX_FILES["fp32"],
-        input_name=INPUT_NAME,
-        output_name=OUTPUT_NAME,
-        batch_max=options.batch[2],
-        opset=options.opset,
-        spatial=(run.spatial.min, run.spatial.max) if _dynamic(run) else None,
-    )
+
+    def export() -> Any:
+        return export_onnx(
+            run.pipeline,
+            run.example,
+            tmp / ONNX_FILES["fp32"],
+            input_name=INPUT_NAME,
+            output_name=OUTPUT_NAME,
+            batch_max=options.batch[2],
+            opset=options.opset,
+            spatial=(run.spatial.min, run.spatial.max) if _dynamic(run) else None,
+        )
+
+    if options.onnx is not None:
+        from recon.export.onnx_source import composed_graph
+
+        info = composed_graph(run, tmp / ONNX_FILES["fp32"])
+    else:
+        info = export()
+    if options.foreign() and _dynamic(run):
+        from recon.export.network_source import fit_pad_multiple
+
+        info = fit_pad_multiple(run, export, info)
     run.fp32_model = onnx.load(str(tmp / ONNX_FILES["fp32"]))
     run.island = island_node_names(run.fp32_model, run.island_scopes)
     if not run.pipeline.physics.measurement_is_image and not run.island:  # CT: the FBP must stay FP32
@@ -558,8 +642,16 @@ def _write_fp16(run: _Run) -> None:
     from recon.export.precision import check_fp16, convert_to_fp16
 
     run.say("converting to FP16")
-    fp16_model, fp16_report = convert_to_fp16(run.fp32_model, island_scopes=run.island_scopes)
-    precision_info = check_fp16(fp16_model, run.island)
+    keep = set(run.options.keep_fp32)
+    unknown = sorted(keep - {node.name for node in run.fp32_model.graph.node})
+    if unknown:
+        raise ExportError(f"--keep-fp32 {', '.join(unknown)}: no such node in {ONNX_FILES['fp32']}")
+    fp16_model, fp16_report = convert_to_fp16(
+        run.fp32_model,
+        island_scopes=run.island_scopes,
+        keep_fp32=(lambda node: node.name in keep) if keep else None,
+    )
+    precision_info = check_fp16(fp16_model, run.island | keep)  # kept nodes: FP32 by request
     onnx.save(fp16_model, str(run.tmp / ONNX_FILES["fp16"]))
     run.manifest.add_file(run.tmp, ONNX_FILES["fp16"], "onnx", "fp16")
     run.report["fp16"] = {**fp16_report.to_json(), **precision_info}
@@ -599,6 +691,8 @@ def _check_parity(run: _Run) -> None:
     run.outputs, run.comparisons, run.runners = _parity(
         options, run.tmp, run.pipeline, run.measurements, precisions
     )
+    if any(c.candidate == "onnxruntime-fp16" and not c.passed for c in run.comparisons):
+        _blame_fp16(run)
     if _dynamic(run):
         result, sizes = check_spatial_parity(
             options, run.tmp / ONNX_FILES["fp32"], run.pipeline, run.task_cfg, run.spatial
@@ -759,8 +853,23 @@ def _write_report(run: _Run) -> None:
     checkpoint("manifest")
 
 
+def _blame_fp16(run: _Run) -> None:
+    """The FP16 file failed its gate: name the node where its error appears (export/fp16_blame.py)."""
+    import onnx
+
+    from recon.export.fp16_blame import advice, blame_fp16
+
+    fp16_model = onnx.load(str(run.tmp / ONNX_FILES["fp16"]))
+    batch = run.measurements[min(run.sizes)]
+    blamed = blame_fp16(run.fp32_model, fp16_model, batch, threads=run.options.threads)
+    run.report.setdefault("fp16", {})["blame"] = blamed
+    run.fp16_advice = advice(blamed)
+
+
 def _refuse_failed_parity(run: _Run) -> None:
     failures = [f"{c.candidate} vs {c.reference}: {c.reason}" for c in run.comparisons if not c.passed]
+    if run.fp16_advice:
+        failures.append(run.fp16_advice)
     if failures and not run.options.allow_mismatch:
         raise ExportError(
             f"parity failed ({'; '.join(failures)}); nothing was written (--allow-mismatch writes it)"
@@ -775,7 +884,7 @@ def _summary(run: _Run, final: Path) -> dict[str, Any]:
         "artifact": str(final),
         "name": manifest.name,
         "task": manifest.task,
-        "model": run.options.model,
+        "model": run.options.name(),
         "weights": run.source["kind"],
         "input_shape": list(manifest.input.shape),
         "output_shape": list(manifest.output.shape),
@@ -786,11 +895,13 @@ def _summary(run: _Run, final: Path) -> dict[str, Any]:
         "consistency": None if manifest.consistency is None else manifest.consistency.to_json(),
         "golden": None if manifest.golden is None else manifest.golden["tolerances"],
         "version": int(final.name) if run.options.version_of is not None else None,
-        "notes": run.notes,
+        "notes": run.notes + [f"network: {w}" for w in run.source.get("probe", {}).get("warnings", [])],
         "timings_s": run.clock.timings,
     }
     if "geometry_change" in run.report:
         summary["geometry"] = run.report["geometry_change"]
+    if "probe" in run.source:  # a user's network: what was measured (also in the manifest's model.probe)
+        summary["network"] = {"config": run.source["config"], "probe": run.source["probe"]}
     return summary
 
 

@@ -23,6 +23,8 @@ def torch_pipeline(manifest: Any) -> tuple[Any, str]:
 
     model = manifest.model
     task_cfg = manifest.task_config
+    if model.get("config", {}).get("source") in ("factory", "module", "onnx"):
+        return _foreign_pipeline(model, task_cfg)
     source = model.get("weights_source", "unknown")
     sha = model.get("weights_sha256")
     network, note = None, ""
@@ -40,6 +42,29 @@ def torch_pipeline(manifest: Any) -> tuple[Any, str]:
     else:
         note = "shipped weights (sha256 matches the manifest)"
     pipeline, _fp32_modules = build_pipeline(network.eval(), task_cfg)
+    return pipeline.eval(), note
+
+
+def _foreign_pipeline(model: dict[str, Any], task_cfg: Any) -> tuple[Any, str]:
+    """A user's network: rebuilt from the factory the manifest records (fresh weights: the checkpoint is
+    recorded by hash, not by path), padded as exported. A module object or an ONNX file left no factory."""
+    from recon.export.errors import ExportError
+    from recon.export.exporter import build_pipeline
+    from recon.export.network_source import rebuild
+
+    config = model["config"]
+    if config["source"] != "factory":
+        what = "an ONNX file" if config["source"] == "onnx" else f"a module object ({config.get('class')})"
+        raise ExportError(
+            f"--compare-torch needs the network's factory, and this artifact was exported from {what}; "
+            "export with --network PACKAGE.MODULE:FACTORY (or export_network(factory=...)) to compare"
+        )
+    network = rebuild(config)
+    pipeline, _fp32_modules = build_pipeline(network, task_cfg)
+    note = (
+        f"{config['factory']} rebuilt from the manifest with fresh weights (same architecture and cost; the "
+        "checkpoint is recorded by its sha256, not its path)"
+    )
     return pipeline.eval(), note
 
 

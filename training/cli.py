@@ -41,7 +41,16 @@ def _hardware() -> dict:
 
 # ----------------------------------------------------------------------------------------------- recon-train
 @click.command(cls=Command, context_settings={"help_option_names": ["-h", "--help"], "show_default": True})
-@click.option("--model", "model_name", required=True, help="cnn, rescnn, resunet, unet, vit")
+@click.option("--model", "model_name", help="cnn, rescnn, resunet, unet, vit")
+@click.option(
+    "--network",
+    metavar="PACKAGE.MODULE:FACTORY",
+    help="your own network instead of --model: FACTORY(**network args) → torch.nn.Module, (B,1,H,W) → "
+    "(B,1,H,W) (docs/your-own-network.md)",
+)
+@click.option(
+    "--network-arg", "network_arg", multiple=True, metavar="KEY=VALUE", help="FACTORY argument (repeatable)"
+)
 @click.option("--task", type=click.Choice(["deblur", "ct"]), required=True)
 @task_options
 @click.option(
@@ -77,6 +86,8 @@ def train_main(**kw):
       recon-train --model cnn --task ct --steps 2000 --loss "0.8*l1+0.2*ssim"
       recon-train --model cnn --task ct --image-size 512 --views 180 --steps 500
       torchrun --nproc-per-node 2 -m recon.training.cli --model resunet --task deblur --steps 500
+      recon-train --network monai.networks.nets:BasicUNet --network-arg spatial_dims=2 \
+          --network-arg in_channels=1 --network-arg out_channels=1 --task ct --steps 200
     """
     import torch
 
@@ -85,9 +96,20 @@ def train_main(**kw):
     if kw["threads"]:
         torch.set_num_threads(kw["threads"])
     task_cfg = task_config_from_options(kw["task"], kw)
+    if (kw["model_name"] is None) == (kw["network"] is None):
+        raise click.UsageError("give --model NAME (a registered family) or --network PACKAGE.MODULE:FACTORY")
+    if kw["network_arg"] and kw["network"] is None:
+        raise click.UsageError("--network-arg needs --network")
+    if kw["network"] is not None:
+        from recon.training.models.factory import network_name
+
+        kw["model_name"] = network_name(kw["network"])
     out = Path(kw["out"] or f"runs/{kw['model_name']}-{kw['task']}")
     distributed.init_from_env()
-    model = _new_model(kw["model_name"], kw["model_opts"], kw["crop"], kw["seed"])
+    if kw["network"] is not None:
+        model = _user_network(kw["network"], kw["network_arg"], kw["model_opts"], kw["seed"])
+    else:
+        model = _new_model(kw["model_name"], kw["model_opts"], kw["crop"], kw["seed"])
     run = _train(model, task_cfg, out, kw)
     if not distributed.is_main():
         distributed.cleanup()
@@ -109,6 +131,23 @@ def _new_model(name: str, model_opts: tuple[str, ...], crop: int, seed: int):
     torch.manual_seed(seed)
     model = create_model(name, **{**defaults, **parse_overrides(model_opts, "--model-opt")})
     start_at_identity(model)
+    return model
+
+
+def _user_network(spec: str, network_args: tuple[str, ...], model_opts: tuple[str, ...], seed: int):
+    """A user's network from its factory (training/models/factory.py), seeded, with `.config` set to the
+    factory config the card records (so recon-export --network finds the arguments again)."""
+    import torch
+
+    from recon.training.info import parse_overrides
+    from recon.training.models.factory import build_from_factory, factory_config
+
+    if model_opts:
+        raise click.UsageError("--model-opt sets a registered family's hyperparameters; use --network-arg")
+    args = parse_overrides(network_args, "--network-arg")
+    torch.manual_seed(seed)
+    model = build_from_factory(spec, args)
+    model.config = factory_config(spec, args)
     return model
 
 
