@@ -68,6 +68,16 @@ def _hardware() -> dict:
 @click.option("--out", type=click.Path(file_okay=False), help="run folder [runs/<model>-<task>]")
 @click.option("--resume", is_flag=True, help="continue from <out>/last.pt exactly")
 @click.option("--threads", type=int, help="torch CPU threads")
+@click.option("--device", default="auto", help="auto (CUDA when available), cpu, cuda, cuda:N")
+@click.option(
+    "--anatomy",
+    type=click.Path(exists=True, file_okay=False),
+    help="real-anatomy slice stacks to mix into the pool (scripts/anatomy_slices.py)",
+)
+@click.option("--anatomy-fraction", type=click.FloatRange(0, 1), default=0.5, help="share of the pool")
+@click.option(
+    "--anatomy-512", "anatomy_512", type=int, default=0, help="CT: 512² slices added as 4 tiles each"
+)
 def train_main(**kw):
     """Train a reconstruction network and write <out>/<model>-<task>.safetensors + .json card.
 
@@ -121,9 +131,20 @@ def _train(model, task_cfg, out: Path, kw: dict) -> dict:
 
     size, seed, data = task_cfg.image_size, kw["seed"], kw["data"]
     t0 = time.time()
-    clean, inputs = data_mod.training_pool(
-        task_cfg, kw["pool"], size, seed, data, cache_dir=Path("runs/cache")
-    )
+    anatomy_record = None
+    if kw["anatomy"]:
+        from recon.training.anatomy import mixed_pool
+        from recon.training.fit import auto_device
+
+        device = auto_device() if kw["device"] == "auto" else kw["device"]
+        clean, inputs, anatomy_record = mixed_pool(
+            task_cfg, kw["pool"], size, seed, kw["anatomy"], kw["anatomy_fraction"], kw["anatomy_512"],
+            device=device, cache_dir=Path("runs/cache"),
+        )  # fmt: skip
+    else:
+        clean, inputs = data_mod.training_pool(
+            task_cfg, kw["pool"], size, seed, data, cache_dir=Path("runs/cache")
+        )
     cfg = FitConfig(
         epochs=kw["epochs"],
         steps=kw["steps"],
@@ -133,6 +154,7 @@ def _train(model, task_cfg, out: Path, kw: dict) -> dict:
         amp=kw["amp"],
         time_budget=kw["time_budget"],
         seed=seed,
+        device=kw["device"],
     )
     world = torch.distributed.get_world_size() if torch.distributed.is_initialized() else 1
     length = kw["steps_per_epoch"] * kw["batch_size"] * world
@@ -140,7 +162,8 @@ def _train(model, task_cfg, out: Path, kw: dict) -> dict:
     valid = data_mod.validation_set(task_cfg, 8, size, seed, data)
     data_seconds = time.time() - t0
     result = fit(model, train, valid, cfg, out, resume=kw["resume"])
-    return {"result": result, "fit": cfg, "world": world, "pool": len(clean), "data_seconds": data_seconds}
+    return {"result": result, "fit": cfg, "world": world, "pool": len(clean), "data_seconds": data_seconds,
+            "anatomy": anatomy_record}  # fmt: skip
 
 
 def _finish(run: dict, task_cfg, out: Path, kw: dict) -> None:
@@ -178,7 +201,11 @@ def _card(model, run: dict, task_cfg, heldout: dict, kw: dict) -> dict:
         "params": count_parameters(model),
         "task": task_cfg.to_json(),
         "data": {
-            "source": f"folder {data}" if data else "synthetic phantoms + scikit-image crops",
+            "source": f"folder {data}"
+            if data
+            else "synthetic phantoms + scikit-image crops"
+            + (" + real anatomy slices" if run["anatomy"] else ""),
+            "anatomy": run["anatomy"],
             "train_images": None if data else list(data_mod.TRAIN_IMAGES),
             "heldout_images": list(data_mod.HELDOUT_IMAGES),
             "pool": run["pool"],
@@ -208,9 +235,17 @@ def _card(model, run: dict, task_cfg, heldout: dict, kw: dict) -> dict:
 @click.option("--weights", type=click.Path(exists=True), help="a .safetensors/.json pair [shipped weights]")
 @task_options
 @click.option("--heldout", "heldout_n", type=click.IntRange(min=2), help="held-out images [the card's count]")
+@click.option(
+    "--set",
+    "set_name",
+    type=click.Choice(["heldout", "real-ct", "real-mr", "anatomy-heldout"]),
+    default="heldout",
+    help="evaluation set (recon.training.eval_sets); real sets: native size unless --image-size",
+)
+@click.option("--anatomy", default="anatomy", help="folder of scripts/anatomy_slices.py (anatomy-heldout)")
 @click.option("--json", "as_json", is_flag=True, help="print JSON")
 @click.option("--threads", type=int)
-def eval_main(model_name, task, weights, heldout_n, as_json, threads, **kw):
+def eval_main(model_name, task, weights, heldout_n, set_name, anatomy, as_json, threads, **kw):
     """PSNR / SSIM / RE of a trained model and of the no-learning baseline (blurred input or FBP) on the fixed
     held-out set, next to the numbers its card claims. The task options evaluate it at another geometry
     (the held-out set is then simulated there; the card's numbers are for its own geometry).
@@ -234,7 +269,11 @@ def eval_main(model_name, task, weights, heldout_n, as_json, threads, **kw):
     if "task" not in card:
         raise click.ClickException(f"the weights card of {model_name}-{task} records no task configuration")
     trained = task_config_from_json(card["task"])
+    size = kw.get("image_size")  # per-slice sets: None keeps each slice's native size
     task_cfg = task_config_from_options(task, kw, base=trained)
+    if set_name != "heldout":
+        _eval_slices(model, model_name, task_cfg, set_name, size, anatomy, as_json)
+        return
     claimed = card.get("metrics", {}).get("heldout", {}) if task_cfg == trained else {}
     n = heldout_n or claimed.get("n", 32)
     size = claimed.get("size", [task_cfg.image_size])[0]  # the card's, unless options changed the task
@@ -252,6 +291,32 @@ def eval_main(model_name, task, weights, heldout_n, as_json, threads, **kw):
         label = model_name if key == "model" else ("FBP" if task == "ct" else "blurred")
         card_psnr = f"{c['psnr']:.2f}" if "psnr" in c else "-"
         click.echo(f"{label:10} {r['psnr']:8.2f} {r['ssim']:7.4f} {r['re']:7.4f}   {card_psnr}")
+
+
+def _eval_slices(model, model_name: str, task_cfg, set_name: str, size, anatomy: str, as_json: bool) -> None:
+    """`recon-eval --set NAME` on a per-slice set: a row per slice (baseline, model, gain), then the mean."""
+    from recon.training import eval_sets
+
+    images = eval_sets.set_images(set_name, size, anatomy)
+    result = eval_sets.evaluate_slices(model, task_cfg, images)
+    result["set"], result["size"] = set_name, "native" if size is None else size
+    if as_json:
+        click.echo(json.dumps(result, indent=1))
+        return
+    base = "FBP" if task_cfg.task == "ct" else "blurred"
+    shown = "native size" if size is None else f"{size}²"
+    click.echo(f"{model_name}-{task_cfg.task} on {set_name} ({shown})")
+    click.echo(f"{'slice':34} {'size':>9} {base + ' dB':>9} {model_name + ' dB':>11} {'gain':>6}")
+    for r in result["slices"]:
+        shape = "×".join(map(str, r["size"]))
+        click.echo(
+            f"{r['slice']:34} {shape:>9} {r['baseline']['psnr']:9.2f} {r['model']['psnr']:11.2f} "
+            f"{r['gain_db']:+6.2f}"
+        )
+    g = result["gain_db"]
+    click.echo(
+        f"mean gain {g['mean']:+.2f} dB (min {g['min']:+.2f}, max {g['max']:+.2f}) over {result['n']} slices"
+    )
 
 
 # -------------------------------------------------------------------------------------------- recon-simulate

@@ -47,6 +47,7 @@ class FitConfig:
     amp: str = "auto"  # auto (bf16/fp16 on CUDA, off on CPU) | bf16 | fp16 | off
     time_budget: float | None = None
     seed: int = 0
+    device: str = "auto"  # auto (CUDA when available) | cpu | cuda | cuda:N
 
 
 @dataclass
@@ -169,8 +170,14 @@ class _Trainer:
         self.cfg, self.train, self.out = cfg, train, out
         self.ddp = dist.is_available() and dist.is_initialized()
         self.rank, self.world = (dist.get_rank(), dist.get_world_size()) if self.ddp else (0, 1)
-        device = auto_device()
-        if device.type == "cuda" and self.ddp:
+        device = auto_device() if cfg.device == "auto" else torch.device(cfg.device)
+        if device.type == "cuda" and not torch.cuda.is_available():
+            raise RuntimeError(f"device {cfg.device!r} asked for, but torch sees no CUDA device")
+        if device.type == "cuda":
+            torch.backends.cudnn.benchmark = (
+                True  # fixed crop and batch: cuDNN picks its fastest kernels once
+            )
+        if device.type == "cuda" and self.ddp and device.index is None:
             device = torch.device("cuda", torch.cuda.current_device())
         self.device = device
         torch.manual_seed(cfg.seed)
