@@ -60,6 +60,7 @@ def main() -> None:
     parser.add_argument("--anatomy", default="anatomy")
     parser.add_argument("--write", action="store_true", help="record the evaluations on the cards")
     parser.add_argument("--json", help="write all results to this file")
+    parser.add_argument("--markdown", help="write the README quality table (held-out and real side by side)")
     parser.add_argument("--threads", type=int)
     args = parser.parse_args()
     import torch
@@ -82,6 +83,39 @@ def main() -> None:
             write_json_atomic(card_path, card)
     if args.json:
         Path(args.json).write_text(json.dumps(results, indent=1))
+    if args.markdown:
+        Path(args.markdown).write_text(markdown_table(args.names, results, args.weights))
+
+
+def markdown_table(names: list[str], results: dict, weights: str | None) -> str:
+    """A row per checkpoint: the card's held-out gain, then each real set's mean (min) gain per slice."""
+    from recon.training.weights import resolve
+
+    columns = [(s, z) for s, z in PLAN]
+    head = ["model", "held-out (synthetic, 256²)"] + [
+        f"{s} {'native' if z is None else f'{z}²'}" for s, z in columns
+    ]
+    rows = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for name in names:
+        card = json.loads(resolve(*name.split("-", 1), weights)[1].read_text())
+        h = card["metrics"]["heldout"]
+        cells = [name, f"{h['model']['psnr']:.2f} dB ({h['model']['psnr'] - h['baseline']['psnr']:+.2f})"]
+        found = {(e["set"], e["size"]): e for e in results.get(name, [])}
+        for set_name, size in columns:
+            e = found.get((set_name, "native" if size is None else f"{size}²"))
+            cells.append(
+                f"{e['model']['psnr']:.2f} dB ({e['gain_db']['mean']:+.2f}, min {e['gain_db']['min']:+.2f})"
+                if e
+                else "–"
+            )
+        rows.append("| " + " | ".join(cells) + " |")
+    note = (
+        "\nPSNR of the network (in brackets: mean gain over the baseline, FBP or the blurred image, and the "
+        "smallest gain of one slice). Commands: `recon-eval --model M --task T` (held-out) and "
+        "`recon-eval --model M --task T --set NAME [--image-size 256]`; all rows: "
+        f"`python scripts/real_data_card.py {' '.join(names)}`.\n"
+    )
+    return "\n".join(rows) + "\n" + note
 
 
 if __name__ == "__main__":

@@ -131,9 +131,12 @@ def set_images(name: str, size: int | None, anatomy: str | Path = "anatomy") -> 
 
 
 @torch.no_grad()
-def evaluate_slices(model, trained_cfg, images: list[tuple[str, np.ndarray]], seed: int = SEED) -> dict:
-    """Per-slice PSNR/SSIM of the baseline (FBP or blurred) and of ``model``; slice i's noise uses seed+i.
-    CT slices are simulated in the trained geometry at the slice's own size."""
+def evaluate_slices(
+    model, trained_cfg, images: list[tuple[str, np.ndarray]], seed: int = SEED, device: str = "cpu"
+) -> dict:
+    """Per-slice PSNR/SSIM of the baseline (FBP or blurred) and of ``model``; slice i's noise uses seed+i
+    (drawn on the CPU: the same on every device). CT slices are simulated in the trained geometry at the
+    slice's own size. ``device``: where the physics and the network run."""
     from recon.training.data import simulate_pairs
     from recon.training.fit import predict
     from recon.training.metrics import image_metrics
@@ -143,8 +146,8 @@ def evaluate_slices(model, trained_cfg, images: list[tuple[str, np.ndarray]], se
         cfg = trained_cfg
         if trained_cfg.task == "ct" and img.shape[0] != trained_cfg.image_size:
             cfg = trained_cfg.with_overrides(image_size=img.shape[0])
-        pairs = simulate_pairs(torch.from_numpy(img)[None, None], cfg, seed=seed + i)
-        out = predict(model, pairs.inputs, batch_size=1)
+        pairs = simulate_pairs(torch.from_numpy(img)[None, None], cfg, seed=seed + i, device=device)
+        out = predict(model.to(device), pairs.inputs, batch_size=1)
         m, b = image_metrics(out, pairs.targets), image_metrics(pairs.inputs, pairs.targets)
         rows.append({"slice": label, "size": list(img.shape), "model": m, "baseline": b,
                      "gain_db": m["psnr"] - b["psnr"]})  # fmt: skip
