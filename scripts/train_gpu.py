@@ -180,6 +180,9 @@ def main() -> None:
     (out / "train_gpu.json").write_text(json.dumps(summary, indent=1))
     log(f"done in {summary['seconds']} s", lines)
     (out / "train_gpu.log").write_text("\n".join(lines) + "\n")
+    failed = [tag for tag, rec in summary["runs"].items() if rec["exit"] != 0 or "heldout" not in rec]
+    if failed:
+        raise SystemExit(f"runs without weights or with errors: {', '.join(failed)} (see train_gpu.json)")
 
 
 if __name__ == "__main__":
