@@ -37,6 +37,10 @@ def evaluate_name(name: str, weights: str | None, anatomy: str) -> list[dict]:
         except FileNotFoundError as missing:
             print(f"  skip {set_name}: {missing}")
             continue
+        side = max(img.shape[0] for _, img in images)
+        if model_name == "vit" and side > 512:  # attention: (side/8)⁴ floats per head, 4.3 GB at 1024²
+            print(f"  skip {set_name} at {side}²: the ViT's attention matrix does not fit this machine")
+            continue
         cfg = trained.with_overrides(image_size=size) if size else trained
         result = eval_sets.evaluate_slices(model, cfg, images)
         args = ["recon-eval", "--model", model_name, "--task", task, "--set", set_name]
