@@ -55,7 +55,7 @@ def launch(tag: str, budget: float, smoke: bool) -> tuple[subprocess.Popen, Path
 
     args = gpu_recipe_args(tag, budget)
     if smoke:  # the same options, then the small values (click keeps an option's last value)
-        args += SMOKE + (["--anatomy-512", "1"] if "--anatomy-512" in args else [])
+        args += SMOKE + (["--anatomy-512", "1", "--anatomy-128", "1"] if "--anatomy-512" in args else [])
     out = ROOT / "runs" / "gpu" / tag
     out.mkdir(parents=True, exist_ok=True)
     logfile = open(out / "train.log", "w")  # noqa: SIM115 (lives as long as the process)

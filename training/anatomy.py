@@ -6,7 +6,9 @@ builds the pool `recon-train --anatomy DIR --anatomy-fraction F` trains on: ``ro
 (every 256² slice in turn, repeats under another of the 8 dihedral maps) and the rest synthetic
 (`data.clean_images`, built in parallel and cached). For CT, ``--anatomy-512 K`` adds K slices of the 512²
 stack simulated in the 512² geometry and cut into four 256² tiles each, so the network also sees the finer
-streaks of a 512² scan at the same number of views (the real slices it is judged on are 512²).
+streaks of a 512² scan at the same number of views (the real slices it is judged on are 512²), and
+``--anatomy-128 K`` adds 4·K slices at half size in the 128² geometry, laid out 2×2 (a 128² scan at 60 views
+shows noise more than streaks).
 """
 
 from __future__ import annotations
@@ -52,6 +54,14 @@ def tiles(images: torch.Tensor, side: int) -> torch.Tensor:
     return t.reshape(n * k * k, c, side, side)
 
 
+def mosaic(images: torch.Tensor, k: int = 2) -> torch.Tensor:
+    """(n·k², c, s, s) -> (n, c, k·s, k·s): the inverse of `tiles`."""
+    m, c, s, _ = images.shape
+    n = m // (k * k)
+    grid = images[: n * k * k].reshape(n, k, k, c, s, s).permute(0, 3, 1, 4, 2, 5)
+    return grid.reshape(n, c, k * s, k * s)
+
+
 def _clean_chunk(args: tuple) -> np.ndarray:
     stream, seed, indices, size, sources = args
     torch.set_num_threads(1)
@@ -95,6 +105,7 @@ def mixed_pool(
     anatomy: str | Path,
     fraction: float,
     n_512: int = 0,
+    n_128: int = 0,
     device: str | torch.device = "cpu",
     cache_dir: str | Path | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor | None, dict]:
@@ -119,8 +130,8 @@ def mixed_pool(
         card = json.loads(card_path.read_text())
         record.update({k: card.get(k) for k in ("split_rule", "reading_rule", "train_subjects", "licences")})
     if not data_mod.needs_precomputed_inputs(task_cfg):
-        if n_512:
-            raise ValueError("--anatomy-512 applies to CT only (deblur sees each image at any size)")
+        if n_512 or n_128:
+            raise ValueError("--anatomy-512/-128 apply to CT only (deblur sees each image at any size)")
         return clean, None, record
     inputs = data_mod.simulate_pairs(clean, task_cfg, seed=2000 + seed, device=device).inputs
     if n_512:
@@ -130,4 +141,17 @@ def mixed_pool(
         clean = torch.cat([clean, tiles(big, size)])
         inputs = torch.cat([inputs, tiles(big_inputs, size)])
         record["tiles_from_512"] = {"slices": len(big), "tiles": 4 * len(big), "geometry": big_cfg.to_json()}
+    if n_128:
+        # 4·K slices shrunk to half size, simulated in the coarser geometry (fewer pixels per view: mostly
+        # noise, few streaks, like a 128² scan), laid out 2×2 so that they fit the pool's size
+        small = torch.nn.functional.interpolate(cycle(stack, 4 * n_128), scale_factor=0.5, mode="area")
+        small_cfg = task_cfg.with_overrides(image_size=size // 2)
+        small_inputs = data_mod.simulate_pairs(small, small_cfg, seed=4000 + seed, device=device).inputs
+        clean = torch.cat([clean, mosaic(small)])
+        inputs = torch.cat([inputs, mosaic(small_inputs)])
+        record["mosaics_from_half_size"] = {
+            "slices": len(small),
+            "mosaics": n_128,
+            "geometry": small_cfg.to_json(),
+        }
     return clean, inputs, record

@@ -78,6 +78,7 @@ def _hardware() -> dict:
 @click.option(
     "--anatomy-512", "anatomy_512", type=int, default=0, help="CT: 512² slices added as 4 tiles each"
 )
+@click.option("--anatomy-128", "anatomy_128", type=int, default=0, help="CT: 2×2 mosaics of half-size slices")
 def train_main(**kw):
     """Train a reconstruction network and write <out>/<model>-<task>.safetensors + .json card.
 
@@ -139,7 +140,7 @@ def _train(model, task_cfg, out: Path, kw: dict) -> dict:
         device = auto_device() if kw["device"] == "auto" else kw["device"]
         clean, inputs, anatomy_record = mixed_pool(
             task_cfg, kw["pool"], size, seed, kw["anatomy"], kw["anatomy_fraction"], kw["anatomy_512"],
-            device=device, cache_dir=Path("runs/cache"),
+            kw["anatomy_128"], device=device, cache_dir=Path("runs/cache"),
         )  # fmt: skip
     else:
         clean, inputs = data_mod.training_pool(

@@ -33,9 +33,15 @@ GPU_COMMON = [
 ]  # fmt: skip
 # tag -> (name, extra options); the tags of one name are candidates, the script keeps the better one
 GPU_RECIPES: dict[str, tuple[str, list[str]]] = {
-    "resunet-ct-a50": ("resunet-ct", ["--anatomy-fraction", "0.5", "--anatomy-512", "36"]),
-    "resunet-ct-a75": ("resunet-ct", ["--anatomy-fraction", "0.75", "--anatomy-512", "36"]),
-    "cnn-ct-a50": ("cnn-ct", ["--anatomy-fraction", "0.5", "--anatomy-512", "36"]),
+    "resunet-ct-a50": (
+        "resunet-ct",
+        ["--anatomy-fraction", "0.5", "--anatomy-512", "36", "--anatomy-128", "64"],
+    ),
+    "resunet-ct-a75": (
+        "resunet-ct",
+        ["--anatomy-fraction", "0.75", "--anatomy-512", "36", "--anatomy-128", "64"],
+    ),
+    "cnn-ct-a50": ("cnn-ct", ["--anatomy-fraction", "0.5", "--anatomy-512", "36", "--anatomy-128", "64"]),
     "resunet-deblur-a30": ("resunet-deblur", ["--anatomy-fraction", "0.3"]),
 }
 

@@ -34,6 +34,12 @@ def test_tiles_cut_an_image_into_its_quarters_row_by_row():
     )
 
 
+def test_a_mosaic_is_undone_by_tiles():
+    small = torch.rand(8, 1, 4, 4)
+    assert anatomy.mosaic(small).shape == (2, 1, 8, 8)
+    assert torch.equal(anatomy.tiles(anatomy.mosaic(small), 4), small)
+
+
 def test_a_repeated_slice_comes_back_under_another_dihedral_map():
     stack = torch.rand(2, 1, 8, 8)
     out = anatomy.cycle(stack, 5)
@@ -45,8 +51,8 @@ def test_the_pool_mixes_the_anatomy_fraction_and_tiles_of_the_finer_ct_geometry(
     train32 = _stack(tmp_path, "train32.npz", 3, 32, 0)
     train64 = _stack(tmp_path, "train64.npz", 2, 64, 1)
     cfg = task_config("ct", image_size=32, n_views=12)
-    clean, inputs, record = anatomy.mixed_pool(cfg, 8, 32, 0, tmp_path, 0.5, n_512=1)
-    assert clean.shape == inputs.shape == (8 + 4, 1, 32, 32)
+    clean, inputs, record = anatomy.mixed_pool(cfg, 8, 32, 0, tmp_path, 0.5, n_512=1, n_128=1)
+    assert clean.shape == inputs.shape == (8 + 4 + 1, 1, 32, 32)
     # the synthetic half is exactly the usual pool's start; the anatomy half the stack in turn
     assert torch.equal(clean[:4], data.clean_images(data._TRAIN, 0, 4, 32, data.TRAIN_IMAGES))
     assert torch.allclose(clean[4:7, 0], torch.from_numpy(train32))
@@ -55,8 +61,12 @@ def test_the_pool_mixes_the_anatomy_fraction_and_tiles_of_the_finer_ct_geometry(
     big = data.simulate_pairs(
         torch.from_numpy(train64[:1])[:, None], cfg.with_overrides(image_size=64), 3000, 4
     )
-    assert torch.allclose(inputs[8:], anatomy.tiles(big.inputs, 32), atol=1e-5)
-    assert torch.allclose(clean[8:], anatomy.tiles(torch.from_numpy(train64[:1])[:, None], 32))
+    assert torch.allclose(inputs[8:12], anatomy.tiles(big.inputs, 32), atol=1e-5)
+    assert torch.allclose(clean[8:12], anatomy.tiles(torch.from_numpy(train64[:1])[:, None], 32))
+    # the mosaic's quarters: half-size slices simulated in the 16² geometry
+    quarters = anatomy.tiles(clean[12:], 16)
+    small = data.simulate_pairs(quarters, cfg.with_overrides(image_size=16), 4000)
+    assert torch.allclose(anatomy.tiles(inputs[12:], 16), small.inputs, atol=1e-5)
     with pytest.raises(ValueError, match="CT only"):
         anatomy.mixed_pool(task_config("deblur"), 8, 32, 0, tmp_path, 0.5, n_512=1)
 
