@@ -19,6 +19,7 @@ train_gpu.json (timings, every run's held-out and anatomy numbers, the selection
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import shlex
@@ -67,19 +68,24 @@ def launch(tag: str, budget: float, smoke: bool) -> tuple[subprocess.Popen, Path
     return proc, out
 
 
-def wait_all(procs: dict, deadline: float, lines: list[str]) -> None:
+def wait_all(procs: dict, deadline: float, lines: list[str], grace: float = 45) -> None:
+    """Wait for every run; at ``deadline - grace`` ask the ones still going to finish now (SIGUSR1: stop after
+    this step, then held-out evaluation and weights), at ``deadline`` kill what is left."""
+    polite = deadline - grace
+    for proc, _ in procs.values():
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            proc.wait(timeout=max(0.1, polite - time.time()))
     for tag, (proc, _) in procs.items():
-        left = max(1.0, deadline - time.time())
+        if proc.poll() is None:
+            log(f"{tag}: still running {grace:.0f} s before the deadline; SIGUSR1 (finish now)", lines)
+            proc.send_signal(signal.SIGUSR1)
+    for tag, (proc, _) in procs.items():
         try:
-            proc.wait(timeout=left)
+            proc.wait(timeout=max(0.1, deadline - time.time()))
         except subprocess.TimeoutExpired:
-            log(f"{tag}: still running at the deadline; SIGINT", lines)
-            proc.send_signal(signal.SIGINT)
-            try:
-                proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
+            log(f"{tag}: still running at the deadline; killed", lines)
+            proc.kill()
+            proc.wait()
         log(f"{tag}: exit {proc.returncode}", lines)
 
 

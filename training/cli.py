@@ -6,6 +6,7 @@ import json
 import os
 import platform
 import shlex
+import signal
 import sys
 import time
 from pathlib import Path
@@ -95,6 +96,10 @@ def train_main(**kw):
 
     if kw["threads"]:
         torch.set_num_threads(kw["threads"])
+    if hasattr(signal, "SIGUSR1"):  # `kill -USR1 PID`: stop after this step and finish (weights, card)
+        from recon.training.fit import request_stop
+
+        signal.signal(signal.SIGUSR1, request_stop)
     task_cfg = task_config_from_options(kw["task"], kw)
     out = Path(kw["out"] or f"runs/{kw['model_name']}-{kw['task']}")
     distributed.init_from_env()

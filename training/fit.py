@@ -15,6 +15,7 @@ import contextlib
 import json
 import math
 import random
+import threading
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -86,6 +87,16 @@ class WarmupCosine:
         if step < self.warmup:
             return (step + 1) / self.warmup
         return 0.5 * (1 + math.cos(math.pi * self.progress(step)))
+
+
+# Set by `request_stop` (recon-train's SIGUSR1 handler): the run stops after this step as if its time budget
+# had run out (validation, best weights, held-out evaluation, card), so a supervisor with a hard deadline
+# (scripts/train_gpu.py) gets weights instead of a killed process.
+STOP_REQUESTED = threading.Event()
+
+
+def request_stop(*_args) -> None:
+    STOP_REQUESTED.set()
 
 
 def auto_device() -> torch.device:
@@ -341,7 +352,8 @@ def _run_epoch(
                 tr.retarget(elapsed, (elapsed - calib[0][1]) / 20)
                 tr.calibrate = False
                 bar.total = tr.total
-        if cfg.time_budget is not None and tr.agreed(elapsed > cfg.time_budget * 60):
+        over_budget = cfg.time_budget is not None and elapsed > cfg.time_budget * 60
+        if tr.agreed(over_budget or STOP_REQUESTED.is_set()):
             stop = True
         if tr.step >= tr.total or stop or (stop_at_step is not None and tr.step >= stop_at_step):
             break
