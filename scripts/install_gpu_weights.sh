@@ -5,7 +5,7 @@
 #   bash scripts/install_gpu_weights.sh DIR        # DIR: the run's $OUT as fetched (read-only is fine)
 #
 # Needs pydicom-data (+ pylibjpeg plugins for the JPEG 2000 / lossless slices) and anatomy/ (scripts/
-# anatomy_slices.py) for the real sets. About 10 minutes on a 2-core CPU (six checkpoints × five sets).
+# anatomy_slices.py) for the real sets. NAMES="a b" limits the evaluation to those checkpoints (default: all six).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PY:-.venv/bin/python}
@@ -27,7 +27,8 @@ for name in resunet-ct cnn-ct resunet-deblur; do
         --threads "$THREADS"
 done
 
-ALL=(resunet-ct cnn-ct resunet-deblur rescnn-deblur cnn-deblur vit-deblur)
+mkdir -p runs
+ALL=(${NAMES:-resunet-ct cnn-ct resunet-deblur rescnn-deblur cnn-deblur vit-deblur})
 $PY scripts/real_data_card.py --write --threads "$THREADS" --json runs/real_data.json \
     --markdown runs/quality_table.md "${ALL[@]}"
 echo "== README table (runs/quality_table.md):"
