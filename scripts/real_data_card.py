@@ -30,7 +30,9 @@ def evaluate_name(name: str, weights: str | None, anatomy: str) -> list[dict]:
     model_name, task = name.split("-", 1)
     model, card = load_trained(model_name, task, weights)
     trained = task_config_from_json(card["task"])
-    entries = []
+    # the synthetic held-out set: its numbers are the ones training wrote (`metrics.heldout`)
+    command = shlex.join(["recon-eval", "--model", model_name, "--task", task])
+    entries = [eval_sets.card_entry("heldout", trained.image_size, card["metrics"]["heldout"], command)]
     for set_name, size in PLAN:
         try:
             images = eval_sets.set_images(set_name, size, anatomy)
