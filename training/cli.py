@@ -278,7 +278,9 @@ def eval_main(model_name, task, weights, heldout_n, set_name, anatomy, as_json, 
     size = kw.get("image_size")  # per-slice sets: None keeps each slice's native size
     task_cfg = task_config_from_options(task, kw, base=trained)
     if set_name != "heldout":
-        _eval_slices(model, model_name, task_cfg, set_name, size, anatomy, as_json)
+        from recon.training.eval_sets import report_slices
+
+        click.echo(report_slices(model, model_name, task_cfg, set_name, size, anatomy, as_json))
         return
     claimed = card.get("metrics", {}).get("heldout", {}) if task_cfg == trained else {}
     n = heldout_n or claimed.get("n", 32)
@@ -297,32 +299,6 @@ def eval_main(model_name, task, weights, heldout_n, set_name, anatomy, as_json, 
         label = model_name if key == "model" else ("FBP" if task == "ct" else "blurred")
         card_psnr = f"{c['psnr']:.2f}" if "psnr" in c else "-"
         click.echo(f"{label:10} {r['psnr']:8.2f} {r['ssim']:7.4f} {r['re']:7.4f}   {card_psnr}")
-
-
-def _eval_slices(model, model_name: str, task_cfg, set_name: str, size, anatomy: str, as_json: bool) -> None:
-    """`recon-eval --set NAME` on a per-slice set: a row per slice (baseline, model, gain), then the mean."""
-    from recon.training import eval_sets
-
-    images = eval_sets.set_images(set_name, size, anatomy)
-    result = eval_sets.evaluate_slices(model, task_cfg, images)
-    result["set"], result["size"] = set_name, "native" if size is None else size
-    if as_json:
-        click.echo(json.dumps(result, indent=1))
-        return
-    base = "FBP" if task_cfg.task == "ct" else "blurred"
-    shown = "native size" if size is None else f"{size}²"
-    click.echo(f"{model_name}-{task_cfg.task} on {set_name} ({shown})")
-    click.echo(f"{'slice':34} {'size':>9} {base + ' dB':>9} {model_name + ' dB':>11} {'gain':>6}")
-    for r in result["slices"]:
-        shape = "×".join(map(str, r["size"]))
-        click.echo(
-            f"{r['slice']:34} {shape:>9} {r['baseline']['psnr']:9.2f} {r['model']['psnr']:11.2f} "
-            f"{r['gain_db']:+6.2f}"
-        )
-    g = result["gain_db"]
-    click.echo(
-        f"mean gain {g['mean']:+.2f} dB (min {g['min']:+.2f}, max {g['max']:+.2f}) over {result['n']} slices"
-    )
 
 
 # -------------------------------------------------------------------------------------------- recon-simulate

@@ -180,3 +180,31 @@ def card_entry(name: str, size: int | None, result: dict, command: str) -> dict:
         "command": command,
         **summary,
     }
+
+
+def report_slices(model, model_name: str, task_cfg, set_name: str, size, anatomy, as_json: bool) -> str:
+    """`recon-eval --set NAME` on a per-slice set: a row per slice (baseline, model, gain), then the mean
+    (or the whole result as JSON)."""
+    import json
+
+    result = evaluate_slices(model, task_cfg, set_images(set_name, size, anatomy))
+    result["set"], result["size"] = set_name, "native" if size is None else size
+    if as_json:
+        return json.dumps(result, indent=1)
+    base = "FBP" if task_cfg.task == "ct" else "blurred"
+    shown = "native size" if size is None else f"{size}²"
+    lines = [
+        f"{model_name}-{task_cfg.task} on {set_name} ({shown})",
+        f"{'slice':34} {'size':>9} {base + ' dB':>9} {model_name + ' dB':>11} {'gain':>6}",
+    ]
+    for r in result["slices"]:
+        shape = "×".join(map(str, r["size"]))
+        lines.append(
+            f"{r['slice']:34} {shape:>9} {r['baseline']['psnr']:9.2f} {r['model']['psnr']:11.2f} "
+            f"{r['gain_db']:+6.2f}"
+        )
+    g = result["gain_db"]
+    lines.append(
+        f"mean gain {g['mean']:+.2f} dB (min {g['min']:+.2f}, max {g['max']:+.2f}) over {result['n']} slices"
+    )
+    return "\n".join(lines)
