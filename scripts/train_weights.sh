@@ -6,7 +6,9 @@
 #
 # Budgets sum to 109 minutes (+ ~5 for data, validation and the held-out evaluations); they mirror
 # training/recipes.py, whose commands the shipped cards record. With a GPU, raise them
-# or pass --steps instead: the recipe is otherwise the same.
+# or pass --steps instead: the recipe is otherwise the same. The real-anatomy recipes (GPU_RECIPES) run
+# side by side on one GPU from scripts/train_gpu.py (docs/real-data.md); on this CPU each of them takes
+# the same `recon-train` command with a CPU --time-budget (not measured here).
 set -u
 cd "$(dirname "$0")/.."
 PY=${PY:-.venv/bin/python}

@@ -6,6 +6,7 @@ import json
 import os
 import platform
 import shlex
+import signal
 import sys
 import time
 from pathlib import Path
@@ -77,6 +78,17 @@ def _hardware() -> dict:
 @click.option("--out", type=click.Path(file_okay=False), help="run folder [runs/<model>-<task>]")
 @click.option("--resume", is_flag=True, help="continue from <out>/last.pt exactly")
 @click.option("--threads", type=int, help="torch CPU threads")
+@click.option("--device", default="auto", help="auto (CUDA when available), cpu, cuda, cuda:N")
+@click.option(
+    "--anatomy",
+    type=click.Path(exists=True, file_okay=False),
+    help="real-anatomy slice stacks to mix into the pool (scripts/anatomy_slices.py)",
+)
+@click.option("--anatomy-fraction", type=click.FloatRange(0, 1), default=0.5, help="share of the pool")
+@click.option(
+    "--anatomy-512", "anatomy_512", type=int, default=0, help="CT: 512² slices added as 4 tiles each"
+)
+@click.option("--anatomy-128", "anatomy_128", type=int, default=0, help="CT: 2×2 mosaics of half-size slices")
 def train_main(**kw):
     """Train a reconstruction network and write <out>/<model>-<task>.safetensors + .json card.
 
@@ -95,6 +107,10 @@ def train_main(**kw):
 
     if kw["threads"]:
         torch.set_num_threads(kw["threads"])
+    if hasattr(signal, "SIGUSR1"):  # `kill -USR1 PID`: stop after this step and finish (weights, card)
+        from recon.training.fit import request_stop
+
+        signal.signal(signal.SIGUSR1, request_stop)
     task_cfg = task_config_from_options(kw["task"], kw)
     if (kw["model_name"] is None) == (kw["network"] is None):
         raise click.UsageError("give --model NAME (a registered family) or --network PACKAGE.MODULE:FACTORY")
@@ -160,9 +176,20 @@ def _train(model, task_cfg, out: Path, kw: dict) -> dict:
 
     size, seed, data = task_cfg.image_size, kw["seed"], kw["data"]
     t0 = time.time()
-    clean, inputs = data_mod.training_pool(
-        task_cfg, kw["pool"], size, seed, data, cache_dir=Path("runs/cache")
-    )
+    anatomy_record = None
+    if kw["anatomy"]:
+        from recon.training.anatomy import mixed_pool
+        from recon.training.fit import auto_device
+
+        device = auto_device() if kw["device"] == "auto" else kw["device"]
+        clean, inputs, anatomy_record = mixed_pool(
+            task_cfg, kw["pool"], size, seed, kw["anatomy"], kw["anatomy_fraction"], kw["anatomy_512"],
+            kw["anatomy_128"], device=device, cache_dir=Path("runs/cache"),
+        )  # fmt: skip
+    else:
+        clean, inputs = data_mod.training_pool(
+            task_cfg, kw["pool"], size, seed, data, cache_dir=Path("runs/cache")
+        )
     cfg = FitConfig(
         epochs=kw["epochs"],
         steps=kw["steps"],
@@ -172,6 +199,7 @@ def _train(model, task_cfg, out: Path, kw: dict) -> dict:
         amp=kw["amp"],
         time_budget=kw["time_budget"],
         seed=seed,
+        device=kw["device"],
     )
     world = torch.distributed.get_world_size() if torch.distributed.is_initialized() else 1
     length = kw["steps_per_epoch"] * kw["batch_size"] * world
@@ -179,7 +207,8 @@ def _train(model, task_cfg, out: Path, kw: dict) -> dict:
     valid = data_mod.validation_set(task_cfg, 8, size, seed, data)
     data_seconds = time.time() - t0
     result = fit(model, train, valid, cfg, out, resume=kw["resume"])
-    return {"result": result, "fit": cfg, "world": world, "pool": len(clean), "data_seconds": data_seconds}
+    return {"result": result, "fit": cfg, "world": world, "pool": len(clean), "data_seconds": data_seconds,
+            "anatomy": anatomy_record}  # fmt: skip
 
 
 def _finish(run: dict, task_cfg, out: Path, kw: dict) -> None:
@@ -217,7 +246,11 @@ def _card(model, run: dict, task_cfg, heldout: dict, kw: dict) -> dict:
         "params": count_parameters(model),
         "task": task_cfg.to_json(),
         "data": {
-            "source": f"folder {data}" if data else "synthetic phantoms + scikit-image crops",
+            "source": f"folder {data}"
+            if data
+            else "synthetic phantoms + scikit-image crops"
+            + (" + real anatomy slices" if run["anatomy"] else ""),
+            "anatomy": run["anatomy"],
             "train_images": None if data else list(data_mod.TRAIN_IMAGES),
             "heldout_images": list(data_mod.HELDOUT_IMAGES),
             "pool": run["pool"],
@@ -247,9 +280,17 @@ def _card(model, run: dict, task_cfg, heldout: dict, kw: dict) -> dict:
 @click.option("--weights", type=click.Path(exists=True), help="a .safetensors/.json pair [shipped weights]")
 @task_options
 @click.option("--heldout", "heldout_n", type=click.IntRange(min=2), help="held-out images [the card's count]")
+@click.option(
+    "--set",
+    "set_name",
+    type=click.Choice(["heldout", "real-ct", "real-mr", "anatomy-heldout"]),
+    default="heldout",
+    help="evaluation set (recon.training.eval_sets); real sets: native size unless --image-size",
+)
+@click.option("--anatomy", default="anatomy", help="folder of scripts/anatomy_slices.py (anatomy-heldout)")
 @click.option("--json", "as_json", is_flag=True, help="print JSON")
 @click.option("--threads", type=int)
-def eval_main(model_name, task, weights, heldout_n, as_json, threads, **kw):
+def eval_main(model_name, task, weights, heldout_n, set_name, anatomy, as_json, threads, **kw):
     """PSNR / SSIM / RE of a trained model and of the no-learning baseline (blurred input or FBP) on the fixed
     held-out set, next to the numbers its card claims. The task options evaluate it at another geometry
     (the held-out set is then simulated there; the card's numbers are for its own geometry).
@@ -273,7 +314,13 @@ def eval_main(model_name, task, weights, heldout_n, as_json, threads, **kw):
     if "task" not in card:
         raise click.ClickException(f"the weights card of {model_name}-{task} records no task configuration")
     trained = task_config_from_json(card["task"])
+    size = kw.get("image_size")  # per-slice sets: None keeps each slice's native size
     task_cfg = task_config_from_options(task, kw, base=trained)
+    if set_name != "heldout":
+        from recon.training.eval_sets import report_slices
+
+        click.echo(report_slices(model, model_name, task_cfg, set_name, size, anatomy, as_json))
+        return
     claimed = card.get("metrics", {}).get("heldout", {}) if task_cfg == trained else {}
     n = heldout_n or claimed.get("n", 32)
     size = claimed.get("size", [task_cfg.image_size])[0]  # the card's, unless options changed the task

@@ -181,12 +181,16 @@ def clean_images(stream: int, seed: int, n: int, size: int, sources: tuple[str, 
     """
     out = np.empty((n, 1, size, size), np.float32)
     for i in range(n):
-        rng = _rng(stream, seed, i)
-        if not sources or i % 2 == 0:
-            out[i, 0] = phantom(size, rng)
-        else:
-            out[i, 0] = natural_crop(source_image(sources[(i // 2) % len(sources)]), size, rng)
+        out[i, 0] = clean_image(stream, seed, i, size, sources)
     return torch.from_numpy(out)
+
+
+def clean_image(stream: int, seed: int, i: int, size: int, sources: tuple[str, ...]) -> np.ndarray:
+    """Image ``i`` of `clean_images` alone (so that workers can build a pool in parallel)."""
+    rng = _rng(stream, seed, i)
+    if not sources or i % 2 == 0:
+        return phantom(size, rng)
+    return natural_crop(source_image(sources[(i // 2) % len(sources)]), size, rng)
 
 
 # ------------------------------------------------------------------------------------------ measurement sets
@@ -204,17 +208,23 @@ class EvalSet:
 
 
 @torch.no_grad()
-def simulate_pairs(clean: torch.Tensor, task_cfg: TaskConfig, seed: int, chunk: int = 16) -> EvalSet:
-    """Measurements (forward + relative noise) and network inputs for clean images, deterministically."""
+def simulate_pairs(
+    clean: torch.Tensor, task_cfg: TaskConfig, seed: int, chunk: int = 16, device: str | torch.device = "cpu"
+) -> EvalSet:
+    """Measurements (forward + relative noise) and network inputs for clean images, deterministically.
+
+    ``device`` runs the physics there (a GPU simulates a training pool in seconds); the noise is still drawn
+    from a CPU generator, so the draw is the same on every device; results come back on the CPU.
+    """
     from recon.training import tasks
 
-    physics = tasks.build_physics(task_cfg)
+    physics = tasks.build_physics(task_cfg).to(device)
     gen = torch.Generator().manual_seed(seed)
     meas, inputs = [], []
     for i in range(0, len(clean), chunk):
-        y = tasks.simulate(clean[i : i + chunk], task_cfg, gen, physics=physics)
-        meas.append(y)
-        inputs.append(tasks.network_input(y, task_cfg, physics))
+        y = tasks.simulate(clean[i : i + chunk].to(device), task_cfg, gen, physics=physics)
+        meas.append(y.cpu())
+        inputs.append(tasks.network_input(y, task_cfg, physics).cpu())
     return EvalSet(torch.cat(inputs).float(), clean, torch.cat(meas).float())
 
 

@@ -111,3 +111,29 @@ def test_retargeting_the_schedule_never_jumps():
     assert s(60) == pytest.approx(before) and s(61) < before and s(1000) == pytest.approx(0.0, abs=1e-12)
     s.retarget(500, 520)  # slower: the cosine finishes sooner, still from where it is
     assert s(520) == pytest.approx(0.0, abs=1e-12) and s(510) < s(500)
+
+
+def test_a_stop_request_finishes_the_run_after_the_current_step(tmp_path, monkeypatch):
+    import os
+    import signal
+
+    from recon.training import fit as fit_mod
+
+    monkeypatch.setattr(fit_mod, "STOP_REQUESTED", fit_mod.threading.Event())
+    signal.signal(signal.SIGUSR1, fit_mod.request_stop)  # what recon-train installs
+    try:
+        os.kill(os.getpid(), signal.SIGUSR1)  # a supervisor asking to finish now (scripts/train_gpu.py)
+        train, valid = _tiny_setup(length=4000)
+        result = fit(_model(), train, valid, FitConfig(batch_size=2, steps=2000), tmp_path, progress=False)
+    finally:
+        signal.signal(signal.SIGUSR1, signal.SIG_DFL)
+    assert result.steps == 1 and result.history[-1]["step"] == 1  # validated, best weights kept
+    assert (tmp_path / "best.pt").exists()
+
+
+def test_an_absent_cuda_device_is_a_clear_error(tmp_path):
+    if torch.cuda.is_available():
+        pytest.skip("this machine has CUDA")
+    train, valid = _tiny_setup()
+    with pytest.raises(RuntimeError, match="no CUDA device"):
+        fit(_model(), train, valid, FitConfig(steps=1, batch_size=2, device="cuda"), tmp_path, progress=False)
