@@ -253,6 +253,7 @@ def cli(**kw: Any) -> None:
         task_overrides=overrides,
         tolerances=tolerances,
         triton=triton,
+        show_progress=not kw["quiet"],
     )
     steps = _Steps(enabled=not kw["quiet"])
     try:

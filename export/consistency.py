@@ -511,6 +511,61 @@ def run_artifact(directory: Path, measurements: np.ndarray, threads: int | None 
     return np.concatenate(outputs)
 
 
+def _simulate_and_run(
+    directory: Path,
+    task_cfg: TaskConfig,
+    n: int,
+    seed: int,
+    threads: int | None,
+    stored: np.ndarray | None,
+    spill: Any,
+    show_progress: bool,
+) -> None:
+    """Each batch of the calibration set: simulated once, run through the artifact (or read from `stored`
+    outputs), spilled as (x̂ (b, 1, N, N), y) — the same numbers `in_distribution_set` and `run_artifact`
+    give for the whole set at once."""
+    from recon.export.calibration_stream import progress_bar
+    from recon.runtime.reconstructor import Reconstructor
+    from recon.training.data import TRAIN_IMAGES, measurement_batches
+
+    batches = measurement_batches(
+        CALIBRATION_STREAM, seed, n, task_cfg, TRAIN_IMAGES, noise_seed=10_000 * CALIBRATION_STREAM + seed
+    )
+    bar = progress_bar(n, "simulating and running the calibration set", show_progress)
+    rec = None
+    if stored is None:
+        rec = Reconstructor.from_artifact(directory, backend="cpu", threads=threads, consistency=False)
+    try:
+        done = 0
+        for measurements, _ in batches:
+            if rec is None:
+                images = np.asarray(stored[done : done + len(measurements)])
+            else:
+                step = rec.max_batch
+                images = np.concatenate(
+                    [rec.run(measurements[lo : lo + step]) for lo in range(0, len(measurements), step)]
+                )
+            spill.add(images if images.ndim == 4 else images[:, None], measurements)
+            done += len(measurements)
+            bar.update(len(measurements))
+    finally:
+        bar.close()
+        if rec is not None:
+            rec.close()
+
+
+def _save_outputs(path: Path, spill: Any) -> None:
+    """The spilled outputs as one .npy (the `cache` of `write_consistency`), written batch by batch."""
+    first = spill.first()[0]
+    out = np.lib.format.open_memmap(path, mode="w+", dtype=first.dtype, shape=(spill.rows, *first.shape[1:]))
+    lo = 0
+    for images, _ in spill:
+        out[lo : lo + len(images)] = images
+        lo += len(images)
+    out.flush()
+    del out
+
+
 def write_consistency(
     directory: Path,
     manifest: Manifest,
@@ -522,6 +577,7 @@ def write_consistency(
     opset: int = 18,
     progress: Any = None,
     cache: Path | None = None,
+    show_progress: bool = False,
 ) -> dict[str, Any]:
     """Write consistency.onnx into the (temp) artifact directory, calibrate it, list both in the manifest.
 
@@ -529,40 +585,53 @@ def write_consistency(
     held-out set is not used, so that its false-alarm count (docs/reliability.md) is a real test. With
     `cache`, the network's outputs on that set are kept there (keyed by model.onnx's sha256) for a later
     `recalibrate`. Returns the manifest's "consistency" entry.
+
+    Memory is bounded by one batch (`calibration_stream`): each batch of measurements is simulated once
+    (without the network inputs the set does not need), run through the artifact once and spilled to a
+    scratch folder; the scores are read from there once the graph is written.
     """
+    from recon.export.calibration_stream import SpilledBatches, progress_bar
     from recon.runtime.backends.onnxruntime import new_session, session_options
 
     say = progress or (lambda message: None)
     directory = Path(directory)
     output_range = tuple(manifest.output.get("value_range") or (0.0, 1.0))
     check = ConsistencyCheck(task_cfg, output_range).eval()
-    measurements, _ = in_distribution_set(task_cfg, max(2, n_images), CALIBRATION_STREAM, seed)
-    say(f"calibrating the consistency check on {len(measurements)} in-distribution inputs")
+    n = max(2, n_images)
+    say(f"calibrating the consistency check on {n} in-distribution inputs")
     cached = None
     if cache is not None:
-        key = f"{manifest.files['model.onnx'].sha256}-{CALIBRATION_STREAM}-{seed}-{len(measurements)}"
+        key = f"{manifest.files['model.onnx'].sha256}-{CALIBRATION_STREAM}-{seed}-{n}"
         cached = Path(cache) / f"calibration-{key[:24]}.npy"
-    if cached is not None and cached.exists():
-        images = np.load(cached)
-    else:
-        images = run_artifact(directory, measurements, threads)
-        if cached is not None:
+    stored = np.load(cached, mmap_mode="r") if cached is not None and cached.exists() else None
+    with SpilledBatches() as spill:
+        _simulate_and_run(directory, task_cfg, n, seed, threads, stored, spill, show_progress)
+        if cached is not None and stored is None:
             cached.parent.mkdir(parents=True, exist_ok=True)
-            np.save(cached, images)
-    if images.ndim == 3:
-        images = images[:, None]
-    if check.spectrum is not None:  # fitted on the calibration measurements before the graph is written
-        with torch.no_grad():
-            profiles = np.concatenate(
-                [check.spectrum.features(torch.from_numpy(measurements[lo : lo + 32]).double()).numpy()
-                 for lo in range(0, len(measurements), 32)]
-            )  # fmt: skip
-        check.spectrum.fit(profiles)
-    export_check(
-        check, directory / FILE_NAME, torch.from_numpy(images[:2]), torch.from_numpy(measurements[:2]), opset
-    )
-    session = new_session(directory / FILE_NAME, session_options(threads=threads))
-    scores = score_outputs(session, images, measurements)
+            _save_outputs(cached, spill)
+        profiles = None
+        if check.spectrum is not None:  # fitted on the calibration measurements before the graph is written
+            with torch.no_grad():
+                profiles = np.concatenate(
+                    [check.spectrum.features(torch.from_numpy(y).double()).numpy() for _, y in spill]
+                )
+            check.spectrum.fit(profiles)
+        images, measurements = spill.first()
+        export_check(
+            check,
+            directory / FILE_NAME,
+            torch.from_numpy(images[:2]),
+            torch.from_numpy(measurements[:2]),
+            opset,
+        )
+        session = new_session(directory / FILE_NAME, session_options(threads=threads))
+        bar = progress_bar(n, "scoring the calibration set", show_progress)
+        rows = []
+        for x, y in spill:
+            rows.append(score_outputs(session, x, y))
+            bar.update(len(x))
+        bar.close()
+        scores = np.concatenate(rows)
     with torch.no_grad():  # the graph must compute what the module does, in float64 (float32 sums over
         # 512² pixels differ by ~1e-5 between torch and onnxruntime, more than either differs from exact)
         reference = check(
@@ -600,7 +669,7 @@ def write_consistency(
             f"groups of {check.projector.factor}"
         ),
         "calibration": {
-            "n": int(len(measurements)),
+            "n": int(len(scores)),
             "source": "recon.training.data.clean_images (phantoms + training-source crops), seed stream "
             f"{CALIBRATION_STREAM}, seed {seed}; simulated with the training physics",
             "precision": "fp32",

@@ -64,6 +64,7 @@ class ExportOptions:
     consistency_images: int = 500  # in-distribution inputs that calibrate consistency.onnx; 0: no check
     seed: int = 0
     geometry_heldout: int = 8  # held-out images for the quality report at a changed geometry
+    show_progress: bool = False  # tqdm bars on stderr (a terminal) for the long loops
 
     def target(self) -> Path:
         return Path(self.out) if self.out is not None else Path("artifacts") / f"{self.model}-{self.task}"
@@ -346,22 +347,19 @@ def _parity(options: ExportOptions, tmp: Path, pipeline: Any, inputs: dict[int, 
     """Run torch and every ONNX file of the temp artifact (through the runtime), then compare."""
     from recon.export import parity as par
 
-    runners: dict[str, par.Runner] = {"torch": par.torch_runner(pipeline)}
     described = {"torch": "torch (FP32, CPU)"}
-    closers = []
-    try:
-        for precision in precisions:
-            name = f"onnxruntime-{precision}"
-            runners[name], described[name], close = par.artifact_runner(
-                tmp, precision, threads=options.threads
-            )
-            closers.append(close)
-        outputs = par.run_all(runners, inputs)
-    finally:
-        for close in closers:
+    outputs = par.run_all({"torch": par.torch_runner(pipeline)}, inputs)
+    # one session at a time: a CT graph's folded backprojection plan costs onnxruntime GBs per session
+    # (4 GB at 512², 180 views), three held together were most of a 16 GB peak
+    for precision in precisions:
+        name = f"onnxruntime-{precision}"
+        runner, described[name], close = par.artifact_runner(tmp, precision, threads=options.threads)
+        try:
+            outputs.update(par.run_all({name: runner}, inputs))
+        finally:
             close()
     comparisons = [
-        par.compare(outputs, "torch", name, options.tolerances[name]) for name in runners if name != "torch"
+        par.compare(outputs, "torch", name, options.tolerances[name]) for name in outputs if name != "torch"
     ]
     return outputs, comparisons, described
 
@@ -644,6 +642,7 @@ def _write_consistency(run: _Run) -> None:
         seed=options.seed,
         threads=options.threads,
         opset=options.opset,
+        show_progress=options.show_progress,
     )
     run.clock.lap("consistency")
     checkpoint("consistency")
