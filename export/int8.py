@@ -13,7 +13,9 @@ layers at the ends see the raw image and write the residual the output is made o
 
 from __future__ import annotations
 
+import contextlib
 import os
+import sys
 import tempfile
 import time
 from collections.abc import Iterable, Sequence
@@ -87,23 +89,26 @@ def quantize_int8(
                 f"INT8: pre-processing renamed FP32-island nodes {missing[:3]}; cannot exclude them"
             )
         float_ends = end_layers(prepared_model, exclude)
-        quantize_static(
-            str(prepared),
-            str(out_path),
-            _Batches(input_name, calibration),
-            quant_format=QuantFormat.QDQ,
-            activation_type=QuantType.QUInt8,
-            weight_type=QuantType.QInt8,
-            per_channel=per_channel,
-            op_types_to_quantize=list(QUANTIZED_OP_TYPES),
-            nodes_to_exclude=exclude + float_ends,
-            calibrate_method=CalibrationMethod.Percentile,
-            extra_options={
-                "ActivationSymmetric": False,
-                "WeightSymmetric": True,
-                "CalibPercentile": CALIBRATION_PERCENTILE,
-            },
-        )
+        # the percentile calibrator print()s its bin counts on stdout, which `recon-export --json` owns
+        # (onnxruntime/quantization/calibrate.py, HistogramCollector): they go to stderr
+        with contextlib.redirect_stdout(sys.stderr):
+            quantize_static(
+                str(prepared),
+                str(out_path),
+                _Batches(input_name, calibration),
+                quant_format=QuantFormat.QDQ,
+                activation_type=QuantType.QUInt8,
+                weight_type=QuantType.QInt8,
+                per_channel=per_channel,
+                op_types_to_quantize=list(QUANTIZED_OP_TYPES),
+                nodes_to_exclude=exclude + float_ends,
+                calibrate_method=CalibrationMethod.Percentile,
+                extra_options={
+                    "ActivationSymmetric": False,
+                    "WeightSymmetric": True,
+                    "CalibPercentile": CALIBRATION_PERCENTILE,
+                },
+            )
     model = onnx.load(str(out_path))
     try:
         onnx.checker.check_model(model, full_check=True)
