@@ -267,11 +267,22 @@ def eval_main(model_name, task, weights, heldout_n, as_json, threads, **kw):
     "--heldout", "n_heldout", type=int, default=0, help="add the first K images of the held-out set"
 )
 @click.option("--seed", type=int, default=0, help="noise seed (and phantom seed)")
-def simulate_main(task, inputs, out, n_phantoms, n_heldout, seed, **kw):
+@click.option(
+    "--format",
+    "file_format",
+    type=click.Choice(["npy", "tif", "png"]),
+    default="npy",
+    show_default=True,
+    help="One file format for measurements and targets: npy and tif keep float32 exactly; png is 16-bit, "
+    "clipped to [0, 1] (deblur only: a sinogram is not an image in [0, 1]).",
+)
+@click.option("--json", "as_json", is_flag=True, help="Print what was written as JSON on stdout.")
+def simulate_main(task, inputs, out, n_phantoms, n_heldout, seed, file_format, as_json, **kw):
     """Degrade clean images into measurements the runtime can reconstruct, with their ground truth.
 
-    Writes OUT/measurements/<name>.{png,npy} (deblur: blurred images) or .{npy,tif} (ct: float32 sinograms,
-    n_views × n_detectors), OUT/targets/<name>.{png,npy} and OUT/simulate.json (the task config).
+    Writes OUT/measurements/<name>.<format> (deblur: blurred images; ct: float32 sinograms,
+    n_views × n_detectors), OUT/targets/<name>.<format> and OUT/simulate.json (the task config). One
+    file per image, so `recon-run ARTIFACT OUT/measurements` runs each image once.
 
     \b
     Examples:
@@ -281,14 +292,18 @@ def simulate_main(task, inputs, out, n_phantoms, n_heldout, seed, **kw):
     """
     if not inputs and not n_phantoms and not n_heldout:
         raise click.UsageError("give INPUTS, --phantoms K or --heldout K")
+    if task == "ct" and file_format == "png":
+        raise click.UsageError("--format png is for deblur; a sinogram takes npy or tif (float32)")
     cfg = task_config_from_options(task, kw)
     names, images = _clean_inputs(cfg, inputs, n_phantoms, n_heldout, seed)
     out = Path(out)
-    _write_measurements(cfg, names, images, out, seed)
-    (out / "simulate.json").write_text(
-        json.dumps({"task": cfg.to_json(), "files": names, "seed": seed}, indent=1)
-    )
-    click.echo(f"wrote {len(names)} {task} measurement(s) and targets to {out}")
+    _write_measurements(cfg, names, images, out, seed, file_format)
+    written = {"task": cfg.to_json(), "files": names, "seed": seed, "format": file_format}
+    (out / "simulate.json").write_text(json.dumps(written, indent=1))
+    if as_json:
+        click.echo(json.dumps({"out": str(out), **written}, indent=1))
+        return
+    click.echo(f"wrote {len(names)} {task} measurement(s) and targets ({file_format}) to {out}")
 
 
 def _clean_inputs(cfg, inputs, n_phantoms: int, n_heldout: int, seed: int) -> tuple[list[str], list]:
@@ -314,10 +329,23 @@ def _clean_inputs(cfg, inputs, n_phantoms: int, n_heldout: int, seed: int) -> tu
     return names, images
 
 
-def _write_measurements(cfg, names: list[str], images: list, out: Path, seed: int) -> None:
+def _write_array(path: Path, array: np.ndarray, file_format: str) -> None:
     import tifffile
-    import torch
     from PIL import Image
+
+    if file_format == "npy":
+        np.save(path.with_suffix(".npy"), array.astype(np.float32))
+    elif file_format == "tif":
+        tifffile.imwrite(path.with_suffix(".tif"), array.astype(np.float32))
+    else:
+        pixels = (np.clip(array, 0, 1) * 65535).round().astype(np.uint16)
+        Image.fromarray(pixels).save(path.with_suffix(".png"))
+
+
+def _write_measurements(
+    cfg, names: list[str], images: list, out: Path, seed: int, file_format: str = "npy"
+) -> None:
+    import torch
 
     from recon.training import tasks
 
@@ -331,15 +359,8 @@ def _write_measurements(cfg, names: list[str], images: list, out: Path, seed: in
             .numpy()
             .astype(np.float32)
         )
-        np.save(out / "measurements" / f"{name}.npy", y)
-        if cfg.task == "ct":
-            tifffile.imwrite(out / "measurements" / f"{name}.tif", y)
-        else:
-            Image.fromarray((np.clip(y, 0, 1) * 65535).round().astype(np.uint16)).save(
-                out / "measurements" / f"{name}.png"
-            )
-        np.save(out / "targets" / f"{name}.npy", img.numpy())
-        Image.fromarray((img.numpy() * 65535).round().astype(np.uint16)).save(out / "targets" / f"{name}.png")
+        _write_array(out / "measurements" / name, y, file_format)
+        _write_array(out / "targets" / name, img.numpy(), file_format)
 
 
 if __name__ == "__main__":  # `python -m recon.training.cli` (e.g. under torchrun) trains
