@@ -161,13 +161,16 @@ class RunReport:
             "failed": len(self.failed),
             "images": self.images,
             "runs": len(self.run_seconds),
+            # no run, no latency (a "p50 0.00 ms" after a failure reads as a measurement)
             "run_ms": {
                 "p50": float(np.percentile(ms, 50)),
                 "p90": float(np.percentile(ms, 90)),
                 "mean": float(ms.mean()),
                 "max": float(ms.max()),
-            },
-            "per_image_ms": float(ms.sum() / max(self.images, 1)),
+            }
+            if self.run_seconds
+            else None,
+            "per_image_ms": float(ms.sum() / self.images) if self.run_seconds and self.images else None,
             "wall_s": wall,
             "out": str(self.out),
             "flagged": len(self.flagged) if self.backend.get("consistency") else None,
@@ -400,6 +403,7 @@ def run_command(
 
     started = time.perf_counter()
     report = RunReport(artifact, out)
+    created = False  # whether this run made --out (removed again when nothing was written into it)
     try:
         window = _window(dicom_window)
         if batch is not None and batch < 1:
@@ -414,6 +418,7 @@ def run_command(
         with open_reconstructor(
             artifact, report, backend, precision, threads, consistency, tile, overlap
         ) as rec:
+            created = not out.exists()
             out.mkdir(parents=True, exist_ok=True)
             per_run = batch or rec.manifest.batch.get("opt", 1)
             derivation = run_derivation(artifact, rec.manifest, rec.backend_name, rec.precision, window)
@@ -424,6 +429,8 @@ def run_command(
         report.error = "interrupted" if isinstance(error, KeyboardInterrupt) else one_line(error)
         raise
     finally:
+        if created and out.is_dir() and not any(out.iterdir()):
+            out.rmdir()  # nothing written: leave no empty --out that looks like a result
         print_report(report, time.perf_counter() - started, as_json)
     return 0 if all(f.status == "written" for f in report.files) else 1
 
@@ -489,6 +496,8 @@ def print_report(report: RunReport, wall: float, as_json: bool) -> None:
         f"{failed}  [{summary.get('backend')}, {summary.get('precision')}; {summary.get('reason')}]"
     )
     ms = summary["run_ms"]
+    if ms is None or summary["per_image_ms"] is None:
+        return
     click.echo(
         f"latency per run: p50 {ms['p50']:.2f} ms, p90 {ms['p90']:.2f} ms, max {ms['max']:.2f} ms; "
         f"{summary['per_image_ms']:.2f} ms per image; wall {wall:.2f} s"

@@ -77,3 +77,20 @@ def test_all_good_files_exit_zero_with_json(hardening_artifacts, tmp_path):
     assert result.returncode == 0, result.stderr
     report = json.loads(result.stdout)
     assert report["ok"] and report["outcomes"][0]["status"] == "written"
+
+
+def test_a_run_where_every_file_fails_leaves_no_out_folder_and_no_latency(hardening_artifacts, tmp_path):
+    (tmp_path / "in").mkdir()
+    np.save(tmp_path / "in" / "scale.npy", np.full((H, W), 200.0, np.float32))
+    (tmp_path / "in" / "damaged.npy").write_bytes(b"\x93NUMPY garbage")
+    out = tmp_path / "out"
+    result = recon_run(hardening_artifacts["conv"], tmp_path / "in", "--out", out)
+    assert result.returncode == 1
+    assert not out.exists(), "an empty --out looks like a result"
+    assert "latency" not in result.stdout and "p50" not in result.stdout, result.stdout
+    result = recon_run(hardening_artifacts["conv"], tmp_path / "in", "--out", out, "--json")
+    report = json.loads(result.stdout)
+    assert report["run_ms"] is None and report["per_image_ms"] is None and not out.exists()
+    out.mkdir()  # a folder the user made stays, empty or not
+    recon_run(hardening_artifacts["conv"], tmp_path / "in", "--out", out)
+    assert out.is_dir()
