@@ -68,6 +68,7 @@ def _hardware() -> dict:
 @click.option("--out", type=click.Path(file_okay=False), help="run folder [runs/<model>-<task>]")
 @click.option("--resume", is_flag=True, help="continue from <out>/last.pt exactly")
 @click.option("--threads", type=int, help="torch CPU threads")
+@click.option("--json", "as_json", is_flag=True, help="Print the result (weights, held-out metrics) as JSON.")
 def train_main(**kw):
     """Train a reconstruction network and write <out>/<model>-<task>.safetensors + .json card.
 
@@ -155,12 +156,20 @@ def _finish(run: dict, task_cfg, out: Path, kw: dict) -> None:
     # Contiguous FP32 on the CPU: the layout recon-eval rebuilds, so both evaluate with the same kernels.
     model = run["result"].model.cpu().to(memory_format=torch.contiguous_format).eval()
     heldout = evaluate(model, data_mod.heldout_set(task_cfg, kw["heldout_n"], task_cfg.image_size))
-    st, _ = save_trained(model, _card(model, run, task_cfg, heldout, kw), out / name)
+    card = _card(model, run, task_cfg, heldout, kw)
+    st, card_path = save_trained(model, card, out / name)
     m, b = heldout["model"], heldout["baseline"]
-    click.echo(
-        f"held-out ({heldout['n']} images): {kw['model_name']} PSNR {m['psnr']:.2f} dB SSIM {m['ssim']:.4f} "
-        f"| baseline PSNR {b['psnr']:.2f} dB SSIM {b['ssim']:.4f} → {st} ({st.stat().st_size / 1e6:.1f} MB)"
-    )
+    export = f"recon-export --model {kw['model_name']} --task {kw['task']} --weights {st}"
+    if kw.get("as_json"):
+        click.echo(json.dumps({"weights": str(st), "card": str(card_path),
+                               "heldout": heldout, "export": export}, indent=1))  # fmt: skip
+    else:
+        click.echo(
+            f"held-out ({heldout['n']} images): {kw['model_name']} PSNR {m['psnr']:.2f} dB SSIM "
+            f"{m['ssim']:.4f} | baseline PSNR {b['psnr']:.2f} dB SSIM {b['ssim']:.4f} → {st} "
+            f"({st.stat().st_size / 1e6:.1f} MB)"
+        )
+        click.echo(f"next: {export}   # export what was just trained")
     if st.stat().st_size > MAX_BYTES:
         click.echo(f"warning: {st} is larger than {MAX_BYTES >> 20} MB, too big to ship", err=True)
 

@@ -3,6 +3,9 @@ optionally the original PyTorch pipeline side by side."""
 
 from __future__ import annotations
 
+import contextlib
+import json
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -10,7 +13,7 @@ import click
 
 from recon.runtime.artifact.manifest import ArtifactError
 from recon.runtime.backends.base import BackendError
-from recon.runtime.cli.base import PRECISIONS, Command, int_list
+from recon.runtime.cli.base import PRECISIONS, Command, int_list, parse_size
 from recon.runtime.io.files import write_json_atomic
 
 BENCH_EPILOG = """\b
@@ -18,25 +21,11 @@ Examples:
   recon-bench artifacts/resunet-deblur
   recon-bench artifacts/resunet-deblur --backend cpu,cuda,tensorrt --batch 1,8,32 --iters 200
   recon-bench artifacts/resunet-deblur --backend all --batch 1,8 --threads 2
-  recon-bench artifacts/resunet-deblur --threads 1 --json bench.json --plot latency.png
+  recon-bench artifacts/resunet-deblur --threads 1 --json-out bench.json --plot latency.png
+  recon-bench artifacts/resunet-deblur --batch 1 --json | jq '.rows[0].p50_ms'
   recon-bench artifacts/resunet-deblur --batch 1,8 --threads 2 --compare-torch
   recon-bench artifacts/resunet-deblur --size 256,256 --size 512,512 --batch 1   # latency vs pixels
 """
-
-
-def _parse_sizes(
-    ctx: click.Context, param: click.Parameter, values: tuple[str, ...]
-) -> list[tuple[int, int]]:
-    sizes = []
-    for value in values:
-        try:
-            height, width = (int(part) for part in value.split(","))
-        except ValueError:
-            raise click.BadParameter(f"expected H,W (two integers, e.g. 512,512), got {value!r}") from None
-        if height < 1 or width < 1:
-            raise click.BadParameter(f"H and W must be positive, got {value!r}")
-        sizes.append((height, width))
-    return sizes
 
 
 def _profile_sizes(
@@ -171,7 +160,7 @@ def _print_table(rows: list[dict[str, Any]]) -> None:
     "--size",
     "image_sizes",
     multiple=True,
-    callback=_parse_sizes,
+    callback=parse_size,
     metavar="H,W",
     help="Input image size (repeatable: sizes are timed side by side and compared per pixel); default: "
     "the artifact's own size (256 for a symbolic one). No bare-session column with --size.",
@@ -199,10 +188,16 @@ def _print_table(rows: list[dict[str, Any]]) -> None:
 )
 @click.option(
     "--json",
+    "as_json",
+    is_flag=True,
+    help="Print every cell's report (with each run's latency) as JSON on stdout; the table goes to stderr.",
+)
+@click.option(
+    "--json-out",
     "json_path",
     type=click.Path(dir_okay=False, path_type=Path),
     default=None,
-    help="Write every cell's report (with each run's latency) to this JSON file.",
+    help="Also write that JSON to this file (atomically).",
 )
 @click.option(
     "--plot",
@@ -234,6 +229,7 @@ def bench_command(
     precision: str,
     bare: bool,
     bare_session: str,
+    as_json: bool,
     json_path: Path | None,
     plot_path: Path | None,
     consistency: bool,
@@ -288,6 +284,27 @@ def bench_command(
         torch_list, torch_note = torch_reports(artifact, sizes, iters, warmup, threads)
         reports += torch_list
         rows += [{**_row(report, None), "reason": torch_note} for report in torch_list]
+    # --json: stdout holds the JSON alone, the human summary goes to stderr
+    with contextlib.redirect_stdout(sys.stderr) if as_json else contextlib.nullcontext():
+        _print_summary(rows, consistency, torch_note)
+    result = {
+        "artifact": str(artifact),
+        "cpu": cpu_description(),
+        "rows": rows,
+        "reports": [r.to_json() for r in reports],
+    }
+    if as_json:
+        click.echo(json.dumps(result, indent=2))
+    if json_path is not None:
+        write_json_atomic(json_path, result)
+    if plot_path is not None and reports:
+        save_histogram([r for r in reports if not r.label.startswith("bare")] or reports, plot_path)
+    return 1 if failed else 0
+
+
+def _print_summary(rows: list[dict[str, Any]], consistency: bool, torch_note: str | None) -> None:
+    from recon.runtime.profiling import cpu_description
+
     click.echo(f"CPU: {cpu_description()}")  # CPU engines rank differently with these flags
     _print_table(rows)
     _print_pixel_scaling(rows)
@@ -334,16 +351,3 @@ def bench_command(
         )
     elif consistency:
         click.echo("consistency check: this artifact has none (exported before it existed); re-export it")
-    if json_path is not None:
-        write_json_atomic(
-            json_path,
-            {
-                "artifact": str(artifact),
-                "cpu": cpu_description(),
-                "rows": rows,
-                "reports": [r.to_json() for r in reports],
-            },
-        )
-    if plot_path is not None and reports:
-        save_histogram([r for r in reports if not r.label.startswith("bare")] or reports, plot_path)
-    return 1 if failed else 0

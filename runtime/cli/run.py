@@ -90,7 +90,7 @@ Examples:
   recon-run artifacts/resunet-deblur blurred/ --out restored/
   recon-run artifacts/resunet-deblur scan.dcm --out out/ --backend cpu --threads 2
   recon-run artifacts/resunet-deblur dicom_folder/ --out derived/ --json   (one derived series per series)
-  recon-run artifacts/fbpconvnet-ct sinograms/*.npy --out images/ --batch 16 --json
+  recon-run artifacts/resunet-ct sinograms/*.npy --out images/ --batch 16 --json
 """
 
 
