@@ -42,17 +42,17 @@ def _hardware() -> dict:
 # ----------------------------------------------------------------------------------------------- recon-train
 @click.command(cls=Command, context_settings={"help_option_names": ["-h", "--help"], "show_default": True})
 @click.option("--model", "model_name", required=True, help="cnn, rescnn, resunet, unet, vit")
-@click.option("--task", type=click.Choice(["deblur", "ct"]), required=True)
+@click.option("--task", type=click.Choice(["deblur", "ct"]), required=True, help="The inverse problem.")
 @task_options
 @click.option(
     "--data", type=click.Path(exists=True, file_okay=False), help="DIR/{train,test}/<patient>/*.png etc."
 )
-@click.option("--epochs", type=int, default=10)
+@click.option("--epochs", type=int, default=10, help="epochs of --steps-per-epoch steps")
 @click.option("--steps", type=int, help="total optimizer steps (overrides --epochs)")
 @click.option("--steps-per-epoch", type=int, default=200, help="validation / checkpoint cadence")
 @click.option("--batch-size", type=int, default=8, help="per process")
 @click.option("--crop", type=int, default=128, help="training crop side")
-@click.option("--lr", type=float, default=1e-3)
+@click.option("--lr", type=float, default=1e-3, help="peak learning rate (AdamW, cosine schedule)")
 @click.option("--loss", default="mse", help="mse, l1, ssim or a mix: '0.8*l1+0.2*ssim'")
 @click.option(
     "--amp",
@@ -64,7 +64,7 @@ def _hardware() -> dict:
 @click.option("--pool", type=int, default=512, help="synthetic training images (half phantoms, half crops)")
 @click.option("--model-opt", "model_opts", multiple=True, help="model hyperparameter KEY=VALUE (repeatable)")
 @click.option("--heldout", "heldout_n", type=int, default=32, help="held-out images for the final evaluation")
-@click.option("--seed", type=int, default=0)
+@click.option("--seed", type=int, default=0, help="initialisation and data seed")
 @click.option("--out", type=click.Path(file_okay=False), help="run folder [runs/<model>-<task>]")
 @click.option("--resume", is_flag=True, help="continue from <out>/last.pt exactly")
 @click.option("--threads", type=int, help="torch CPU threads")
@@ -212,13 +212,13 @@ def _card(model, run: dict, task_cfg, heldout: dict, kw: dict) -> dict:
 
 # ------------------------------------------------------------------------------------------------ recon-eval
 @click.command(cls=Command, context_settings={"help_option_names": ["-h", "--help"]})
-@click.option("--model", "model_name", required=True)
-@click.option("--task", type=click.Choice(["deblur", "ct"]), required=True)
+@click.option("--model", "model_name", required=True, help="cnn, rescnn, resunet, unet, vit")
+@click.option("--task", type=click.Choice(["deblur", "ct"]), required=True, help="The inverse problem.")
 @click.option("--weights", type=click.Path(exists=True), help="a .safetensors/.json pair [shipped weights]")
 @task_options
 @click.option("--heldout", "heldout_n", type=click.IntRange(min=2), help="held-out images [the card's count]")
 @click.option("--json", "as_json", is_flag=True, help="print JSON")
-@click.option("--threads", type=int)
+@click.option("--threads", type=int, help="torch CPU threads [torch's default]")
 def eval_main(model_name, task, weights, heldout_n, as_json, threads, **kw):
     """PSNR / SSIM / RE of a trained model and of the no-learning baseline (blurred input or FBP) on the fixed
     held-out set, next to the numbers its card claims. The task options evaluate it at another geometry
@@ -265,10 +265,10 @@ def eval_main(model_name, task, weights, heldout_n, as_json, threads, **kw):
 
 # -------------------------------------------------------------------------------------------- recon-simulate
 @click.command(cls=Command, context_settings={"help_option_names": ["-h", "--help"]})
-@click.option("--task", type=click.Choice(["deblur", "ct"]), required=True)
+@click.option("--task", type=click.Choice(["deblur", "ct"]), required=True, help="The inverse problem.")
 @task_options
 @click.argument("inputs", nargs=-1, type=click.Path(exists=True, dir_okay=False))
-@click.option("--out", type=click.Path(file_okay=False), required=True)
+@click.option("--out", type=click.Path(file_okay=False), required=True, help="Output folder.")
 @click.option(
     "--phantoms", "--n-phantoms", "n_phantoms", type=int, default=0, help="add K training-style phantoms"
 )

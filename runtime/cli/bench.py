@@ -170,7 +170,13 @@ def _print_table(rows: list[dict[str, Any]]) -> None:
 @click.option(
     "--threads", type=int, default=None, help="onnxruntime intra-op threads (default: one per core)."
 )
-@click.option("--precision", type=click.Choice(PRECISIONS), default="auto", show_default=True)
+@click.option(
+    "--precision",
+    type=click.Choice(PRECISIONS),
+    default="auto",
+    show_default=True,
+    help="Which of the artifact's files to time (auto: the backend's best).",
+)
 @click.option(
     "--bare/--no-bare",
     default=True,
