@@ -541,7 +541,9 @@ def _simulate_and_run(
             if rec is None:
                 images = np.asarray(stored[done : done + len(measurements)])
             else:
-                step = rec.max_batch
+                # the profile's OPT batch, not MAX: a CT graph's per-batch temporaries grow with the batch
+                # (backprojection gathers over every pixel × angle × image)
+                step = max(1, min(rec.max_batch, int(rec.manifest.batch.get("opt") or rec.max_batch)))
                 images = np.concatenate(
                     [rec.run(measurements[lo : lo + step]) for lo in range(0, len(measurements), step)]
                 )
