@@ -119,6 +119,13 @@ def _row(report: Any, bare: Any | None) -> dict[str, Any]:
     return row
 
 
+def _cell(row: dict[str, Any]) -> str:
+    """A row's name in the summaries, unique among the rows: backend, precision, size, batch (two cells
+    of one backend at two precisions read alike without the precision)."""
+    size = f" {row['size'][0]}×{row['size'][1]}" if "size" in row else ""
+    return f"{row['backend']} {row.get('precision') or '-'}{size}, batch {row['batch_size']}"
+
+
 def _print_table(rows: list[dict[str, Any]]) -> None:
     head = (
         f"{'backend':<30}{'prec':<6}{'batch':>6}{'p50 ms':>10}{'p90 ms':>10}{'p99 ms':>10}{'mean ms':>10}"
@@ -319,7 +326,7 @@ def _print_summary(rows: list[dict[str, Any]], consistency: bool, torch_note: st
         click.echo(
             f"speed-up over torch eager ({torch_note}; p50): "
             + ", ".join(
-                f"{eager[r['batch_size']] / r['p50_ms']:.2f}x ({r['backend']}, batch {r['batch_size']})"
+                f"{eager[r['batch_size']] / r['p50_ms']:.2f}x ({_cell(r)})"
                 for r in rows
                 if "p50_ms" in r and r.get("backend") != "torch-eager" and r["batch_size"] in eager
             )
@@ -329,10 +336,7 @@ def _print_summary(rows: list[dict[str, Any]], consistency: bool, torch_note: st
         click.echo(
             "runtime overhead over the engine called directly (onnxruntime InferenceSession.run, "
             "OpenVINO InferRequest.infer; p50): "
-            + ", ".join(
-                f"{(r['overhead_vs_bare'] - 1) * 100:+.1f}% ({r['backend']}, batch {r['batch_size']})"
-                for r in overheads
-            )
+            + ", ".join(f"{(r['overhead_vs_bare'] - 1) * 100:+.1f}% ({_cell(r)})" for r in overheads)
         )
     owns = [r for r in rows if r.get("own_ms")]
     if owns:
@@ -340,7 +344,7 @@ def _print_summary(rows: list[dict[str, Any]], consistency: bool, torch_note: st
             "runtime's own cost per run (validate, convert, split, clip; mean): "
             + ", ".join(
                 f"{r['own_ms']:.3f} ms = {r['own_ms'] / (r['mean_ms'] - r['own_ms']) * 100:.2f}% of backend "
-                f"({r['backend']}, batch {r['batch_size']})"
+                f"({_cell(r)})"
                 for r in owns
             )
         )
@@ -351,7 +355,7 @@ def _print_summary(rows: list[dict[str, Any]], consistency: bool, torch_note: st
             + ", ".join(
                 f"{r['mean_ms']:.2f} vs {r['mean_ms'] - r['consistency_ms']:.2f} ms = "
                 f"+{r['consistency_ms'] / (r['mean_ms'] - r['consistency_ms']) * 100:.1f}% "
-                f"({r['backend']}, batch {r['batch_size']})"
+                f"({_cell(r)})"
                 for r in guarded
             )
         )

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -146,6 +147,11 @@ def test_recon_bench_all_times_every_installed_backend_and_precision_side_by_sid
                  "--warmup", "0", "--threads", "1", "--json")  # fmt: skip
     assert result.returncode == 0, result.stderr
     cells = {(r["backend"], r["precision"]) for r in json.loads(result.stdout)["rows"]}  # stdout: JSON alone
+    # the summaries (on stderr with --json) name every cell apart: backend and precision, not backend alone
+    for line in result.stderr.splitlines():
+        if line.startswith(("runtime overhead", "consistency check (with")):
+            named = re.findall(r"\(([^()]*, batch \d+)\)", line)
+            assert len(named) == len(set(named)) > 1, line
     expected = {("onnxruntime-cpu", "fp32"), ("onnxruntime-cpu", "int8")}
     if OPENVINO:
         from recon.runtime.backends.openvino import bf16_refusal_here
