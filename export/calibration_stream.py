@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import sys
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from types import TracebackType
 from typing import Any
@@ -66,3 +66,54 @@ class SpilledBatches:
         self, kind: type[BaseException] | None, error: BaseException | None, trace: TracebackType | None
     ) -> None:
         self._folder.cleanup()
+
+
+def simulate_and_run(
+    directory: Path,
+    batches: Iterable[tuple[np.ndarray, Any]],
+    n: int,
+    threads: int | None,
+    stored: np.ndarray | None,
+    spill: SpilledBatches,
+    show_progress: bool,
+) -> None:
+    """Each batch of measurements (simulated once, e.g. `training.data.measurement_batches`): run through
+    the artifact (or read from `stored` outputs) and spilled as (x̂ (b, 1, N, N), y) — the same numbers
+    `consistency.run_artifact` gives for the whole set at once."""
+    from recon.runtime.reconstructor import Reconstructor
+
+    bar = progress_bar(n, "simulating and running the calibration set", show_progress)
+    rec = None
+    if stored is None:
+        rec = Reconstructor.from_artifact(directory, backend="cpu", threads=threads, consistency=False)
+    try:
+        done = 0
+        for measurements, _ in batches:
+            if rec is None:
+                images = np.asarray(stored[done : done + len(measurements)])
+            else:
+                # the profile's OPT batch, not MAX: a CT graph's per-batch temporaries grow with the batch
+                # (backprojection gathers over every pixel × angle × image)
+                step = max(1, min(rec.max_batch, int(rec.manifest.batch.get("opt") or rec.max_batch)))
+                images = np.concatenate(
+                    [rec.run(measurements[lo : lo + step]) for lo in range(0, len(measurements), step)]
+                )
+            spill.add(images if images.ndim == 4 else images[:, None], measurements)
+            done += len(measurements)
+            bar.update(len(measurements))
+    finally:
+        bar.close()
+        if rec is not None:
+            rec.close()
+
+
+def save_outputs(path: Path, spill: SpilledBatches) -> None:
+    """The spilled outputs as one .npy (the `cache` of `write_consistency`), written batch by batch."""
+    first = spill.first()[0]
+    out = np.lib.format.open_memmap(path, mode="w+", dtype=first.dtype, shape=(spill.rows, *first.shape[1:]))
+    lo = 0
+    for images, _ in spill:
+        out[lo : lo + len(images)] = images
+        lo += len(images)
+    out.flush()
+    del out

@@ -511,63 +511,6 @@ def run_artifact(directory: Path, measurements: np.ndarray, threads: int | None 
     return np.concatenate(outputs)
 
 
-def _simulate_and_run(
-    directory: Path,
-    task_cfg: TaskConfig,
-    n: int,
-    seed: int,
-    threads: int | None,
-    stored: np.ndarray | None,
-    spill: Any,
-    show_progress: bool,
-) -> None:
-    """Each batch of the calibration set: simulated once, run through the artifact (or read from `stored`
-    outputs), spilled as (x̂ (b, 1, N, N), y) — the same numbers `in_distribution_set` and `run_artifact`
-    give for the whole set at once."""
-    from recon.export.calibration_stream import progress_bar
-    from recon.runtime.reconstructor import Reconstructor
-    from recon.training.data import TRAIN_IMAGES, measurement_batches
-
-    batches = measurement_batches(
-        CALIBRATION_STREAM, seed, n, task_cfg, TRAIN_IMAGES, noise_seed=10_000 * CALIBRATION_STREAM + seed
-    )
-    bar = progress_bar(n, "simulating and running the calibration set", show_progress)
-    rec = None
-    if stored is None:
-        rec = Reconstructor.from_artifact(directory, backend="cpu", threads=threads, consistency=False)
-    try:
-        done = 0
-        for measurements, _ in batches:
-            if rec is None:
-                images = np.asarray(stored[done : done + len(measurements)])
-            else:
-                # the profile's OPT batch, not MAX: a CT graph's per-batch temporaries grow with the batch
-                # (backprojection gathers over every pixel × angle × image)
-                step = max(1, min(rec.max_batch, int(rec.manifest.batch.get("opt") or rec.max_batch)))
-                images = np.concatenate(
-                    [rec.run(measurements[lo : lo + step]) for lo in range(0, len(measurements), step)]
-                )
-            spill.add(images if images.ndim == 4 else images[:, None], measurements)
-            done += len(measurements)
-            bar.update(len(measurements))
-    finally:
-        bar.close()
-        if rec is not None:
-            rec.close()
-
-
-def _save_outputs(path: Path, spill: Any) -> None:
-    """The spilled outputs as one .npy (the `cache` of `write_consistency`), written batch by batch."""
-    first = spill.first()[0]
-    out = np.lib.format.open_memmap(path, mode="w+", dtype=first.dtype, shape=(spill.rows, *first.shape[1:]))
-    lo = 0
-    for images, _ in spill:
-        out[lo : lo + len(images)] = images
-        lo += len(images)
-    out.flush()
-    del out
-
-
 def write_consistency(
     directory: Path,
     manifest: Manifest,
@@ -592,8 +535,9 @@ def write_consistency(
     (without the network inputs the set does not need), run through the artifact once and spilled to a
     scratch folder; the scores are read from there once the graph is written.
     """
-    from recon.export.calibration_stream import SpilledBatches, progress_bar
+    from recon.export.calibration_stream import SpilledBatches, progress_bar, save_outputs, simulate_and_run
     from recon.runtime.backends.onnxruntime import new_session, session_options
+    from recon.training.data import TRAIN_IMAGES, measurement_batches
 
     say = progress or (lambda message: None)
     directory = Path(directory)
@@ -607,10 +551,13 @@ def write_consistency(
         cached = Path(cache) / f"calibration-{key[:24]}.npy"
     stored = np.load(cached, mmap_mode="r") if cached is not None and cached.exists() else None
     with SpilledBatches() as spill:
-        _simulate_and_run(directory, task_cfg, n, seed, threads, stored, spill, show_progress)
+        batches = measurement_batches(
+            CALIBRATION_STREAM, seed, n, task_cfg, TRAIN_IMAGES, noise_seed=10_000 * CALIBRATION_STREAM + seed
+        )
+        simulate_and_run(directory, batches, n, threads, stored, spill, show_progress)
         if cached is not None and stored is None:
             cached.parent.mkdir(parents=True, exist_ok=True)
-            _save_outputs(cached, spill)
+            save_outputs(cached, spill)
         profiles = None
         if check.spectrum is not None:  # fitted on the calibration measurements before the graph is written
             with torch.no_grad():
