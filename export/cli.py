@@ -64,7 +64,8 @@ class _Steps:
             self.bar.set_description_str(step)
             self.bar.update(1)
         else:
-            click.echo(f"recon-export: {step}…", err=True)
+            done = step.startswith("loaded ")  # a report, not a step under way
+            click.echo(f"recon-export: {step}{'' if done else '…'}", err=True)
 
     def close(self) -> None:
         if self.bar is not None:
