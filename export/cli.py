@@ -18,6 +18,7 @@ Examples:
   recon-export --model resunet --fp16                # deblur, shipped weights → artifacts/resunet-deblur
   recon-export --model resunet --task ct --fp16 --out art/ct   # sinogram in, image out (FBP in the graph)
   recon-export --model cnn --weights runs/cnn-deblur.safetensors --int8
+  recon-export --model resunet --int8 --bf16 --add   # into artifacts/resunet-deblur, keeping its FP16
   recon-export --model unet --random-init --size 64 --batch 1:4:8 --engine none --json
   recon-export --model resunet --spatial 64:512:4096 --out art/resunet   # whole images up to 4096²
   recon-export --model resunet --fp16 --engine trt --lean --batch 1:8:32 --triton-repo models/
@@ -66,7 +67,8 @@ class _Steps:
             self.bar.set_description_str(step)
             self.bar.update(1)
         else:
-            click.echo(f"recon-export: {step}…", err=True)
+            done = step.startswith("loaded ")  # a report, not a step under way
+            click.echo(f"recon-export: {step}{'' if done else '…'}", err=True)
 
     def close(self) -> None:
         if self.bar is not None:
@@ -133,6 +135,12 @@ class _Steps:
     default=4,
     show_default=True,
     help="Held-out inputs stored with their outputs and tolerances for `recon verify` (0: none).",
+)
+@click.option(
+    "--add",
+    is_flag=True,
+    help="Add the asked variants (--fp16, --int8, --bf16) to the existing artifact at --out, keeping what "
+    "it holds: re-made from the same weights, every file re-verified, replaced atomically.",
 )
 @click.option(
     "--fp16", is_flag=True, help="Also write model.fp16.onnx (FP32 islands, FP32 I/O); engines are FP16."
@@ -291,10 +299,10 @@ def cli(**kw: Any) -> None:
     overrides = task_overrides(kw["task"], kw)  # the trained task is known only once the weights are read
     passed_through = ("model", "task", "out", "weights", "random_init", "preset", "fp16", "int8", "bf16",
                       "engine", "batch", "spatial", "opset", "workspace_mb", "opt_level", "timing_cache",
-                      "lean", "triton_repo", "force", "allow_mismatch", "threads", "calibration_images",
-                      "consistency_images", "seed", "allow_geometry_change", "geometry_heldout",
-                      "golden_images", "version_of", "network", "network_args", "onnx",
-                      "keep_fp32")  # fmt: skip
+                      "lean", "triton_repo", "force", "add", "allow_mismatch", "threads",
+                      "calibration_images", "consistency_images", "seed", "allow_geometry_change",
+                      "geometry_heldout", "golden_images", "version_of", "network", "network_args",
+                      "onnx", "keep_fp32")  # fmt: skip
     context = click.get_current_context()
     triton_given = [f"--{key.replace('_', '-')}" for key in ("triton_flavour", "triton_instances",
                     "triton_max_queue_delay_us", "triton_threads")
@@ -312,6 +320,7 @@ def cli(**kw: Any) -> None:
         task_overrides=overrides,
         tolerances=tolerances,
         triton=triton,
+        show_progress=not kw["quiet"],
     )
     steps = _Steps(enabled=not kw["quiet"])
     try:
@@ -321,6 +330,8 @@ def cli(**kw: Any) -> None:
     if kw["as_json"]:
         click.echo(json.dumps(summary, indent=2))
         return
+    if summary.get("weights_path"):
+        click.echo(f"weights {summary['weights_path']} (sha256 {summary['weights_sha256']})")
     click.echo(
         f"wrote {summary['artifact']}  ({summary['task']}, input {summary['input_shape']} → "
         f"output {summary['output_shape']}, batch {summary['batch']})"

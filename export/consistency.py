@@ -522,6 +522,7 @@ def write_consistency(
     opset: int = 18,
     progress: Any = None,
     cache: Path | None = None,
+    show_progress: bool = False,
 ) -> dict[str, Any]:
     """Write consistency.onnx into the (temp) artifact directory, calibrate it, list both in the manifest.
 
@@ -529,41 +530,58 @@ def write_consistency(
     held-out set is not used, so that its false-alarm count (docs/reliability.md) is a real test. With
     `cache`, the network's outputs on that set are kept there (keyed by model.onnx's sha256) for a later
     `recalibrate`. Returns the manifest's "consistency" entry.
+
+    Memory is bounded by one batch (`calibration_stream`): each batch of measurements is simulated once
+    (without the network inputs the set does not need), run through the artifact once and spilled to a
+    scratch folder; the scores are read from there once the graph is written.
     """
+    from recon.export.calibration_stream import SpilledBatches, progress_bar, save_outputs, simulate_and_run
     from recon.runtime.artifact.consistency_entry import ConsistencyEntry
     from recon.runtime.backends.onnxruntime import new_session, session_options
+    from recon.training.data import TRAIN_IMAGES, measurement_batches
 
     say = progress or (lambda message: None)
     directory = Path(directory)
     output_range = tuple(manifest.output.value_range or (0.0, 1.0))
     check = ConsistencyCheck(task_cfg, output_range).eval()
-    measurements, _ = in_distribution_set(task_cfg, max(2, n_images), CALIBRATION_STREAM, seed)
-    say(f"calibrating the consistency check on {len(measurements)} in-distribution inputs")
+    n = max(2, n_images)
+    say(f"calibrating the consistency check on {n} in-distribution inputs")
     cached = None
     if cache is not None:
-        key = f"{manifest.files['model.onnx'].sha256}-{CALIBRATION_STREAM}-{seed}-{len(measurements)}"
+        key = f"{manifest.files['model.onnx'].sha256}-{CALIBRATION_STREAM}-{seed}-{n}"
         cached = Path(cache) / f"calibration-{key[:24]}.npy"
-    if cached is not None and cached.exists():
-        images = np.load(cached)
-    else:
-        images = run_artifact(directory, measurements, threads)
-        if cached is not None:
+    stored = np.load(cached, mmap_mode="r") if cached is not None and cached.exists() else None
+    with SpilledBatches() as spill:
+        batches = measurement_batches(
+            CALIBRATION_STREAM, seed, n, task_cfg, TRAIN_IMAGES, noise_seed=10_000 * CALIBRATION_STREAM + seed
+        )
+        simulate_and_run(directory, batches, n, threads, stored, spill, show_progress)
+        if cached is not None and stored is None:
             cached.parent.mkdir(parents=True, exist_ok=True)
-            np.save(cached, images)
-    if images.ndim == 3:
-        images = images[:, None]
-    if check.spectrum is not None:  # fitted on the calibration measurements before the graph is written
-        with torch.no_grad():
-            profiles = np.concatenate(
-                [check.spectrum.features(torch.from_numpy(measurements[lo : lo + 32]).double()).numpy()
-                 for lo in range(0, len(measurements), 32)]
-            )  # fmt: skip
-        check.spectrum.fit(profiles)
-    export_check(
-        check, directory / FILE_NAME, torch.from_numpy(images[:2]), torch.from_numpy(measurements[:2]), opset
-    )
-    session = new_session(directory / FILE_NAME, session_options(threads=threads))
-    scores = score_outputs(session, images, measurements)
+            save_outputs(cached, spill)
+        profiles = None
+        if check.spectrum is not None:  # fitted on the calibration measurements before the graph is written
+            with torch.no_grad():
+                profiles = np.concatenate(
+                    [check.spectrum.features(torch.from_numpy(y).double()).numpy() for _, y in spill]
+                )
+            check.spectrum.fit(profiles)
+        images, measurements = spill.first()
+        export_check(
+            check,
+            directory / FILE_NAME,
+            torch.from_numpy(images[:2]),
+            torch.from_numpy(measurements[:2]),
+            opset,
+        )
+        session = new_session(directory / FILE_NAME, session_options(threads=threads))
+        bar = progress_bar(n, "scoring the calibration set", show_progress)
+        rows = []
+        for x, y in spill:
+            rows.append(score_outputs(session, x, y))
+            bar.update(len(x))
+        bar.close()
+        scores = np.concatenate(rows)
     with torch.no_grad():  # the graph must compute what the module does, in float64 (float32 sums over
         # 512² pixels differ by ~1e-5 between torch and onnxruntime, more than either differs from exact)
         reference = check(
@@ -601,7 +619,7 @@ def write_consistency(
             f"groups of {check.projector.factor}"
         ),
         "calibration": {
-            "n": int(len(measurements)),
+            "n": int(len(scores)),
             "source": "recon.training.data.clean_images (phantoms + training-source crops), seed stream "
             f"{CALIBRATION_STREAM}, seed {seed}; simulated with the training physics",
             "precision": "fp32",

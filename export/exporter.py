@@ -59,6 +59,7 @@ class ExportOptions:
     triton_repo: Path | None = None
     triton: dict[str, Any] = field(default_factory=dict)  # write_triton_repository's flavour, instances...
     force: bool = False
+    add: bool = False  # add the asked variants to the artifact at the target, keeping what it holds
     allow_mismatch: bool = False
     tolerances: dict[str, Tolerance] = field(default_factory=lambda: dict(DEFAULT_TOLERANCES))
     threads: int | None = None  # onnxruntime intra-op threads for parity and timing
@@ -76,6 +77,7 @@ class ExportOptions:
     network_label: str | None = None  # the artifact's model name for a module object
     onnx: Path | None = None  # an already exported image-to-image graph (export/onnx_source.py)
     keep_fp32: tuple[str, ...] = ()  # node names the FP16 file keeps in FP32 (what fp16_blame names)
+    show_progress: bool = False  # tqdm bars on stderr (a terminal) for the long loops
 
     def foreign(self) -> bool:
         """Whether the network comes from the user (a factory or a module), not recon's registry."""
@@ -110,7 +112,7 @@ def load_network(options: ExportOptions) -> tuple[torch.nn.Module, TaskConfig, d
     --random-init. Provenance holds the task the weights were trained on ("trained_task_config")."""
     from recon.training.models import create_model, list_models
     from recon.training.tasks import TASKS
-    from recon.training.weights import WeightsError, load_trained
+    from recon.training.weights import WeightsError, load_trained, resolve
 
     if options.onnx is not None:
         from recon.export.onnx_source import load_onnx_source
@@ -162,6 +164,7 @@ def load_network(options: ExportOptions) -> tuple[torch.nn.Module, TaskConfig, d
             raise ExportError(f"cannot load weights for {options.model}-{options.task}: {first}") from None
         source = {
             "kind": "user" if options.weights is not None else "shipped",
+            "weights_path": str(resolve(options.model, options.task, options.weights)[0]),
             "weights_sha256": card.get("sha256"),
             "card_metrics": card.get("metrics"),
             "card_data": card.get("data"),  # the training data recipe, for the lineage
@@ -420,24 +423,31 @@ def _parity(options: ExportOptions, tmp: Path, pipeline: Any, inputs: dict[int, 
     """Run torch and every ONNX file of the temp artifact (through the runtime), then compare."""
     from recon.export import parity as par
 
-    runners: dict[str, par.Runner] = {"torch": par.torch_runner(pipeline)}
     described = {"torch": "torch (FP32, CPU)"}
-    closers = []
-    try:
-        for precision in precisions:
-            name = f"onnxruntime-{precision}"
-            runners[name], described[name], close = par.artifact_runner(
-                tmp, precision, threads=options.threads
-            )
-            closers.append(close)
-        outputs = par.run_all(runners, inputs)
-    finally:
-        for close in closers:
+    outputs = par.run_all({"torch": par.torch_runner(pipeline)}, inputs)
+    _drop_cached_plans(pipeline)
+    # one session at a time: a CT graph's folded backprojection plan costs onnxruntime GBs per session
+    # (4 GB at 512², 180 views), three held together were most of a 16 GB peak
+    for precision in precisions:
+        name = f"onnxruntime-{precision}"
+        runner, described[name], close = par.artifact_runner(tmp, precision, threads=options.threads)
+        try:
+            outputs.update(par.run_all({name: runner}, inputs))
+        finally:
             close()
     comparisons = [
-        par.compare(outputs, "torch", name, options.tolerances[name]) for name in runners if name != "torch"
+        par.compare(outputs, "torch", name, options.tolerances[name]) for name in outputs if name != "torch"
     ]
     return outputs, comparisons, described
+
+
+def _drop_cached_plans(module: Any) -> None:
+    """Free the eager FBP's cached sampling plan (N²·A indices and weights: 566 MB at 512², 180 views)
+    before onnxruntime sessions fold their own copy; a later eager run rebuilds it."""
+    for sub in module.modules():
+        plans = getattr(sub, "_plans", None)
+        if isinstance(plans, dict):
+            plans.clear()
 
 
 def _engine(
@@ -527,18 +537,30 @@ class _Run:
         return sorted(self.measurements)
 
 
-def _tensorrt_wanted(options: ExportOptions, notes: list[str]) -> bool:
+def _tensorrt_wanted(options: ExportOptions, notes: list[str], engine: dict[str, Any]) -> bool:
     """Whether to build an engine; --engine trt fails here, before any work, when none can be built."""
     from recon.export.tensorrt_build import tensorrt_builder_status
 
     if options.engine == "none":
+        engine["built"], engine["reason"] = False, "--engine none"
         return False
     trt, _, why_not = tensorrt_builder_status()
+    # the runtime's reason ends with its own advice (--backend cpu, an option of recon-run, not of this)
+    why_not = why_not.replace("use --backend cpu on this machine", "--engine none skips the engine")
     if trt is None and options.engine == "trt":
         raise ExportError(f"--engine trt: cannot build a TensorRT engine here: {why_not}")
-    if trt is None:
+    engine["built"], engine["reason"] = trt is not None, why_not or None
+    if trt is None and _gpu_visible():
+        # a GPU without a usable builder is news; a CPU machine without an engine is the normal case, and a
+        # note on every CPU export taught people to skip notes
         notes.append(f"no TensorRT engine: {why_not}")
     return trt is not None
+
+
+def _gpu_visible() -> bool:
+    import shutil
+
+    return shutil.which("nvidia-smi") is not None or Path("/dev/nvidiactl").exists()
 
 
 def _prepare(options: ExportOptions, say: Progress, clock: _Clock) -> _Run:
@@ -549,6 +571,8 @@ def _prepare(options: ExportOptions, say: Progress, clock: _Clock) -> _Run:
 
     say("loading weights")
     network, task_cfg, source = load_network(options)
+    if source.get("weights_path"):
+        say(f"loaded {source['kind']} weights {source['weights_path']} (sha256 {source['weights_sha256']})")
     pipeline, island_scopes = build_pipeline(network, task_cfg)
     sizes = parity_batch_sizes(options.batch)
     size = task_cfg.image_size
@@ -768,6 +792,7 @@ def _write_consistency(run: _Run) -> None:
         seed=options.seed,
         threads=options.threads,
         opset=options.opset,
+        show_progress=options.show_progress,
     )
     run.clock.lap("consistency")
     checkpoint("consistency")
@@ -886,6 +911,8 @@ def _summary(run: _Run, final: Path) -> dict[str, Any]:
         "task": manifest.task,
         "model": run.options.name(),
         "weights": run.source["kind"],
+        "weights_path": run.source.get("weights_path"),
+        "weights_sha256": run.source.get("weights_sha256"),
         "input_shape": list(manifest.input.shape),
         "output_shape": list(manifest.output.shape),
         "batch": manifest.batch.to_json(),
@@ -925,12 +952,24 @@ def _write_triton(run: _Run, final: Path) -> list[str]:
 def export_artifact(options: ExportOptions, progress: Progress | None = None) -> dict[str, Any]:
     """Run the export; return a JSON summary. Raises ExportError (one line) on any user-facing failure."""
     say = progress or (lambda message: None)
+    held: list[str] = []
+    if options.add:
+        from recon.export.add_variants import merged_options
+
+        options, held = merged_options(options)
+        holds = ", ".join(held) or "fp32 only"
+        say(f"adding to {options.target()} (it holds: {holds}; every file is re-made and re-verified)")
     _check_options(options)
     writer = ArtifactWriter(options.target(), force=options.force)
     writer.check_target()  # fail before minutes of work
     notes: list[str] = []
-    build_trt = _tensorrt_wanted(options, notes)
+    engine: dict[str, Any] = {}  # the summary's "engine": built or not, and why not
+    build_trt = _tensorrt_wanted(options, notes, engine)
     run = _prepare(options, say, _Clock())
+    if options.add:
+        from recon.export.add_variants import check_same_weights
+
+        check_same_weights(options.target(), run.source)
     run.notes = notes
     with writer as tmp:
         run.tmp = tmp
@@ -953,6 +992,7 @@ def export_artifact(options: ExportOptions, progress: Progress | None = None) ->
         say("writing the artifact")
         final = writer.commit()
     summary = _summary(run, final)
+    summary["engine"] = engine
     if options.triton_repo is not None:
         summary["triton_models"] = _write_triton(run, final)
     return summary

@@ -14,8 +14,8 @@ layers at the ends see the raw image and write the residual the output is made o
 from __future__ import annotations
 
 import contextlib
-import io
 import os
+import sys
 import tempfile
 import time
 from collections.abc import Iterable, Sequence
@@ -89,8 +89,9 @@ def quantize_int8(
                 f"INT8: pre-processing renamed FP32-island nodes {missing[:3]}; cannot exclude them"
             )
         float_ends = end_layers(prepared_model, exclude)
-        # quantize_static prints its calibration progress on stdout, which `recon-export --json` owns
-        with contextlib.redirect_stdout(io.StringIO()):
+        # the percentile calibrator print()s its bin counts on stdout, which `recon-export --json` owns
+        # (onnxruntime/quantization/calibrate.py, HistogramCollector): they go to stderr
+        with contextlib.redirect_stdout(sys.stderr):
             quantize_static(
                 str(prepared),
                 str(out_path),

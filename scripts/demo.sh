@@ -15,7 +15,7 @@ for task in deblur ct; do
     "$BIN/recon-export" --model resunet --task "$task" --fp16 --out "$OUT/resunet-$task"
     "$BIN/recon-simulate" --task "$task" --heldout "$N" --out "$OUT/$task-in"
     "$BIN/recon-run" "$OUT/resunet-$task" "$OUT/$task-in/measurements/"*.npy --out "$OUT/$task-recon"
-    "$BIN/recon-bench" "$OUT/resunet-$task" --batch 1,8 --iters 20 --warmup 3 --json "$OUT/bench-$task.json" \
+    "$BIN/recon-bench" "$OUT/resunet-$task" --batch 1,8 --iters 20 --warmup 3 --json-out "$OUT/bench-$task.json" \
         > "$OUT/bench-$task.txt"
 done
 

@@ -52,17 +52,17 @@ def _hardware() -> dict:
 @click.option(
     "--network-arg", "network_arg", multiple=True, metavar="KEY=VALUE", help="FACTORY argument (repeatable)"
 )
-@click.option("--task", type=click.Choice(["deblur", "ct"]), required=True)
+@click.option("--task", type=click.Choice(["deblur", "ct"]), required=True, help="The inverse problem.")
 @task_options
 @click.option(
     "--data", type=click.Path(exists=True, file_okay=False), help="DIR/{train,test}/<patient>/*.png etc."
 )
-@click.option("--epochs", type=int, default=10)
+@click.option("--epochs", type=int, default=10, help="epochs of --steps-per-epoch steps")
 @click.option("--steps", type=int, help="total optimizer steps (overrides --epochs)")
 @click.option("--steps-per-epoch", type=int, default=200, help="validation / checkpoint cadence")
 @click.option("--batch-size", type=int, default=8, help="per process")
 @click.option("--crop", type=int, default=128, help="training crop side")
-@click.option("--lr", type=float, default=1e-3)
+@click.option("--lr", type=float, default=1e-3, help="peak learning rate (AdamW, cosine schedule)")
 @click.option("--loss", default="mse", help="mse, l1, ssim or a mix: '0.8*l1+0.2*ssim'")
 @click.option(
     "--amp",
@@ -74,7 +74,7 @@ def _hardware() -> dict:
 @click.option("--pool", type=int, default=512, help="synthetic training images (half phantoms, half crops)")
 @click.option("--model-opt", "model_opts", multiple=True, help="model hyperparameter KEY=VALUE (repeatable)")
 @click.option("--heldout", "heldout_n", type=int, default=32, help="held-out images for the final evaluation")
-@click.option("--seed", type=int, default=0)
+@click.option("--seed", type=int, default=0, help="initialisation and data seed")
 @click.option("--out", type=click.Path(file_okay=False), help="run folder [runs/<model>-<task>]")
 @click.option("--resume", is_flag=True, help="continue from <out>/last.pt exactly")
 @click.option("--threads", type=int, help="torch CPU threads")
@@ -89,6 +89,7 @@ def _hardware() -> dict:
     "--anatomy-512", "anatomy_512", type=int, default=0, help="CT: 512² slices added as 4 tiles each"
 )
 @click.option("--anatomy-128", "anatomy_128", type=int, default=0, help="CT: 2×2 mosaics of half-size slices")
+@click.option("--json", "as_json", is_flag=True, help="Print the result (weights, held-out metrics) as JSON.")
 def train_main(**kw):
     """Train a reconstruction network and write <out>/<model>-<task>.safetensors + .json card.
 
@@ -223,12 +224,20 @@ def _finish(run: dict, task_cfg, out: Path, kw: dict) -> None:
     # Contiguous FP32 on the CPU: the layout recon-eval rebuilds, so both evaluate with the same kernels.
     model = run["result"].model.cpu().to(memory_format=torch.contiguous_format).eval()
     heldout = evaluate(model, data_mod.heldout_set(task_cfg, kw["heldout_n"], task_cfg.image_size))
-    st, _ = save_trained(model, _card(model, run, task_cfg, heldout, kw), out / name)
+    card = _card(model, run, task_cfg, heldout, kw)
+    st, card_path = save_trained(model, card, out / name)
     m, b = heldout["model"], heldout["baseline"]
-    click.echo(
-        f"held-out ({heldout['n']} images): {kw['model_name']} PSNR {m['psnr']:.2f} dB SSIM {m['ssim']:.4f} "
-        f"| baseline PSNR {b['psnr']:.2f} dB SSIM {b['ssim']:.4f} → {st} ({st.stat().st_size / 1e6:.1f} MB)"
-    )
+    export = f"recon-export --model {kw['model_name']} --task {kw['task']} --weights {st}"
+    if kw.get("as_json"):
+        click.echo(json.dumps({"weights": str(st), "card": str(card_path),
+                               "heldout": heldout, "export": export}, indent=1))  # fmt: skip
+    else:
+        click.echo(
+            f"held-out ({heldout['n']} images): {kw['model_name']} PSNR {m['psnr']:.2f} dB SSIM "
+            f"{m['ssim']:.4f} | baseline PSNR {b['psnr']:.2f} dB SSIM {b['ssim']:.4f} → {st} "
+            f"({st.stat().st_size / 1e6:.1f} MB)"
+        )
+        click.echo(f"next: {export}   # export what was just trained")
     if st.stat().st_size > MAX_BYTES:
         click.echo(f"warning: {st} is larger than {MAX_BYTES >> 20} MB, too big to ship", err=True)
 
@@ -275,8 +284,8 @@ def _card(model, run: dict, task_cfg, heldout: dict, kw: dict) -> dict:
 
 # ------------------------------------------------------------------------------------------------ recon-eval
 @click.command(cls=Command, context_settings={"help_option_names": ["-h", "--help"]})
-@click.option("--model", "model_name", required=True)
-@click.option("--task", type=click.Choice(["deblur", "ct"]), required=True)
+@click.option("--model", "model_name", required=True, help="cnn, rescnn, resunet, unet, vit")
+@click.option("--task", type=click.Choice(["deblur", "ct"]), required=True, help="The inverse problem.")
 @click.option("--weights", type=click.Path(exists=True), help="a .safetensors/.json pair [shipped weights]")
 @task_options
 @click.option("--heldout", "heldout_n", type=click.IntRange(min=2), help="held-out images [the card's count]")
@@ -289,7 +298,7 @@ def _card(model, run: dict, task_cfg, heldout: dict, kw: dict) -> dict:
 )
 @click.option("--anatomy", default="anatomy", help="folder of scripts/anatomy_slices.py (anatomy-heldout)")
 @click.option("--json", "as_json", is_flag=True, help="print JSON")
-@click.option("--threads", type=int)
+@click.option("--threads", type=int, help="torch CPU threads [torch's default]")
 def eval_main(model_name, task, weights, heldout_n, set_name, anatomy, as_json, threads, **kw):
     """PSNR / SSIM / RE of a trained model and of the no-learning baseline (blurred input or FBP) on the fixed
     held-out set, next to the numbers its card claims. The task options evaluate it at another geometry
@@ -342,10 +351,10 @@ def eval_main(model_name, task, weights, heldout_n, set_name, anatomy, as_json, 
 
 # -------------------------------------------------------------------------------------------- recon-simulate
 @click.command(cls=Command, context_settings={"help_option_names": ["-h", "--help"]})
-@click.option("--task", type=click.Choice(["deblur", "ct"]), required=True)
+@click.option("--task", type=click.Choice(["deblur", "ct"]), required=True, help="The inverse problem.")
 @task_options
 @click.argument("inputs", nargs=-1, type=click.Path(exists=True, dir_okay=False))
-@click.option("--out", type=click.Path(file_okay=False), required=True)
+@click.option("--out", type=click.Path(file_okay=False), required=True, help="Output folder.")
 @click.option(
     "--phantoms", "--n-phantoms", "n_phantoms", type=int, default=0, help="add K training-style phantoms"
 )
@@ -353,11 +362,22 @@ def eval_main(model_name, task, weights, heldout_n, set_name, anatomy, as_json, 
     "--heldout", "n_heldout", type=int, default=0, help="add the first K images of the held-out set"
 )
 @click.option("--seed", type=int, default=0, help="noise seed (and phantom seed)")
-def simulate_main(task, inputs, out, n_phantoms, n_heldout, seed, **kw):
+@click.option(
+    "--format",
+    "file_format",
+    type=click.Choice(["npy", "tif", "png"]),
+    default="npy",
+    show_default=True,
+    help="One file format for measurements and targets: npy and tif keep float32 exactly; png is 16-bit, "
+    "clipped to [0, 1] (deblur only: a sinogram is not an image in [0, 1]).",
+)
+@click.option("--json", "as_json", is_flag=True, help="Print what was written as JSON on stdout.")
+def simulate_main(task, inputs, out, n_phantoms, n_heldout, seed, file_format, as_json, **kw):
     """Degrade clean images into measurements the runtime can reconstruct, with their ground truth.
 
-    Writes OUT/measurements/<name>.{png,npy} (deblur: blurred images) or .{npy,tif} (ct: float32 sinograms,
-    n_views × n_detectors), OUT/targets/<name>.{png,npy} and OUT/simulate.json (the task config).
+    Writes OUT/measurements/<name>.<format> (deblur: blurred images; ct: float32 sinograms,
+    n_views × n_detectors), OUT/targets/<name>.<format> and OUT/simulate.json (the task config). One
+    file per image, so `recon-run ARTIFACT OUT/measurements` runs each image once.
 
     \b
     Examples:
@@ -367,14 +387,18 @@ def simulate_main(task, inputs, out, n_phantoms, n_heldout, seed, **kw):
     """
     if not inputs and not n_phantoms and not n_heldout:
         raise click.UsageError("give INPUTS, --phantoms K or --heldout K")
+    if task == "ct" and file_format == "png":
+        raise click.UsageError("--format png is for deblur; a sinogram takes npy or tif (float32)")
     cfg = task_config_from_options(task, kw)
     names, images = _clean_inputs(cfg, inputs, n_phantoms, n_heldout, seed)
     out = Path(out)
-    _write_measurements(cfg, names, images, out, seed)
-    (out / "simulate.json").write_text(
-        json.dumps({"task": cfg.to_json(), "files": names, "seed": seed}, indent=1)
-    )
-    click.echo(f"wrote {len(names)} {task} measurement(s) and targets to {out}")
+    _write_measurements(cfg, names, images, out, seed, file_format)
+    written = {"task": cfg.to_json(), "files": names, "seed": seed, "format": file_format}
+    (out / "simulate.json").write_text(json.dumps(written, indent=1))
+    if as_json:
+        click.echo(json.dumps({"out": str(out), **written}, indent=1))
+        return
+    click.echo(f"wrote {len(names)} {task} measurement(s) and targets ({file_format}) to {out}")
 
 
 def _clean_inputs(cfg, inputs, n_phantoms: int, n_heldout: int, seed: int) -> tuple[list[str], list]:
@@ -400,10 +424,23 @@ def _clean_inputs(cfg, inputs, n_phantoms: int, n_heldout: int, seed: int) -> tu
     return names, images
 
 
-def _write_measurements(cfg, names: list[str], images: list, out: Path, seed: int) -> None:
+def _write_array(path: Path, array: np.ndarray, file_format: str) -> None:
     import tifffile
-    import torch
     from PIL import Image
+
+    if file_format == "npy":
+        np.save(path.with_suffix(".npy"), array.astype(np.float32))
+    elif file_format == "tif":
+        tifffile.imwrite(path.with_suffix(".tif"), array.astype(np.float32))
+    else:
+        pixels = (np.clip(array, 0, 1) * 65535).round().astype(np.uint16)
+        Image.fromarray(pixels).save(path.with_suffix(".png"))
+
+
+def _write_measurements(
+    cfg, names: list[str], images: list, out: Path, seed: int, file_format: str = "npy"
+) -> None:
+    import torch
 
     from recon.training import tasks
 
@@ -417,15 +454,8 @@ def _write_measurements(cfg, names: list[str], images: list, out: Path, seed: in
             .numpy()
             .astype(np.float32)
         )
-        np.save(out / "measurements" / f"{name}.npy", y)
-        if cfg.task == "ct":
-            tifffile.imwrite(out / "measurements" / f"{name}.tif", y)
-        else:
-            Image.fromarray((np.clip(y, 0, 1) * 65535).round().astype(np.uint16)).save(
-                out / "measurements" / f"{name}.png"
-            )
-        np.save(out / "targets" / f"{name}.npy", img.numpy())
-        Image.fromarray((img.numpy() * 65535).round().astype(np.uint16)).save(out / "targets" / f"{name}.png")
+        _write_array(out / "measurements" / name, y, file_format)
+        _write_array(out / "targets" / name, img.numpy(), file_format)
 
 
 if __name__ == "__main__":  # `python -m recon.training.cli` (e.g. under torchrun) trains

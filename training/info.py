@@ -7,14 +7,14 @@ from typing import Any
 
 import click
 
-from recon.runtime.cli.base import Command
+from recon.runtime.cli.base import Command, parse_size
 
 EXAMPLES = """\b
 Examples:
   recon-info                          list the models and their presets
   recon-info cnn                      SimpleCNN: 38,145 parameters, receptive field 7
   recon-info resunet --preset paper   the course's c0 = 64 Residual UNet
-  recon-info resunet --size 512 512 --json
+  recon-info resunet --size 512 --json          # or --size 512,384
   recon-info resunet --set attention=true --set c0=32
   recon-info unet --layers            the receptive field layer by layer
 
@@ -87,12 +87,11 @@ def report_text(summary: dict[str, Any], layers: list[tuple[Any, int]] | None) -
 @click.option("--preset", "-p", default=None, help="Named preset (default: the family's default).")
 @click.option(
     "--size",
-    nargs=2,
-    type=click.IntRange(min=1),
-    default=(256, 256),
+    default="256",
     show_default=True,
-    metavar="H W",
-    help="Image size for the FLOP count.",
+    callback=parse_size,
+    metavar="H,W",
+    help="Image size for the FLOP count: N (N×N) or H,W, as on recon-bench.",
 )
 @click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE", help="Override a hyperparameter.")
 @click.option("--layers", is_flag=True, help="Also print the receptive field layer by layer.")

@@ -28,11 +28,30 @@ _NAMED = {
 _CT_ONLY = ("views", "detectors", "detector_spacing")
 
 
+def _square_side(ctx: click.Context, param: click.Parameter, value: str | None) -> int | None:
+    """--image-size / --size: N, or H,W with H = W (the shared `parse_size`; the task's images are square)."""
+    from recon.runtime.cli.base import parse_size
+
+    size = parse_size(ctx, param, value)
+    if size is None:
+        return None
+    if size[0] != size[1]:
+        raise click.BadParameter(f"the task's images are square (N×N), got {value!r}")
+    if size[0] < 2:
+        raise click.BadParameter(f"the image side must be at least 2, got {value!r}")
+    return size[0]
+
+
 def task_options(func: F) -> F:
     """Add the task-configuration options to a click command (the values reach it as keyword arguments)."""
     options = [
         click.option(
-            "--image-size", "--size", "image_size", type=click.IntRange(min=2), help="Image side N (N×N)."
+            "--image-size",
+            "--size",
+            "image_size",
+            callback=_square_side,
+            metavar="N",
+            help="Image side N (N×N; --size as on recon-info and recon-bench, square here).",
         ),
         click.option("--views", "--angles", "views", type=click.IntRange(min=1), help="CT: projections."),
         click.option(

@@ -57,12 +57,81 @@ class OneLineErrors:
         sys.exit(result if isinstance(result, int) else 0)
 
 
-class Command(OneLineErrors, click.Command):
+# One convention for every recon command, applied here so that a command (or an option another engineer
+# adds) conforms without repeating it: -h and --help, --version, defaults shown in the help, one width.
+CONTEXT_SETTINGS = {"help_option_names": ["-h", "--help"], "show_default": True, "max_content_width": 110}
+
+
+def recon_version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("recon")
+    except PackageNotFoundError:  # run from a source tree without an install
+        return "unknown"
+
+
+def _print_version(ctx: click.Context, param: click.Parameter, value: bool) -> None:
+    if not value or ctx.resilient_parsing:
+        return
+    click.echo(f"{ctx.command_path} (recon) {recon_version()}")
+    ctx.exit()
+
+
+def version_option() -> click.Option:
+    return click.Option(
+        ["--version"],
+        is_flag=True,
+        expose_value=False,
+        is_eager=True,
+        callback=_print_version,
+        help="Print recon's version and exit.",
+    )
+
+
+class _Conventions:
+    """Adds the shared context settings (a command's own settings win) and --version."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        kwargs["context_settings"] = {**CONTEXT_SETTINGS, **(kwargs.get("context_settings") or {})}
+        super().__init__(*args, **kwargs)  # type: ignore[call-arg]
+        if not any("--version" in getattr(p, "opts", ()) for p in self.params):  # type: ignore[attr-defined]
+            self.params.append(version_option())  # type: ignore[attr-defined]
+
+
+class Command(_Conventions, OneLineErrors, click.Command):
     pass
 
 
-class Group(OneLineErrors, click.Group):
+class Group(_Conventions, OneLineErrors, click.Group):
     pass
+
+
+def parse_size(ctx: click.Context | None, param: click.Parameter | None, value: Any) -> Any:
+    """`--size`, spelled one way on every command: N (N×N) or H,W. Returns (H, W), a list of them for a
+    repeatable option, or None."""
+    if value is None:
+        return None
+    if isinstance(value, (tuple, list)):
+        return [parse_size(ctx, param, one) for one in value]
+    text = str(value).replace("x", ",").replace("×", ",")
+    try:
+        parts = [int(part) for part in text.split(",")]
+    except ValueError:
+        parts = []
+    if len(parts) == 1:
+        parts = parts * 2
+    if len(parts) != 2:
+        raise click.BadParameter(f"expected N or H,W (e.g. 512 or 512,384), got {value!r}")
+    if min(parts) < 1:
+        raise click.BadParameter(f"the size must be positive, got {value!r}")
+    from recon.runtime import limits
+
+    if max(parts) > limits.MAX_IMAGE_SIDE:  # bounded work: checked before anything is allocated
+        raise click.BadParameter(
+            f"H and W must lie in 1..{limits.MAX_IMAGE_SIDE} (recon.runtime.limits), got {value!r}"
+        )
+    return parts[0], parts[1]
 
 
 def int_list(text: str, what: str) -> list[int]:

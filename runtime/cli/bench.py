@@ -3,6 +3,9 @@ optionally the original PyTorch pipeline side by side."""
 
 from __future__ import annotations
 
+import contextlib
+import json
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -12,7 +15,7 @@ import click
 from recon.runtime import limits
 from recon.runtime.artifact.manifest import ArtifactError
 from recon.runtime.backends.base import BackendError
-from recon.runtime.cli.base import PRECISIONS, Command, int_list
+from recon.runtime.cli.base import PRECISIONS, Command, int_list, parse_size
 from recon.runtime.io.files import write_json_atomic
 
 BENCH_EPILOG = """\b
@@ -20,27 +23,11 @@ Examples:
   recon-bench artifacts/resunet-deblur
   recon-bench artifacts/resunet-deblur --backend cpu,cuda,tensorrt --batch 1,8,32 --iters 200
   recon-bench artifacts/resunet-deblur --backend all --batch 1,8 --threads 2
-  recon-bench artifacts/resunet-deblur --threads 1 --json bench.json --plot latency.png
+  recon-bench artifacts/resunet-deblur --threads 1 --json-out bench.json --plot latency.png
+  recon-bench artifacts/resunet-deblur --batch 1 --json | jq '.rows[0].p50_ms'
   recon-bench artifacts/resunet-deblur --batch 1,8 --threads 2 --compare-torch
   recon-bench artifacts/resunet-deblur --size 256,256 --size 512,512 --batch 1   # latency vs pixels
 """
-
-
-def _parse_sizes(
-    ctx: click.Context, param: click.Parameter, values: tuple[str, ...]
-) -> list[tuple[int, int]]:
-    sizes = []
-    for value in values:
-        try:
-            height, width = (int(part) for part in value.split(","))
-        except ValueError:
-            raise click.BadParameter(f"expected H,W (two integers, e.g. 512,512), got {value!r}") from None
-        if not (1 <= height <= limits.MAX_IMAGE_SIDE and 1 <= width <= limits.MAX_IMAGE_SIDE):
-            raise click.BadParameter(
-                f"H and W must lie in 1..{limits.MAX_IMAGE_SIDE} (recon.runtime.limits), got {value!r}"
-            )
-        sizes.append((height, width))
-    return sizes
 
 
 def _profile_sizes(
@@ -134,6 +121,13 @@ def _row(report: Any, bare: Any | None) -> dict[str, Any]:
     return row
 
 
+def _cell(row: dict[str, Any]) -> str:
+    """A row's name in the summaries, unique among the rows: backend, precision, size, batch (two cells
+    of one backend at two precisions read alike without the precision)."""
+    size = f" {row['size'][0]}×{row['size'][1]}" if "size" in row else ""
+    return f"{row['backend']} {row.get('precision') or '-'}{size}, batch {row['batch_size']}"
+
+
 def _print_table(rows: list[dict[str, Any]]) -> None:
     head = (
         f"{'backend':<30}{'prec':<6}{'batch':>6}{'p50 ms':>10}{'p90 ms':>10}{'p99 ms':>10}{'mean ms':>10}"
@@ -188,7 +182,7 @@ def check_bench_options(sizes: list[int], threads: int | None, iters: int, warmu
     "--size",
     "image_sizes",
     multiple=True,
-    callback=_parse_sizes,
+    callback=parse_size,
     metavar="H,W",
     help="Input image size (repeatable: sizes are timed side by side and compared per pixel); default: "
     "the artifact's own size (256 for a symbolic one). No bare-session column with --size.",
@@ -198,7 +192,13 @@ def check_bench_options(sizes: list[int], threads: int | None, iters: int, warmu
 @click.option(
     "--threads", type=int, default=None, help="onnxruntime intra-op threads (default: one per core)."
 )
-@click.option("--precision", type=click.Choice(PRECISIONS), default="auto", show_default=True)
+@click.option(
+    "--precision",
+    type=click.Choice(PRECISIONS),
+    default="auto",
+    show_default=True,
+    help="Which of the artifact's files to time (auto: the backend's best).",
+)
 @click.option(
     "--bare/--no-bare",
     default=True,
@@ -216,10 +216,16 @@ def check_bench_options(sizes: list[int], threads: int | None, iters: int, warmu
 )
 @click.option(
     "--json",
+    "as_json",
+    is_flag=True,
+    help="Print every cell's report (with each run's latency) as JSON on stdout; the table goes to stderr.",
+)
+@click.option(
+    "--json-out",
     "json_path",
     type=click.Path(dir_okay=False, path_type=Path),
     default=None,
-    help="Write every cell's report (with each run's latency) to this JSON file.",
+    help="Also write that JSON to this file (atomically).",
 )
 @click.option(
     "--plot",
@@ -251,6 +257,7 @@ def bench_command(
     precision: str,
     bare: bool,
     bare_session: str,
+    as_json: bool,
     json_path: Path | None,
     plot_path: Path | None,
     consistency: bool,
@@ -273,23 +280,31 @@ def bench_command(
         torch_list, torch_note = torch_reports(artifact, sizes, iters, warmup, threads)
         reports += torch_list
         rows += [{**_row(report, None), "reason": torch_note} for report in torch_list]
+    # --json: stdout holds the JSON alone, the human summary goes to stderr
+    with contextlib.redirect_stdout(sys.stderr) if as_json else contextlib.nullcontext():
+        _print_summary(rows, consistency, torch_note)
+    result = {
+        "artifact": str(artifact),
+        "cpu": cpu_description(),
+        "rows": rows,
+        "reports": [r.to_json() for r in reports],
+    }
+    if as_json:
+        click.echo(json.dumps(result, indent=2))
+    if json_path is not None:
+        write_json_atomic(json_path, result)
+    if plot_path is not None and reports:
+        save_histogram([r for r in reports if not r.label.startswith("bare")] or reports, plot_path)
+    return 1 if failed else 0
+
+
+def _print_summary(rows: list[dict[str, Any]], consistency: bool, torch_note: str | None) -> None:
+    from recon.runtime.profiling import cpu_description
+
     click.echo(f"CPU: {cpu_description()}")  # CPU engines rank differently with these flags
     _print_table(rows)
     _print_pixel_scaling(rows)
     _print_comparisons(rows, torch_note, consistency)
-    if json_path is not None:
-        write_json_atomic(
-            json_path,
-            {
-                "artifact": str(artifact),
-                "cpu": cpu_description(),
-                "rows": rows,
-                "reports": [r.to_json() for r in reports],
-            },
-        )
-    if plot_path is not None and reports:
-        save_histogram([r for r in reports if not r.label.startswith("bare")] or reports, plot_path)
-    return 1 if failed else 0
 
 
 @dataclass(frozen=True)
@@ -365,7 +380,7 @@ def _print_comparisons(rows: list[dict[str, Any]], torch_note: str | None, consi
         click.echo(
             f"speed-up over torch eager ({torch_note}; p50): "
             + ", ".join(
-                f"{eager[r['batch_size']] / r['p50_ms']:.2f}x ({r['backend']}, batch {r['batch_size']})"
+                f"{eager[r['batch_size']] / r['p50_ms']:.2f}x ({_cell(r)})"
                 for r in rows
                 if "p50_ms" in r and r.get("backend") != "torch-eager" and r["batch_size"] in eager
             )
@@ -375,10 +390,7 @@ def _print_comparisons(rows: list[dict[str, Any]], torch_note: str | None, consi
         click.echo(
             "runtime overhead over the engine called directly (onnxruntime InferenceSession.run, "
             "OpenVINO InferRequest.infer; p50): "
-            + ", ".join(
-                f"{(r['overhead_vs_bare'] - 1) * 100:+.1f}% ({r['backend']}, batch {r['batch_size']})"
-                for r in overheads
-            )
+            + ", ".join(f"{(r['overhead_vs_bare'] - 1) * 100:+.1f}% ({_cell(r)})" for r in overheads)
         )
     owns = [r for r in rows if r.get("own_ms")]
     if owns:
@@ -386,7 +398,7 @@ def _print_comparisons(rows: list[dict[str, Any]], torch_note: str | None, consi
             "runtime's own cost per run (validate, convert, split, clip; mean): "
             + ", ".join(
                 f"{r['own_ms']:.3f} ms = {r['own_ms'] / (r['mean_ms'] - r['own_ms']) * 100:.2f}% of backend "
-                f"({r['backend']}, batch {r['batch_size']})"
+                f"({_cell(r)})"
                 for r in owns
             )
         )
@@ -397,7 +409,7 @@ def _print_comparisons(rows: list[dict[str, Any]], torch_note: str | None, consi
             + ", ".join(
                 f"{r['mean_ms']:.2f} vs {r['mean_ms'] - r['consistency_ms']:.2f} ms = "
                 f"+{r['consistency_ms'] / (r['mean_ms'] - r['consistency_ms']) * 100:.1f}% "
-                f"({r['backend']}, batch {r['batch_size']})"
+                f"({_cell(r)})"
                 for r in guarded
             )
         )

@@ -147,7 +147,7 @@ class PluginGroup(Group):
     epilog="\b\nExamples:\n  recon inspect artifacts/resunet-deblur\n"
     "  recon run artifacts/resunet-deblur blurred/ --out restored/\n"
     "  recon bench artifacts/resunet-deblur --batch 1,8\n"
-    "  recon info resunet --size 256 256",
+    "  recon info resunet --size 256",
 )
 def main() -> None:
     """recon's runtime: run, benchmark and inspect exported artifacts (and describe models)."""

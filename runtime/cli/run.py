@@ -113,7 +113,7 @@ Examples:
   recon-run artifacts/resunet-deblur blurred/ --out restored/
   recon-run artifacts/resunet-deblur scan.dcm --out out/ --backend cpu --threads 2
   recon-run artifacts/resunet-deblur dicom_folder/ --out derived/ --json   (one derived series per series)
-  recon-run artifacts/fbpconvnet-ct sinograms/*.npy --out images/ --batch 16 --json
+  recon-run artifacts/resunet-ct sinograms/*.npy --out images/ --batch 16 --json
 """
 
 
@@ -418,6 +418,7 @@ def run_command(
     """
     started = time.perf_counter()
     report = RunReport(artifact, out)
+    created = not out.exists()  # this run makes --out: removed again when nothing was written into it
     try:
         with signals_interrupt():  # SIGTERM/SIGHUP as Ctrl-C: no temporary file left, the summary printed
             return _run(report, artifact, inputs, out, backend, batch, precision, threads, force, tile,
@@ -430,6 +431,8 @@ def run_command(
         report.error = "interrupted" if isinstance(error, KeyboardInterrupt) else one_line(error)
         raise
     finally:
+        if created and out.is_dir() and not any(out.iterdir()):
+            out.rmdir()  # nothing written: leave no empty --out that looks like a result
         print_report(report, time.perf_counter() - started, as_json)
 
 

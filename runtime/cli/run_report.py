@@ -97,13 +97,16 @@ class RunReport:
             "skipped": len(self.skipped),
             "images": self.images,
             "runs": len(self.run_seconds),
+            # no run, no latency (a "p50 0.00 ms" after a failure reads as a measurement)
             "run_ms": {
                 "p50": float(np.percentile(ms, 50)),
                 "p90": float(np.percentile(ms, 90)),
                 "mean": float(ms.mean()),
                 "max": float(ms.max()),
-            },
-            "per_image_ms": float(ms.sum() / max(self.images, 1)),
+            }
+            if self.run_seconds
+            else None,
+            "per_image_ms": float(ms.sum() / self.images) if self.run_seconds and self.images else None,
             "wall_s": wall,
             "stage_s": {
                 stage: round(self.stage_seconds.get(stage, 0.0), 6)
@@ -145,6 +148,8 @@ def print_report(report: RunReport, wall: float, as_json: bool) -> None:
         f"{failed}  [{summary.get('backend')}, {summary.get('precision')}; {summary.get('reason')}]"
     )
     ms = summary["run_ms"]
+    if ms is None or summary["per_image_ms"] is None:
+        return
     click.echo(
         f"latency per run: p50 {ms['p50']:.2f} ms, p90 {ms['p90']:.2f} ms, max {ms['max']:.2f} ms; "
         f"{summary['per_image_ms']:.2f} ms per image; wall {wall:.2f} s"

@@ -37,7 +37,7 @@ def test_compare_torch_adds_an_eager_row_per_batch_and_prints_the_speed_up(tmp_p
             "--threads",
             "1",
             "--compare-torch",
-            "--json",
+            "--json-out",
             str(report),
         ],
     )

@@ -82,7 +82,10 @@ def test_engine_auto_exports_without_an_engine_and_says_why_in_json(capsys, tmp_
     has_builder = tensorrt_builder_status()[0] is not None
     assert ("model.plan" in summary["files"]) == has_builder
     if not has_builder:
-        assert any(note.startswith("no TensorRT engine: ") for note in summary["notes"])
+        # why not is data; a note (printed) only where a GPU is visible, not on every CPU export
+        assert summary["engine"]["built"] is False and summary["engine"]["reason"]
+        assert "--backend cpu" not in summary["engine"]["reason"]  # an option recon-export does not have
+        assert not any(note.startswith("no TensorRT engine") for note in summary["notes"])
 
     config = text_format.Parse(
         (repo / "cnn-deblur" / "config.pbtxt").read_text(), model_config_pb2.ModelConfig()
@@ -121,3 +124,28 @@ def test_failed_parity_writes_nothing_unless_allowed(capsys, tmp_path):
     assert any("--allow-mismatch" in note for note in summary["notes"])
     manifest = json.loads((art / "manifest.json").read_text())
     assert manifest["parity"]["passed"] is False
+
+
+def test_add_puts_a_variant_beside_what_the_artifact_holds_and_refuses_other_weights(capsys, tmp_path):
+    art = tmp_path / "art"
+    tiny = ["--image-size", "32", "--batch", "1:2:4", "--threads", "1", "--quiet", "--out", str(art)]
+    code, _, err = run(capsys, "--model", "cnn", "--fp16", "--consistency-images", "16", *tiny)
+    assert code == 0, err
+    before = json.loads((art / "manifest.json").read_text())
+    code, out, err = run(capsys, "--model", "cnn", "--int8", "--add", "--json", *tiny)
+    assert code == 0, err
+    summary = json.loads(out)
+    after = json.loads((art / "manifest.json").read_text())
+    assert {"model.onnx", "model.fp16.onnx", "model.int8.onnx", "consistency.onnx"} <= set(after["files"])
+    assert summary["parity"]["onnxruntime-fp16"]["passed"] and summary["parity"]["onnxruntime-int8"]["passed"]
+    assert after["consistency"]["calibration"]["n"] == before["consistency"]["calibration"]["n"] == 16
+    assert after["model"]["weights_sha256"] == before["model"]["weights_sha256"] == summary["weights_sha256"]
+    assert summary["weights_path"].endswith("cnn-deblur.safetensors")
+    assert not list(tmp_path.glob(".*tmp*")), "no temp folder left beside the artifact"
+
+    # another network into the same artifact: refused, the artifact untouched
+    code, _, err = run(capsys, "--model", "cnn", "--random-init", "--bf16", "--add", *tiny)
+    assert_one_line_error(code, err, "--add", "weights")
+    assert json.loads((art / "manifest.json").read_text()) == after
+    code, _, err = run(capsys, "--model", "cnn", "--int8", "--add", *tiny[:-1], str(tmp_path / "none"))
+    assert_one_line_error(code, err, "--add", "not an artifact")

@@ -102,3 +102,20 @@ def test_a_pipelined_run_writes_exactly_what_a_serial_run_writes(hardening_artif
         assert report["stage_s"]["infer"] > 0 and report["stage_s"]["write"] > 0
     assert runs["pipelined"] == runs["serial"]
     assert runs["serial"][0] == 1 and len(runs["serial"][2]) == 8  # 6 of 14 files are bad
+
+
+def test_a_run_where_every_file_fails_leaves_no_out_folder_and_no_latency(hardening_artifacts, tmp_path):
+    (tmp_path / "in").mkdir()
+    np.save(tmp_path / "in" / "scale.npy", np.full((H, W), 200.0, np.float32))
+    (tmp_path / "in" / "damaged.npy").write_bytes(b"\x93NUMPY garbage")
+    out = tmp_path / "out"
+    result = recon_run(hardening_artifacts["conv"], tmp_path / "in", "--out", out)
+    assert result.returncode == 1
+    assert not out.exists(), "an empty --out looks like a result"
+    assert "latency" not in result.stdout and "p50" not in result.stdout, result.stdout
+    result = recon_run(hardening_artifacts["conv"], tmp_path / "in", "--out", out, "--json")
+    report = json.loads(result.stdout)
+    assert report["run_ms"] is None and report["per_image_ms"] is None and not out.exists()
+    out.mkdir()  # a folder the user made stays, empty or not
+    recon_run(hardening_artifacts["conv"], tmp_path / "in", "--out", out)
+    assert out.is_dir()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -128,7 +129,7 @@ def test_recon_bench_prints_a_table_and_the_overhead_ratio(deblur_artifact, tmp_
         "1",
         "--threads",
         "1",
-        "--json",
+        "--json-out",
         tmp_path / "b.json",
         "--plot",
         tmp_path / "b.png",
@@ -143,9 +144,14 @@ def test_recon_bench_prints_a_table_and_the_overhead_ratio(deblur_artifact, tmp_
 
 def test_recon_bench_all_times_every_installed_backend_and_precision_side_by_side(deblur_artifact, tmp_path):
     result = cli("recon-bench", deblur_artifact, "--backend", "all", "--batch", "1", "--iters", "2",
-                 "--warmup", "0", "--threads", "1", "--json", tmp_path / "b.json")  # fmt: skip
+                 "--warmup", "0", "--threads", "1", "--json")  # fmt: skip
     assert result.returncode == 0, result.stderr
-    cells = {(r["backend"], r["precision"]) for r in json.loads((tmp_path / "b.json").read_text())["rows"]}
+    cells = {(r["backend"], r["precision"]) for r in json.loads(result.stdout)["rows"]}  # stdout: JSON alone
+    # the summaries (on stderr with --json) name every cell apart: backend and precision, not backend alone
+    for line in result.stderr.splitlines():
+        if line.startswith(("runtime overhead", "consistency check (with")):
+            named = re.findall(r"\(([^()]*, batch \d+)\)", line)
+            assert len(named) == len(set(named)) > 1, line
     expected = {("onnxruntime-cpu", "fp32"), ("onnxruntime-cpu", "int8")}
     if OPENVINO:
         from recon.runtime.backends.openvino import bf16_refusal_here

@@ -6,6 +6,7 @@ import json
 
 import numpy as np
 import pytest
+import tifffile
 from click.testing import CliRunner
 
 from recon.training.cli import eval_main, simulate_main, train_main
@@ -126,13 +127,20 @@ def test_recon_simulate_deblur_and_ct(tmp_path):
     )
     assert r.exit_code == 0, r.output
     assert np.load(out / "measurements" / "x.npy").shape == (40, 50)
-    assert (out / "measurements" / "phantom000.png").exists() and (out / "targets" / "x.png").exists()
+    # one file per image: recon-run on the folder runs each image once
+    assert sorted(p.name for p in (out / "measurements").iterdir()) == ["phantom000.npy", "x.npy"]
+    assert sorted(p.name for p in (out / "targets").iterdir()) == ["phantom000.npy", "x.npy"]
     out = tmp_path / "ct"
-    r = CliRunner().invoke(simulate_main, ["--task", "ct", "--phantoms", "1", "--out", str(out)])
+    r = CliRunner().invoke(
+        simulate_main, ["--task", "ct", "--phantoms", "1", "--format", "tif", "--json", "--out", str(out)]
+    )
     assert r.exit_code == 0, r.output
+    assert json.loads(r.output)["format"] == "tif"
     cfg = task_config("ct")
-    assert np.load(out / "measurements" / "phantom000.npy").shape == (cfg.n_views, cfg.n_detectors)
-    assert (out / "measurements" / "phantom000.tif").exists()
+    assert [p.name for p in (out / "measurements").iterdir()] == ["phantom000.tif"]
+    assert tifffile.imread(out / "measurements" / "phantom000.tif").shape == (cfg.n_views, cfg.n_detectors)
+    png = ["--task", "ct", "--phantoms", "1", "--format", "png", "--out", str(tmp_path / "p")]
+    assert CliRunner().invoke(simulate_main, png).exit_code != 0
     assert CliRunner().invoke(simulate_main, ["--task", "ct", "--out", str(out)]).exit_code != 0
 
 

@@ -26,7 +26,7 @@ def test_cnn_report_shows_parameters_receptive_field_and_flops():
 
 
 def test_cnn_json_report_is_plain_data():
-    result = run("cnn", "--json", "--size", "128", "64")
+    result = run("cnn", "--json", "--size", "128,64")
     assert result.exit_code == 0, result.output
     report = json.loads(result.output)
     assert report["parameters"] == 38145
@@ -94,9 +94,9 @@ def test_recon_info_is_the_same_command_under_the_recon_group():
     # `recon info` loads recon-info only when asked (recon.runtime.cli.main must stay torch-free)
     bin_dir = f"{sys.prefix}/bin"
     result = subprocess.run(
-        [f"{bin_dir}/recon", "info", "cnn", "--json", "--size", "128", "64"], capture_output=True, text=True
+        [f"{bin_dir}/recon", "info", "cnn", "--json", "--size", "128,64"], capture_output=True, text=True
     )
     assert result.returncode == 0, result.stderr
-    assert json.loads(result.stdout) == json.loads(run("cnn", "--json", "--size", "128", "64").output)
+    assert json.loads(result.stdout) == json.loads(run("cnn", "--json", "--size", "128,64").output)
     wrong = subprocess.run([f"{bin_dir}/recon", "info", "nosuch"], capture_output=True, text=True)
     assert wrong.returncode != 0 and "unknown model 'nosuch'" in wrong.stderr

@@ -12,6 +12,7 @@ Geometry (shared by every function here and by scikit-image's ``radon``/``iradon
 
 from __future__ import annotations
 
+import functools
 import math
 from typing import Literal
 
@@ -57,12 +58,7 @@ def _ray_grid(
     an affine map of ``(s, t)``, so the whole grid is one batched matrix product.
     """
     device = angles.device
-    n_samples = factor * ray_samples(n_detectors, spacing)
-    s = torch.arange(n_detectors, dtype=dtype, device=device) - n_detectors // 2
-    if spacing != 1.0:
-        s = s * spacing
-    t = (torch.arange(n_samples, dtype=dtype, device=device) - n_samples // 2) / factor
-    base = torch.stack(torch.broadcast_tensors(s[None, :], t[:, None], s.new_ones(())), -1)
+    base = _ray_base(n_detectors, factor, dtype, str(device), spacing)
     # coarse pixel -> index on the fine grid (pixel centres) -> [-1, 1] with align_corners=True
     scale = 2 * factor / (factor * image_size - 1)
     shift = (factor * (image_size // 2) + (factor - 1) / 2) * 2 / (factor * image_size - 1) - 1
@@ -76,6 +72,19 @@ def _ray_grid(
         dim=1,
     ).to(dtype)  # (A, 3, 2)
     return torch.matmul(base.reshape(1, -1, 3), affine).reshape(1, -1, n_detectors, 2)
+
+
+@functools.lru_cache(maxsize=4)
+def _ray_base(n_detectors: int, factor: int, dtype: torch.dtype, device: str, spacing: float) -> torch.Tensor:
+    """The ``(s, t, 1)`` triples of every ray sample, ``(K, D, 3)``: the same for every angle, so built once
+    (stacking them cost more than the grid_sample per angle at 512², 180 views) and kept for the next call.
+    Read-only: callers only multiply it."""
+    n_samples = factor * ray_samples(n_detectors, spacing)
+    s = torch.arange(n_detectors, dtype=dtype, device=device) - n_detectors // 2
+    if spacing != 1.0:
+        s = s * spacing
+    t = (torch.arange(n_samples, dtype=dtype, device=device) - n_samples // 2) / factor
+    return torch.stack(torch.broadcast_tensors(s[None, :], t[:, None], s.new_ones(())), -1)
 
 
 def _angle_chunks(n_angles: int, n_detectors: int, factor: int, n_ray: int):
