@@ -55,8 +55,8 @@ def merged_options(options: Any) -> tuple[Any, list[str]]:
     if "model.plan" in manifest.files:
         held.append("TensorRT engine")
         engine = "trt"  # rebuilt, or a clear error before any work: never silently dropped
-    consistency = manifest.consistency or {}
-    n_consistency = int(consistency.get("calibration", {}).get("n", 0)) if consistency else 0
+    consistency = manifest.consistency
+    n_consistency = int(consistency.details.get("calibration", {}).get("n", 0)) if consistency else 0
     trained = model.get("trained_task_config")
     deployed_json = manifest.task_config.to_json()
     deployed = {key: value for key, value in deployed_json.items() if key != "task"}
@@ -68,10 +68,8 @@ def merged_options(options: Any) -> tuple[Any, list[str]]:
         int8=options.int8 or "int8" in precisions,
         bf16=options.bf16 or bf16,
         engine=engine,
-        batch=(int(batch["min"]), int(batch["opt"]), int(batch["max"])),
-        spatial=(int(spatial["min"]), int(spatial["opt"]), int(spatial["max"]))
-        if spatial and spatial.get("whole_image")
-        else options.spatial,
+        batch=(batch.min, batch.opt, batch.max),
+        spatial=(spatial.min, spatial.opt, spatial.max) if spatial and spatial.whole_image else options.spatial,
         task_overrides=deployed,
         allow_geometry_change=options.allow_geometry_change or bool(trained) and trained != deployed_json,
         consistency_images=n_consistency,  # the check it has, calibrated as before; none stays none

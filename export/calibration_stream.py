@@ -94,7 +94,7 @@ def simulate_and_run(
             else:
                 # the profile's OPT batch, not MAX: a CT graph's per-batch temporaries grow with the batch
                 # (backprojection gathers over every pixel × angle × image)
-                step = max(1, min(rec.max_batch, int(rec.manifest.batch.get("opt") or rec.max_batch)))
+                step = max(1, min(rec.max_batch, rec.manifest.batch.opt))
                 images = np.concatenate(
                     [rec.run(measurements[lo : lo + step]) for lo in range(0, len(measurements), step)]
                 )
