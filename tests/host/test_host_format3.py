@@ -58,7 +58,8 @@ def test_a_format_3_artifact_with_golden_files_loads_in_both(artifact, host_lib)
     Host(host_lib, artifact).close()
 
 
-PROFILE_FIELDS = {  # what export/exporter.py writes into a file's "tensorrt" entry (TensorRT backends read it)
+# what export/exporter.py writes into a file's "tensorrt" entry (only the TensorRT backends read it)
+PROFILE_FIELDS = {
     "profiles": [{"min": [1, 1, 16, 16], "opt": [1, 1, 16, 16], "max": [4, 1, 16, 16]}],
     "footprint": {"bytes": 123, "note": "x"},
     "provider_profile": {"min": [1, 1, 16, 16]},
@@ -113,7 +114,9 @@ EDITS = {
     "lineage a string": lambda d: d.update(lineage="main"),
     "golden file resized": lambda d: d["files"]["golden/inputs.npy"].update(size=3),
     "golden file rehashed": lambda d: d["files"]["golden/inputs.npy"].update(sha256="0" * 64),
-    "golden file missing": lambda d: d["files"].update({"golden/outputs.npy": d["files"]["golden/inputs.npy"]}),
+    "golden file missing": lambda d: d["files"].update(
+        {"golden/outputs.npy": d["files"]["golden/inputs.npy"]}
+    ),
 }
 
 
@@ -131,7 +134,8 @@ def test_a_golden_folder_that_is_a_link_is_refused_alike(artifact, host_lib, tmp
     (artifact / "golden").symlink_to(outside)
     python, host = refusals(artifact, host_lib)
     assert host == python
-    assert host == f"{artifact}/golden: is a symbolic link; the file is damaged or tampered with, re-export the artifact"
+    tampered = "the file is damaged or tampered with, re-export the artifact"
+    assert host == f"{artifact}/golden: is a symbolic link; {tampered}"
 
 
 def test_a_golden_file_that_is_a_link_is_refused_alike(artifact, host_lib, tmp_path):
