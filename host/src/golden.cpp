@@ -90,7 +90,8 @@ Array parse(const std::string& path, const std::string& data) {
         ok = std::all_of(array.values.begin(), array.values.end(), [](float v) { return std::isfinite(v); });
     }
     if (!ok) {
-        std::string got = descr[1].str() + " (";
+        std::string type = descr[1] == "<f4" ? "float32" : descr[1] == "<f8" ? "float64" : descr[1].str();  // numpy's name
+        std::string got = type + " (";
         for (size_t i = 0; i < array.shape.size(); ++i) got += (i ? ", " : "") + std::to_string(array.shape[i]);
         throw ArtifactError(path + ": golden arrays must be finite float32 (N, 1, H, W) with N <= " +
                             std::to_string(kMaxGoldenImages) + ", got " + got + "); re-export the artifact");
