@@ -93,6 +93,7 @@ Array parse(const std::string& path, const std::string& data) {
         std::string type = descr[1] == "<f4" ? "float32" : descr[1] == "<f8" ? "float64" : descr[1].str();  // numpy's name
         std::string got = type + " (";
         for (size_t i = 0; i < array.shape.size(); ++i) got += (i ? ", " : "") + std::to_string(array.shape[i]);
+        if (array.shape.size() == 1) got += ",";  // Python's repr of a 1-tuple
         throw ArtifactError(path + ": golden arrays must be finite float32 (N, 1, H, W) with N <= " +
                             std::to_string(kMaxGoldenImages) + ", got " + got + "); re-export the artifact");
     }
