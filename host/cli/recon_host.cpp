@@ -15,6 +15,7 @@ namespace {
 
 const char* kUsage =
     "usage: recon-host ARTIFACT INPUT --out OUT.npy [options]\n"
+    "       recon-host ARTIFACT --verify [--precision P] [--threads N]   the golden set, as `recon verify`\n"
     "  INPUT            .npy (float32/64, 8/16/32-bit integers; (H, W), (B, H, W) or (B, 1, H, W))\n"
     "                   or raw little-endian float32 with --shape\n"
     "  --shape B,H,W    shape of a raw float32 INPUT (any rank 2-4)\n"
@@ -55,6 +56,7 @@ int main(int argc, char** argv) {
     std::vector<std::string> args(argv + 1, argv + argc);
     std::vector<std::string> positional;
     std::string out, shape_text;
+    bool verify = false;
     recon::Options options;
     try {
         for (size_t i = 0; i < args.size(); ++i) {
@@ -66,7 +68,8 @@ int main(int argc, char** argv) {
             if (a == "-h" || a == "--help") {
                 std::cout << kUsage;
                 return 0;
-            } else if (a == "--out") out = value();
+            } else if (a == "--verify") verify = true;
+            else if (a == "--out") out = value();
             else if (a == "--shape") shape_text = value();
             else if (a == "--threads") options.threads = to_int(a, value());
             else if (a == "--precision") options.precision = value();
@@ -79,12 +82,18 @@ int main(int argc, char** argv) {
             else if (!a.empty() && a[0] == '-') throw Usage("unknown option " + a);
             else positional.push_back(a);
         }
-        if (positional.size() != 2 || out.empty()) throw Usage("ARTIFACT, INPUT and --out are required");
+        if (verify && (positional.size() != 1 || !out.empty())) throw Usage("--verify takes ARTIFACT alone");
+        if (!verify && (positional.size() != 2 || out.empty())) throw Usage("ARTIFACT, INPUT and --out are required");
     } catch (const Usage& error) {
         std::cerr << "error: " << error.what() << "\n" << kUsage;
         return 2;
     }
     try {
+        if (verify) {  // exit 0: within tolerance; 1: not (or no golden set), the line says why
+            recon::Verification result = recon::Reconstructor(positional[0], options).verify();
+            std::cout << result.line() << "\n";
+            return result.passed ? 0 : 1;
+        }
         const std::string& input = positional[1];
         recon::npy::Array array;
         const uint64_t cap = 1ULL << 31;  // 2 GiB of input in one file

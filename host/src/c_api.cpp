@@ -2,6 +2,7 @@
 // thread-local message; nothing C++ crosses the boundary.
 #include "recon/recon.h"
 
+#include <limits>
 #include <new>
 #include <string>
 
@@ -95,6 +96,20 @@ recon_status recon_open(const char* artifact_dir, const recon_options* options, 
 recon_status recon_verify(const char* artifact_dir) {
     if (!artifact_dir) return fail(RECON_ERROR_ARGUMENT, "recon_verify: artifact_dir must not be NULL");
     return guarded([&] { recon::verify_artifact(artifact_dir); });
+}
+
+recon_status recon_verify_golden(recon_host* host, int32_t* passed, double* max_abs, double* psnr, const char** line) {
+    if (!host) return fail(RECON_ERROR_ARGUMENT, "recon_verify_golden: host must not be NULL");
+    return guarded([&] {
+        static thread_local std::string report;
+        recon::Verification result = host->reconstructor->verify();
+        report = result.line();
+        const double nan = std::numeric_limits<double>::quiet_NaN();
+        if (passed) *passed = result.passed ? 1 : 0;
+        if (max_abs) *max_abs = result.max_abs.value_or(nan);
+        if (psnr) *psnr = result.psnr.value_or(nan);
+        if (line) *line = report.c_str();
+    });
 }
 
 void recon_close(recon_host* host) { delete host; }

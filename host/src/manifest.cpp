@@ -104,17 +104,29 @@ Batch check_batch(const Json& batch, const std::string& source) {
     return profile;
 }
 
+bool plain_name(const std::string& name) {
+    return !name.empty() && name != "." && name != ".." && name.find('/') == std::string::npos &&
+           name.find('\0') == std::string::npos;
+}
+
+// manifest.py's is_listed_name: a plain name, or one plain name inside the golden folder (nothing deeper).
+bool listed_name(const std::string& name) {
+    size_t slash = name.find('/');
+    if (slash == std::string::npos) return plain_name(name);
+    return name.substr(0, slash) == kGoldenFolder && plain_name(name.substr(slash + 1));
+}
+
 FileEntry check_file_entry(const std::string& name, const Json& entry, const std::string& source) {
-    bool plain = !name.empty() && name != "." && name != ".." && name.find('/') == std::string::npos &&
-                 name.find('\0') == std::string::npos;
-    if (!plain) fail(source + ": file name " + py_repr(Json(name)) + " must be a plain name inside the artifact");
+    if (!listed_name(name))
+        fail(source + ": file name " + py_repr(Json(name)) + " must be a plain name inside the artifact (or " +
+             kGoldenFolder + "/NAME)");
     if (!entry.is_object())
         fail(source + ": files[" + py_repr(Json(name)) + "] must be an object, got " + py_repr(entry) + "; re-export");
     static const std::regex sha256_pattern("[0-9a-f]{64}");
     auto value = [&](const char* key) { const Json* v = get(entry, key); return v ? *v : Json(nullptr); };
     Json sha = value("sha256"), size = value("size"), kind = value("kind"), precision = value("precision"),
          tensorrt = value("tensorrt");
-    static const std::set<std::string> kinds = {"onnx", "tensorrt", "report", "consistency"};
+    static const std::set<std::string> kinds = {"onnx", "tensorrt", "report", "consistency", "golden"};
     static const std::set<std::string> precisions = {"fp32", "fp16", "int8"};
     std::vector<std::pair<std::string, bool>> problems = {
         {"sha256", !(sha.is_string() && std::regex_match(sha.get<std::string>(), sha256_pattern))},
@@ -127,7 +139,7 @@ FileEntry check_file_entry(const std::string& name, const Json& entry, const std
         if (!wrong) continue;
         std::string expected = key == "sha256"      ? "64 lowercase hex digits"
                                : key == "size"      ? "an integer 0.." + std::to_string(kMaxArtifactFileBytes)
-                               : key == "kind"      ? "one of ('onnx', 'tensorrt', 'report', 'consistency')"
+                               : key == "kind"      ? "one of ('onnx', 'tensorrt', 'report', 'consistency', 'golden')"
                                : key == "precision" ? "null or one of ('fp32', 'fp16', 'int8')"
                                                     : "null or an object";
         fail(source + ": files[" + py_repr(Json(name)) + "]." + key + " must be " + expected + ", got " +
@@ -203,11 +215,11 @@ ConsistencyEntry check_consistency_entry(const Json& entry, const std::vector<st
 Manifest from_json(const Json& data, const std::string& source) {
     if (!data.is_object()) fail(source + ": expected a JSON object, got " + json::py_type(data));
     const Json* version = get(data, "format_version");
-    if (!(version && is_int(*version) && (as_int(*version) == 1 || as_int(*version) == 2))) {
+    if (!(version && is_int(*version) && as_int(*version) >= 1 && as_int(*version) <= 3)) {
         const Json* written = get(data, "recon_version");
         std::string by = !written ? "unknown" : written->is_string() ? written->get<std::string>() : py_repr(*written);
         fail(source + ": artifact format version " + py_repr(version ? *version : Json(nullptr)) +
-             " is not known to this recon (it reads versions 1, 2); re-export the model with this recon version or "
+             " is not known to this recon (it reads versions 1, 2, 3); re-export the model with this recon version or "
              "install the recon version that wrote it (" + by + ")");
     }
     Manifest m;
@@ -264,14 +276,28 @@ Manifest from_json(const Json& data, const std::string& source) {
     for (const auto& [name, entry] : data["files"].items()) m.files.emplace_back(name, check_file_entry(name, entry, source));
     const Json* consistency = get(data, "consistency");
     if (consistency && !consistency->is_null()) m.consistency = check_consistency_entry(*consistency, m.files, source);
+    for (const char* key : {"golden", "lineage"}) {  // golden: checked in full where it is used (verify)
+        const Json* value = get(data, key);
+        if (value && !value->is_null() && !value->is_object())
+            fail(source + ": " + py_repr(Json(key)) + " must be a JSON object; re-export the artifact");
+    }
+    if (const Json* golden = get(data, "golden"); golden && golden->is_object()) m.golden_json = *golden;
     const Json* written = get(data, "recon_version");
     m.recon_version = written ? (written->is_string() ? written->get<std::string>() : py_repr(*written)).substr(0, 64) : "unknown";
     return m;
 }
 
+// manifest.py's inside(): directory/name, refusing a golden folder that is a link (it could lead out of the
+// artifact; O_NOFOLLOW guards only the last component of the path).
+std::string inside(const std::string& directory, const std::string& name) {
+    if (name.find('/') != std::string::npos && files::is_link(join(directory, kGoldenFolder)))
+        fail(join(directory, kGoldenFolder) + ": is a symbolic link; " + kTampered);
+    return join(directory, name);
+}
+
 void verify_files(const std::string& directory, const Manifest& manifest) {
     for (const auto& [name, entry] : manifest.files) {
-        std::string path = join(directory, name);
+        std::string path = inside(directory, name);
         if (!files::exists_or_link(path)) fail(path + ": listed in the manifest but missing; re-export the artifact");
         if (entry.kind == "onnx") {  // the bytes are needed anyway, for the external-data scan
             read_verified(directory, manifest, name);
@@ -390,7 +416,7 @@ Manifest load_manifest(const std::string& directory_in, bool verify) {
 }
 
 std::string read_verified(const std::string& directory, const Manifest& manifest, const std::string& name) {
-    std::string path = join(directory, name);
+    std::string path = inside(directory, name);
     const FileEntry& entry = manifest.file(name);
     std::string data;
     try {

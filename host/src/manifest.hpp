@@ -25,11 +25,12 @@ constexpr int kMaxJsonDepth = 32;
 constexpr long long kMaxArtifactFileBytes = 4LL * 1024 * 1024 * 1024;
 constexpr size_t kMaxArtifactFiles = 64;
 constexpr int kMaxStaticShapes = 8;
+constexpr const char* kGoldenFolder = "golden";  // the one sub-folder files may be listed in (format v3)
 
 struct FileEntry {
     std::string sha256;
     uint64_t size = 0;
-    std::string kind;       // onnx, tensorrt, report, consistency
+    std::string kind;       // onnx, tensorrt, report, consistency, golden
     std::string precision;  // "" when null
 };
 
@@ -65,7 +66,7 @@ struct Batch {
 };
 
 struct Manifest {
-    int format_version = 2;
+    int format_version = 3;
     std::string name, task, recon_version;
     IoSpec input, output;
     Batch batch;
@@ -73,6 +74,7 @@ struct Manifest {
     std::vector<std::pair<std::string, FileEntry>> files;  // in the manifest's order
     std::optional<Json> spatial_json;
     std::optional<ConsistencyEntry> consistency;
+    std::optional<Json> golden_json;  // format v3's golden entry as written (checked where it is used)
 
     const FileEntry& file(const std::string& name) const;
     // The ONNX file of that precision, or "".

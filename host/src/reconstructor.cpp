@@ -6,6 +6,7 @@
 
 #include "consistency.hpp"
 #include "engine.hpp"
+#include "golden.hpp"
 #include "inputs.hpp"
 #include "manifest.hpp"
 #include "recon/recon.hpp"
@@ -252,6 +253,21 @@ std::string Reconstructor::name() const { return impl_->manifest.name; }
 std::string Reconstructor::model_file() const { return impl_->network ? impl_->network->file() : ""; }
 std::string Reconstructor::precision() const { return impl_->network ? impl_->network->precision() : ""; }
 bool Reconstructor::scores_outputs() const { return impl_->guard != nullptr; }
+
+Verification Reconstructor::verify() const {
+    const Impl& s = *impl_;
+    if (!s.manifest.golden_json) {
+        Verification none;
+        none.backend = "openvino";
+        none.precision = precision();
+        none.reason = "the artifact (format v" + std::to_string(s.manifest.format_version) +
+                      ") carries no golden outputs; re-export it with this recon to qualify it";
+        return none;
+    }
+    golden::Set set = golden::load(s.directory, s.manifest);
+    Result outputs = run(set.inputs.values.data(), set.inputs.shape);
+    return golden::compare(set, outputs, s.manifest, "openvino", precision());
+}
 
 void verify_artifact(const std::string& artifact_dir) { artifact::load_manifest(artifact_dir, true); }
 

@@ -97,6 +97,13 @@ def load_library(build: Path) -> ctypes.CDLL:
     lib.recon_result_free.argtypes = [ctypes.c_void_p]
     lib.recon_size_plan.argtypes = [ctypes.c_void_p, ctypes.c_int64, ctypes.c_int64]
     lib.recon_size_plan.restype = ctypes.c_char_p
+    lib.recon_verify_golden.argtypes = [
+        ctypes.c_void_p,
+        p(ctypes.c_int32),
+        p(ctypes.c_double),
+        p(ctypes.c_double),
+        p(ctypes.c_char_p),
+    ]
     return lib
 
 
@@ -138,6 +145,14 @@ class Host:
         handle = ctypes.c_void_p()
         _check(lib, lib.recon_open(str(artifact).encode(), ctypes.byref(options), ctypes.byref(handle)))
         self.handle = handle
+
+    def verify_golden(self) -> tuple[bool, float, float, str]:
+        """recon_verify_golden: (passed, max |error|, PSNR dB, the one-line report)."""
+        passed, line = ctypes.c_int32(), ctypes.c_char_p()
+        max_abs, psnr = ctypes.c_double(), ctypes.c_double()
+        outputs = [ctypes.byref(v) for v in (passed, max_abs, psnr, line)]
+        _check(self.lib, self.lib.recon_verify_golden(self.handle, *outputs))
+        return bool(passed.value), max_abs.value, psnr.value, line.value.decode()
 
     def run(self, images: np.ndarray) -> tuple[np.ndarray, list[HostScore]]:
         images = np.ascontiguousarray(images)

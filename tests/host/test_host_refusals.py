@@ -74,7 +74,7 @@ def test_every_out_of_bounds_field_is_refused_alike(artifact, host_lib, case):
 
 
 MORE_EDITS = {
-    "format version 3": lambda d: d.update(format_version=3),
+    "format version 4": lambda d: d.update(format_version=4),
     "format version as text": lambda d: d.update(format_version="2"),
     "missing files": lambda d: d.pop("files"),
     "task unknown": lambda d: d.update(task="mri"),

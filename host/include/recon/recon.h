@@ -61,6 +61,11 @@ const char* recon_version(void);
 recon_status recon_open(const char* artifact_dir, const recon_options* options, recon_host** host);
 /* The manifest and file checks alone (no engine): RECON_OK or RECON_ERROR_ARTIFACT with the reason. */
 recon_status recon_verify(const char* artifact_dir);
+/* Run the artifact's golden set (format 3) on this handle's engine and hold it to the manifest's tolerance, as
+ * `recon verify` does: *passed 1 or 0, *max_abs and *psnr (NaN when not compared; psnr inf: identical), and
+ * *line the one-line report (valid until the thread's next call). Any output pointer may be NULL. A damaged
+ * golden set is RECON_ERROR_ARTIFACT; an artifact without one is RECON_OK with *passed 0 and the reason. */
+recon_status recon_verify_golden(recon_host* host, int32_t* passed, double* max_abs, double* psnr, const char** line);
 /* Waits for runs in flight, then frees everything; no call on the handle may start after it. NULL is ignored. */
 void recon_close(recon_host* host);
 

@@ -86,6 +86,21 @@ struct Result {
     std::vector<Score> scores;    // one per image; empty when the check is off or the artifact has none
 };
 
+// One backend/precision on the artifact's golden set (format 3), as `recon verify` reports it
+// (runtime/verify.py's GoldenResult): passed or not, why, and the numbers against the tolerance.
+struct Verification {
+    std::string backend, precision;
+    bool passed = false;
+    std::string reason;
+    int64_t images = 0;
+    std::optional<double> max_abs, psnr;  // unset when the outputs could not be compared; psnr inf: identical
+    int64_t worst_image = 0;
+    std::string tolerance_key;            // "" when the artifact holds no tolerance for this precision
+    double tolerance_max_abs = 0, tolerance_min_psnr = 0;
+    std::vector<int64_t> flagged;         // golden images the consistency check flags here, not at export
+    std::string line() const;             // "PASS  openvino/fp32: max |error| ..." as `recon verify` prints
+};
+
 class Reconstructor {
   public:
     // Reads and verifies the artifact (manifest, every listed file's size and sha256) and compiles its
@@ -113,6 +128,11 @@ class Reconstructor {
     std::string model_file() const;
     std::string precision() const;
     bool scores_outputs() const;  // false: no consistency scores (switched off, or none in the artifact)
+
+    // Runs the artifact's golden inputs on this engine and holds the outputs to the references with the
+    // manifest's tolerance for openvino/<precision>, as `recon verify` does. A format 1/2 artifact carries
+    // no golden set: not passed, and the reason says so. Throws ArtifactError for a damaged golden set.
+    Verification verify() const;
 
     // Waits for runs in flight, then frees the engine; later runs throw ClosedError. Idempotent.
     void close();
