@@ -69,7 +69,9 @@ def merged_options(options: Any) -> tuple[Any, list[str]]:
         bf16=options.bf16 or bf16,
         engine=engine,
         batch=(batch.min, batch.opt, batch.max),
-        spatial=(spatial.min, spatial.opt, spatial.max) if spatial and spatial.whole_image else options.spatial,
+        spatial=(spatial.min, spatial.opt, spatial.max)
+        if spatial and spatial.whole_image
+        else options.spatial,
         task_overrides=deployed,
         allow_geometry_change=options.allow_geometry_change or bool(trained) and trained != deployed_json,
         consistency_images=n_consistency,  # the check it has, calibrated as before; none stays none

@@ -26,7 +26,7 @@ PROVIDED_BY = {
 }
 LAYERS = {  # the extras whose packages a layer may import (besides the base dependencies)
     "training": ("train",),
-    "runtime": ("cpu", "openvino", "gpu-cu13", "gpu-cu12", "lean-cu13", "lean-cu12", "dicom", "plot"),
+    "runtime": ("cpu", "openvino", "gpu-cu13", "gpu-cu12", "lean-cu13", "lean-cu12", "dicom", "tiff", "plot"),
     "export": ("train", "cpu", "gpu-cu13", "gpu-cu12", "triton"),
 }
 

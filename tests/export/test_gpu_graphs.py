@@ -13,6 +13,7 @@ against onnxruntime's OperatorKernels.md, not tested; docs/gpu.md lists it).
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 
 import numpy as np
@@ -273,10 +274,13 @@ def test_the_tensorrt_provider_refuses_a_graph_the_export_found_too_large_and_re
     from recon.runtime.artifact.manifest import ArtifactError
 
     manifest = load_manifest(ct)
-    manifest.files["model.onnx"].tensorrt = {"error": "one image needs a tensor of 3,000,000,000 elements"}
+    entry = manifest.files["model.onnx"]  # frozen: the test swaps in edited copies
+    error = {"error": "one image needs a tensor of 3,000,000,000 elements"}
+    manifest.files["model.onnx"] = dataclasses.replace(entry, tensorrt=error)
     backend = OnnxRuntimeBackend(ct, manifest, name="onnxruntime-tensorrt", trt_cache_dir=tmp_path)
     with pytest.raises(ArtifactError, match="cannot run .*3,000,000,000 elements"):
         backend.providers()
-    manifest.files["model.onnx"].tensorrt = None  # exported before profiles were derived: its batch range
+    # exported before profiles were derived: its batch range
+    manifest.files["model.onnx"] = dataclasses.replace(entry, tensorrt=None)
     (_, trt), _ = backend.providers()
     assert trt["trt_profile_max_shapes"].startswith(f"{manifest.input.name}:{manifest.batch.max}x")

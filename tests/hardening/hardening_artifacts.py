@@ -93,6 +93,7 @@ def add_flagging_check(directory: Path, flag_above: float = -1.0) -> Path:
     import onnx
     from onnx import TensorProto, helper, numpy_helper
 
+    from recon.runtime.artifact.consistency_entry import ConsistencyEntry
     from recon.runtime.artifact.manifest import load_manifest
 
     graph = helper.make_graph(
@@ -118,12 +119,13 @@ def add_flagging_check(directory: Path, flag_above: float = -1.0) -> Path:
     onnx.save(model, directory / "consistency.onnx")
     manifest = load_manifest(directory)
     manifest.add_file(directory, "consistency.onnx", "consistency", "fp32")
-    manifest.consistency = {
+    entry = {
         "file": "consistency.onnx",
         "inputs": ["image", "measurement"],
         "output": "stats",
         "statistics": ["residual"],
         "bounds": {"residual": {"check": "upper", "high": flag_above}},
     }
+    manifest.consistency = ConsistencyEntry.from_json(entry, manifest.files, "add_flagging_check")
     manifest.save(directory)
     return directory

@@ -97,7 +97,7 @@ def _tiff(path: Path, variant: str, rng: np.random.Generator, h: int, w: int, dt
 
     if variant == "tiff-rgb":
         tifffile.imwrite(path, rng.integers(0, 255, (h, w, 3), dtype=np.uint8), photometric="rgb")
-        return refuse("colour TIFF")
+        return refuse("PhotometricInterpretation RGB")
     if variant == "tiff-4d":
         tifffile.imwrite(path, values((2, 2, h, w)), photometric="minisblack")
         return refuse("expected a 2-D image")

@@ -101,6 +101,7 @@ def test_from_artifact_turns_a_memory_error_into_a_backend_error(tmp_path):
     import onnx
     from onnx import TensorProto, helper, numpy_helper
 
+    from recon.runtime.artifact.io_spec import BatchProfile, IOSpec
     from recon.runtime.artifact.manifest import Manifest
     from recon.runtime.artifact.task_config import DeblurTask
 
@@ -119,10 +120,10 @@ def test_from_artifact_turns_a_memory_error_into_a_backend_error(tmp_path):
         name="ballast",
         task="deblur",
         model={"name": "ballast", "config": {}, "weights_sha256": None},
-        input={**spec, "value_range": None},
-        output={**spec, "name": "image", "value_range": [0.0, 1.0], "clip": True},
+        input=IOSpec.from_json({**spec, "value_range": None}, "input"),
+        output=IOSpec.from_json({**spec, "name": "image", "value_range": [0.0, 1.0], "clip": True}, "output"),
         task_config=DeblurTask(image_size=H),
-        batch={"min": 1, "opt": 1, "max": 4},
+        batch=BatchProfile(1, 1, 4),
     )
     manifest.add_file(tmp_path, "model.onnx", "onnx", "fp32")
     manifest.save(tmp_path)

@@ -116,7 +116,7 @@ def test_export_records_a_ct_range_that_holds_every_simulated_training_sinogram(
 
     from recon.export.exporter import make_manifest
 
-    options = SimpleNamespace(model="cnn", task="ct", batch=(1, 2, 4))
+    options = SimpleNamespace(model="cnn", task="ct", batch=(1, 2, 4), name=lambda: "cnn")
     manifest = make_manifest(
         options, torch.nn.Identity(), cfg, {"kind": "random-init"}, [1, 1, 12, 46], [1, 1, 32, 32]
     )

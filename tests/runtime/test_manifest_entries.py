@@ -15,7 +15,7 @@ from recon.runtime.artifact.spatial import Spatial
 SHA = "0" * 64
 # written out by hand (as recon-export writes it), so the round trip is checked against the format itself
 WRITTEN = {
-    "format_version": 2,
+    "format_version": 3,
     "recon_version": "0.1.0",
     "name": "resunet-deblur",
     "task": "deblur",
