@@ -19,6 +19,7 @@ the process between the temp file and the rename (the crash test's hook, as expo
 from __future__ import annotations
 
 import datetime
+import errno
 import json
 import os
 import re
@@ -72,7 +73,7 @@ def _read_json(path: Path) -> Any:
     try:
         return json.loads(read_at_most(path, MAX_RECORD_BYTES))
     except (FileRefused, ValueError) as error:
-        if not os.path.lexists(path):
+        if getattr(error, "errno", None) == errno.ENOENT:  # decided by the failed open, not a second look
             return None
         raise ArtifactError(f"{path}: unreadable ({error}); delete it or write it again") from None
 

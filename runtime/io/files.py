@@ -129,7 +129,11 @@ def write_json_atomic(path: str | os.PathLike, data: Any) -> None:
 
 
 class FileRefused(ValueError):
-    """A file that recon will not read: a link, not a regular file, or not the size it should be."""
+    """A file that recon will not read: a link, not a regular file, or not the size it should be.
+
+    `errno` is the operating system's error number when opening it failed (e.g. ENOENT), else None."""
+
+    errno: int | None = None
 
 
 def open_regular(path: str | os.PathLike, follow_links: bool = False) -> int:
@@ -149,7 +153,9 @@ def open_regular(path: str | os.PathLike, follow_links: bool = False) -> int:
     try:
         fd = os.open(path, flags)
     except OSError as error:
-        raise FileRefused(f"{path}: cannot be opened ({error.strerror or error})") from None
+        refused = FileRefused(f"{path}: cannot be opened ({error.strerror or error})")
+        refused.errno = error.errno
+        raise refused from None
     try:
         info = os.fstat(fd)
         if not stat.S_ISREG(info.st_mode):
