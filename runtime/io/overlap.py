@@ -144,10 +144,20 @@ class WriteBehind:
         self._raise_once()
 
     def close(self) -> None:
-        """Wait for every queued call; re-raise the first exception that escaped one."""
+        """Wait for every queued call; re-raise the first exception that escaped one.
+
+        Interrupted while waiting (Ctrl-C, SIGTERM land in this thread): the call in hand still finishes and
+        the queued ones are dropped before the interrupt goes on, so no write is cut off when the process
+        ends (the worker is a daemon thread: leaving it running would kill it mid-write)."""
         if self._thread is not None and self._thread.is_alive():
-            self._queue.put(_DONE)
-            self._thread.join()
+            try:
+                self._queue.put(_DONE)
+                self._thread.join()
+            except BaseException:
+                self._cancelled = True
+                self._queue.put(_DONE)  # a second one is harmless: the worker stops at the first
+                self._thread.join()
+                raise
         self._raise_once()
 
     def __enter__(self) -> WriteBehind:

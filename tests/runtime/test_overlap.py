@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import signal
 import threading
 import time
 
@@ -113,3 +115,33 @@ def test_leaving_the_write_behind_block_by_an_exception_drops_the_queued_calls()
         started.wait()
         raise KeyboardInterrupt
     assert done == [0]  # the call in hand finished, the three queued were dropped
+
+
+def test_an_interrupt_while_closing_lets_the_call_in_hand_finish_and_drops_the_rest():
+    """The signal can land while the main thread waits in close(): leaving then would let the process end
+    with the (daemon) worker mid-write."""
+    done: list[int] = []
+    started = threading.Event()
+
+    def write(n: int) -> None:
+        started.set()
+        time.sleep(0.3)
+        done.append(n)
+
+    writer = WriteBehind(depth=4)
+    for n in range(4):
+        writer.submit(write, n)
+    started.wait()
+
+    def stop(signum: int, frame: object) -> None:
+        raise KeyboardInterrupt  # as Ctrl-C or recon-run's SIGTERM handler does, in the main thread
+
+    previous = signal.signal(signal.SIGUSR1, stop)
+    timer = threading.Timer(0.1, os.kill, (os.getpid(), signal.SIGUSR1))  # a real signal wakes the wait
+    timer.start()
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            writer.close()
+    finally:
+        signal.signal(signal.SIGUSR1, previous)
+    assert done == [0] and not writer._thread.is_alive()  # finished, not abandoned; 1..3 dropped
