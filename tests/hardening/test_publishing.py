@@ -105,7 +105,7 @@ def test_a_signal_mid_write_leaves_no_temporary_file_and_prints_the_summary(
     if mode == "--serial":  # the signal lands between the second file's temporary file and its publish
         assert statuses == ["written", "pending", "pending", "pending"], statuses
         assert sorted(p.name for p in out.iterdir()) == ["00.png"]  # and no hidden *.tmp
-    else:  # the writer's thread finishes the file in hand (the signal reaches the main thread), drops the rest
+    else:  # the writer thread finishes the file in hand (the signal reaches the main thread), drops the rest
         written = statuses.count("written")
         assert written >= 2 and statuses == ["written"] * written + ["pending"] * (4 - written), statuses
         assert sorted(p.name for p in out.iterdir()) == [f"{i:02d}.png" for i in range(written)]  # no *.tmp
