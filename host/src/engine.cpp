@@ -31,6 +31,14 @@ Port port_of(const ov::Output<const ov::Node>& port) {
     return p;
 }
 
+// The batch profile as Python's BatchProfile prints it (runtime/artifact/io_spec.py): "min:opt:max", with
+// min defaulting to 1 and opt to max where the manifest does not state them.
+std::string batch_text(const artifact::Batch& batch) {
+    int min = batch.has_min ? batch.min : 1;
+    int opt = batch.has_opt ? batch.opt : batch.max;
+    return std::to_string(min) + ":" + std::to_string(opt) + ":" + std::to_string(batch.max);
+}
+
 std::string names_list(const std::vector<Port>& ports) {
     Json names = Json::array();
     for (const auto& p : ports) names.push_back(p.name);
@@ -56,7 +64,7 @@ void check_graph_io(const std::string& path, const artifact::Manifest& m, const 
             Json wanted = Json::array();
             for (const auto& d : spec->dims) wanted.push_back(d);
             throw ArtifactError(path + ": graph " + side + " " + py_repr(Json(node->name)) + " has shape " + py_repr(graph) +
-                                ", the manifest says " + py_repr(wanted) + " (batch " + py_repr(m.batch_json) +
+                                ", the manifest says " + py_repr(wanted) + " (batch " + batch_text(m.batch) +
                                 "); the manifest does not describe this graph, re-export");
         }
     }

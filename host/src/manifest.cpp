@@ -80,6 +80,13 @@ IoSpec check_io_spec(const Json& spec, const std::string& side, const std::strin
     if (clip && !clip->is_boolean())
         fail(source + ": " + side + " clip must be true or false, got " + py_repr(*clip) + "; re-export");
     io.clip = clip ? clip->get<bool>() : true;
+    // then IOSpec.from_json's own checks (runtime/artifact/io_spec.py), in its order: layout, dtype
+    const Json* layout = get(spec, "layout");
+    if (layout && !layout->is_null() && !(layout->is_string() && code_points(layout->get<std::string>()) <= 16))
+        fail(source + ": " + side + " layout must be a short string, got " + py_repr(*layout) + "; re-export");
+    const Json* dtype = get(spec, "dtype");
+    if (dtype && !(dtype->is_string() && code_points(dtype->get<std::string>()) <= 16))
+        fail(source + ": " + side + " dtype must be a short string, got " + py_repr(*dtype) + "; re-export");
     return io;
 }
 
