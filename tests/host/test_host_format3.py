@@ -13,8 +13,9 @@ import pytest
 import test_artifact_trust as trust
 from host_ctypes import Host, HostError, verify
 from runtime_artifacts import build_artifact
+from test_host_refusals import refusals as load_refusals
 
-from recon.runtime import ArtifactError, Reconstructor
+from recon.runtime import Reconstructor
 from recon.runtime.artifact.manifest import load_manifest
 
 
@@ -39,16 +40,13 @@ def artifact(golden_artifact, tmp_path) -> Path:
 
 
 def refusals(artifact: Path, host_lib) -> tuple[str, str]:
-    """(recon.runtime's ArtifactError, the C++ host's), loading on the openvino backend and verifying."""
-    with pytest.raises(ArtifactError) as python_error:
-        Reconstructor.from_artifact(artifact, backend="openvino", threads=1)
-    with pytest.raises(HostError) as host_error:
-        Host(host_lib, artifact).close()
-    assert host_error.value.kind == "artifact", host_error.value
+    """(recon.runtime's ArtifactError, the C++ host's), loading on the openvino backend (as
+    test_host_refusals compares them); the host's verify refuses with the same message."""
+    python_message, host_message = load_refusals(artifact, host_lib)
     with pytest.raises(HostError) as verify_error:
         verify(host_lib, artifact)
-    assert str(verify_error.value) == str(host_error.value)
-    return str(python_error.value), str(host_error.value)
+    assert str(verify_error.value) == host_message
+    return python_message, host_message
 
 
 def test_a_format_3_artifact_with_golden_files_loads_in_both(artifact, host_lib):
