@@ -47,7 +47,6 @@ import argparse
 import copy
 import datetime
 import json
-import math
 import os
 import platform
 import re
@@ -65,6 +64,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
+from json_report import finite  # noqa: E402
 from torch import nn  # noqa: E402
 from torch.utils._python_dispatch import TorchDispatchMode  # noqa: E402
 from torch.utils._pytree import tree_leaves  # noqa: E402
@@ -702,15 +702,6 @@ def render_markdown(report: dict) -> str:
         *[f"- {n}" for n in report["notes"]],
     ]  # fmt: skip
     return "\n".join(lines) + "\n"
-
-
-def finite(value: Any) -> Any:
-    """JSON has no NaN or infinity: such floats become null."""
-    if isinstance(value, float):
-        return value if math.isfinite(value) else None
-    if isinstance(value, dict):
-        return {k: finite(v) for k, v in value.items()}
-    return [finite(v) for v in value] if isinstance(value, (list, tuple)) else value
 
 
 def write_outputs(report: dict, args: argparse.Namespace) -> str:

@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import os
 import platform
 import subprocess
@@ -36,6 +35,8 @@ import traceback
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
+
+from json_report import finite
 
 STARTED = time.perf_counter()
 DEFAULT_SPATIAL = (64, 512, 2048)  # recon-export's default sides (export/exporter.py)
@@ -442,14 +443,6 @@ def markdown(report: dict) -> str:
             ]
         lines.append("")
     return "\n".join(lines) + "\n"
-
-
-def finite(value: Any) -> Any:
-    if isinstance(value, float):
-        return value if math.isfinite(value) else None
-    if isinstance(value, dict):
-        return {k: finite(v) for k, v in value.items()}
-    return [finite(v) for v in value] if isinstance(value, (list, tuple)) else value
 
 
 def write(report: dict, out: Path) -> None:

@@ -110,6 +110,7 @@ def test_the_bench_loads_weights_with_the_packages_own_checks(tmp_path, monkeypa
     spec = importlib.util.spec_from_file_location("bench_gpu", SCRIPT)
     bench = importlib.util.module_from_spec(spec)
     monkeypatch.setitem(sys.modules, "bench_gpu", bench)  # its dataclasses look their module up
+    monkeypatch.syspath_prepend(str(SCRIPT.parent))  # as when run as a script: its siblings import
     spec.loader.exec_module(bench)
     assert not hasattr(bench, "read_safetensors") and not hasattr(bench, "ellipse_phantoms")
     monkeypatch.setattr(weights, "weights_dir", lambda: tmp_path)
